@@ -1,0 +1,657 @@
+"""The DuckDB results store: schema (numbered migrations), ingest of LoadGen run folders, accuracy results, queries.
+
+Guarantees:
+
+* Every run folder is parsed completely before anything is written; bad input raises
+  :class:`~mlperf_assets.loadgen_logs.LogFormatError` and leaves the database untouched.
+* Each run is written in one transaction that first deletes the run's earlier rows (re-ingest replaces).
+* Writers are serialized by a file lock beside the database (``<db>.lock``); waiting longer than the timeout
+  raises :class:`StoreLockedError`. A DuckDB file held open by a process that does not use the lock is
+  reported the same way.
+
+Units everywhere: latencies in nanoseconds (``*_ns``), throughput per second, times naive UTC.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from mlperf_assets.loadgen_logs import LogFormatError, NoRunsFoundError, ParsedRun, discover_runs, headline, parse_runs
+
+if TYPE_CHECKING:  # heavy imports stay inside functions
+    import duckdb
+    import pandas
+
+__all__ = [
+    "IngestedRun",
+    "LogFormatError",
+    "NoRunsFoundError",
+    "RUN_SUMMARY_COLUMNS",
+    "SCHEMA_VERSION",
+    "StoreError",
+    "StoreLockedError",
+    "ingest_path",
+    "ingest_parsed",
+    "query",
+    "query_rows",
+    "save_accuracy",
+]
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used (missing, newer schema, not a DuckDB file)."""
+
+
+class StoreLockedError(StoreError):
+    """Another writer holds the database; the message says which file and how long we waited."""
+
+
+# --------------------------------------------------------------------------------------------- schema
+
+_FIGURE_COLS = [
+    f"{m}_{s}_ns" for m in ("latency", "ttft", "tpot") for s in ("min", "max", "mean", "p50", "p90", "p95", "p97", "p99", "p999")
+]
+
+RUNS_COLUMNS: list[tuple[str, str]] = [
+    ("run_id", "VARCHAR NOT NULL"),
+    ("group_id", "VARCHAR NOT NULL"),
+    ("harness_run_id", "VARCHAR"),
+    ("dagster_run_id", "VARCHAR"),
+    ("source_path", "VARCHAR NOT NULL"),
+    ("source_kind", "VARCHAR"),
+    ("node", "VARCHAR"),
+    ("backend", "VARCHAR"),
+    ("backend_kind", "VARCHAR"),
+    ("benchmark", "VARCHAR"),
+    ("lg_model_name", "VARCHAR"),
+    ("division", "VARCHAR"),
+    ("submitter", "VARCHAR"),
+    ("system", "VARCHAR"),
+    ("scenario", "VARCHAR"),
+    ("scenario_label", "VARCHAR"),
+    ("mode", "VARCHAR"),
+    ("compliance_test", "VARCHAR"),
+    ("loadgen_mode", "VARCHAR"),
+    ("result_validity", "VARCHAR"),
+    ("invalid_reason", "VARCHAR"),
+    ("perf_constraints_met", "BOOLEAN"),
+    ("min_duration_met", "BOOLEAN"),
+    ("min_queries_met", "BOOLEAN"),
+    ("early_stopping_met", "BOOLEAN"),
+    ("samples_per_second", "DOUBLE"),
+    ("scheduled_samples_per_second", "DOUBLE"),
+    ("completed_samples_per_second", "DOUBLE"),
+    ("tokens_per_second", "DOUBLE"),
+    ("completed_tokens_per_second", "DOUBLE"),
+    ("tokens_per_second_inferred", "BOOLEAN"),
+    ("token_throughput_with_loadgen_overhead", "DOUBLE"),
+    ("qps_with_loadgen_overhead", "DOUBLE"),
+    *[(c, "BIGINT") for c in _FIGURE_COLS],
+    ("query_count", "BIGINT"),
+    ("samples_per_query", "BIGINT"),
+    ("target_qps", "DOUBLE"),
+    ("target_latency_ns", "BIGINT"),
+    ("ttft_latency_ns", "BIGINT"),
+    ("tpot_latency_ns", "BIGINT"),
+    ("min_duration_ms", "BIGINT"),
+    ("min_query_count", "BIGINT"),
+    ("performance_sample_count", "BIGINT"),
+    ("qsl_total_count", "BIGINT"),
+    ("num_errors", "INTEGER"),
+    ("num_warnings", "INTEGER"),
+    ("loadgen_version", "VARCHAR"),
+    ("sut_name", "VARCHAR"),
+    ("test_datetime", "TIMESTAMP"),
+    ("started_at", "TIMESTAMP"),
+    ("finished_at", "TIMESTAMP"),
+    ("exit_status", "VARCHAR"),
+    ("accuracy_log_state", "VARCHAR"),
+    ("accuracy_log_samples", "BIGINT"),
+    ("accuracy_log_unique_samples", "BIGINT"),
+    ("compliance_passed", "BOOLEAN"),
+    ("figures_source", "VARCHAR"),
+    ("parse_notes", "VARCHAR"),
+    ("ingested_at", "TIMESTAMP"),
+]
+RUNS_COLUMN_NAMES = [c for c, _ in RUNS_COLUMNS]
+
+# The public view. Keep in step with the README (a public interface: add columns, never rename).
+RUN_SUMMARY_COLUMNS: list[tuple[str, str]] = [
+    ("run_id", "key: '<harness run_id>-<mode>' for harness runs, 'lg-<hash of source_path>' otherwise"),
+    ("source_path", "absolute path of the run folder"),
+    ("node", "node name (harness manifest or --node)"),
+    ("benchmark", "submission benchmark name, e.g. llama3.1-8b, gptj-99"),
+    ("scenario", "LoadGen's effective scenario: Offline | Server | SingleStream"),
+    ("scenario_label", "submission scenario: Interactive for llama3_1-8b-interactive runs, else = scenario"),
+    ("mode", "performance | accuracy | ranging | compliance"),
+    ("compliance_test", "TEST06 etc. for compliance runs"),
+    ("result_validity", "VALID | INVALID (NULL for accuracy runs)"),
+    ("samples_per_second", "samples/s: Offline Samples per second, Server Completed samples per second, SingleStream QPS w/o loadgen overhead"),
+    ("tokens_per_second", "tokens/s: Offline Tokens per second, Server/SingleStream completed tokens/s (gpt-j: the inferred figure)"),
+    ("completed_samples_per_second", "samples/s completed (Server)"),
+    ("completed_tokens_per_second", "tokens/s completed (Server, SingleStream; gpt-j inferred)"),
+    ("tokens_per_second_inferred", "true when tokens/s is LoadGen's inferred figure (gpt-j)"),
+    ("latency_p50_ns", "ns"),
+    ("latency_p90_ns", "ns (SingleStream headline)"),
+    ("latency_p99_ns", "ns"),
+    ("ttft_p50_ns", "time to first token, ns"),
+    ("ttft_p99_ns", "ns (Server constraint)"),
+    ("tpot_p50_ns", "time per output token, ns"),
+    ("tpot_p99_ns", "ns (Server constraint)"),
+    ("min_duration_met", "boolean"),
+    ("loadgen_version", "e.g. '5.1.0 @ 50de99161e'"),
+    ("started_at", "UTC; harness start or LoadGen test_datetime"),
+    ("finished_at", "UTC; harness end or last LoadGen event"),
+    ("backend", "backend name (harness manifest or --backend)"),
+    ("backend_kind", "model | baseline | harness-ceiling"),
+    ("dagster_run_id", "Dagster run that produced it, when known"),
+    ("harness_run_id", "harness run_id shared by the performance and accuracy runs of one materialization"),
+    ("submitter", "from a submission tree path"),
+    ("system", "from a submission tree path"),
+    ("compliance_passed", "TEST06 verify_accuracy.txt verdict"),
+    ("rouge1", "accuracy of this run's scenario folder / harness run, ROUGE-1 x100"),
+    ("rouge2", "ROUGE-2 x100"),
+    ("rougeL", "ROUGE-L x100"),
+    ("rougeLsum", "ROUGE-Lsum x100"),
+    ("gen_len", "total characters generated"),
+    ("gen_num", "number of predictions scored"),
+    ("accuracy_passed", "all accuracy targets met (NULL when no checks were recorded)"),
+]
+
+_RUN_SUMMARY_SELECT = ",\n  ".join(
+    f'a."{c}"' if c in ("rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len", "gen_num", "accuracy_passed") else f"r.{c}"
+    for c, _ in RUN_SUMMARY_COLUMNS
+)
+
+
+def _accuracy_summary_sql(groups_param: bool = False) -> str:
+    """One row per group (scenario folder / harness run): the preferred accuracy result set, pivoted.
+
+    A result belongs to the group of the run it names, or, when no such run exists (yet), to a group named by
+    its run_id (a harness run_id). Scored results (``save_accuracy``) win over parsed ``accuracy.txt``; then the
+    newest. With ``groups_param`` the SQL takes one list parameter of group ids to refresh."""
+    where = "WHERE coalesce(r.group_id, a.run_id) IN (SELECT unnest(?::VARCHAR[]))" if groups_param else ""
+    return f"""
+    WITH acc AS (
+        SELECT a.*, coalesce(r.group_id, a.run_id) AS grp
+        FROM accuracy_results a LEFT JOIN runs r ON r.run_id = a.run_id {where}
+    ), pick AS (
+        SELECT grp, run_id, source, row_number() OVER (
+            PARTITION BY grp ORDER BY (source = 'accuracy.txt'), max_at DESC, run_id) AS rk
+        FROM (SELECT grp, run_id, source, max(computed_at) AS max_at FROM acc GROUP BY ALL)
+    )
+    SELECT acc.grp AS group_id,
+        any_value(acc.run_id) AS accuracy_run_id,
+        any_value(acc.source) AS accuracy_source,
+        max(value) FILTER (WHERE metric = 'rouge1') AS "rouge1",
+        max(value) FILTER (WHERE metric = 'rouge2') AS "rouge2",
+        max(value) FILTER (WHERE metric = 'rougeL') AS "rougeL",
+        max(value) FILTER (WHERE metric = 'rougeLsum') AS "rougeLsum",
+        CAST(max(value) FILTER (WHERE metric = 'gen_len') AS BIGINT) AS gen_len,
+        CAST(max(value) FILTER (WHERE metric = 'gen_num') AS BIGINT) AS gen_num,
+        CASE WHEN count(passed) = 0 THEN NULL ELSE bool_and(passed) END AS accuracy_passed
+    FROM acc JOIN pick ON pick.grp = acc.grp AND pick.run_id = acc.run_id AND pick.source = acc.source AND pick.rk = 1
+    GROUP BY acc.grp"""
+
+
+def refresh_accuracy(conn: "duckdb.DuckDBPyConnection", groups: Sequence[str] | None = None) -> None:
+    """Recompute ``accuracy_latest`` (what run_summary joins) for ``groups``, or all groups. Call inside the
+    writing transaction so the table never disagrees with ``accuracy_results``."""
+    if groups is None:
+        conn.execute("DELETE FROM accuracy_latest")
+        conn.execute(f"INSERT INTO accuracy_latest {_accuracy_summary_sql()}")
+        return
+    groups = sorted({g for g in groups if g})
+    if not groups:
+        return
+    conn.execute("DELETE FROM accuracy_latest WHERE group_id IN (SELECT unnest(?::VARCHAR[]))", [groups])
+    conn.execute(f"INSERT INTO accuracy_latest {_accuracy_summary_sql(groups_param=True)}", [groups])
+
+_MIGRATION_1 = [
+    f"CREATE TABLE runs ({', '.join(f'{c} {t}' for c, t in RUNS_COLUMNS)}, PRIMARY KEY (run_id))",
+    """CREATE TABLE detail_events (run_id VARCHAR NOT NULL, seq INTEGER, line_no INTEGER, key VARCHAR,
+        value_json VARCHAR, value_num DOUBLE, value_str VARCHAR, time_ms DOUBLE, event_type VARCHAR,
+        is_error BOOLEAN, is_warning BOOLEAN, src_file VARCHAR, src_line INTEGER)""",
+    "CREATE TABLE settings (run_id VARCHAR NOT NULL, kind VARCHAR, key VARCHAR, value_json VARCHAR)",
+    """CREATE TABLE accuracy_results (run_id VARCHAR NOT NULL, source VARCHAR NOT NULL, metric VARCHAR NOT NULL,
+        value DOUBLE, value_text VARCHAR, target DOUBLE, target_json VARCHAR, passed BOOLEAN, hash VARCHAR,
+        computed_at TIMESTAMP NOT NULL)""",
+    """CREATE TABLE provenance (run_id VARCHAR NOT NULL, manifest_json VARCHAR, harness_version VARCHAR,
+        loadgen_version VARCHAR, backend_versions_json VARCHAR, engine_args_json VARCHAR, dataset_json VARCHAR,
+        host_json VARCHAR, gpus_json VARCHAR, files_json VARCHAR, user_conf VARCHAR)""",
+    """CREATE TABLE sample_timings (run_id VARCHAR NOT NULL, qsl_idx BIGINT, issue_ns BIGINT,
+        first_token_ns BIGINT, complete_ns BIGINT, output_tokens INTEGER)""",
+    """CREATE TABLE progress (run_id VARCHAR NOT NULL, seq INTEGER, time TIMESTAMP, elapsed_s DOUBLE,
+        issued BIGINT, completed BIGINT, total BIGINT, output_tokens BIGINT, tokens_per_s DOUBLE, final BOOLEAN)""",
+    """CREATE TABLE accuracy_log_samples (run_id VARCHAR NOT NULL, seq_id BIGINT, qsl_idx BIGINT,
+        data_bytes INTEGER, token_count INTEGER)""",
+    f"CREATE VIEW accuracy_summary AS {_accuracy_summary_sql()}",
+    f"CREATE TABLE accuracy_latest AS SELECT * FROM ({_accuracy_summary_sql()}) LIMIT 0",
+    f"""CREATE VIEW run_summary AS
+    SELECT
+      {_RUN_SUMMARY_SELECT}
+    FROM runs r LEFT JOIN accuracy_latest a ON a.group_id = r.group_id""",
+    "CREATE INDEX sample_timings_run ON sample_timings (run_id)",
+    "CREATE INDEX detail_events_run ON detail_events (run_id)",
+]
+
+# Numbered migrations: never edit an applied one; append (N, description, statements).
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "initial schema: runs, detail_events, settings, accuracy_results, provenance, sample_timings, progress, "
+        "accuracy_log_samples, accuracy_latest; views accuracy_summary, run_summary", _MIGRATION_1),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+CHILD_TABLES = ("detail_events", "settings", "provenance", "sample_timings", "progress", "accuracy_log_samples")
+
+
+def _migrate(conn: "duckdb.DuckDBPyConnection", db_path: Path) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, description VARCHAR, applied_at TIMESTAMP)"
+    )
+    current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    if current > SCHEMA_VERSION:
+        raise StoreError(
+            f"{db_path}: schema version {current} is newer than this code understands ({SCHEMA_VERSION}); upgrade mlperf-dagster"
+        )
+    for version, description, statements in MIGRATIONS:
+        if version <= current:
+            continue
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            for sql in statements:
+                conn.execute(sql)
+            conn.execute("INSERT INTO schema_version VALUES (?, ?, ?)", [version, description, _utcnow()])
+            conn.execute("COMMIT")
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+# ----------------------------------------------------------------------------------------- connections
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    msg = str(exc).lower()
+    return "lock" in msg and ("conflicting" in msg or "could not set" in msg)
+
+
+def _connect_retrying(db_path: Path, *, read_only: bool, timeout_s: float) -> "duckdb.DuckDBPyConnection":
+    import duckdb
+
+    deadline = time.monotonic() + max(timeout_s, 0.0)
+    while True:
+        try:
+            return duckdb.connect(str(db_path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if _is_lock_error(exc):
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"{db_path}: database is held open by another process (waited {timeout_s:g} s): "
+                        f"{str(exc).splitlines()[0]}"
+                    ) from None
+                time.sleep(0.05)
+                continue
+            raise StoreError(f"{db_path}: cannot open as a DuckDB database: {str(exc).splitlines()[0]}") from None
+        except duckdb.Error as exc:
+            raise StoreError(f"{db_path}: cannot open as a DuckDB database: {str(exc).splitlines()[0]}") from None
+
+
+def lock_path(db_path: str | os.PathLike) -> Path:
+    return Path(os.path.abspath(db_path) + ".lock")
+
+
+@contextmanager
+def open_for_write(db_path: str | os.PathLike, *, lock_timeout_s: float = 30) -> Iterator["duckdb.DuckDBPyConnection"]:
+    """Hold the writer lock, open (creating and migrating) the database, yield the connection."""
+    from filelock import FileLock, Timeout
+
+    db_path = Path(os.path.abspath(db_path))
+    if not db_path.parent.is_dir():
+        raise StoreError(f"{db_path}: folder {db_path.parent} does not exist")
+    lock = FileLock(str(lock_path(db_path)), timeout=lock_timeout_s)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise StoreLockedError(
+            f"{db_path}: another writer holds {lock_path(db_path)} (waited {lock_timeout_s:g} s); try again when it finishes"
+        ) from None
+    try:
+        conn = _connect_retrying(db_path, read_only=False, timeout_s=lock_timeout_s)
+        try:
+            _migrate(conn, db_path)
+            yield conn
+        finally:
+            conn.close()
+    finally:
+        lock.release()
+
+
+# --------------------------------------------------------------------------------------------- writes
+
+
+@dataclass(frozen=True)
+class IngestedRun:
+    run_id: str
+    source_path: str
+    scenario: str | None
+    scenario_label: str | None
+    mode: str
+    result_validity: str | None
+    benchmark: str | None
+    headline: str
+
+
+def _arrow_insert(conn: "duckdb.DuckDBPyConnection", table: str, columns: dict[str, tuple[Sequence[Any], Any]]) -> None:
+    """Bulk insert column lists through an Arrow table (one vectorized INSERT, no per-row Python)."""
+    import pyarrow as pa
+
+    n = len(next(iter(columns.values()))[0])
+    if n == 0:
+        return
+    tbl = pa.table({name: pa.array(values, type=typ) for name, (values, typ) in columns.items()})
+    conn.register("_bulk_rows", tbl)
+    try:
+        cols = ", ".join(columns)
+        conn.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _bulk_rows")
+    finally:
+        conn.unregister("_bulk_rows")
+
+
+def _event_columns(run_id: str, parsed: ParsedRun) -> dict[str, tuple[Sequence[Any], Any]]:
+    import pyarrow as pa
+
+    ev = parsed.events
+    vnum: list[float | None] = []
+    vstr: list[str | None] = []
+    vjson: list[str] = []
+    for e in ev:
+        v = e.value
+        vjson.append(json.dumps(v))
+        if isinstance(v, bool):
+            vnum.append(float(v))
+            vstr.append(None)
+        elif isinstance(v, (int, float)):
+            vnum.append(float(v))
+            vstr.append(None)
+        elif isinstance(v, str):
+            vnum.append(None)
+            vstr.append(v)
+        else:
+            vnum.append(None)
+            vstr.append(None)
+    return {
+        "run_id": ([run_id] * len(ev), pa.string()),
+        "seq": ([e.seq for e in ev], pa.int32()),
+        "line_no": ([e.line_no for e in ev], pa.int32()),
+        "key": ([e.key for e in ev], pa.string()),
+        "value_json": (vjson, pa.string()),
+        "value_num": (vnum, pa.float64()),
+        "value_str": (vstr, pa.string()),
+        "time_ms": ([e.time_ms for e in ev], pa.float64()),
+        "event_type": ([e.event_type for e in ev], pa.string()),
+        "is_error": ([e.is_error for e in ev], pa.bool_()),
+        "is_warning": ([e.is_warning for e in ev], pa.bool_()),
+        "src_file": ([e.src_file for e in ev], pa.string()),
+        "src_line": ([e.src_line for e in ev], pa.int32()),
+    }
+
+
+def _accuracy_rows(run_id: str, source: str, results: dict[str, Any], checks: dict[str, dict] | None,
+                   hash_: str | None, raw: dict[str, str] | None = None) -> list[list[Any]]:
+    now = _utcnow()
+    rows = []
+    checks = checks or {}
+    for metric in list(results) + [m for m in checks if m not in results]:
+        v = results.get(metric, checks.get(metric, {}).get("value"))
+        try:
+            num = float(v) if v is not None and not isinstance(v, bool) else None
+        except (TypeError, ValueError):
+            num = None
+        chk = checks.get(metric) or {}
+        target = chk.get("target")
+        target_num = float(target) if isinstance(target, (int, float)) and not isinstance(target, bool) else None
+        passed = chk.get("passed")
+        bounds = {k: x for k, x in chk.items() if k not in ("value", "passed")}  # target, max, ...
+        rows.append([
+            run_id, source, metric, num, (raw or {}).get(metric, None if v is None else str(v)),
+            target_num, json.dumps(bounds, default=str) if bounds else None,
+            None if passed is None else bool(passed), hash_, now,
+        ])
+    return rows
+
+
+def _write_run(conn: "duckdb.DuckDBPyConnection", parsed: ParsedRun) -> None:
+    import pyarrow as pa
+
+    row = dict(parsed.row)
+    row["ingested_at"] = _utcnow()
+    run_id = row["run_id"]
+    m = parsed.manifest or {}
+    backend = m.get("backend") if isinstance(m.get("backend"), dict) else {}
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        for t in CHILD_TABLES:
+            conn.execute(f"DELETE FROM {t} WHERE run_id = ?", [run_id])
+        conn.execute("DELETE FROM accuracy_results WHERE run_id = ? AND source = 'accuracy.txt'", [run_id])
+        old_group = conn.execute("SELECT group_id FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        conn.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+        conn.execute(
+            f"INSERT INTO runs ({', '.join(RUNS_COLUMN_NAMES)}) VALUES ({', '.join('?' * len(RUNS_COLUMN_NAMES))})",
+            [row.get(c) for c in RUNS_COLUMN_NAMES],
+        )
+        if parsed.events:
+            _arrow_insert(conn, "detail_events", _event_columns(run_id, parsed))
+        if parsed.settings:
+            s = parsed.settings
+            _arrow_insert(conn, "settings", {
+                "run_id": ([run_id] * len(s), pa.string()),
+                "kind": ([k for k, _, _ in s], pa.string()),
+                "key": ([k for _, k, _ in s], pa.string()),
+                "value_json": ([v for _, _, v in s], pa.string()),
+            })
+        conn.execute(
+            "INSERT INTO provenance VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                run_id,
+                json.dumps(m) if m else None,
+                m.get("harness_version"),
+                row.get("loadgen_version"),
+                json.dumps(backend.get("versions")) if backend.get("versions") is not None else None,
+                json.dumps(backend.get("engine_args")) if backend.get("engine_args") is not None else None,
+                json.dumps(m["dataset"]) if m.get("dataset") is not None else None,
+                json.dumps(m["host"]) if m.get("host") is not None else None,
+                json.dumps(m["gpus"]) if m.get("gpus") is not None else None,
+                json.dumps(parsed.files),
+                parsed.user_conf,
+            ],
+        )
+        if parsed.accuracy_txt is not None:
+            at = parsed.accuracy_txt
+            conn.executemany(
+                "INSERT INTO accuracy_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _accuracy_rows(run_id, "accuracy.txt", at.results, None, at.hash, at.raw),
+            )
+        st = parsed.samples
+        if st is not None and st.qsl_idx:
+            n = len(st.qsl_idx)
+            _arrow_insert(conn, "sample_timings", {
+                "run_id": ([run_id] * n, pa.string()),
+                "qsl_idx": (st.qsl_idx, pa.int64()),
+                "issue_ns": (st.issue_ns, pa.int64()),
+                "first_token_ns": (st.first_token_ns, pa.int64()),
+                "complete_ns": (st.complete_ns, pa.int64()),
+                "output_tokens": (st.output_tokens, pa.int32()),
+            })
+        if parsed.progress:
+            from mlperf_assets.loadgen_logs import _parse_time
+
+            pr = parsed.progress
+
+            def col(k: str) -> list[Any]:
+                return [p.get(k) for p in pr]
+
+            _arrow_insert(conn, "progress", {
+                "run_id": ([run_id] * len(pr), pa.string()),
+                "seq": (list(range(len(pr))), pa.int32()),
+                "time": ([_parse_time(p.get("time")) for p in pr], pa.timestamp("us")),
+                "elapsed_s": ([_f(v) for v in col("elapsed_s")], pa.float64()),
+                "issued": ([_i(v) for v in col("issued")], pa.int64()),
+                "completed": ([_i(v) for v in col("completed")], pa.int64()),
+                "total": ([_i(v) for v in col("total")], pa.int64()),
+                "output_tokens": ([_i(v) for v in col("output_tokens")], pa.int64()),
+                "tokens_per_s": ([_f(v) for v in col("tokens_per_s")], pa.float64()),
+                "final": ([bool(v) if v is not None else None for v in col("final")], pa.bool_()),
+            })
+        al = parsed.accuracy_log
+        if al is not None and al.qsl_idx:
+            n = len(al.qsl_idx)
+            _arrow_insert(conn, "accuracy_log_samples", {
+                "run_id": ([run_id] * n, pa.string()),
+                "seq_id": (al.seq_id, pa.int64()),
+                "qsl_idx": (al.qsl_idx, pa.int64()),
+                "data_bytes": (al.data_bytes, pa.int32()),
+                "token_count": (al.token_count, pa.int32()),
+            })
+        refresh_accuracy(conn, [row["group_id"], run_id, old_group[0] if old_group else None])
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _f(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _i(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _ingested(parsed: ParsedRun) -> IngestedRun:
+    r = parsed.row
+    acc = parsed.accuracy_txt.results if parsed.accuracy_txt else None
+    return IngestedRun(
+        run_id=r["run_id"], source_path=r["source_path"], scenario=r["scenario"], scenario_label=r["scenario_label"],
+        mode=r["mode"], result_validity=r["result_validity"], benchmark=r["benchmark"], headline=headline(r, acc),
+    )
+
+
+def ingest_parsed(db_path: str | os.PathLike, runs: list[ParsedRun], *, lock_timeout_s: float = 30) -> list[IngestedRun]:
+    """Write already-parsed runs, each in its own transaction, under the writer lock."""
+    ids = [r.row["run_id"] for r in runs]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        paths = [r.row["source_path"] for r in runs if r.row["run_id"] in dup]
+        raise LogFormatError(f"two run folders map to the same run id {sorted(dup)[0]}: {paths[:2]}")
+    with open_for_write(db_path, lock_timeout_s=lock_timeout_s) as conn:
+        for parsed in runs:
+            _write_run(conn, parsed)
+    return [_ingested(p) for p in runs]
+
+
+def ingest_path(
+    db_path: str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    node: str | None = None,
+    backend: str | None = None,
+    benchmark: str | None = None,
+    dagster_run_id: str | None = None,
+    lock_timeout_s: float = 30,
+) -> list[IngestedRun]:
+    """Find every LoadGen run at or below ``path``, parse them all, then write each in one transaction.
+
+    ``node``/``backend``/``benchmark`` override the harness manifest (and label runs that have none).
+    Raises :class:`LogFormatError` (nothing written) or :class:`StoreLockedError`."""
+    folders = discover_runs(path)
+    runs = parse_runs(folders, node=node, backend=backend, benchmark=benchmark, dagster_run_id=dagster_run_id)
+    return ingest_parsed(db_path, runs, lock_timeout_s=lock_timeout_s)
+
+
+def save_accuracy(
+    db_path: str | os.PathLike,
+    run_id: str,
+    results: dict[str, Any],
+    checks: dict[str, dict] | None = None,
+    *,
+    hash: str | None = None,  # noqa: A002 - the accuracy.txt field name
+    lock_timeout_s: float = 30,
+) -> None:
+    """Record scored accuracy for ``run_id`` (a ``runs.run_id`` or a harness run_id), replacing earlier scores.
+
+    ``results``: the MLPerf dict (rouge1, rouge2, rougeL, rougeLsum, gen_len, gen_num, ...);
+    ``checks``: per metric ``{"value", "target", "passed"}``. ``run_summary`` shows them on every run of the
+    same harness run / scenario folder."""
+    if not run_id:
+        raise ValueError("save_accuracy: run_id is empty")
+    rows = _accuracy_rows(run_id, "scored", dict(results), checks, hash)
+    with open_for_write(db_path, lock_timeout_s=lock_timeout_s) as conn:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            conn.execute("DELETE FROM accuracy_results WHERE run_id = ? AND source = 'scored'", [run_id])
+            if rows:
+                conn.executemany("INSERT INTO accuracy_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            group = conn.execute("SELECT group_id FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            refresh_accuracy(conn, [run_id, group[0] if group else None])
+            conn.execute("COMMIT")
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def init_db(db_path: str | os.PathLike, *, lock_timeout_s: float = 30) -> None:
+    """Create (or migrate) the database without ingesting anything."""
+    with open_for_write(db_path, lock_timeout_s=lock_timeout_s):
+        pass
+
+
+# ---------------------------------------------------------------------------------------------- reads
+
+
+@contextmanager
+def open_read_only(db_path: str | os.PathLike, *, timeout_s: float = 10) -> Iterator["duckdb.DuckDBPyConnection"]:
+    db_path = Path(os.path.abspath(db_path))
+    if not db_path.is_file():
+        raise StoreError(f"{db_path}: no such database (run `mlperf-dagster ingest` first)")
+    conn = _connect_retrying(db_path, read_only=True, timeout_s=timeout_s)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def query(db_path: str | os.PathLike, sql: str, params: Sequence[Any] | dict | None = None) -> "pandas.DataFrame":
+    """Run SQL on a read-only connection; returns a DataFrame."""
+    import duckdb
+
+    with open_read_only(db_path) as conn:
+        try:
+            return conn.execute(sql, params).df() if params is not None else conn.execute(sql).df()
+        except duckdb.Error as exc:
+            raise StoreError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+
+def query_rows(db_path: str | os.PathLike, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
+    """Like :func:`query` but plain Python values (ints stay ints, NULL is None): (column names, rows)."""
+    import duckdb
+
+    with open_read_only(db_path) as conn:
+        try:
+            cur = conn.execute(sql, params) if params is not None else conn.execute(sql)
+            if cur.description is None:
+                return [], []
+            cols = [d[0] for d in cur.description]
+            return cols, cur.fetchall()
+        except duckdb.Error as exc:
+            raise StoreError(f"query failed: {str(exc).splitlines()[0]}") from None
