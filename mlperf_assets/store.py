@@ -431,6 +431,19 @@ def _accuracy_rows(run_id: str, source: str, results: dict[str, Any], checks: di
     return rows
 
 
+def _published_checks(benchmark: str | None, results: dict[str, Any]) -> dict[str, dict] | None:
+    """Pass/fail of a parsed ``accuracy.txt`` against the MLPerf targets, for the benchmarks we know targets of
+    (llama3.1-8b, -edge, gpt-j); None for other models or when a metric is missing."""
+    from mlperf_assets.accuracy import AccuracyError, check_results, resolve_target
+
+    if not benchmark:
+        return None
+    try:
+        return check_results(results, resolve_target(benchmark))
+    except (AccuracyError, KeyError, TypeError, ValueError):
+        return None
+
+
 def _write_run(conn: "duckdb.DuckDBPyConnection", parsed: ParsedRun) -> None:
     import pyarrow as pa
 
@@ -480,7 +493,8 @@ def _write_run(conn: "duckdb.DuckDBPyConnection", parsed: ParsedRun) -> None:
             at = parsed.accuracy_txt
             conn.executemany(
                 "INSERT INTO accuracy_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                _accuracy_rows(run_id, "accuracy.txt", at.results, None, at.hash, at.raw),
+                _accuracy_rows(run_id, "accuracy.txt", at.results, _published_checks(row.get("benchmark"), at.results),
+                               at.hash, at.raw),
             )
         st = parsed.samples
         if st is not None and st.qsl_idx:

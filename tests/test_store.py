@@ -508,3 +508,24 @@ def test_summary_only_run_falls_back_to_the_summary(tmp_path: Path, mlperf_logs_
     assert row["ttft_p99_ns"] == int(exp["99.00 percentile first token latency (ns)"])
     assert row["tpot_p50_ns"] == int(exp["50.00 percentile time to output token (ns)"])
     assert row["min_duration_met"] is True and row["benchmark"] == "llama3.1-8b"
+
+
+def test_published_accuracy_is_checked_against_the_mlperf_targets(tmp_path: Path, mlperf_logs_dir: Path) -> None:
+    """A submission's accuracy.txt gets pass/fail from the checker's targets once the benchmark is known (its path)."""
+    src = mlperf_logs_dir / "ntuhpc-v5.1__Cisco-C885_H200x8_TRT__llama3.1-8b__Offline"
+    tree = tmp_path / "closed/Cisco/results/C885_H200x8_TRT/llama3.1-8b/Offline"
+    shutil.copytree(src, tree)
+    # The same logs with a gen_len far below 90 % of the reference's 8,167,644 characters must fail that target.
+    bad = tmp_path / "closed/Cisco/results/C885_short/llama3.1-8b/Offline"
+    shutil.copytree(src, bad)
+    acc = bad / "accuracy" / "accuracy.txt"
+    acc.write_bytes(acc.read_bytes().replace(b"'gen_len': 8209602", b"'gen_len': 7000000"))
+    db = tmp_path / "s.duckdb"
+    store.ingest_path(db, tmp_path / "closed")
+    got = store.query(db, "SELECT system, mode, accuracy_passed FROM run_summary WHERE mode = 'accuracy' ORDER BY system")
+    assert got.values.tolist() == [["C885_H200x8_TRT", "accuracy", True], ["C885_short", "accuracy", False]]
+    checks = store.query(db, "SELECT a.metric, a.target, a.passed FROM accuracy_results a JOIN runs r USING (run_id) "
+                             "WHERE r.system = 'C885_short' ORDER BY metric")
+    rows = {m: (t, p) for m, t, p in checks.values.tolist()}
+    assert rows["gen_len"][1] is False and rows["rouge1"][1] is True
+    assert rows["rouge1"][0] == pytest.approx(38.7792 * 0.99)
