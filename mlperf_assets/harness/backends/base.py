@@ -39,7 +39,9 @@ class Backend(ABC):
 
     @classmethod
     @abstractmethod
-    def from_cli_args(cls, args: argparse.Namespace) -> "Backend": ...
+    def from_cli_args(cls, args: argparse.Namespace) -> "Backend":
+        """Build from the parsed run CLI. ``args.engine_args`` is the ``--engine-arg KEY=VALUE`` mapping (values
+        JSON-decoded where they parse), the generic way the orchestrator passes a config's ``engine:`` mapping."""
 
     @abstractmethod
     def start(self, dataset: DatasetView, streaming: bool) -> None:
@@ -63,3 +65,14 @@ class Backend(ABC):
 
     def stop(self) -> None:
         """Release the engine; called once after LoadGen finishes (also on failure)."""
+
+    # Set by the SUT before ``start``. A backend calls :meth:`report_failure` (from any thread) when a request has
+    # failed for good (server gone, retries exhausted): the run then ends as "failed" at once instead of waiting for
+    # a completion that will never come. An exception raised by ``generate`` or ``stream`` is reported the same way.
+    failure_handler: Callable[[BaseException], None] | None = None
+
+    def report_failure(self, exc: BaseException) -> None:
+        handler = self.failure_handler
+        if handler is None:
+            raise exc
+        handler(exc)

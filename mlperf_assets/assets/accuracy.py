@@ -1,0 +1,132 @@
+"""``accuracy_scores``: ROUGE of the partition's latest accuracy-mode run, the MLPerf way (contract C).
+
+Writes ``accuracy.txt`` beside the accuracy log, stores the scores in DuckDB, and checks them against the
+MLPerf target with a *blocking* asset check:
+
+- a model backend (vllm, openai): severity ERROR, so a miss fails the check and blocks downstream assets
+  (the report) in the same run: a model that loses accuracy must not be reported as a good result;
+- a baseline (extractive lead-3, replay): severity WARN. The targets are 99% of llama3.1-8b's scores; a
+  lead-3 extract is not expected to meet them (and replay trivially beats them), so a baseline's verdict
+  says nothing about a model. Its scores are still recorded and reported, labelled "baseline", and a miss
+  does not block the report.
+"""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from mlperf_assets.assets.dataset import prepared_dataset_path
+from mlperf_assets.assets.results import LOADGEN_RESULTS_KEY
+from mlperf_assets.assets.runs import latest_run_folder, node_scenario_partitions, run_dataset, split_partition
+from mlperf_assets.config import MlperfConfig
+from resources.mlperf_config import MlperfConfigResource
+from resources.store import ResultsStore
+
+ACCURACY_KEY = dg.AssetKey("accuracy_scores")
+ROUGE_CHECK = "rouge_meets_mlperf_target"
+
+
+def _check_table(checks: dict[str, dict]) -> str:
+    lines = ["| metric | value | target | max | passed |", "|---|---|---|---|---|"]
+    for metric, c in checks.items():
+        high = c.get("max")
+        lines.append(
+            f"| {metric} | {c['value']:g} | {c['target']:g} | {'-' if high is None else f'{high:g}'} | "
+            f"{'yes' if c['passed'] else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
+def build_accuracy_scores(config: MlperfConfig) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ACCURACY_KEY,
+        group_name="mlperf",
+        deps=[LOADGEN_RESULTS_KEY],
+        partitions_def=node_scenario_partitions(config),
+        kinds={"python", "duckdb"},
+        tags={"mlperf/stage": "accuracy"},
+        description="MLPerf ROUGE scores of the partition's latest accuracy run, checked against the MLPerf target.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                ROUGE_CHECK,
+                asset=ACCURACY_KEY,
+                blocking=True,
+                description="ROUGE and gen_len within the MLPerf target (ERROR for models, WARN for baselines).",
+            )
+        ],
+    )
+    def accuracy_scores(
+        context: dg.AssetExecutionContext, mlperf_config: MlperfConfigResource, store: ResultsStore
+    ) -> dg.MaterializeResult:
+        from mlperf_assets.accuracy import AccuracyError, evaluate_accuracy_log, write_accuracy_txt
+        from mlperf_assets.harness.dataset import file_sha256
+        from mlperf_assets.loadgen_logs import parse_run_manifest
+
+        cfg = mlperf_config.load()
+        node, scenario = split_partition(context)
+        baseline = cfg.benchmark.is_baseline
+        severity = dg.AssetCheckSeverity.WARN if baseline else dg.AssetCheckSeverity.ERROR
+        if not cfg.benchmark.accuracy:
+            return dg.MaterializeResult(
+                metadata={"skipped": "benchmark.accuracy is false in the config"},
+                check_results=[
+                    dg.AssetCheckResult(
+                        check_name=ROUGE_CHECK,
+                        passed=False,
+                        severity=dg.AssetCheckSeverity.WARN,
+                        metadata={"reason": "accuracy mode not run (benchmark.accuracy: false)"},
+                    )
+                ],
+            )
+        run_folder = latest_run_folder(context)
+        folder = run_folder / "accuracy"
+        log = folder / "mlperf_log_accuracy.json"
+        dataset = run_dataset(context) or prepared_dataset_path(cfg)
+        manifest_path = folder / "run_manifest.json"
+        manifest = parse_run_manifest(manifest_path) if manifest_path.is_file() else {}
+        recorded = (manifest.get("dataset") or {}).get("sha256")
+        if recorded and dataset.is_file() and file_sha256(dataset) != recorded:
+            raise dg.Failure(
+                description=f"{dataset} changed since run {manifest.get('run_id')} used it: rerun scenario_run",
+                allow_retries=False,
+            )
+        try:
+            report = evaluate_accuracy_log(log, dataset, benchmark=cfg.benchmark.model)
+        except (AccuracyError, OSError) as exc:
+            raise dg.Failure(description=f"scoring {log} failed: {exc}", allow_retries=False) from None
+        write_accuracy_txt(report, folder / "accuracy.txt")
+        run_id = manifest.get("run_id") or folder.parent.name
+        store.save_accuracy(run_id, report.results, report.checks)
+        results = report.results
+        label = f"baseline ({cfg.benchmark.backend}), not a model" if baseline else "model"
+        verdict = "PASSED" if report.passed else "FAILED"
+        context.log.info(
+            f"{node}/{scenario}: ROUGE-1 {results['rouge1']}, ROUGE-2 {results['rouge2']}, "
+            f"ROUGE-L {results['rougeL']}, "
+            f"gen_len {results['gen_len']} on {results['gen_num']} samples: MLPerf target {verdict} [{label}]"
+        )
+        check = dg.AssetCheckResult(
+            check_name=ROUGE_CHECK,
+            passed=report.passed,
+            severity=severity,
+            metadata={
+                "label": label,
+                "complete_dataset": report.complete,
+                "checks": dg.MetadataValue.md(_check_table(report.checks)),
+            },
+        )
+        metadata = {
+            "run_id": run_id,
+            "label": label,
+            **{m: float(results[m]) for m in ("rouge1", "rouge2", "rougeL", "rougeLsum") if m in results},
+            "gen_len": int(results["gen_len"]),
+            "gen_num": int(results["gen_num"]),
+            "passed": report.passed,
+            "complete_dataset": report.complete,
+            "tokenizer": report.tokenizer,
+            "accuracy_txt": dg.MetadataValue.path(str(Path(folder) / "accuracy.txt")),
+        }
+        return dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+    return accuracy_scores

@@ -1,0 +1,185 @@
+"""``cnn_dailymail_dataset``: the prepared CNN/DailyMail validation file every run reads (contract A format).
+
+The harness's own ``prepare_dataset`` does the work (read the source, subset, template prompts, tokenize,
+write atomically); this asset picks the file name, records provenance, and checks the result:
+sample count, no empty articles or references, token-length statistics.
+"""
+
+
+import hashlib
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from mlperf_assets.config import DATASET_ENV, HF_DATASET, MlperfConfig
+from resources.mlperf_config import MlperfConfigResource
+
+DATASET_KEY = dg.AssetKey("cnn_dailymail_dataset")
+FULL_VALIDATION_SIZE = 13368
+
+
+def prepared_dataset_path(config: MlperfConfig) -> Path:
+    """Where the prepared file for this config lives: one name per (source, path, benchmark, tokenizer, size, seed),
+    so changing any of them prepares a new file instead of silently reusing an old one."""
+    ds = config.dataset
+    if ds.source == "local":
+        return Path(ds.path)
+    ident = "|".join(
+        str(x) for x in (ds.source, ds.path, config.benchmark.model, config.tokenizer, ds.max_samples, ds.seed)
+    )
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:10]
+    tok = re.sub(r"[^A-Za-z0-9.]+", "-", config.tokenizer).strip("-")
+    size = ds.max_samples if ds.max_samples is not None else "all"
+    return config.dataset_dir / f"cnndm-{config.benchmark.model}-{tok}-{size}-{digest}.json"
+
+
+def how_to_supply_dataset() -> str:
+    return (
+        f"To use a local copy instead, set {DATASET_ENV} to a folder of .story files, an MLCommons cnn_eval.json "
+        f"or a .jsonl file of {{id, article, highlights}}, e.g. "
+        f"`{DATASET_ENV}=../shared/testdata/cnn_dailymail/stories make demo`; or set dataset.source and "
+        "dataset.path in the config."
+    )
+
+
+def _percentile(values: list[int], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    pos = (len(ordered) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def token_length_stats(lengths: list[int]) -> dict[str, float]:
+    """min / mean / p50 / p99 / max of a list of token counts (empty list: zeros)."""
+    if not lengths:
+        return {"min": 0, "mean": 0.0, "p50": 0.0, "p99": 0.0, "max": 0}
+    return {
+        "min": min(lengths),
+        "mean": round(statistics.fmean(lengths), 1),
+        "p50": _percentile(lengths, 0.5),
+        "p99": _percentile(lengths, 0.99),
+        "max": max(lengths),
+    }
+
+
+def expected_sample_count(config: MlperfConfig, source_samples: int | None) -> int | None:
+    """How many samples the prepared file must hold: max_samples (capped by the source), else the source size
+    (13,368 for the Hugging Face validation split)."""
+    ds = config.dataset
+    total = source_samples
+    if total is None and ds.source == "huggingface" and ds.path is None:
+        total = FULL_VALIDATION_SIZE
+    if ds.max_samples is None:
+        return total
+    return min(ds.max_samples, total) if total is not None else ds.max_samples
+
+
+def _prepare(config: MlperfConfig, out: Path) -> None:
+    from mlperf_assets.harness.dataset import prepare_dataset
+    from mlperf_assets.harness.errors import HarnessError
+
+    ds = config.dataset
+    try:
+        prepare_dataset(
+            ds.source,
+            str(ds.path) if ds.path else None,
+            out,
+            benchmark=config.benchmark.model,
+            tokenizer=config.tokenizer,
+            max_samples=ds.max_samples,
+            seed=ds.seed,
+        )
+    except HarnessError as exc:
+        text = f"cannot prepare the dataset: {exc}"
+        if ds.source == "huggingface" and ds.path is None:
+            text = f"cannot load {HF_DATASET} from the Hugging Face hub ({exc}). {how_to_supply_dataset()}"
+        raise dg.Failure(description=text, allow_retries=False) from None
+
+
+@dg.asset(
+    key=DATASET_KEY,
+    group_name="mlperf",
+    kinds={"python", "json"},
+    description="CNN/DailyMail validation articles as prompts and token ids (the harness's prepared-dataset file).",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "sample_count", asset=DATASET_KEY, description="Holds exactly the samples the config asks for."
+        ),
+        dg.AssetCheckSpec("no_empty_articles", asset=DATASET_KEY, description="No empty article, reference or prompt."),
+        dg.AssetCheckSpec("token_lengths", asset=DATASET_KEY, description="Prompt/reference token-length statistics."),
+    ],
+)
+def cnn_dailymail_dataset(
+    context: dg.AssetExecutionContext, mlperf_config: MlperfConfigResource
+) -> dg.MaterializeResult:
+    from mlperf_assets.harness.dataset import file_sha256, load_prepared
+    from mlperf_assets.harness.errors import HarnessError
+
+    config = mlperf_config.load()
+    out = prepared_dataset_path(config)
+    if config.dataset.source != "local":
+        where = config.dataset.path or HF_DATASET
+        context.log.info(f"preparing {config.dataset.source} {where} -> {out} (tokenizer {config.tokenizer})")
+        _prepare(config, out)
+    try:
+        prepared = load_prepared(out)
+    except HarnessError as exc:
+        raise dg.Failure(description=f"prepared dataset {out} is unreadable: {exc}", allow_retries=False) from None
+    import json
+
+    with open(out, encoding="utf-8") as fh:
+        head = json.load(fh)
+    source_samples = head.get("source_samples") if isinstance(head, dict) else None
+    samples = prepared.samples
+    n = len(samples)
+    expected = expected_sample_count(config, source_samples)
+    empty = [
+        str(s.get("id", i))
+        for i, s in enumerate(samples)
+        if not str(s.get("input", "")).strip() or not str(s.get("output", "")).strip() or not s.get("tok_input")
+    ]
+    prompt_stats = token_length_stats([len(s["tok_input"]) for s in samples])
+    ref_stats = token_length_stats([len(s.get("tok_output") or []) for s in samples])
+    checks = [
+        dg.AssetCheckResult(
+            check_name="sample_count",
+            passed=expected is None or n == expected,
+            metadata={"samples": n, "expected": expected if expected is not None else "any"},
+        ),
+        dg.AssetCheckResult(
+            check_name="no_empty_articles",
+            passed=not empty,
+            metadata={"empty": len(empty), "first_empty_ids": ", ".join(empty[:10]) or "none"},
+        ),
+        dg.AssetCheckResult(
+            check_name="token_lengths",
+            passed=prompt_stats["min"] > 0 and ref_stats["min"] > 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                **{f"prompt_tokens_{k}": float(v) for k, v in prompt_stats.items()},
+                **{f"reference_tokens_{k}": float(v) for k, v in ref_stats.items()},
+                "tokenizer": prepared.tokenizer_name,
+            },
+        ),
+    ]
+    metadata: dict[str, Any] = {
+        "path": dg.MetadataValue.path(str(out)),
+        "samples": n,
+        "source": config.dataset.source,
+        "source_path": str(config.dataset.path or HF_DATASET),
+        "benchmark": prepared.benchmark,
+        "tokenizer": prepared.tokenizer_name,
+        "tokenizer_kind": prepared.tokenizer_kind,
+        "sha256": file_sha256(out),
+        "prompt_tokens_mean": float(prompt_stats["mean"]),
+        "prompt_tokens_max": int(prompt_stats["max"]),
+    }
+    if config.dataset_overridden_by:
+        metadata["overridden_by"] = config.dataset_overridden_by
+    context.log.info(f"prepared {n} samples in {out}")
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)

@@ -1,0 +1,90 @@
+"""``loadgen_results``: a partition's latest run folders parsed into the DuckDB store (contract B).
+
+Re-materializing a partition re-ingests the same run folders: the store replaces their rows (keyed by the
+harness run id and mode), so nothing is duplicated. History across materializations of ``scenario_run``
+(each a new run id) stays in DuckDB.
+"""
+
+
+import dagster as dg
+
+from mlperf_assets.assets.runs import SCENARIO_RUN_KEY, latest_run_folder, node_scenario_partitions, split_partition
+from mlperf_assets.config import MlperfConfig
+from mlperf_assets.report import fmt_ms, fmt_number, fmt_text
+from resources.mlperf_config import MlperfConfigResource
+from resources.store import ResultsStore
+
+LOADGEN_RESULTS_KEY = dg.AssetKey("loadgen_results")
+
+
+def build_loadgen_results(config: MlperfConfig) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=LOADGEN_RESULTS_KEY,
+        group_name="mlperf",
+        deps=[SCENARIO_RUN_KEY],
+        partitions_def=node_scenario_partitions(config),
+        kinds={"duckdb"},
+        tags={"mlperf/stage": "results"},
+        description="The partition's latest LoadGen logs (performance and accuracy runs) ingested into DuckDB.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "loadgen_result_valid",
+                asset=LOADGEN_RESULTS_KEY,
+                description="LoadGen reported 'Result is: VALID' for the performance run (WARN for baselines).",
+            )
+        ],
+    )
+    def loadgen_results(
+        context: dg.AssetExecutionContext, mlperf_config: MlperfConfigResource, store: ResultsStore
+    ) -> dg.MaterializeResult:
+        from mlperf_assets.loadgen_logs import LogFormatError
+        from mlperf_assets.store import StoreError
+
+        cfg = mlperf_config.load()
+        node, scenario = split_partition(context)
+        folder = latest_run_folder(context)
+        try:
+            ingested = store.ingest(folder, node=node, dagster_run_id=context.run.run_id)
+        except (LogFormatError, StoreError) as exc:
+            raise dg.Failure(description=f"ingesting {folder} failed (nothing written): {exc}") from None
+        if not ingested:
+            raise dg.Failure(description=f"no LoadGen run found in {folder}")
+        perf = [r for r in ingested if r.mode == "performance"]
+        validity = perf[0].result_validity if perf else None
+        ids = [r.run_id for r in ingested]
+        rows = store.query(
+            "SELECT run_id, mode, result_validity, samples_per_second, tokens_per_second, ttft_p99_ns, tpot_p99_ns "
+            "FROM run_summary WHERE list_contains(?, run_id) ORDER BY mode DESC",
+            [ids],
+        )
+        table = [
+            "| run_id | mode | validity | samples/s | tokens/s | TTFT p99 ms | TPOT p99 ms |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in rows.to_dict("records"):
+            table.append(
+                f"| {r['run_id']} | {r['mode']} | {fmt_text(r['result_validity'])} | "
+                f"{fmt_number(r['samples_per_second'])} | {fmt_number(r['tokens_per_second'])} | "
+                f"{fmt_ms(r['ttft_p99_ns'])} | {fmt_ms(r['tpot_p99_ns'])} |"
+            )
+        baseline = cfg.benchmark.is_baseline
+        check = dg.AssetCheckResult(
+            check_name="loadgen_result_valid",
+            passed=validity == "VALID",
+            severity=dg.AssetCheckSeverity.WARN if baseline else dg.AssetCheckSeverity.ERROR,
+            metadata={"result_validity": validity or "unknown", "baseline": baseline},
+        )
+        context.log.info(f"{node}/{scenario}: ingested {len(ingested)} run(s) from {folder}: {', '.join(ids)}")
+        return dg.MaterializeResult(
+            metadata={
+                "runs": len(ingested),
+                "run_ids": ", ".join(ids),
+                "result_validity": validity or "unknown",
+                "duckdb": dg.MetadataValue.path(store.path),
+                "source": dg.MetadataValue.path(str(folder)),
+                "summary": dg.MetadataValue.md("\n".join(table)),
+            },
+            check_results=[check],
+        )
+
+    return loadgen_results

@@ -1,0 +1,850 @@
+"""Pure figure builders: DataFrames from the results store in, figures out.
+
+Every builder takes DataFrames shaped like the store's `run_summary` view (and, where it needs them, the
+`sample_timings` and `progress` tables) and returns a `Chart` holding the same picture twice: a plotly figure for
+the interactive dashboard and a matplotlib figure (Agg canvas, no pyplot state) for PNGs in reports and Dagster
+metadata. A builder that finds nothing to draw returns a `Chart` with `available=False` and the reason, so a report
+can say what is missing and why instead of drawing an empty box.
+
+Conventions: latencies are stored in ns and shown in ms; throughput in tokens/s; one colour per node, the same in
+every chart (`node_colors`); runs of baseline and harness-ceiling backends carry that label in every legend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+# Tableau 10: distinguishable, colour-blind friendly enough, and identical in plotly and matplotlib.
+PALETTE = (
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
+    "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
+)
+LIMIT_COLOR = "#d62728"
+TARGET_COLOR = "#333333"
+NS_PER_MS = 1e6
+
+# MLPerf p99 limits for LLM Server runs (submission checker LLM_LATENCY_LIMITS), in ms.
+SERVER_LIMITS_MS = {"Server": {"ttft": 2000.0, "tpot": 100.0}, "Interactive": {"ttft": 500.0, "tpot": 30.0}}
+
+BACKEND_KIND_LABELS = {"baseline": "baseline", "harness-ceiling": "harness ceiling"}
+PERCENTILES = ("p50", "p90", "p99")
+PERCENTILE_SYMBOLS = {"p50": ("circle-open", "o"), "p90": ("diamond", "D"), "p99": ("square", "s")}
+ROUGE_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+@dataclass
+class Chart:
+    """One picture in two renderings; `available=False` (with `reason`) when the data was not there."""
+
+    key: str
+    title: str
+    available: bool = True
+    reason: str | None = None
+    needs_harness_data: bool = False
+    figure: object | None = None  # plotly.graph_objects.Figure
+    mpl: object | None = None  # matplotlib.figure.Figure
+    table: pd.DataFrame | None = None  # tabular charts also keep their table (for markdown)
+    notes: list[str] = field(default_factory=list)
+
+    def png(self, dpi: int = 100) -> bytes:
+        if self.mpl is None:
+            raise ValueError(f"chart {self.key!r} has nothing to render: {self.reason}")
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(self.mpl)  # attach an Agg canvas: no pyplot, no global backend switch
+        buf = io.BytesIO()
+        self.mpl.savefig(buf, format="png", dpi=dpi)
+        return buf.getvalue()
+
+
+def _missing(key: str, title: str, reason: str, *, needs_harness_data: bool = False) -> Chart:
+    return Chart(key=key, title=title, available=False, reason=reason, needs_harness_data=needs_harness_data)
+
+
+# ----------------------------------------------------------------------------------------------- naming and colour
+
+
+def node_colors(nodes: Iterable[str]) -> dict[str, str]:
+    """A stable node -> colour mapping.
+
+    Each node hashes to a preferred palette slot (so a node keeps its colour when other nodes come and go); clashes
+    move to the next free slot, in sorted node order so the result never depends on row order.
+    """
+    taken: dict[int, str] = {}
+    result: dict[str, str] = {}
+    for node in sorted({str(n) for n in nodes}):
+        slot = int(hashlib.sha256(node.encode()).hexdigest(), 16) % len(PALETTE)
+        if len(taken) < len(PALETTE):
+            while slot in taken:
+                slot = (slot + 1) % len(PALETTE)
+        taken[slot] = node
+        result[node] = PALETTE[slot]
+    return result
+
+
+def backend_label(backend: object, backend_kind: object) -> str:
+    """`extractive (baseline)`, `replay (harness ceiling)`, `vllm`; '' when the backend is unknown."""
+    name = "" if _isnull(backend) else str(backend)
+    kind = BACKEND_KIND_LABELS.get("" if _isnull(backend_kind) else str(backend_kind))
+    if kind:
+        return f"{name} ({kind})" if name else f"({kind})"
+    return name
+
+
+def series_label(row: Mapping, *, with_scenario: bool = True, with_benchmark: bool = False) -> str:
+    parts = [str(row.get("node") or "?")]
+    if with_scenario:
+        parts.append(scenario_kind(row))
+    if with_benchmark and not _isnull(row.get("benchmark")):
+        parts.append(str(row["benchmark"]))
+    backend = backend_label(row.get("backend"), row.get("backend_kind"))
+    if backend:
+        parts.append(backend)
+    return " · ".join(parts)
+
+
+def run_label(row: Mapping) -> str:
+    when = _as_timestamp(row.get("started_at"))
+    stamp = when.strftime("%Y-%m-%d %H:%M") if when is not None else str(row.get("run_id", "?"))[:12]
+    return f"{series_label(row)} · {stamp}"
+
+
+def scenario_kind(row: Mapping) -> str:
+    """The scenario as MLPerf reports it, except that Interactive (a Server run with tighter limits) is named."""
+    label = row.get("scenario_label")
+    if not _isnull(label) and str(label):
+        return str(label)
+    scenario = str(row.get("scenario") or "?")
+    if scenario == "Server" and is_interactive(row):
+        return "Interactive"
+    return scenario
+
+
+def is_interactive(row: Mapping) -> bool:
+    # LoadGen logs say "Server" for Interactive runs; only the model name or the folder tells them apart.
+    if str(row.get("scenario_label") or "") == "Interactive":
+        return True
+    for key in ("benchmark", "lg_model_name", "source_path"):
+        value = row.get(key)
+        if not _isnull(value) and "interactive" in str(value).lower():
+            return True
+    return False
+
+
+def headline_tokens_per_second(row: Mapping) -> float | None:
+    """The tokens/s MLPerf scores: completed tokens/s for Server, tokens/s otherwise (falling back to the other)."""
+    first, second = ("completed_tokens_per_second", "tokens_per_second")
+    if str(row.get("scenario")) != "Server":
+        first, second = second, first
+    for key in (first, second):
+        value = row.get(key)
+        if not _isnull(value):
+            return float(value)
+    return None
+
+
+def limits_for(row: Mapping) -> dict[str, float]:
+    return SERVER_LIMITS_MS["Interactive" if is_interactive(row) else "Server"]
+
+
+# ---------------------------------------------------------------------------------------------------- data helpers
+
+
+def _iterrows(df: pd.DataFrame):
+    """(index, row as dict) pairs: DataFrame.iterrows builds a Series per row, ~100x slower on wide frames."""
+    return zip(df.index, df.to_dict("records"))
+
+
+def group_keys(df: pd.DataFrame) -> pd.Series:
+    """`group_key` of every row, as one string per row (usable with groupby)."""
+    return pd.Series(["\x1f".join(group_key(r)) for _, r in _iterrows(df)], index=df.index, dtype=object)
+
+
+def _isnull(value: object) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _as_timestamp(value: object) -> pd.Timestamp | None:
+    if _isnull(value):
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        return None
+    return None if pd.isna(stamp) else stamp
+
+
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    return df[name] if name in df.columns else pd.Series([None] * len(df), index=df.index, dtype=object)
+
+
+def performance_runs(summary: pd.DataFrame) -> pd.DataFrame:
+    """Performance-mode rows (LoadGen says PerformanceOnly; the harness says performance), oldest first."""
+    if summary.empty:
+        return summary
+    mode = _col(summary, "mode").astype(str).str.lower()
+    rows = summary[mode.str.startswith("perf") | _col(summary, "mode").isna()]
+    return sort_by_time(rows)
+
+
+def sort_by_time(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return df
+    order = pd.to_datetime(_col(df, "started_at"), errors="coerce", utc=True)
+    return df.assign(_order=order).sort_values(["_order"], kind="stable", na_position="first").drop(columns="_order")
+
+
+def group_key(row: Mapping) -> tuple:
+    """What makes runs comparable: same node, scenario (Interactive apart), benchmark and backend."""
+    return (
+        str(row.get("node")),
+        scenario_kind(row),
+        str(row.get("benchmark")),
+        str(row.get("backend")),
+    )
+
+
+def latest_per_group(df: pd.DataFrame) -> pd.DataFrame:
+    """The newest row of each node/scenario/benchmark/backend group (rows without a start time count as oldest)."""
+    if df.empty:
+        return df
+    ordered = sort_by_time(df)
+    return ordered.assign(_key=group_keys(ordered)).drop_duplicates("_key", keep="last").drop(columns="_key")
+
+
+def _time_axis(df: pd.DataFrame) -> tuple[list, str]:
+    stamps = pd.to_datetime(_col(df, "started_at"), errors="coerce", utc=True)
+    if stamps.notna().all() and len(df):
+        return [s.to_pydatetime() for s in stamps], "run start (UTC)"
+    # Submission logs may carry no absolute time: fall back to the order in the store.
+    return list(range(1, len(df) + 1)), "run (order in the store)"
+
+
+def _ms(value: object) -> float | None:
+    return None if _isnull(value) else float(value) / NS_PER_MS
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _mpl_figure(width: float = 9.0, height: float = 4.8):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _plotly_layout(fig, title: str, height: int = 460) -> None:
+    fig.update_layout(
+        title=dict(text=title, x=0.01),
+        template="plotly_white",
+        height=height,
+        margin=dict(l=70, r=30, t=60, b=60),
+        legend=dict(font=dict(size=11)),
+        hoverlabel=dict(align="left"),
+    )
+
+
+def _hover_text(row: Mapping, extra: Mapping[str, str] | None = None) -> str:
+    lines = [
+        f"run {row.get('run_id')}",
+        f"node {row.get('node')} · {scenario_kind(row)} · {row.get('benchmark')}",
+        f"backend {backend_label(row.get('backend'), row.get('backend_kind')) or '?'}",
+        f"started {row.get('started_at')}",
+        f"validity {row.get('result_validity')}",
+    ]
+    lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
+    return "<br>".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------ the charts
+
+
+def throughput_over_time(summary: pd.DataFrame, colors: Mapping[str, str] | None = None) -> Chart:
+    """Tokens/s of every performance run, one line per node/scenario/backend, over run start time."""
+    import plotly.graph_objects as go
+
+    key, title = "throughput_over_time", "Throughput per node and scenario over time"
+    runs = performance_runs(summary)
+    if not runs.empty:
+        runs = runs.assign(_tps=[headline_tokens_per_second(r) for _, r in _iterrows(runs)])
+        runs = runs[runs["_tps"].notna()]
+    if runs.empty:
+        return _missing(key, title, "no performance run reports tokens/s")
+    colors = dict(colors or node_colors(runs["node"]))
+    x_all, x_label = _time_axis(runs)
+    runs = runs.assign(_x=x_all)
+    multi_benchmark = runs["benchmark"].nunique(dropna=True) > 1 if "benchmark" in runs else False
+    values = runs["_tps"].astype(float)
+    log_y = values.min() > 0 and values.max() / values.min() > 100
+    y_label = "tokens/s (log scale)" if log_y else "tokens/s"
+
+    fig = go.Figure()
+    fig_m = _mpl_figure()
+    ax = fig_m.add_subplot()
+    dashes = {"Offline": ("solid", "-"), "Server": ("dash", "--"), "Interactive": ("dot", ":"),
+              "SingleStream": ("dashdot", "-.")}
+    symbols = {"Offline": ("circle", "o"), "Server": ("square", "s"), "Interactive": ("diamond", "D"),
+               "SingleStream": ("triangle-up", "^")}
+    for _, group in runs.groupby(group_keys(runs), sort=True):
+        first = group.iloc[0].to_dict()
+        name = series_label(first, with_benchmark=multi_benchmark)
+        color = colors.get(str(first["node"]), PALETTE[0])
+        kind = scenario_kind(first)
+        hover = [_hover_text(r, {"tokens/s": _fmt(r["_tps"]),
+                                 "samples/s": _fmt(_num(r.get("samples_per_second")), 3)})
+                 for _, r in _iterrows(group)]
+        fig.add_trace(go.Scatter(
+            x=list(group["_x"]), y=list(group["_tps"]), name=name, mode="lines+markers",
+            line=dict(color=color, dash=dashes.get(kind, ("solid", "-"))[0]),
+            marker=dict(symbol=symbols.get(kind, ("circle", "o"))[0], size=8, color=color),
+            hovertext=hover, hoverinfo="text",
+        ))
+        ax.plot(list(group["_x"]), list(group["_tps"]), label=name, color=color,
+                linestyle=dashes.get(kind, ("solid", "-"))[1], marker=symbols.get(kind, ("circle", "o"))[1])
+    fig.update_xaxes(title_text=x_label)
+    fig.update_yaxes(title_text=y_label, type="log" if log_y else "linear")
+    _plotly_layout(fig, title)
+    ax.set_title(title)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig_m.autofmt_xdate()
+    return Chart(key=key, title=title, figure=fig, mpl=fig_m)
+
+
+def _num(value: object) -> float | None:
+    return None if _isnull(value) else float(value)
+
+
+def _percentile_dot_chart(
+    key: str, title: str, runs: pd.DataFrame, panels: list[tuple[str, str, str]],
+    colors: Mapping[str, str], limits: bool,
+) -> Chart:
+    """Shared shape of the latency charts: one column per run, p50/p90/p99 as symbols, one colour per node.
+
+    `panels` = (panel title, column prefix, limit name) with columns `{prefix}_{p50,p90,p99}_ns`.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    labels = [run_label(r) for _, r in _iterrows(runs)]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.1)
+    fig_m = _mpl_figure(width=5.0 * len(panels) + 1, height=5.2)
+    axes = fig_m.subplots(1, len(panels), squeeze=False)[0]
+    legend_seen: set[str] = set()
+    mpl_nodes: dict[str, str] = {}
+    for pct in PERCENTILES:  # legend keys for the symbols (colour says the node)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=pct, legendgroup=f"_{pct}",
+                                 marker=dict(symbol=PERCENTILE_SYMBOLS[pct][0], size=10, color="#777"),
+                                 hoverinfo="skip"), row=1, col=1)
+    for col, (panel_title, prefix, limit_name) in enumerate(panels, start=1):
+        ax = axes[col - 1]
+        values_all: list[float] = []
+        for pct in PERCENTILES:
+            column = f"{prefix}_{pct}_ns"
+            if column not in runs.columns:
+                continue
+            for node, group in runs.groupby("node", sort=True):
+                ys = [_ms(v) for v in group[column]]
+                if all(y is None for y in ys):
+                    continue
+                xs = [labels[runs.index.get_loc(i)] for i in group.index]
+                color = colors.get(str(node), PALETTE[0])
+                name = str(node)
+                fig.add_trace(go.Scatter(
+                    x=xs, y=ys, mode="markers", name=name, legendgroup=name, showlegend=name not in legend_seen,
+                    marker=dict(symbol=PERCENTILE_SYMBOLS[pct][0], size=11, color=color,
+                                line=dict(width=2, color=color)),
+                    hovertext=[_hover_text(r, {f"{panel_title} {pct}": f"{_fmt(y)} ms"})
+                               for (_, r), y in zip(_iterrows(group), ys)],
+                    hoverinfo="text",
+                ), row=1, col=col)
+                legend_seen.add(name)
+                pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
+                values_all += [y for _, y in pts]
+                ax.scatter([labels.index(x) for x, _ in pts], [y for _, y in pts], color=color,
+                           marker=PERCENTILE_SYMBOLS[pct][1], s=45,
+                           facecolors="none" if pct == "p50" else color)
+                mpl_nodes[name] = color
+        if limits:
+            kinds = sorted({"Interactive" if is_interactive(r) else "Server" for _, r in _iterrows(runs)})
+            for kind in kinds:
+                limit = SERVER_LIMITS_MS[kind][limit_name]
+                text = f"{kind} limit (p99): {limit:g} ms"
+                fig.add_hline(y=limit, line=dict(color=LIMIT_COLOR, dash="dash" if kind == "Server" else "dot"),
+                              annotation_text=text, annotation_position="top left", row=1, col=col)
+                ax.axhline(limit, color=LIMIT_COLOR, linestyle="--" if kind == "Server" else ":", linewidth=1.2)
+                ax.annotate(text, xy=(0, limit), xycoords=("axes fraction", "data"), fontsize=7,
+                            color=LIMIT_COLOR, va="bottom")
+                values_all.append(limit)
+        log_y = bool(values_all) and min(values_all) > 0 and max(values_all) / min(values_all) > 100
+        y_label = f"{panel_title} (ms{', log scale' if log_y else ''})"
+        fig.update_yaxes(title_text=y_label, type="log" if log_y else "linear", rangemode="tozero", row=1, col=col)
+        fig.update_xaxes(title_text="run", tickangle=30, type="category", row=1, col=col)
+        ax.set_title(panel_title)
+        ax.set_ylabel(y_label)
+        ax.set_xlabel("run")
+        if log_y:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+        ax.set_xticks(range(len(labels)), [_short(lbl) for lbl in labels], rotation=30, ha="right", fontsize=7)
+        ax.set_xlim(-0.5, len(labels) - 0.5)
+        ax.grid(alpha=0.3)
+    _plotly_layout(fig, title, height=520)
+    fig_m.suptitle(title)
+    if mpl_nodes:
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], linestyle="", marker=PERCENTILE_SYMBOLS[p][1], color="#777",
+                          markerfacecolor="none" if p == "p50" else "#777", label=p) for p in PERCENTILES]
+        handles += [Line2D([], [], linestyle="", marker="s", color=c, label=n) for n, c in mpl_nodes.items()]
+        fig_m.legend(handles=handles, fontsize=7, loc="outside right upper")
+    return Chart(key=key, title=title, figure=fig, mpl=fig_m)
+
+
+def _short(label: str, limit: int = 38) -> str:
+    """Shorten in the middle, so both the node and the date stay readable."""
+    if len(label) <= limit:
+        return label
+    head = (limit - 1) // 2
+    return label[:head] + "…" + label[len(label) - (limit - 1 - head):]
+
+
+def server_latency_vs_limits(summary: pd.DataFrame, colors: Mapping[str, str] | None = None) -> Chart:
+    """TTFT and TPOT p50/p90/p99 (ms) of the latest Server/Interactive run per group, against the MLPerf limits."""
+    key, title = "server_ttft_tpot", "Server TTFT and TPOT against the MLPerf limits"
+    runs = performance_runs(summary)
+    if not runs.empty:
+        runs = runs[(_col(runs, "scenario") == "Server")]
+        has = _col(runs, "ttft_p99_ns").notna() | _col(runs, "tpot_p99_ns").notna()
+        runs = latest_per_group(runs[has])
+    if runs.empty:
+        return _missing(key, title, "no Server run with token latencies (TTFT/TPOT)")
+    colors = dict(colors or node_colors(runs["node"]))
+    return _percentile_dot_chart(
+        key, title, runs, [("TTFT", "ttft", "ttft"), ("TPOT", "tpot", "tpot")], colors, limits=True)
+
+
+def latency_percentiles(summary: pd.DataFrame, colors: Mapping[str, str] | None = None) -> Chart:
+    """End-to-end sample latency p50/p90/p99 (ms) of the latest run per group, from the LoadGen summaries."""
+    key, title = "latency_percentiles", "Sample latency percentiles (latest run per node and scenario)"
+    runs = performance_runs(summary)
+    if not runs.empty:
+        runs = latest_per_group(runs[_col(runs, "latency_p99_ns").notna()])
+    if runs.empty:
+        return _missing(key, title, "no performance run reports latency percentiles")
+    colors = dict(colors or node_colors(runs["node"]))
+    return _percentile_dot_chart(key, title, runs, [("latency", "latency", "")], colors, limits=False)
+
+
+def rouge_vs_target(
+    summary: pd.DataFrame,
+    targets: Mapping[str, Mapping[str, float]] | None = None,
+    colors: Mapping[str, str] | None = None,
+) -> Chart:
+    """ROUGE-1/2/L/Lsum of every accuracy result, one panel per metric, with the 99% targets of its benchmark.
+
+    `targets` maps a benchmark name to {metric: minimum}; see `rouge_targets`.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    key, title = "rouge_vs_target", "ROUGE per run against the 99% targets"
+    runs = summary[_col(summary, "rouge1").notna()] if not summary.empty else summary
+    # The store shows a scenario's accuracy on all its runs: draw it once, on the accuracy run.
+    accuracy_mode = _col(runs, "mode").astype(str).str.lower() == "accuracy"
+    if accuracy_mode.any():
+        runs = runs[accuracy_mode]
+    if runs.empty:
+        return _missing(key, title, "no run has accuracy (ROUGE) results")
+    runs = sort_by_time(runs)
+    colors = dict(colors or node_colors(runs["node"]))
+    targets = targets if targets is not None else rouge_targets(runs["benchmark"].dropna().unique())
+    x_all, x_label = _time_axis(runs)  # a time axis scales to hundreds of nightly runs
+    labels = list(x_all)
+    metrics = [m for m in ROUGE_METRICS if m in runs.columns and runs[m].notna().any()]
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics, horizontal_spacing=0.06)
+    fig_m = _mpl_figure(width=3.6 * len(metrics) + 1.5, height=5.0)
+    axes = fig_m.subplots(1, len(metrics), squeeze=False)[0]
+    seen: set[str] = set()
+    missing_targets: set[str] = set()
+    for col, metric in enumerate(metrics, start=1):
+        ax = axes[col - 1]
+        for node, group in runs.groupby("node", sort=True):
+            color = colors.get(str(node), PALETTE[0])
+            xs = [labels[runs.index.get_loc(i)] for i in group.index]
+            ys = [_num(v) for v in group[metric]]
+            passed = [accuracy_verdict(r, targets) for _, r in _iterrows(group)]
+            hover = [_hover_text(r, {metric: _fmt(y, 4), "accuracy passed": str(p)})
+                     for (_, r), y, p in zip(_iterrows(group), ys, passed)]
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=str(node), legendgroup=str(node),
+                                     showlegend=str(node) not in seen, marker=dict(color=color, size=10),
+                                     hovertext=hover, hoverinfo="text"), row=1, col=col)
+            seen.add(str(node))
+            ax.scatter(xs, ys, color=color, s=40, label=str(node) if col == 1 else None)
+        tx, ty = [], []
+        for i, (_, r) in enumerate(_iterrows(runs)):
+            bench_targets = _lookup_targets(targets, r.get("benchmark"))
+            if not bench_targets:
+                missing_targets.add(str(r.get("benchmark")))
+                continue
+            if metric not in bench_targets:  # gpt-j has no rougeLsum target
+                continue
+            tx.append(labels[i])
+            ty.append(float(bench_targets[metric]))
+        if tx:
+            fig.add_trace(go.Scatter(x=tx, y=ty, mode="markers", name="99% target", legendgroup="target",
+                                     showlegend=col == 1, marker=dict(symbol="line-ew-open", size=26,
+                                                                      color=TARGET_COLOR, line=dict(width=2)),
+                                     hovertemplate="99%% target: %{y:.4f}<extra></extra>"), row=1, col=col)
+            ax.scatter(tx, ty, marker="_", s=300, color=TARGET_COLOR, linewidths=2,
+                       label="99% target" if col == 1 else None)
+        fig.update_yaxes(title_text=f"{metric} (F1 × 100)", row=1, col=col)
+        fig.update_xaxes(title_text=x_label, tickangle=30, row=1, col=col)
+        ax.set_title(metric)
+        ax.set_ylabel(f"{metric} (F1 × 100)")
+        ax.set_xlabel(x_label, fontsize=8)
+        ax.tick_params(axis="x", labelrotation=35, labelsize=6)
+        ax.grid(alpha=0.3)
+    _plotly_layout(fig, title, height=500)
+    fig_m.suptitle(title)
+    fig_m.legend(fontsize=7, loc="outside right upper")
+    notes = [f"no 99% target known for: {', '.join(sorted(missing_targets))}"] if missing_targets else []
+    return Chart(key=key, title=title, figure=fig, mpl=fig_m, notes=notes)
+
+
+def rouge_targets(benchmarks: Iterable[str]) -> dict[str, dict[str, float]]:
+    """The 99% ROUGE minimums per benchmark, from the accuracy module (the one place that defines them)."""
+    try:
+        from mlperf_assets.accuracy import resolve_target
+    except ImportError:
+        return {}
+    result: dict[str, dict[str, float]] = {}
+    for bench in benchmarks:
+        if _isnull(bench):
+            continue
+        try:
+            thresholds = resolve_target(str(bench)).thresholds()
+        except Exception:  # unknown benchmark (llama2-70b, mixtral...): drawn without a target, and said so
+            continue
+        result[str(bench)] = {m: float(low) for m, (low, _high) in thresholds.items() if m in ROUGE_METRICS}
+    return result
+
+
+def accuracy_verdict(row: Mapping, targets: Mapping[str, Mapping[str, float]] | None = None) -> bool | None:
+    """`accuracy_passed` from the store; when it is absent (logs ingested without scoring), the run's ROUGE
+    against the benchmark's 99% minimums; None when neither is known."""
+    stored = row.get("accuracy_passed")
+    if not _isnull(stored):
+        return bool(stored)
+    if _isnull(row.get("rouge1")):
+        return None
+    bench = targets.get(str(row.get("benchmark"))) if targets is not None else None
+    if bench is None:
+        bench = rouge_targets([row.get("benchmark")]).get(str(row.get("benchmark")))
+    if not bench:
+        return None
+    checked = [(m, v) for m, v in bench.items() if not _isnull(row.get(m))]
+    if not checked:
+        return None
+    return all(float(row.get(m)) >= float(v) for m, v in checked)
+
+
+def _normalize_benchmark(name: object) -> str:
+    text = str(name).lower().replace("_", ".").replace("llama3.1.8b", "llama3.1-8b")
+    return text
+
+
+def _lookup_targets(table: Mapping, benchmark: object):
+    if _isnull(benchmark) or not table:
+        return None
+    if benchmark in table:
+        return table[benchmark]
+    want = _normalize_benchmark(benchmark)
+    candidates = {_normalize_benchmark(k): v for k, v in table.items()}
+    if want in candidates:
+        return candidates[want]
+    # "llama3.1-8b-interactive" and "llama3.1-8b" share targets; "gptj" means gptj-99.
+    for suffix in ("-interactive", "-99.9", "-99"):
+        if want.endswith(suffix) and want[: -len(suffix)] in candidates:
+            return candidates[want[: -len(suffix)]]
+    if want + "-99" in candidates:
+        return candidates[want + "-99"]
+    return None
+
+
+def node_comparison_table(summary: pd.DataFrame, regressions: Mapping[str, list[str]] | None = None) -> Chart:
+    """The latest performance run of each node/scenario/benchmark/backend side by side, with units in the headers.
+
+    `regressions` maps run_id to regression descriptions, shown in their own column when given.
+    """
+    import plotly.graph_objects as go
+
+    key, title = "node_comparison", "Node comparison (latest run per node and scenario)"
+    table = summary_table(summary, regressions)
+    if table.empty:
+        return _missing(key, title, "no performance runs")
+    fig = go.Figure(go.Table(
+        header=dict(values=[f"<b>{c}</b>" for c in table.columns], fill_color="#e8eef6", align="left"),
+        cells=dict(values=[table[c].tolist() for c in table.columns], align="left", height=24),
+        columnwidth=[1.2 if c in ("node", "backend") else 1 for c in table.columns],
+    ))
+    _plotly_layout(fig, title, height=max(240, 110 + 46 * len(table)))
+    fig_m = _mpl_figure(width=min(24, 1.25 * len(table.columns) + 2), height=0.9 + 0.32 * (len(table) + 1))
+    ax = fig_m.add_subplot()
+    ax.axis("off")
+    ax.set_title(title)
+    text = table.astype(str).values.tolist()
+    # column widths from character counts: measuring every cell's text extent is slow with many rows
+    chars = [max([len(str(c))] + [len(row[i]) for row in text]) for i, c in enumerate(table.columns)]
+    cell = ax.table(cellText=text, colLabels=list(table.columns), loc="upper center", cellLoc="left",
+                    colWidths=[n / sum(chars) for n in chars])
+    cell.auto_set_font_size(False)
+    cell.set_fontsize(7)
+    return Chart(key=key, title=title, figure=fig, mpl=fig_m, table=table)
+
+
+def summary_table(summary: pd.DataFrame, regressions: Mapping[str, list[str]] | None = None) -> pd.DataFrame:
+    """Latest performance run per node/scenario/benchmark/backend, formatted for people (units in the headers).
+
+    Accuracy is taken from the newest accuracy result of the same group when the performance row has none.
+    """
+    runs = performance_runs(summary)
+    if runs.empty:
+        return pd.DataFrame()
+    latest = latest_per_group(runs)
+    accuracy_rows = summary[_col(summary, "rouge1").notna() | _col(summary, "accuracy_passed").notna()]
+    targets = rouge_targets(_col(summary, "benchmark").dropna().unique())
+    latest_accuracy: dict[tuple, object] = {}
+    for _, r in _iterrows(sort_by_time(accuracy_rows)):
+        latest_accuracy[group_key(r)] = accuracy_verdict(r, targets)
+    rows = []
+    for _, r in _iterrows(latest):
+        passed = accuracy_verdict(r, targets)
+        if passed is None:
+            passed = latest_accuracy.get(group_key(r))
+        row = {
+            "node": r.get("node"),
+            "scenario": scenario_kind(r),
+            "benchmark": r.get("benchmark"),
+            "backend": backend_label(r.get("backend"), r.get("backend_kind")) or "–",
+            "started (UTC)": _stamp(r.get("started_at")),
+            "validity": r.get("result_validity") if not _isnull(r.get("result_validity")) else "–",
+            "accuracy": "–" if _isnull(passed) else ("PASS" if bool(passed) else "FAIL"),
+            "tokens/s": _fmt(headline_tokens_per_second(r)),
+            "samples/s": _fmt(_num(r.get("samples_per_second")) if str(r.get("scenario")) != "Server"
+                              else _num(r.get("completed_samples_per_second")) or _num(r.get("samples_per_second")),
+                              3),
+            "p99 latency (ms)": _fmt(_ms(r.get("latency_p99_ns"))),
+            "p99 TTFT (ms)": _fmt(_ms(r.get("ttft_p99_ns"))),
+            "p99 TPOT (ms)": _fmt(_ms(r.get("tpot_p99_ns")), 2),
+        }
+        if regressions is not None:
+            row["regression"] = "; ".join(regressions.get(str(r.get("run_id")), [])) or "–"
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["node", "scenario", "benchmark", "backend"], kind="stable").reset_index(
+        drop=True)
+
+
+def _stamp(value: object) -> str:
+    when = _as_timestamp(value)
+    return when.strftime("%Y-%m-%d %H:%M") if when is not None else "–"
+
+
+# ------------------------------------------------------------------------------------ charts from the harness's data
+
+
+def per_sample_latencies(samples: pd.DataFrame) -> pd.DataFrame:
+    """Per-sample latency, TTFT and TPOT in ms (LoadGen's definitions) from `sample_timings` rows."""
+    issue = samples["issue_ns"].astype("float64")
+    complete = samples["complete_ns"].astype("float64")
+    first = pd.to_numeric(_col(samples, "first_token_ns"), errors="coerce").astype("float64")
+    tokens = pd.to_numeric(_col(samples, "output_tokens"), errors="coerce").astype("float64")
+    ttft = first - issue
+    tpot = (complete - first) / (tokens - 1)
+    tpot = tpot.where(tokens > 1)
+    return pd.DataFrame({
+        "run_id": samples["run_id"].values,
+        "latency_ms": (complete - issue).values / NS_PER_MS,
+        "ttft_ms": ttft.values / NS_PER_MS,
+        "tpot_ms": tpot.values / NS_PER_MS,
+    })
+
+
+def _box_stats(values: np.ndarray) -> dict[str, float] | None:
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return None
+    p1, q1, med, q3, p99 = np.percentile(values, [1, 25, 50, 75, 99])
+    return {"whislo": p1, "q1": q1, "med": med, "q3": q3, "whishi": p99, "mean": float(values.mean()),
+            "n": int(values.size)}
+
+
+def latency_distribution(
+    samples: pd.DataFrame, runs: pd.DataFrame, colors: Mapping[str, str] | None = None
+) -> Chart:
+    """Per-sample latency, TTFT and TPOT (ms) per run as boxes (p25-p75, whiskers p1-p99) from `sample_timings`.
+
+    `runs` holds the run_summary rows of the runs to draw (for labels and colours).
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    key, title = "latency_distribution", "Per-sample latency distributions (box p25–p75, whiskers p1–p99)"
+    if samples is None or samples.empty or runs.empty:
+        return _missing(key, title, "no per-sample timings (samples.jsonl from our harness)", needs_harness_data=True)
+    per_sample = per_sample_latencies(samples[samples["run_id"].isin(runs["run_id"])])
+    runs = sort_by_time(runs[runs["run_id"].isin(per_sample["run_id"].unique())])
+    if runs.empty:
+        return _missing(key, title, "no per-sample timings (samples.jsonl from our harness)", needs_harness_data=True)
+    colors = dict(colors or node_colors(runs["node"]))
+    panels = [("latency", "latency_ms"), ("TTFT", "ttft_ms"), ("TPOT", "tpot_ms")]
+    panels = [p for p in panels if per_sample[p[1]].notna().any()]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.08)
+    fig_m = _mpl_figure(width=4.6 * len(panels) + 1, height=5.0)
+    axes = fig_m.subplots(1, len(panels), squeeze=False)[0]
+    by_run = {rid: g for rid, g in per_sample.groupby("run_id")}
+    labels = [run_label(r) for _, r in _iterrows(runs)]
+    seen: set[str] = set()
+    for col, (panel, column) in enumerate(panels, start=1):
+        ax = axes[col - 1]
+        stats_list, positions, box_colors = [], [], []
+        all_values: list[float] = []
+        for i, (_, r) in enumerate(_iterrows(runs)):
+            stats = _box_stats(by_run[r["run_id"]][column].to_numpy(dtype="float64"))
+            if stats is None:
+                continue
+            color = colors.get(str(r["node"]), PALETTE[0])
+            name = str(r["node"])
+            fig.add_trace(go.Box(
+                x=[labels[i]], q1=[stats["q1"]], median=[stats["med"]], q3=[stats["q3"]],
+                lowerfence=[stats["whislo"]], upperfence=[stats["whishi"]], mean=[stats["mean"]],
+                name=name, legendgroup=name, showlegend=name not in seen, marker_color=color, line_color=color,
+                hovertemplate=(f"{labels[i]}<br>run {r['run_id']}<br>n={stats['n']}<br>"
+                               "p1 %{lowerfence:.2f} · p25 %{q1:.2f} · p50 %{median:.2f}<br>"
+                               "p75 %{q3:.2f} · p99 %{upperfence:.2f} · mean %{mean:.2f} ms<extra></extra>"),
+            ), row=1, col=col)
+            seen.add(name)
+            stats_list.append({**stats, "label": _short(labels[i], 30)})
+            positions.append(i)
+            box_colors.append(color)
+            all_values += [stats["whislo"], stats["whishi"]]
+        log_y = bool(all_values) and min(all_values) > 0 and max(all_values) / min(all_values) > 100
+        y_label = f"{panel} (ms{', log scale' if log_y else ''})"
+        fig.update_yaxes(title_text=y_label, type="log" if log_y else "linear", row=1, col=col)
+        fig.update_xaxes(tickangle=30, type="category", row=1, col=col)
+        if stats_list:
+            artists = ax.bxp(stats_list, positions=positions, showfliers=False, patch_artist=True, showmeans=True)
+            for patch, color in zip(artists["boxes"], box_colors):
+                patch.set_facecolor(color)
+                patch.set_alpha(0.55)
+        ax.set_title(panel)
+        ax.set_ylabel(y_label)
+        if log_y:
+            ax.set_yscale("log")
+        ax.set_xticks(range(len(labels)), [_short(lbl, 30) for lbl in labels], rotation=30, ha="right", fontsize=7)
+        ax.grid(alpha=0.3)
+    _plotly_layout(fig, title, height=520)
+    fig_m.suptitle(title)
+    return Chart(key=key, title=title, figure=fig, mpl=fig_m, needs_harness_data=True)
+
+
+def run_latency_histogram(samples: pd.DataFrame, run: Mapping, colors: Mapping[str, str] | None = None,
+                          bins: int = 40) -> Chart:
+    """Histograms of one run's per-sample latency, TTFT and TPOT (ms), pre-binned so the figure stays small."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    key, title = "run_latency_histogram", f"Per-sample latencies of {run_label(run)}"
+    if samples is None or samples.empty:
+        return _missing(key, title, "no per-sample timings for this run", needs_harness_data=True)
+    per_sample = per_sample_latencies(samples)
+    color = (colors or node_colors([run.get("node")])).get(str(run.get("node")), PALETTE[0])
+    panels = [(p, c) for p, c in (("latency", "latency_ms"), ("TTFT", "ttft_ms"), ("TPOT", "tpot_ms"))
+              if per_sample[c].notna().any()]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p for p, _ in panels])
+    fig_m = _mpl_figure(width=4.2 * len(panels), height=3.8)
+    axes = fig_m.subplots(1, len(panels), squeeze=False)[0]
+    for col, (panel, column) in enumerate(panels, start=1):
+        values = per_sample[column].dropna().to_numpy(dtype="float64")
+        counts, edges = np.histogram(values, bins=bins)
+        centers = (edges[:-1] + edges[1:]) / 2
+        fig.add_trace(go.Bar(x=centers.round(4).tolist(), y=counts.tolist(), width=float(edges[1] - edges[0]) or None,
+                             marker_color=color, name=panel, showlegend=False,
+                             hovertemplate=f"{panel} %{{x:.2f}} ms<br>%{{y}} samples<extra></extra>"),
+                      row=1, col=col)
+        fig.update_xaxes(title_text=f"{panel} (ms)", row=1, col=col)
+        fig.update_yaxes(title_text="samples", row=1, col=col)
+        ax = axes[col - 1]
+        ax.bar(centers, counts, width=(edges[1] - edges[0]) or 1.0, color=color)
+        ax.set_xlabel(f"{panel} (ms)")
+        ax.set_ylabel("samples")
+        ax.set_title(panel)
+    _plotly_layout(fig, title, height=380)
+    fig_m.suptitle(_short(title, 90))
+    return Chart(key=key, title=title, figure=fig, mpl=fig_m, needs_harness_data=True)
+
+
+def progress_timeline(progress: pd.DataFrame, runs: pd.DataFrame, colors: Mapping[str, str] | None = None,
+                      max_points: int = 400) -> Chart:
+    """Tokens/s within each run over elapsed time, from the harness's progress lines."""
+    import plotly.graph_objects as go
+
+    key, title = "throughput_timeline", "Throughput within a run (from progress)"
+    if progress is None or progress.empty or runs.empty:
+        return _missing(key, title, "no progress data (progress.jsonl from our harness)", needs_harness_data=True)
+    runs = sort_by_time(runs[runs["run_id"].isin(progress["run_id"].unique())])
+    if runs.empty:
+        return _missing(key, title, "no progress data (progress.jsonl from our harness)", needs_harness_data=True)
+    colors = dict(colors or node_colors(runs["node"]))
+    dashes = {"Offline": ("solid", "-"), "Server": ("dash", "--"), "Interactive": ("dot", ":"),
+              "SingleStream": ("dashdot", "-.")}
+    fig = go.Figure()
+    fig_m = _mpl_figure()
+    ax = fig_m.add_subplot()
+    by_run = {rid: g.sort_values("elapsed_s") for rid, g in progress.groupby("run_id")}
+    for _, r in _iterrows(runs):
+        points = by_run[r["run_id"]]
+        if len(points) > max_points:  # keep the figure small: even thinning, last point kept
+            idx = np.unique(np.linspace(0, len(points) - 1, max_points).round().astype(int))
+            points = points.iloc[idx]
+        name = run_label(r)
+        color = colors.get(str(r["node"]), PALETTE[0])
+        dash = dashes.get(scenario_kind(r), ("solid", "-"))
+        completed = _col(points, "completed").tolist()
+        fig.add_trace(go.Scatter(
+            x=points["elapsed_s"].tolist(), y=points["tokens_per_s"].tolist(), name=name, mode="lines",
+            line=dict(color=color, dash=dash[0]), customdata=completed,
+            hovertemplate=f"{name}<br>%{{x:.1f}} s: %{{y:,.1f}} tokens/s<br>%{{customdata}} samples done"
+                          "<extra></extra>",
+        ))
+        ax.plot(points["elapsed_s"], points["tokens_per_s"], color=color, linestyle=dash[1], label=_short(name, 60))
+    fig.update_xaxes(title_text="elapsed (s)")
+    fig.update_yaxes(title_text="tokens/s", rangemode="tozero")
+    _plotly_layout(fig, title)
+    ax.set_title(title)
+    ax.set_xlabel("elapsed (s)")
+    ax.set_ylabel("tokens/s")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return Chart(key=key, title=title, figure=fig, mpl=fig_m, needs_harness_data=True)

@@ -1,0 +1,452 @@
+"""``mlperf-dagster validate-config | run | demo``: the pipeline from the command line, without a daemon.
+
+``run`` and ``demo`` execute the Dagster jobs in this process on a real Dagster instance (project-local
+``DAGSTER_HOME=<project>/.dagster_home`` unless ``DAGSTER_HOME`` is set), so every run shows up in the UI
+(``make dev``) afterwards, with its logs, metadata and asset checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlperf_assets.cli import UserError
+from mlperf_assets.config import DATASET_ENV, DEFAULT_CONFIG_PATH, PROJECT_ROOT, SCENARIOS
+
+DAGSTER_HOME_DIR = PROJECT_ROOT / ".dagster_home"
+DAGSTER_YAML = PROJECT_ROOT / "dagster.yaml"
+# The demo's offline fallback: the CNN/DM stories shipped beside the project in a development checkout.
+LOCAL_STORIES_FALLBACK = PROJECT_ROOT.parent / "shared" / "testdata" / "cnn_dailymail" / "stories"
+HUB_HOST = ("huggingface.co", 443)
+
+
+# ------------------------------------------------------------------------------------------ instance
+
+
+def ensure_dagster_home() -> Path:
+    """``$DAGSTER_HOME`` if set, else ``<project>/.dagster_home`` (created, with the project's dagster.yaml)."""
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        return Path(home)
+    DAGSTER_HOME_DIR.mkdir(parents=True, exist_ok=True)
+    target = DAGSTER_HOME_DIR / "dagster.yaml"
+    if DAGSTER_YAML.is_file() and (not target.is_file() or target.read_bytes() != DAGSTER_YAML.read_bytes()):
+        shutil.copyfile(DAGSTER_YAML, target)
+    os.environ["DAGSTER_HOME"] = str(DAGSTER_HOME_DIR)
+    return DAGSTER_HOME_DIR
+
+
+def _load(path: str | None, *, dataset_override: str | None = None):
+    from mlperf_assets.config import ConfigError, load_config
+
+    try:
+        return load_config(path, dataset_override=dataset_override)
+    except ConfigError as exc:
+        raise UserError(str(exc) if len(exc.problems) == 1 else "invalid config:\n  " + "\n  ".join(exc.problems))
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_dataset_reachable(config) -> None:
+    """Fail fast (one message saying how to supply the dataset) when it must come from an unreachable hub."""
+    from mlperf_assets.assets.dataset import how_to_supply_dataset
+
+    if config.dataset.source == "huggingface" and config.dataset.path is None and not hub_reachable():
+        raise UserError(
+            f"the dataset comes from the Hugging Face hub ({config.source_path}: dataset.source: huggingface), "
+            f"which cannot be reached from here. {how_to_supply_dataset()}"
+        )
+
+
+# ------------------------------------------------------------------------------------------ execution
+
+
+@dataclass
+class PartitionOutcome:
+    node: str
+    scenario: str
+    success: bool
+    dagster_run_id: str
+    seconds: float
+    error: str | None = None
+
+
+@dataclass
+class PipelineOutcome:
+    dataset_ok: bool = True
+    partitions: list[PartitionOutcome] = field(default_factory=list)
+    report_path: Path | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return self.dataset_ok and not self.errors and all(p.success for p in self.partitions)
+
+
+def _run_config(verbose: bool) -> dict[str, Any]:
+    # Quiet by default: failures are summarised by this command, one line each.
+    return {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}}
+
+
+def failure_messages(result) -> list[str]:
+    """One line per failed step of an in-process result: ``step: message``."""
+    messages = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            data = event.step_failure_data
+            error = data.error if data else None
+            while error is not None and error.cause is not None and "StepExecutionError" in (error.cls_name or ""):
+                error = error.cause  # the user code's exception, not Dagster's wrapper
+            text = error.message.strip() if error else "failed"
+            if data and data.user_failure_data and data.user_failure_data.description:
+                text = data.user_failure_data.description
+            messages.append(f"{event.step_key}: {text.splitlines()[0] if text else 'failed'}")
+    return messages
+
+
+class _ProgressBars:
+    """tqdm bars: one over partitions, one for the harness run in flight (fed by scenario_run's listeners)."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        enabled = enabled and sys.stderr.isatty()  # bars on a terminal; logs and CI get the summary only
+        self.enabled = enabled
+        self.outer = tqdm(total=total, desc="partitions", unit="run", position=0, disable=not enabled, leave=True)
+        self.inner = None
+        self._current: tuple[str, str, str] | None = None
+
+    def on_progress(self, node: str, scenario: str, mode: str, progress) -> None:
+        if not self.enabled:
+            return
+        key = (node, scenario, mode)
+        if key != self._current:
+            if self.inner is not None:
+                self.inner.close()
+            self.inner = self._tqdm(
+                total=progress.total, desc=f"{node}/{scenario} {mode}", unit="sample", position=1, leave=False
+            )
+            self._current = key
+        if progress.total and self.inner.total != progress.total:
+            self.inner.total = progress.total
+        self.inner.n = progress.completed
+        self.inner.set_postfix_str(f"{progress.tokens_per_s:,.0f} tok/s", refresh=False)
+        self.inner.refresh()
+
+    def partition_done(self, text: str) -> None:
+        if self.inner is not None:
+            self.inner.close()
+            self.inner = None
+            self._current = None
+        self.outer.update(1)
+        self.outer.set_postfix_str(text)
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+        self.outer.close()
+
+
+def run_pipeline(
+    config,
+    *,
+    nodes: list[str] | None = None,
+    scenarios: list[str] | None = None,
+    instance=None,
+    prepare_dataset: bool | None = None,
+    report: bool = True,
+    progress: bool = True,
+    verbose: bool = False,
+    out=sys.stderr,
+) -> PipelineOutcome:
+    """Materialize the dataset (when needed), then each chosen node x scenario partition of ``benchmark_job``
+    (one Dagster run each, one after the other), then ``report_job``; all in this process."""
+    import dagster as dg
+
+    from jobs import BENCHMARK_JOB, DATASET_JOB, REPORT_JOB
+    from mlperf_assets.assets import prepared_dataset_path
+    from mlperf_assets.assets import runs as runs_module
+    from mlperf_assets.definitions import build_definitions
+
+    nodes = nodes or config.node_names
+    scenarios = scenarios or config.scenario_names
+    for n in nodes:
+        if n not in config.node_names:
+            raise UserError(f"--node {n}: no such node in {config.source_path} (nodes: {', '.join(config.node_names)})")
+    for s in scenarios:
+        if s not in config.scenario_names:
+            raise UserError(
+                f"--scenario {s}: not configured in {config.source_path} "
+                f"(benchmark.scenarios: {', '.join(config.scenario_names)})"
+            )
+    defs = build_definitions(config)
+    instance = instance or dg.DagsterInstance.get()
+    run_config = _run_config(verbose)
+    outcome = PipelineOutcome()
+
+    if prepare_dataset is None:
+        prepare_dataset = not prepared_dataset_path(config).is_file()
+    if prepare_dataset:
+        print(f"preparing the dataset ({config.dataset.source}) ...", file=out)
+        result = defs.resolve_job_def(DATASET_JOB).execute_in_process(
+            instance=instance, run_config=run_config, raise_on_error=False
+        )
+        if not result.success:
+            outcome.dataset_ok = False
+            outcome.errors += failure_messages(result) or ["cnn_dailymail_dataset failed"]
+            return outcome
+
+    job = defs.resolve_job_def(BENCHMARK_JOB)
+    keys = [(n, s) for n in nodes for s in SCENARIOS if s in scenarios]
+    bars = _ProgressBars(len(keys), enabled=progress)
+    runs_module.PROGRESS_LISTENERS.append(bars.on_progress)
+    try:
+        for node, scenario in keys:
+            started = time.monotonic()
+            result = job.execute_in_process(
+                instance=instance,
+                partition_key=runs_module.partition_key(node, scenario),
+                run_config=run_config,
+                raise_on_error=False,
+            )
+            errors = failure_messages(result)
+            outcome.partitions.append(
+                PartitionOutcome(
+                    node, scenario, result.success, result.run_id, time.monotonic() - started,
+                    error="; ".join(errors) if errors else None,
+                )
+            )
+            bars.partition_done(f"{node}/{scenario} {'ok' if result.success else 'FAILED'}")
+    finally:
+        runs_module.PROGRESS_LISTENERS.remove(bars.on_progress)
+        bars.close()
+
+    if report:
+        result = defs.resolve_job_def(REPORT_JOB).execute_in_process(
+            instance=instance, run_config=run_config, raise_on_error=False
+        )
+        if result.success:
+            from mlperf_assets.assets.report import REPORT_FILE
+
+            outcome.report_path = config.storage.report_dir / REPORT_FILE
+        else:
+            outcome.errors += failure_messages(result) or ["benchmark_report failed"]
+    return outcome
+
+
+def summary_rows(config, outcome: PipelineOutcome) -> list[dict[str, Any]]:
+    """run_summary rows (performance runs, with accuracy) of this invocation's Dagster runs."""
+    from mlperf_assets import store
+
+    ids = [p.dagster_run_id for p in outcome.partitions if p.success]
+    if not ids or not config.storage.duckdb_path.is_file():
+        return []
+    frame = store.query(
+        config.storage.duckdb_path,
+        "SELECT node, scenario, backend, backend_kind, result_validity, samples_per_second, tokens_per_second, "
+        "ttft_p99_ns, tpot_p99_ns, rouge1, rougeL, accuracy_passed FROM run_summary "
+        "WHERE mode = 'performance' AND list_contains(?, dagster_run_id) ORDER BY node, scenario",
+        [ids],
+    )
+    return frame.to_dict("records")
+
+
+def format_summary(rows: list[dict[str, Any]]) -> str:
+    from tabulate import tabulate
+
+    from mlperf_assets.report import backend_label, fmt_bool, fmt_ms, fmt_number
+
+    table = [
+        [
+            r["node"], r["scenario"], backend_label(r), r["result_validity"] or "-",
+            fmt_number(r["samples_per_second"]), fmt_number(r["tokens_per_second"]),
+            fmt_ms(r["ttft_p99_ns"]), fmt_ms(r["tpot_p99_ns"]),
+            fmt_number(r["rouge1"], 2), fmt_bool(r["accuracy_passed"]),
+        ]
+        for r in rows
+    ]
+    headers = ["node", "scenario", "backend", "validity", "samples/s", "tokens/s", "TTFT p99 ms", "TPOT p99 ms",
+               "ROUGE-1", "accuracy"]  # fmt: skip
+    return tabulate(table, headers=headers, disable_numparse=True)
+
+
+def _print_outcome(config, outcome: PipelineOutcome, started: float) -> None:
+    rows = summary_rows(config, outcome)
+    if rows:
+        print(format_summary(rows))
+    for p in outcome.partitions:
+        if not p.success:
+            print(f"FAILED {p.node}/{p.scenario}: {p.error}", file=sys.stderr)
+    for e in outcome.errors:
+        print(f"FAILED {e}", file=sys.stderr)
+    ok = sum(p.success for p in outcome.partitions)
+    print(f"\n{ok}/{len(outcome.partitions)} partitions succeeded in {time.monotonic() - started:.1f} s")
+    db = config.storage.duckdb_path
+    print(f"results:  {db}  (mlperf-dagster query --db {db} 'SELECT * FROM run_summary')")
+    if outcome.report_path:
+        print(f"report:   {outcome.report_path}")
+    print(f"UI:       make dev  (Dagster on http://127.0.0.1:3000, instance {os.environ.get('DAGSTER_HOME')})")
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def cmd_validate_config(args: argparse.Namespace) -> int:
+    from mlperf_assets.config import ConfigError, config_path, load_config
+
+    try:
+        config = load_config(args.path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 2
+    shown = config_path(args.path)
+    nodes = ", ".join(f"{n.name} ({n.runner})" for n in config.nodes)
+    dataset = f"{config.dataset.source}" + (f" {config.dataset.path}" if config.dataset.path else "")
+    if config.dataset_overridden_by:
+        dataset += f" (from {config.dataset_overridden_by})"
+    print(f"{shown}: OK")
+    print(f"  nodes:     {nodes}")
+    print(f"  benchmark: {config.benchmark.model}, backend {config.benchmark.backend}"
+          + (" (baseline)" if config.benchmark.is_baseline else ""))  # fmt: skip
+    print(f"  scenarios: {', '.join(config.scenario_names)}")
+    print(f"  dataset:   {dataset}")
+    print(f"  results:   {config.storage.duckdb_path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    config = _load(args.config)
+    needs_dataset = args.refresh_dataset or not _prepared_exists(config)
+    if needs_dataset:
+        check_dataset_reachable(config)
+    ensure_dagster_home()
+    outcome = run_pipeline(
+        config,
+        nodes=args.node,
+        scenarios=args.scenario,
+        prepare_dataset=True if args.refresh_dataset else None,
+        report=not args.no_report,
+        progress=not args.no_progress,
+        verbose=args.verbose,
+    )
+    _print_outcome(config, outcome, started)
+    return 0 if outcome.success else 1
+
+
+def _prepared_exists(config) -> bool:
+    from mlperf_assets.assets import prepared_dataset_path
+
+    return prepared_dataset_path(config).is_file()
+
+
+def demo_dataset_override(explicit: str | None, fallback: Path | None = None) -> tuple[str | None, str]:
+    """(value for MLPERF_DAGSTER_DATASET or None, a sentence saying where the demo's dataset comes from)."""
+    fallback = fallback or LOCAL_STORIES_FALLBACK
+    if explicit:
+        return explicit, f"dataset: {explicit} (--dataset)"
+    env = os.environ.get(DATASET_ENV)
+    if env:
+        return env, f"dataset: {env} (from {DATASET_ENV})"
+    if fallback.is_dir():
+        return str(fallback), (
+            f"dataset: {fallback} (the local CNN/DM stories beside the project; {DATASET_ENV} not set)"
+        )
+    return None, "dataset: the Hugging Face hub (abisee/cnn_dailymail)"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    override, where = demo_dataset_override(args.dataset)
+    config = _load(str(args.config or DEFAULT_CONFIG_PATH), dataset_override=override)
+    print(f"mlperf-dagster demo: {config.source_path}", file=sys.stderr)
+    print(where, file=sys.stderr)
+    check_dataset_reachable(config)
+    ensure_dagster_home()
+    outcome = run_pipeline(config, prepare_dataset=True, progress=not args.no_progress, verbose=args.verbose)
+    print()
+    _print_outcome(config, outcome, started)
+    if config.benchmark.is_baseline:
+        print(
+            f"note: backend {config.benchmark.backend} is a baseline (no model): figures show the harness and "
+            "pipeline working, not a model's performance; see config/examples/ for GPU fleets."
+        )
+    return 0 if outcome.success else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser(
+        "validate-config",
+        help="check a config file; one line per problem",
+        formatter_class=fmt,
+        description=(
+            "Validate a config file and print what it describes, or one line per problem "
+            "(<file>: <field>: <what is wrong>). Exit code 2 if invalid.\n\n"
+            "Without PATH: $MLPERF_DAGSTER_CONFIG, else config/config.yaml. $MLPERF_DAGSTER_DATASET is applied."
+        ),
+    )
+    p.add_argument(
+        "path", nargs="?", default=None, help="config file (default: $MLPERF_DAGSTER_CONFIG or config/config.yaml)"
+    )
+    p.set_defaults(func=cmd_validate_config)
+
+    p = subparsers.add_parser(
+        "run",
+        help="run chosen node x scenario partitions and everything downstream, in this process",
+        formatter_class=fmt,
+        description=(
+            "Materialize the dataset (if not prepared yet), then for each chosen node x scenario the benchmark "
+            "job (LoadGen performance + accuracy runs, ingestion into DuckDB, ROUGE), then the report; one "
+            "Dagster run each, in this process (no daemon needed: suits cron and scripts). Runs are recorded in "
+            "the project's Dagster instance (.dagster_home) and visible in `make dev`.\n\n"
+            "examples:\n"
+            "  mlperf-dagster run                                  # every node and scenario of the config\n"
+            "  mlperf-dagster run --config fleet.yaml --node jw2 --scenario Server\n"
+            "exit code: 0 if everything succeeded, 1 if a partition failed, 2 for a bad config or option."
+        ),
+    )
+    p.add_argument("--config", default=None, help="config file (default: $MLPERF_DAGSTER_CONFIG or config/config.yaml)")
+    p.add_argument("--node", action="append", default=None, metavar="N", help="only this node (repeatable)")
+    p.add_argument(
+        "--scenario", action="append", default=None, choices=SCENARIOS, help="only this scenario (repeatable)"
+    )
+    p.add_argument("--refresh-dataset", action="store_true", help="prepare the dataset again even if the file exists")
+    p.add_argument("--no-report", action="store_true", help="skip the report job")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Dagster's log (INFO) on the console")
+    p.set_defaults(func=cmd_run)
+
+    p = subparsers.add_parser(
+        "demo",
+        help="the whole pipeline on the default config (local node, extractive baseline, smoke settings)",
+        formatter_class=fmt,
+        description=(
+            "Run everything on config/config.yaml: prepare the dataset, run Offline, Server and SingleStream "
+            "(performance and accuracy) on the local node with the extractive lead-3 baseline, ingest into "
+            "results/mlperf.duckdb, score ROUGE, write results/report/report.md; then print a summary.\n\n"
+            f"The dataset: --dataset, else ${DATASET_ENV}, else the CNN/DM stories in ../shared/testdata when "
+            "present, else the Hugging Face hub (stops at once with instructions if the hub is unreachable)."
+        ),
+    )
+    p.add_argument("--config", default=None, help="another config instead of config/config.yaml")
+    p.add_argument("--dataset", default=None, metavar="PATH",
+                   help="local CNN/DM copy: a folder of .story files, cnn_eval.json, or .jsonl")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Dagster's log (INFO) on the console")
+    p.set_defaults(func=cmd_demo)

@@ -1,0 +1,313 @@
+"""``mlperf-dagster render-k8s`` and ``mlperf-dagster monitor``: remote nodes seen from the orchestrator."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+RENDER_HELP = """\
+Print the Kubernetes Job that a `runner: kubernetes` node would be given for one scenario, as YAML
+(nothing is submitted; no cluster is needed). Check it, or apply it by hand:
+
+  mlperf-dagster render-k8s --config config/examples/kubernetes.yaml --node k8s-a100 --scenario Offline
+  mlperf-dagster render-k8s --config cfg.yaml --node k8s-a100 --scenario Server --mode accuracy | kubectl apply --dry-run=server -f -
+
+The Job requests nvidia.com/gpu = the node's gpus (vLLM's tensor_parallel_size is set to match), carries the
+node's nodeSelector, tolerations and CPU/memory requests, keeps one benchmark pod per machine (pod
+anti-affinity), reads HF_TOKEN from the node's Secret by reference, and stores the run folder on the node's PVC
+(or an emptyDir the runner collects from). Labels: mlperf-dagster/run-id, /node, /scenario, /mode.
+"""
+
+MONITOR_HELP = """\
+Show the runs in progress on every node of the config, with a progress bar each: node, run, scenario and
+mode, samples done/total, tokens/s, ETA and elapsed time. Read from the runners themselves: a local node's
+work folder, an SSH node's run folders (progress.jsonl over SSH), a Kubernetes node's Jobs. A node that
+cannot be reached shows its error in its row; the others carry on.
+
+examples:
+  mlperf-dagster monitor                                   # the default config, refreshed every 2 s (Ctrl-C ends)
+  mlperf-dagster monitor --config config/examples/ssh-fleet.yaml --node jw2
+  mlperf-dagster monitor --once                            # one snapshot, for scripts and cron
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    r = subparsers.add_parser(
+        "render-k8s", help="print the Kubernetes Job manifest a node would get",
+        description=RENDER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    r.add_argument("--config", help="config file (default: $MLPERF_DAGSTER_CONFIG or the embedded config/config.yaml)")
+    r.add_argument("--node", required=True, help="name of a node with runner: kubernetes")
+    r.add_argument("--scenario", required=True, choices=("Offline", "Server", "SingleStream"))
+    r.add_argument("--mode", default="performance", choices=("performance", "accuracy"))
+    r.add_argument("--run-id", help="run id to render (default: a timestamped example id)")
+    r.add_argument("--dataset", help="prepared dataset file whose name and sha256 go in the manifest "
+                   "(default: the config's prepared dataset path; a placeholder hash if it does not exist yet)")
+    r.set_defaults(func=cmd_render_k8s)
+
+    m = subparsers.add_parser(
+        "monitor", help="live progress of the runs in progress on every node",
+        description=MONITOR_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    m.add_argument("--config", help="config file (default: $MLPERF_DAGSTER_CONFIG or the embedded config/config.yaml)")
+    m.add_argument("--node", action="append", default=[], help="only this node (repeatable)")
+    m.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    m.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="refresh interval (default: 2)")
+    m.set_defaults(func=cmd_monitor)
+
+
+def _load(path: str | None) -> Any:
+    from mlperf_assets.cli import UserError
+    from mlperf_assets.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise UserError("invalid config:\n" + "\n".join(exc.problems)) from None
+
+
+# ------------------------------------------------------------------------------------------ render-k8s
+def default_dataset_path(config: Any) -> Path:
+    """Where the pipeline keeps the prepared dataset (the platform's naming when available)."""
+    try:
+        from mlperf_assets.assets import dataset as dataset_asset  # platform helper's module, if present
+
+        fn = getattr(dataset_asset, "prepared_dataset_path", None)
+        if fn is not None:
+            return Path(fn(config))
+    except ImportError:
+        pass
+    return Path(config.dataset_dir) / f"cnn_dailymail-{config.benchmark.model}.json"
+
+
+def build_spec(config: Any, node: Any, scenario: str, mode: str, run_id: str, dataset: Path) -> Any:
+    """The RunSpec the pipeline would give this node (the platform's own builder when it is importable)."""
+    from resources.runners.base import RunSpec
+
+    try:
+        from mlperf_assets.assets.runs import build_spec as pipeline_build_spec
+    except ImportError:
+        pipeline_build_spec = None
+    if pipeline_build_spec is not None:
+        return pipeline_build_spec(config, run_id=run_id, node=node.name, scenario=scenario, mode=mode, dataset=dataset)
+    bench = config.benchmark
+    engine = dict(bench.engine)
+    if bench.backend in ("vllm", "openai") and bench.checkpoint and "model" not in engine:
+        engine["model"] = bench.checkpoint
+    settings = getattr(bench.scenarios, scenario)
+    return RunSpec(
+        run_id=run_id,
+        node=node.name,
+        scenario=scenario,
+        mode=mode,
+        benchmark=bench.model,
+        backend=bench.backend,
+        dataset_path=str(dataset),
+        engine_args=engine,
+        settings=settings.as_settings() if settings is not None else {},
+        lg_model_name=bench.lg_model_name,
+        progress_interval_s=bench.progress_interval_s,
+    )
+
+
+def cmd_render_k8s(args: argparse.Namespace) -> int:
+    from mlperf_assets.cli import UserError
+    from resources.runners.base import RunnerError
+    from resources.runners.kubernetes import KubernetesRunner, manifest_yaml
+
+    config = _load(args.config)
+    try:
+        node = config.node(args.node)
+    except KeyError:
+        raise UserError(f"no node {args.node!r} in {config.source_path}; nodes: {', '.join(config.node_names)}") from None
+    if node.runner != "kubernetes":
+        raise UserError(f"node {node.name} in {config.source_path} has runner: {node.runner}, not kubernetes")
+    if args.scenario not in config.scenario_names:
+        raise UserError(
+            f"scenario {args.scenario} is not configured in {config.source_path} (benchmark.scenarios has "
+            f"{', '.join(config.scenario_names)})"
+        )
+    run_id = args.run_id or "render-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    dataset = Path(args.dataset) if args.dataset else default_dataset_path(config)
+    if args.dataset and not dataset.is_file():
+        raise UserError(f"--dataset {dataset}: no such file")
+    try:
+        spec = build_spec(config, node, args.scenario, args.mode, run_id, dataset)
+        manifest = KubernetesRunner.from_node_config(node, config).manifest(spec)
+    except (RunnerError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    sys.stdout.write(manifest_yaml(manifest))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- monitor
+@dataclass
+class MonitorRow:
+    node: str
+    run_id: str = ""
+    scenario: str = ""
+    mode: str = ""
+    state: str = ""
+    completed: int = 0
+    total: int | None = None
+    tokens_per_s: float = 0.0
+    elapsed_s: float = 0.0
+    message: str = ""
+
+    @property
+    def eta_s(self) -> float | None:
+        """Remaining time at the average rate so far; None without a total or any progress."""
+        if not self.total or not self.completed or not self.elapsed_s or self.completed >= self.total:
+            return None
+        return (self.total - self.completed) * self.elapsed_s / self.completed
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def local_active_runs(runner: Any) -> list[tuple[Any, Any]]:
+    """Runs in a LocalRunner's work folder that have a spec, no exit code, and a live process or fresh progress."""
+    import json
+
+    from resources.runners.base import EXIT_CODE_FILE, PROGRESS_FILE, SPEC_FILE, RunHandle, progress_from_texts
+
+    out = []
+    workdir = Path(runner.workdir)
+    for spec_file in sorted(workdir.glob(f"*/*/{SPEC_FILE}")):
+        run_dir = spec_file.parent
+        if (run_dir / EXIT_CODE_FILE).exists():
+            continue
+        progress_file = run_dir / PROGRESS_FILE
+        fresh_after = time.time() - max(30.0, 10 * float(getattr(runner, "poll_interval_s", 2.0)))
+        stamp = progress_file.stat().st_mtime if progress_file.exists() else spec_file.stat().st_mtime
+        if stamp < fresh_after:
+            continue  # abandoned (the process died without an exit code long ago)
+        try:
+            spec = json.loads(spec_file.read_text())
+        except ValueError:
+            spec = {}
+        text = progress_file.read_text(errors="replace")[-8192:] if progress_file.exists() else None
+        handle = RunHandle(
+            run_id=spec.get("run_id", run_dir.parent.name),
+            node=runner.node,
+            run_dir=str(run_dir),
+            scenario=spec.get("scenario", ""),
+            mode=spec.get("mode", run_dir.name),
+        )
+        out.append((handle, progress_from_texts(text, None, alive=True)))
+    return out
+
+
+def snapshot_node(runner: Any) -> list[MonitorRow]:
+    """Rows for one node: its active runs, or one row with the error that kept us from reading it."""
+    try:
+        if hasattr(runner, "active_runs"):
+            runs = runner.active_runs()
+        elif hasattr(runner, "workdir"):
+            runs = local_active_runs(runner)
+        else:
+            return [MonitorRow(node=runner.node, state="unknown", message="this runner cannot list its runs")]
+    except Exception as exc:  # noqa: BLE001 - one unreachable node must not stop the others
+        message = str(exc).split("\n")[0].removeprefix(f"node {runner.node}: ")
+        return [MonitorRow(node=runner.node, state="unreachable", message=message[:200])]
+    if not runs:
+        return [MonitorRow(node=runner.node, state="idle")]
+    return [
+        MonitorRow(
+            node=runner.node,
+            run_id=handle.run_id,
+            scenario=handle.scenario,
+            mode=handle.mode,
+            state=progress.state,
+            completed=progress.completed,
+            total=progress.total,
+            tokens_per_s=progress.tokens_per_s,
+            elapsed_s=progress.elapsed_s,
+            message=progress.message or "",
+        )
+        for handle, progress in runs
+    ]
+
+
+def snapshot(runners: list[Any]) -> list[MonitorRow]:
+    if not runners:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(runners))) as pool:
+        return [row for rows in pool.map(snapshot_node, runners) for row in rows]
+
+
+def render_table(rows: list[MonitorRow]) -> Any:
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    table = Table(title=f"mlperf-dagster monitor · {datetime.now().strftime('%H:%M:%S')}", expand=False)
+    for name, justify in (
+        ("node", "left"), ("run", "left"), ("scenario", "left"), ("progress", "left"), ("samples", "right"),
+        ("tokens/s", "right"), ("ETA", "right"), ("elapsed", "right"), ("state", "left"),
+    ):  # fmt: skip
+        table.add_column(name, justify=justify, no_wrap=name != "state", min_width=12 if name == "state" else None)
+    for row in rows:
+        if row.run_id:
+            bar = ProgressBar(total=float(row.total or 1), completed=float(row.completed if row.total else 0), width=24)
+            pct = f" {100 * row.completed / row.total:3.0f}%" if row.total else ""
+            samples = f"{row.completed:,}/{row.total:,}" if row.total else f"{row.completed:,}/?"
+            table.add_row(
+                row.node, row.run_id, f"{row.scenario} {row.mode}", bar, samples + pct, f"{row.tokens_per_s:,.0f}",
+                format_duration(row.eta_s), format_duration(row.elapsed_s),
+                row.state + (f": {row.message}" if row.message else ""),
+            )  # fmt: skip
+        else:
+            table.add_row(row.node, "-", "", "", "", "", "", "", row.state + (f": {row.message}" if row.message else ""))
+    return table
+
+
+def build_runners(config: Any, only: list[str]) -> list[Any]:
+    from mlperf_assets.cli import UserError
+    from resources.runners import build_runner
+    from resources.runners.base import RunnerError
+
+    names = only or config.node_names
+    unknown = [n for n in names if n not in config.node_names]
+    if unknown:
+        raise UserError(f"no node {unknown[0]!r} in {config.source_path}; nodes: {', '.join(config.node_names)}")
+    runners = []
+    for name in names:
+        try:
+            runners.append(build_runner(config.node(name), config))
+        except RunnerError as exc:
+            raise UserError(str(exc)) from None
+    return runners
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    config = _load(args.config)
+    runners = build_runners(config, args.node)
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # scripts and logs get full rows
+    try:
+        if args.once:
+            console.print(render_table(snapshot(runners)))
+            return 0
+        with Live(render_table(snapshot(runners)), console=console, refresh_per_second=4, transient=False) as live:
+            while True:
+                time.sleep(max(0.2, args.interval))
+                live.update(render_table(snapshot(runners)))
+    finally:
+        for runner in runners:
+            close = getattr(runner, "close", None)
+            if close is not None:
+                close()

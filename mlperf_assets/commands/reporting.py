@@ -1,0 +1,83 @@
+"""`mlperf-dagster report`: the markdown report, chart PNGs and the offline dashboard from any results store."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+DEFAULT_DB = os.path.join("results", "mlperf.duckdb")
+DEFAULT_OUT = os.path.join("results", "report")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="write report.md, chart PNGs and dashboard.html from a DuckDB results store",
+        description=(
+            "Write the results report from a DuckDB store: report.md (the latest run per node and scenario with "
+            "validity, accuracy pass/fail and regression flags, then the charts), one PNG per chart beside it, "
+            "and dashboard.html (one self-contained file with plotly.js inline: open it offline, hover for "
+            "details, pick a run). Works on any store, including one filled by `mlperf-dagster ingest` from "
+            "MLPerf submission logs; charts that need our harness's per-sample or progress data are then "
+            "listed as not drawn."
+        ),
+        epilog=(
+            "examples:\n"
+            "  mlperf-dagster report\n"
+            "  mlperf-dagster ingest ../inference_results_v5.1/closed --db /tmp/r.duckdb\n"
+            "  mlperf-dagster report --db /tmp/r.duckdb --out /tmp/r-report --regression-threshold 5"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--db", default=None, metavar="DB",
+                        help=f"DuckDB results store (default: storage.duckdb_path of the config, else {DEFAULT_DB})")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                        help=f"folder for report.md, the PNGs and dashboard.html (default: {DEFAULT_OUT})")
+    parser.add_argument("--regression-threshold", type=float, default=10.0, metavar="PCT",
+                        help="flag a run whose tokens/s fell, or whose p99 TTFT/TPOT rose, by more than PCT "
+                             "percent against the median of earlier runs of the same node/scenario/backend "
+                             "(default: 10)")
+    parser.add_argument("--regression-window", type=int, default=5, metavar="N",
+                        help="how many earlier runs form the baseline median (default: 5)")
+    parser.add_argument("--title", default="MLPerf Inference LLM results", help="report and dashboard title")
+    parser.set_defaults(func=run_report)
+
+
+def _default_db() -> str:
+    """The config's storage.duckdb_path when a config is chosen (MLPERF_DAGSTER_CONFIG), else results/."""
+    if not os.environ.get("MLPERF_DAGSTER_CONFIG"):
+        return DEFAULT_DB
+    try:
+        from mlperf_assets.config import load_config
+
+        cfg = load_config(os.environ["MLPERF_DAGSTER_CONFIG"], use_env_dataset=False)
+        return str(cfg.storage.duckdb_path)
+    except Exception:  # a broken config is `validate-config`'s business; the explicit default still works
+        return DEFAULT_DB
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from mlperf_assets.cli import UserError
+    from mlperf_assets.reporting import ReportError, build_report
+    from mlperf_assets.store import StoreError
+
+    if args.regression_threshold < 0:
+        raise UserError(f"--regression-threshold must be a percentage >= 0, got {args.regression_threshold:g}")
+    if args.regression_window < 1:
+        raise UserError(f"--regression-window must be >= 1, got {args.regression_window}")
+    db = args.db or _default_db()
+    if not os.path.isfile(db):
+        raise UserError(f"{db}: no such results store (fill one with `mlperf-dagster ingest PATH --db {db}` "
+                        "or `mlperf-dagster demo`)")
+    try:
+        result = build_report(db, args.out, regression_threshold_pct=args.regression_threshold,
+                              regression_window=args.regression_window, title=args.title)
+    except (StoreError, ReportError) as exc:
+        raise UserError(str(exc)) from None
+    print(f"report: {result.report_path} ({result.n_runs} runs, {len(result.charts_drawn)} charts)")
+    print(f"dashboard: {result.dashboard_path} ({result.dashboard_bytes / 1e6:.1f} MB, works offline)")
+    for key, reason in result.charts_missing.items():
+        print(f"not drawn: {key}: {reason}")
+    for flag in result.regressions:
+        print(f"REGRESSION: {flag.message}")
+    return 0

@@ -1,0 +1,660 @@
+"""The config file (``config/*.yaml``): pydantic models, loading, and one-line error messages.
+
+The shape is a contract other tooling writes (issue 4): fields may be added, never renamed.
+Every relative path in a file is relative to that file's folder; ``~`` is expanded. Remote paths (an SSH
+node's ``workdir`` and ``python``, a pod's ``workdir``) are kept as written.
+
+Which file: ``load_config(path)``, else ``$MLPERF_DAGSTER_CONFIG``, else the embedded default
+``config/config.yaml``. ``$MLPERF_DAGSTER_DATASET`` replaces the dataset with a local copy, its format
+detected from the path (see :func:`detect_dataset_source`).
+
+Every problem becomes one line ``<file>: <field path>: <what is wrong>``; :class:`ConfigError` carries
+them all. Pure module: no Dagster imports.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "config.yaml"
+CONFIG_ENV = "MLPERF_DAGSTER_CONFIG"
+DATASET_ENV = "MLPERF_DAGSTER_DATASET"
+
+BENCHMARKS = ("llama3.1-8b", "llama3.1-8b-edge", "gptj")
+BACKENDS = ("vllm", "openai", "extractive", "replay")
+BASELINE_BACKENDS = ("extractive", "replay")  # not a model: figures labelled as baseline / harness ceiling
+SCENARIOS = ("Offline", "Server", "SingleStream")
+DATASET_SOURCES = ("huggingface", "mlcommons-json", "stories", "jsonl", "local")
+RUNNER_KINDS = ("local", "ssh", "kubernetes")
+HF_DATASET = "abisee/cnn_dailymail"
+
+
+class ConfigError(Exception):
+    """Invalid config: ``problems`` holds one line per problem, each naming the file and the field."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# --- constrained scalar types with messages that read well on one line ------------------------------
+
+
+def _int_in(lo: int | None, hi: int | None):
+    if lo is not None and hi is not None:
+        what = f"an integer between {lo} and {hi}"
+    elif lo == 0:
+        what = "an integer >= 0"
+    elif lo == 1:
+        what = "a positive integer"
+    else:
+        what = "an integer"
+
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise ValueError(f"must be {what}, got {value!r}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ValueError(f"must be {what}, got {value!r}")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _positive_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"must be a number > 0, got {value!r}")
+    return float(value)
+
+
+Port = Annotated[int, _int_in(1, 65535)]
+PositiveInt = Annotated[int, _int_in(1, None)]
+NonNegativeInt = Annotated[int, _int_in(0, None)]
+PositiveFloat = Annotated[float, BeforeValidator(_positive_number)]
+
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+K8S_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+K8S_QUANTITY_RE = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def runner_resource_key(node_name: str) -> str:
+    """Dagster resource key of a node's runner: ``runner_<name>`` with non-identifier characters as ``_``."""
+    return "runner_" + re.sub(r"[^0-9A-Za-z_]", "_", node_name)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_default=False)
+
+
+# --- sections ---------------------------------------------------------------------------------------
+
+
+class StorageConfig(_Model):
+    """Where results go on the orchestrator."""
+
+    artifact_root: Path = Path("results/artifacts")  # collected run folders: <node>/<scenario>/<run_id>/<mode>
+    duckdb_path: Path = Path("results/mlperf.duckdb")  # the results store (contract B)
+    report_dir: Path = Path("results/report")  # report.md (and, later, charts and dashboard)
+    dataset_dir: Path | None = None  # prepared dataset files; default <artifact_root>/../datasets
+
+
+class DatasetConfig(_Model):
+    """The CNN/DailyMail validation set and how to get it."""
+
+    source: Literal["huggingface", "mlcommons-json", "stories", "jsonl", "local"] = "huggingface"
+    path: Path | None = None  # required unless source is huggingface
+    max_samples: PositiveInt | None = None  # None = all (13,368 for the full set)
+    tokenizer: str | None = None  # "byte" or an HF name/path; default: byte for baselines, else the checkpoint
+    seed: NonNegativeInt | None = None  # sampling seed when max_samples is below the source size
+
+
+class ScenarioSettings(_Model):
+    """LoadGen settings for one scenario; None = the harness's / MLPerf's default."""
+
+    target_qps: PositiveFloat | None = None  # Server: arrival rate; Offline: expected QPS
+    target_latency_ms: PositiveFloat | None = None  # Server: latency bound; SingleStream: expected latency
+    min_duration_ms: NonNegativeInt | None = None
+    max_duration_ms: NonNegativeInt | None = None
+    min_query_count: NonNegativeInt | None = None
+    max_query_count: NonNegativeInt | None = None
+    ttft_latency_ms: PositiveFloat | None = None
+    tpot_latency_ms: PositiveFloat | None = None
+
+    def as_settings(self) -> dict[str, Any]:
+        """The settings dict of a ``RunSpec`` (unset values dropped)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class ScenariosConfig(_Model):
+    Offline: ScenarioSettings | None = None
+    Server: ScenarioSettings | None = None
+    SingleStream: ScenarioSettings | None = None
+
+    def enabled(self) -> dict[str, ScenarioSettings]:
+        """Scenario name -> settings, in MLPerf order, for the scenarios present in the file."""
+        return {name: s for name in SCENARIOS if (s := getattr(self, name)) is not None}
+
+
+class BenchmarkConfig(_Model):
+    """What to run: the MLPerf benchmark, the model, the backend and its engine options, the scenarios."""
+
+    model: Literal["llama3.1-8b", "llama3.1-8b-edge", "gptj"] = "llama3.1-8b"  # MLPerf benchmark name
+    checkpoint: str | None = "meta-llama/Llama-3.1-8B-Instruct"  # HF name or path of the model (vllm/openai)
+    backend: Literal["vllm", "openai", "extractive", "replay"] = "vllm"
+    engine: dict[str, Any] = Field(default_factory=dict)  # backend options, passed as --engine-arg KEY=VALUE
+    # LoadGen model name; None = the benchmark's (llama3_1-8b, llama3_1-8b-edge, gptj)
+    lg_model_name: Literal["llama3_1-8b", "llama3_1-8b-edge", "llama3_1-8b-interactive", "gptj"] | None = None
+    scenarios: ScenariosConfig = Field(default_factory=lambda: ScenariosConfig(Offline=ScenarioSettings()))
+    accuracy: bool = True  # after the performance run, run accuracy mode and score ROUGE
+    progress_interval_s: PositiveFloat = 2.0  # harness progress.jsonl interval
+    log_interval_s: PositiveFloat = 5.0  # how often scenario_run writes progress to the Dagster log
+    run_timeout_s: PositiveFloat | None = None  # cancel a harness run that takes longer (None = no limit)
+
+    @field_validator("scenarios", mode="after")
+    @classmethod
+    def _some_scenario(cls, value: ScenariosConfig) -> ScenariosConfig:
+        if not value.enabled():
+            raise ValueError(f"needs at least one of {', '.join(SCENARIOS)}")
+        return value
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.backend in BASELINE_BACKENDS
+
+
+class _NodeBase(_Model):
+    name: str
+    gpus: NonNegativeInt = 0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NODE_NAME_RE.fullmatch(value):
+            raise ValueError(
+                f"must be 1-63 letters, digits, '.', '_' or '-' starting with a letter or digit, got {value!r}"
+            )
+        return value
+
+
+class LocalNode(_NodeBase):
+    """The orchestrator's own machine."""
+
+    runner: Literal["local"]
+    workdir: Path | None = None  # run folders while running; default <artifact_root>/../work
+    python: str | None = None  # interpreter with the harness; default the orchestrator's own
+
+
+class ContainerConfig(_Model):
+    """Run the harness on an SSH node inside a container (docker or podman)."""
+
+    image: str
+    engine: Literal["docker", "podman"] = "docker"
+    extra_args: list[str] = Field(default_factory=list)  # extra `run` options, each one argv element
+
+
+class SSHNode(_NodeBase):
+    """A GPU server reached over SSH (key auth; host key checked against known_hosts)."""
+
+    runner: Literal["ssh"]
+    host: str
+    port: Port = 22
+    user: str | None = None  # default: the local user name
+    key_file: Path | None = None  # private key on the orchestrator; default: the SSH agent / ~/.ssh defaults
+    key_passphrase_env: str | None = None  # NAME of the environment variable holding the key's passphrase
+    known_hosts: Path = Path("~/.ssh/known_hosts")
+    workdir: str = "mlperf-dagster"  # remote folder for run folders and datasets (relative = remote home)
+    python: str = "python3"  # remote interpreter with the harness installed
+    gpus: NonNegativeInt = 1
+    connect_timeout_s: PositiveFloat = 10.0
+    command_timeout_s: PositiveFloat = 60.0
+    keepalive_s: PositiveFloat = 15.0
+    container: ContainerConfig | None = None
+
+    @field_validator("key_passphrase_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME_RE.fullmatch(value):
+            raise ValueError(
+                f"must be an environment variable NAME (the secret stays in the environment), got {value!r}"
+            )
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.:\[\]-]+", value):
+            raise ValueError(f"must be a host name or IP address, got {value!r}")
+        return value
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: NonNegativeInt | None = None
+
+
+class KubernetesNode(_NodeBase):
+    """A pool of GPU nodes in a Kubernetes cluster; each run is a Job."""
+
+    runner: Literal["kubernetes"]
+    namespace: str = "default"
+    image: str  # container image with the harness (and vLLM) installed
+    gpus: NonNegativeInt = 1  # nvidia.com/gpu requests = limits
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    pvc: str | None = None  # PersistentVolumeClaim for run folders; None = emptyDir + collection
+    service_account: str | None = None
+    hf_token_secret: str | None = None  # Secret NAME holding the HF token (key: hf_token_secret_key)
+    hf_token_secret_key: str = "HF_TOKEN"
+    cpu_request: str | None = None  # e.g. "8"
+    memory_request: str | None = None  # e.g. "64Gi"
+    active_deadline_seconds: PositiveInt | None = None
+    workdir: str = "/results"  # mount path of the run-folder volume in the pod
+    python: str = "python"  # interpreter inside the image
+    kube_context: str | None = None  # kubeconfig context; None = current context / in-cluster
+    kubeconfig: Path | None = None  # None = $KUBECONFIG / ~/.kube/config / in-cluster
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not K8S_NAME_RE.fullmatch(value) or len(value) > 63:
+            raise ValueError(f"must be a Kubernetes name (lower-case letters, digits, '-'), got {value!r}")
+        return value
+
+    @field_validator("cpu_request", "memory_request", mode="before")
+    @classmethod
+    def _quantity(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        text = str(value)
+        if not K8S_QUANTITY_RE.fullmatch(text):
+            raise ValueError(f"must be a Kubernetes quantity such as 8, 500m or 64Gi, got {value!r}")
+        return text
+
+
+NodeConfig = Annotated[Union[LocalNode, SSHNode, KubernetesNode], Field(discriminator="runner")]
+
+
+class ScheduleConfig(_Model):
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) != 5 or not all(re.fullmatch(r"[0-9A-Za-z*,/-]+", f) for f in fields):
+            raise ValueError(f"must be a 5-field cron expression such as '0 2 * * *', got {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"must be an IANA time zone such as UTC or Europe/Paris, got {value!r}") from None
+        return value
+
+
+class MlperfConfig(_Model):
+    """A whole config file. ``source_path`` is the file it came from (not part of the file)."""
+
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
+    nodes: list[NodeConfig]
+    schedule: ScheduleConfig | None = None
+
+    source_path: Path | None = Field(default=None, exclude=True)
+    dataset_overridden_by: str | None = Field(default=None, exclude=True)  # "MLPERF_DAGSTER_DATASET=..." if so
+
+    @field_validator("nodes", mode="after")
+    @classmethod
+    def _nodes(cls, nodes: list) -> list:
+        if not nodes:
+            raise ValueError("needs at least one node")
+        return nodes
+
+    # -- convenience ---------------------------------------------------------------------------------
+
+    def node(self, name: str) -> LocalNode | SSHNode | KubernetesNode:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    @property
+    def node_names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    @property
+    def scenario_names(self) -> list[str]:
+        return list(self.benchmark.scenarios.enabled())
+
+    @property
+    def tokenizer(self) -> str:
+        """Tokenizer for prepare-dataset: explicit, else byte for baselines, else the checkpoint."""
+        if self.dataset.tokenizer:
+            return self.dataset.tokenizer
+        if self.benchmark.is_baseline or not self.benchmark.checkpoint:
+            return "byte"
+        return self.benchmark.checkpoint
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.storage.dataset_dir or self.storage.artifact_root.parent / "datasets"
+
+
+# --- loading ----------------------------------------------------------------------------------------
+
+_NODE_CLASSES = {"local": LocalNode, "ssh": SSHNode, "kubernetes": KubernetesNode}
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """Model classes in an annotation, looking through Optional / Union / Annotated (not through list)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if typing.get_origin(annotation) in (list, dict):
+        return []
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        found += [m for m in _models_in(arg) if m not in found]
+    return found
+
+
+def _item_annotation(annotation: Any) -> Any:
+    """``X`` for ``list[X]`` (or ``list[X] | None``); None otherwise."""
+    if typing.get_origin(annotation) is list:
+        return typing.get_args(annotation)[0]
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is list:
+            return typing.get_args(arg)[0]
+    return None
+
+
+def _model_for(annotation: Any, raw: Any) -> type[BaseModel] | None:
+    models = _models_in(annotation)
+    if len(models) == 1:
+        return models[0]
+    kind = raw.get("runner") if isinstance(raw, dict) else None
+    return _NODE_CLASSES.get(kind) if models else None
+
+
+def _fields_at(loc: tuple, data: Any) -> list[str]:
+    """Field names allowed at ``loc`` (for did-you-mean), walking the models alongside the raw data."""
+    annotation: Any = MlperfConfig
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+            annotation = _item_annotation(annotation)
+            continue
+        model = _model_for(annotation, node)
+        if model is None:
+            return []
+        if part in _NODE_CLASSES and part not in model.model_fields:
+            continue  # the union tag pydantic inserts after nodes[i]
+        field = model.model_fields.get(part)
+        if field is None:
+            break
+        annotation = field.annotation
+        node = node.get(part) if isinstance(node, dict) else None
+    model = _model_for(annotation, node)
+    if model is None:
+        return []
+    return [f for f in model.model_fields if f not in ("source_path", "dataset_overridden_by")]
+
+
+def _format_loc(loc: tuple) -> str:
+    parts: list[str] = []
+    previous: Any = None
+    for part in loc:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        elif isinstance(previous, int) and part in _NODE_CLASSES:
+            pass  # the union tag pydantic inserts after nodes[i]
+        elif part in ("function-after[_nodes(), list[...]]",) or str(part).startswith("function-"):
+            pass
+        else:
+            parts.append(("." if parts else "") + str(part))
+        previous = part
+    return "".join(parts) or "(top level)"
+
+
+def _describe(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _message(err: dict, data: Any) -> tuple[str, str]:
+    """(field path, message) for one pydantic error."""
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _fields_at(loc[:-1], data)
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        return _format_loc(loc), f"unknown key{hint}"
+    if kind == "missing":
+        return _format_loc(loc), "is required"
+    if kind == "literal_error":
+        expected = ctx.get("expected", "")
+        choices = re.findall(r"'([^']*)'", expected)
+        close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6) if isinstance(value, str) else []
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return _format_loc(loc), f"must be one of {', '.join(choices)}, got {value!r}{hint}"
+    if kind == "union_tag_invalid":
+        tag = ctx.get("tag")
+        close = difflib.get_close_matches(str(tag), RUNNER_KINDS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return _format_loc(loc) + ".runner", f"must be one of {', '.join(RUNNER_KINDS)}, got {tag!r}{hint}"
+    if kind == "union_tag_not_found":
+        return _format_loc(loc) + ".runner", f"is required (one of {', '.join(RUNNER_KINDS)})"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return _format_loc(loc), f"must be a mapping, got {_describe(value)}"
+    if kind == "list_type":
+        return _format_loc(loc), f"must be a list, got {_describe(value)}"
+    if kind == "string_type":
+        return _format_loc(loc), f"must be a string, got {_describe(value)}"
+    if kind in ("bool_type", "bool_parsing"):
+        return _format_loc(loc), f"must be true or false, got {value!r}"
+    if kind in ("path_type",):
+        return _format_loc(loc), f"must be a path (a string), got {_describe(value)}"
+    if kind == "value_error":
+        msg = str(ctx.get("error", err["msg"]))
+        return _format_loc(loc), msg
+    return _format_loc(loc), err["msg"]
+
+
+def _resolve(base: Path, path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    path = Path(os.path.expanduser(str(path)))
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _resolve_paths(config: MlperfConfig, base: Path) -> None:
+    s = config.storage
+    s.artifact_root = _resolve(base, s.artifact_root)
+    s.duckdb_path = _resolve(base, s.duckdb_path)
+    s.report_dir = _resolve(base, s.report_dir)
+    s.dataset_dir = _resolve(base, s.dataset_dir)
+    config.dataset.path = _resolve(base, config.dataset.path)
+    for node in config.nodes:
+        if isinstance(node, LocalNode):
+            node.workdir = _resolve(base, node.workdir)
+        elif isinstance(node, SSHNode):
+            node.key_file = _resolve(base, node.key_file)
+            node.known_hosts = _resolve(base, node.known_hosts)
+        elif isinstance(node, KubernetesNode):
+            node.kubeconfig = _resolve(base, node.kubeconfig)
+
+
+def _cross_checks(config: MlperfConfig, raw: dict) -> list[tuple[str, str]]:
+    """Problems that involve several fields or the file system: (field path, message)."""
+    problems: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    keys: dict[str, int] = {}
+    for i, node in enumerate(config.nodes):
+        if node.name in seen:
+            problems.append((f"nodes[{i}].name", f"duplicate node name {node.name!r} (also nodes[{seen[node.name]}])"))
+            continue
+        key = runner_resource_key(node.name)
+        if key in keys:
+            other = config.nodes[keys[key]].name
+            problems.append((f"nodes[{i}].name", f"{node.name!r} and {other!r} differ only in '.'/'-'/'_'; rename one"))
+        seen[node.name] = i
+        keys[key] = i
+    ds = config.dataset
+    if ds.source != "huggingface" and ds.path is None:
+        problems.append(("dataset.path", f"is required when source is {ds.source!r}"))
+    if ds.path is not None and config.dataset_overridden_by is None:
+        if ds.source == "stories" and not ds.path.is_dir():
+            problems.append(("dataset.path", f"{ds.path} is not a folder of .story files"))
+        elif ds.source != "stories" and not ds.path.exists():
+            problems.append(("dataset.path", f"{ds.path} does not exist"))
+    if config.benchmark.backend in ("vllm", "openai") and not config.benchmark.checkpoint:
+        problems.append(("benchmark.checkpoint", f"is required for the {config.benchmark.backend} backend"))
+    return problems
+
+
+def detect_dataset_source(path: Path) -> tuple[str, Path]:
+    """(source, path) for a local CNN/DM copy: a folder of ``.story`` files, a folder or file ``cnn_eval.json``
+    (MLCommons list), a file written by ``prepare-dataset`` (``local``), or a ``.jsonl`` file.
+    Raises ValueError with a one-line reason."""
+    if not path.exists():
+        raise ValueError(f"{path} does not exist")
+    if path.is_dir():
+        if any(path.glob("*.story")):
+            return "stories", path
+        if (path / "cnn_eval.json").is_file():
+            return "mlcommons-json", path / "cnn_eval.json"
+        jsonl = sorted(path.glob("*.jsonl"))
+        if len(jsonl) == 1:
+            return "jsonl", jsonl[0]
+        raise ValueError(f"{path} holds neither .story files, nor cnn_eval.json, nor exactly one .jsonl file")
+    if path.suffix == ".jsonl":
+        return "jsonl", path
+    if path.suffix == ".json":
+        with open(path, "rb") as f:
+            head = f.read(4096).lstrip()
+        if head.startswith(b"["):
+            return "mlcommons-json", path
+        if head.startswith(b"{"):
+            return "local", path
+        raise ValueError(f"{path} is not a JSON list (cnn_eval.json) or a prepared dataset")
+    raise ValueError(f"cannot tell the format of {path}: expected a .story folder, a .json or a .jsonl file")
+
+
+def config_path(path: str | os.PathLike | None = None) -> Path:
+    """The config file to use: ``path``, else ``$MLPERF_DAGSTER_CONFIG``, else the embedded default."""
+    if path:
+        return Path(path)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG_PATH
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def parse_config(text: str, source_path: Path, *, dataset_override: str | None = None) -> MlperfConfig:
+    """Validate a config file's text; relative paths resolve against ``source_path``'s folder."""
+    shown = _display(source_path)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{shown}: {where}invalid YAML: {problem}"]) from None
+    if raw is None:
+        raise ConfigError([f"{shown}: the file is empty; expected a mapping with nodes, benchmark, dataset, storage"])
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{shown}: the top level must be a mapping (nodes:, benchmark:, ...), got {_describe(raw)}"])
+    bad_keys = [k for k in raw if not isinstance(k, str)]
+    if bad_keys:
+        raise ConfigError([f"{shown}: top-level key {bad_keys[0]!r} must be a string"])
+    try:
+        config = MlperfConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        errors = exc.errors(include_url=False)
+        suggested = {
+            _format_loc(tuple(e["loc"])[:-1] + (m.group(1),))
+            for e in errors
+            if e["type"] == "extra_forbidden"
+            for m in [re.search(r"did you mean '([^']+)'", _message(e, raw)[1])]
+            if m
+        }
+        for err in errors:
+            where, msg = _message(err, raw)
+            if err["type"] == "missing" and where in suggested:
+                continue  # reported as the misspelt key
+            line = f"{shown}: {where}: {msg}"
+            if line not in lines:
+                lines.append(line)
+        raise ConfigError(lines) from None
+    config.source_path = source_path.resolve()
+    _resolve_paths(config, source_path.resolve().parent)
+    if dataset_override:
+        try:
+            source, path = detect_dataset_source(Path(os.path.expanduser(dataset_override)).resolve())
+        except ValueError as exc:
+            raise ConfigError([f"{DATASET_ENV}={dataset_override}: {exc}"]) from None
+        config.dataset = config.dataset.model_copy(update={"source": source, "path": path})
+        config.dataset_overridden_by = f"{DATASET_ENV}={dataset_override}"
+    problems = _cross_checks(config, raw)
+    if problems:
+        raise ConfigError([f"{shown}: {where}: {msg}" for where, msg in problems])
+    return config
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    *,
+    use_env_dataset: bool = True,
+    dataset_override: str | None = None,
+) -> MlperfConfig:
+    """Load and validate a config file (see :func:`config_path`), applying ``dataset_override`` or else
+    ``$MLPERF_DAGSTER_DATASET`` (unless ``use_env_dataset`` is false).
+
+    Raises :class:`ConfigError` (one line per problem) for anything wrong, including a missing file.
+    """
+    file = config_path(path)
+    shown = _display(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        origin = "" if path else (f" (from ${CONFIG_ENV})" if os.environ.get(CONFIG_ENV) else "")
+        raise ConfigError([f"{shown}: no such config file{origin}"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{shown}: is a folder, not a config file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{shown}: cannot read: {exc}"]) from None
+    override = dataset_override or (os.environ.get(DATASET_ENV) if use_env_dataset else None)
+    return parse_config(text, file, dataset_override=override or None)

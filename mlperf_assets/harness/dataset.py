@@ -1,0 +1,422 @@
+"""CNN/DailyMail validation data: read from any supported source, template prompts, tokenize, write, load back.
+
+Prepared file (contract A): ``{"format": "mlperf-dagster-cnndm/1", "benchmark", "tokenizer", "tokenizer_kind",
+"source", "samples": [{id, input, instruction, prompt, tok_input, output, tok_output}, ...]}`` where each sample has
+the MLCommons ``cnn_eval.json`` fields (``input`` = article, ``output`` = highlights) plus the full prompt text.
+``load_prepared`` also reads a bare MLCommons ``cnn_eval.json`` list.
+
+Sources, all yielding ``(id, article, highlights)``:
+- ``huggingface``: ``datasets.load_dataset("abisee/cnn_dailymail", "3.0.0", split="validation")``; ``--path`` may be a
+  ``save_to_disk`` folder, a local parquet / JSON / JSON-lines / arrow file of the same columns, or a cache folder.
+- ``mlcommons-json``: an MLCommons ``cnn_eval.json`` (``input`` article, ``output`` highlights).
+- ``stories``: a folder of original CNN/DM ``.story`` files, turned into article/highlights exactly as the Hugging Face
+  ``cnn_dailymail`` 3.0.0 builder does (lines stripped, a " ." added to lines without end punctuation, article lines
+  joined by spaces, highlights by newlines). The id is the file name without ``.story``.
+- ``jsonl``: one ``{"id", "article", "highlights"}`` object per line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import DatasetError
+from .tokenizers import Tokenizer, load_tokenizer
+
+FORMAT = "mlperf-dagster-cnndm/1"
+SOURCES = ("huggingface", "mlcommons-json", "stories", "jsonl")
+BENCHMARKS = ("llama3.1-8b", "llama3.1-8b-edge", "gptj")
+HF_DATASET = ("abisee/cnn_dailymail", "3.0.0", "validation")
+FULL_VALIDATION_SIZE = 13368
+
+LLAMA_TEMPLATE = (
+    "Summarize the following news article in 128 tokens. Please output the summary only, without any other text."
+    "\n\nArticle:\n{input}\n\nSummary:"
+)
+GPTJ_INSTRUCTION = "Summarize the following news article:"
+GPTJ_TEMPLATE = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
+)
+GPTJ_MAX_PROMPT_TOKENS = 1919
+# The model whose tokenizer the official files were made with (used for a bare cnn_eval.json that does not say).
+REFERENCE_TOKENIZERS = {
+    "llama3.1-8b": "meta-llama/Llama-3.1-8B-Instruct",
+    "llama3.1-8b-edge": "meta-llama/Llama-3.1-8B-Instruct",
+    "gptj": "EleutherAI/gpt-j-6b",
+}
+
+_END_TOKENS = (".", "!", "?", "...", "'", "`", '"', "\u2019", "\u201d", ")")
+
+
+@dataclass(frozen=True)
+class RawSample:
+    id: str
+    article: str
+    highlights: str
+
+
+def check_benchmark(benchmark: str) -> str:
+    if benchmark not in BENCHMARKS:
+        raise DatasetError(f"unknown benchmark {benchmark!r}: expected one of {', '.join(BENCHMARKS)}")
+    return benchmark
+
+
+def is_gptj(benchmark: str) -> bool:
+    return benchmark == "gptj"
+
+
+def instruction_for(benchmark: str) -> Any:
+    return GPTJ_INSTRUCTION if is_gptj(benchmark) else {"llama": LLAMA_TEMPLATE}
+
+
+def format_prompt(benchmark: str, article: str) -> str:
+    """The reference prompt text (no chat template)."""
+    if is_gptj(check_benchmark(benchmark)):
+        return GPTJ_TEMPLATE.format(instruction=GPTJ_INSTRUCTION, input=article)
+    return LLAMA_TEMPLATE.format(input=article)
+
+
+def encode_prompt(benchmark: str, tokenizer: Tokenizer, prompt: str) -> list[int]:
+    ids = tokenizer.encode(prompt, add_special_tokens=True)
+    return ids[:GPTJ_MAX_PROMPT_TOKENS] if is_gptj(benchmark) else ids
+
+
+# ----------------------------------------------------------------------------------------------------------- sources
+def parse_story(text: str, where: str) -> tuple[str, str]:
+    """Article and highlights of one ``.story`` file, as the Hugging Face cnn_dailymail 3.0.0 builder makes them."""
+    article: list[str] = []
+    highlights: list[str] = []
+    next_is_highlight = False
+    for raw in text.split("\n"):  # as file iteration splits (not str.splitlines, which also splits at \x0b etc.)
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("@highlight"):
+            next_is_highlight = True
+            continue
+        if "@highlight" not in line and line[-1] not in _END_TOKENS:
+            line += " ."
+        (highlights if next_is_highlight else article).append(line)
+    if not highlights:
+        raise DatasetError(f"{where}: story has no @highlight lines (no reference summary)")
+    if not article:
+        raise DatasetError(f"{where}: story has an empty article")
+    return " ".join(article), "\n".join(highlights)
+
+
+def read_stories(path: Path) -> list[RawSample]:
+    if not path.is_dir():
+        raise DatasetError(f"stories folder {path} does not exist" if not path.exists() else f"{path} is not a folder")
+    files = sorted(path.glob("*.story"))
+    if not files:
+        raise DatasetError(f"stories folder {path} holds no .story files")
+    out = []
+    for f in files:
+        article, highlights = parse_story(f.read_text(encoding="utf-8"), str(f))
+        out.append(RawSample(f.stem, article, highlights))
+    return out
+
+
+def read_jsonl(path: Path) -> list[RawSample]:
+    _need_file(path)
+    out = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{n}: not JSON ({exc.msg})") from None
+            out.append(_raw_from_record(obj, f"{path}:{n}", "article", "highlights", default_id=str(n)))
+    if not out:
+        raise DatasetError(f"{path} holds no samples")
+    return out
+
+
+def read_mlcommons_json(path: Path) -> list[RawSample]:
+    records = _load_json_list(path)
+    return [
+        _raw_from_record(obj, f"{path} sample {i}", "input", "output", default_id=str(i)) for i, obj in enumerate(records)
+    ]
+
+
+def read_huggingface(path: Path | None) -> list[RawSample]:
+    try:
+        import datasets
+    except ImportError as exc:
+        raise DatasetError("--source huggingface needs the 'datasets' package (pip install 'mlperf-dagster[hf]')") from exc
+    name, config, split = HF_DATASET
+    where = str(path) if path else f"{name} {config} {split}"
+    try:
+        if path is None:
+            ds = datasets.load_dataset(name, config, split=split)
+        elif path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
+                                or (path / "state.json").exists()):
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise DatasetError(f"{path}: saved dataset has splits {sorted(ds)}, no {split!r}")
+                ds = ds[split]
+        elif path.is_dir():
+            ds = datasets.load_dataset(name, config, split=split, cache_dir=str(path))
+        elif path.is_file():
+            builder = _local_builder(path)
+            if builder is None:
+                raise DatasetError(f"{path}: unsupported local file type (use .parquet, .json, .jsonl, .arrow, .csv)")
+            ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+        else:
+            raise DatasetError(f"{path} does not exist")
+    except DatasetError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DatasetError(f"cannot load {where} through datasets: {first}") from exc
+    missing = {"article", "highlights"} - set(ds.column_names)
+    if missing:
+        raise DatasetError(f"{where}: columns {sorted(missing)} missing (have {ds.column_names})")
+    ids = ds["id"] if "id" in ds.column_names else [str(i) for i in range(len(ds))]
+    return [
+        _raw_from_record({"id": i, "article": a, "highlights": h}, f"{where} row {n}", "article", "highlights", str(n))
+        for n, (i, a, h) in enumerate(zip(ids, ds["article"], ds["highlights"]))
+    ]
+
+
+def _local_builder(path: Path) -> str | None:
+    name = path.name.lower()
+    for compressed in (".gz", ".bz2", ".xz", ".zst"):
+        name = name.removesuffix(compressed)
+    for ext, builder in ((".parquet", "parquet"), (".jsonl", "json"), (".json", "json"), (".arrow", "arrow"),
+                         (".csv", "csv")):
+        if name.endswith(ext):
+            return builder
+    return None
+
+
+def read_source(source: str, path: str | os.PathLike | None) -> list[RawSample]:
+    p = Path(path).expanduser() if path else None
+    if source == "huggingface":
+        return read_huggingface(p)
+    if p is None:
+        raise DatasetError(f"--source {source} needs --path")
+    if source == "stories":
+        return read_stories(p)
+    if source == "jsonl":
+        return read_jsonl(p)
+    if source == "mlcommons-json":
+        return read_mlcommons_json(p)
+    raise DatasetError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+
+
+def _need_file(path: Path) -> None:
+    if not path.exists():
+        raise DatasetError(f"{path} does not exist")
+    if not path.is_file():
+        raise DatasetError(f"{path} is not a file")
+
+
+def _load_json_list(path: Path) -> list:
+    _need_file(path)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    if isinstance(data, dict) and "samples" in data:
+        data = data["samples"]
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: expected a JSON list of samples")
+    if not data:
+        raise DatasetError(f"{path} holds no samples")
+    return data
+
+
+def _raw_from_record(obj: Any, where: str, article_key: str, summary_key: str, default_id: str) -> RawSample:
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{where}: expected an object with {article_key!r} and {summary_key!r}")
+    article, summary = obj.get(article_key), obj.get(summary_key)
+    if not isinstance(article, str) or not article.strip():
+        raise DatasetError(f"{where}: empty or missing {article_key!r} (the article)")
+    if not isinstance(summary, str) or not summary.strip():
+        raise DatasetError(f"{where}: empty or missing {summary_key!r} (the reference summary)")
+    return RawSample(str(obj.get("id", default_id)), article, summary)
+
+
+# ------------------------------------------------------------------------------------------------------- preparation
+def select_subset(n_total: int, max_samples: int | None, seed: int | None) -> list[int]:
+    """First ``max_samples`` rows, or with ``seed`` a seeded random choice of them (kept in dataset order)."""
+    if max_samples is None or max_samples >= n_total:
+        return list(range(n_total))
+    if max_samples < 1:
+        raise DatasetError(f"--max-samples must be >= 1 (got {max_samples})")
+    if seed is None:
+        return list(range(max_samples))
+    return sorted(random.Random(seed).sample(range(n_total), max_samples))
+
+
+def prepare_samples(raw: list[RawSample], benchmark: str, tokenizer: Tokenizer) -> list[dict]:
+    check_benchmark(benchmark)
+    instruction = instruction_for(benchmark)
+    samples = []
+    for r in raw:
+        prompt = format_prompt(benchmark, r.article)
+        samples.append({
+            "id": r.id,
+            "input": r.article,
+            "instruction": instruction,
+            "prompt": prompt,
+            "tok_input": encode_prompt(benchmark, tokenizer, prompt),
+            "output": r.highlights,
+            "tok_output": tokenizer.encode(r.highlights, add_special_tokens=False),
+        })
+    return samples
+
+
+def prepare_dataset(
+    source: str,
+    path: str | os.PathLike | None,
+    out: str | os.PathLike,
+    *,
+    benchmark: str = "llama3.1-8b",
+    tokenizer: str = "byte",
+    max_samples: int | None = None,
+    seed: int | None = None,
+) -> Path:
+    """Read, subset, template and tokenize; write the prepared file atomically. Returns its path."""
+    check_benchmark(benchmark)
+    if source not in SOURCES:
+        raise DatasetError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+    tok = load_tokenizer(tokenizer)
+    raw = read_source(source, path)
+    chosen = select_subset(len(raw), max_samples, seed)
+    samples = prepare_samples([raw[i] for i in chosen], benchmark, tok)
+    doc = {
+        "format": FORMAT,
+        "benchmark": benchmark,
+        "tokenizer": tok.name,
+        "tokenizer_kind": tok.kind,
+        "source": source,
+        "source_path": str(path) if path else "/".join(HF_DATASET),
+        "source_samples": len(raw),
+        "max_samples": max_samples,
+        "seed": seed,
+        "samples": samples,
+    }
+    out = Path(out)
+    write_json_atomic(out, doc)
+    return out
+
+
+def write_json_atomic(path: Path, obj: Any, indent: int | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=indent, ensure_ascii=False)
+            fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are read by other users and tools
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------------------------------ loading
+@dataclass
+class PreparedDataset:
+    """A prepared file in memory; implements the backends' ``DatasetView``."""
+
+    path: Path
+    benchmark: str
+    tokenizer_name: str
+    tokenizer_kind: str
+    source: str
+    samples: list[dict]
+    _tok_input: list[list[int]] = field(repr=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._tok_input = [s["tok_input"] for s in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def prompt_token_ids(self, index: int) -> list[int]:
+        return self._tok_input[index]
+
+    def article(self, index: int) -> str:
+        return self.samples[index]["input"]
+
+    def prompt(self, index: int) -> str:
+        s = self.samples[index]
+        return s.get("prompt") or format_prompt(self.benchmark, s["input"])
+
+    def reference_text(self, index: int) -> str:
+        return self.samples[index]["output"]
+
+    def reference_token_ids(self, index: int) -> list[int]:
+        ids = self.samples[index].get("tok_output")
+        if ids is None:
+            raise DatasetError(f"{self.path}: sample {index} has no 'tok_output' (prepare the file with prepare-dataset)")
+        return ids
+
+    def sample_id(self, index: int) -> str:
+        return str(self.samples[index].get("id", index))
+
+    def head(self, n: int | None) -> "PreparedDataset":
+        """The first ``n`` samples (all when ``n`` is None)."""
+        if n is None or n >= len(self):
+            return self
+        if n < 1:
+            raise DatasetError(f"--max-samples must be >= 1 (got {n})")
+        return PreparedDataset(self.path, self.benchmark, self.tokenizer_name, self.tokenizer_kind, self.source,
+                               self.samples[:n])
+
+
+def load_prepared(path: str | os.PathLike, *, benchmark: str | None = None, tokenizer: str | None = None) -> PreparedDataset:
+    """Read a prepared file, or a bare MLCommons ``cnn_eval.json`` (then ``benchmark`` defaults to llama3.1-8b and the
+    tokenizer to that benchmark's reference model)."""
+    path = Path(path)
+    _need_file(path)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    if isinstance(doc, dict):
+        if doc.get("format") != FORMAT:
+            raise DatasetError(f"{path}: not a prepared dataset (format {doc.get('format')!r}, expected {FORMAT!r})")
+        samples = doc.get("samples") or []
+        bench = doc.get("benchmark", "llama3.1-8b")
+        tok_name, tok_kind, source = doc.get("tokenizer", "byte"), doc.get("tokenizer_kind", "byte"), doc.get("source", "?")
+    elif isinstance(doc, list):
+        samples, source = doc, "mlcommons-json"
+        bench = benchmark or "llama3.1-8b"
+        tok_name = tokenizer or REFERENCE_TOKENIZERS[check_benchmark(bench)]
+        tok_kind = "byte" if tok_name == "byte" else "hf"
+    else:
+        raise DatasetError(f"{path}: expected a prepared dataset object or an MLCommons JSON list")
+    check_benchmark(bench)
+    if not samples:
+        raise DatasetError(f"{path} holds no samples")
+    for i, s in enumerate(samples):
+        if not isinstance(s, dict) or not isinstance(s.get("tok_input"), list) or not s["tok_input"]:
+            raise DatasetError(f"{path} sample {i}: missing or empty 'tok_input' (prompt token ids)")
+        if not isinstance(s.get("input"), str) or not isinstance(s.get("output"), str):
+            raise DatasetError(f"{path} sample {i}: 'input' (article) and 'output' (reference) must be strings")
+    return PreparedDataset(path, bench, tok_name, tok_kind, source, samples)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,390 @@
+"""The one interface every benchmark runner implements (contract D).
+
+A *runner* executes one harness process (``python -m mlperf_assets.harness run ...``, contract A) for one
+node, watches it and brings its run folder back. The Dagster asset ``scenario_run`` only talks to this
+interface, so a local subprocess, an SSH node and a Kubernetes Job look the same to it:
+
+    handle = runner.start(spec)                  # launch; returns at once
+    progress = runner.wait(handle, on_progress)  # poll until it ends (calls poll() every poll_interval_s)
+    runner.collect(handle, dest_dir)             # copy the run folder into the artifact store
+    runner.cancel(handle)                        # stop it (Dagster run terminated, Ctrl-C)
+
+Implementing a runner means implementing ``start``, ``poll``, ``collect`` and ``cancel`` (``wait`` has a
+default polling loop; ``log_tail`` and ``discard`` are optional) and a ``from_node_config`` classmethod
+that builds the runner from a config node (see ``resources/runners/__init__.py::build_runner``).
+Helpers here are pure and shared by every runner:
+
+- :class:`RunSpec` renders the harness argv; every value is its own argv element, never a shell string
+  (a remote runner that must go through a shell quotes each element with ``shlex.quote``).
+- :func:`wrapped_argv` runs the harness under a tiny Python supervisor that writes the exit code to
+  ``exit_code`` in the run folder, so the outcome is known even if the orchestrator died meanwhile
+  (a finished process may linger as a zombie; a file does not lie).
+- :func:`parse_progress` / :func:`progress_from_texts` turn ``progress.jsonl`` + ``exit_code`` into a
+  :class:`RunProgress`; a remote runner reads the two files' text and calls the same function.
+
+One runner instance serves one node (resource key :func:`runner_resource_key`), and Dagster runs at most
+one partition per node at a time (the asset's concurrency pool), so a runner never has to queue.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from dagster import ConfigurableResource
+
+from mlperf_assets.config import runner_resource_key  # noqa: F401 - re-exported: one definition of the key
+
+HARNESS_MODULE = "mlperf_assets.harness"
+SCENARIOS = ("Offline", "Server", "SingleStream")
+MODES = ("performance", "accuracy")
+BACKENDS = ("vllm", "openai", "extractive", "replay")
+
+# Files a runner relies on inside the run folder (the harness writes the rest, contract A).
+EXIT_CODE_FILE = "exit_code"  # written by the supervisor: the harness's exit code, or -N if killed by signal N
+RUNNER_LOG_FILE = "runner.log"  # the harness's stdout and stderr
+CANCEL_MARKER_FILE = "cancel_requested"  # written by cancel(): a later poll reports "cancelled", not "failed"
+SPEC_FILE = "run_spec.json"  # the RunSpec as JSON (for reattaching and for remote runners)
+PROGRESS_FILE = "progress.jsonl"
+
+# Scenario settings of the config (config.ScenarioSettings) -> harness flags. Only these are passed through.
+SETTING_FLAGS: dict[str, str] = {
+    "target_qps": "--target-qps",
+    "target_latency_ms": "--target-latency-ms",
+    "min_duration_ms": "--min-duration-ms",
+    "max_duration_ms": "--max-duration-ms",
+    "min_query_count": "--min-query-count",
+    "max_query_count": "--max-query-count",
+    "ttft_latency_ms": "--ttft-latency-ms",
+    "tpot_latency_ms": "--tpot-latency-ms",
+}
+
+# Exit codes the harness uses (contract A): 0 = LoadGen finished; 130 = interrupted (Ctrl-C, cancel).
+EXIT_OK = 0
+EXIT_INTERRUPTED = 130
+
+
+class RunnerError(Exception):
+    """A runner could not start, watch or collect a run; the message is one line naming the node."""
+
+
+def _json_value(value: Any) -> str:
+    """How an engine argument is written after ``KEY=`` (the harness parses VALUE as JSON when it can).
+
+    Strings stay bare unless they would parse as JSON (``"1"``, ``"true"``), which are quoted so they
+    arrive as strings; everything else is JSON.
+    """
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one harness process needs; renders its argv (contract A)."""
+
+    run_id: str
+    node: str
+    scenario: str  # Offline | Server | SingleStream
+    mode: str  # performance | accuracy
+    benchmark: str  # llama3.1-8b | llama3.1-8b-edge | gptj
+    backend: str  # vllm | openai | extractive | replay
+    dataset_path: str  # the prepared dataset on the orchestrator; a remote runner maps it to its copy
+    engine_args: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)  # keys of SETTING_FLAGS; None values skipped
+    max_samples: int | None = None
+    lg_model_name: str | None = None
+    progress_interval_s: float = 2.0
+    extra_args: tuple[str, ...] = ()  # appended verbatim (backend-specific flags), each one argv element
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, not {self.scenario!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        unknown = sorted(set(self.settings) - set(SETTING_FLAGS))
+        if unknown:
+            raise ValueError(f"unknown scenario setting(s) {', '.join(unknown)}; known: {', '.join(SETTING_FLAGS)}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.run_id):
+            raise ValueError(f"run_id must be letters, digits, '.', '_' or '-', not {self.run_id!r}")
+
+    def harness_args(self, output_dir: str, *, dataset_path: str | None = None) -> list[str]:
+        """Arguments after ``python -m mlperf_assets.harness``: ``["run", "--scenario", ...]``."""
+        args = [
+            "run",
+            "--scenario", self.scenario,
+            "--mode", self.mode,
+            "--backend", self.backend,
+            "--benchmark", self.benchmark,
+            "--dataset", dataset_path or self.dataset_path,
+            "--output-dir", output_dir,
+            "--run-id", self.run_id,
+            "--node", self.node,
+            "--progress-interval-s", repr(float(self.progress_interval_s)),
+        ]  # fmt: skip
+        if self.lg_model_name:
+            args += ["--lg-model-name", self.lg_model_name]
+        if self.max_samples is not None:
+            args += ["--max-samples", str(int(self.max_samples))]
+        for key, flag in SETTING_FLAGS.items():
+            value = self.settings.get(key)
+            if value is not None:
+                args += [flag, str(value)]
+        for key, value in self.engine_args.items():
+            args += ["--engine-arg", f"{key}={_json_value(value)}"]
+        args += list(self.extra_args)
+        return args
+
+    def harness_argv(self, python: str, output_dir: str, *, dataset_path: str | None = None) -> list[str]:
+        """The full argv: ``[python, "-m", "mlperf_assets.harness", "run", ...]``."""
+        return [python, "-m", HARNESS_MODULE, *self.harness_args(output_dir, dataset_path=dataset_path)]
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["engine_args"] = dict(self.engine_args)
+        data["settings"] = dict(self.settings)
+        data["extra_args"] = list(self.extra_args)
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunSpec":
+        data = json.loads(text)
+        data["extra_args"] = tuple(data.get("extra_args", ()))
+        return cls(**data)
+
+
+# The supervisor: runs argv[2:] in the run folder argv[1], with stdout/stderr in runner.log, and writes
+# the exit code atomically to exit_code. SIGINT/SIGTERM get a no-op handler (reset to the default in the
+# child at exec), so a group-wide signal stops the harness and the supervisor still records how it ended.
+# It is plain Python so it runs wherever the harness does (local, SSH node, container).
+SUPERVISOR_CODE = """\
+import os, signal, subprocess, sys
+run_dir, argv = sys.argv[1], sys.argv[2:]
+os.chdir(run_dir)
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(sig, lambda *_: None)
+with open("runner.log", "ab") as log:
+    try:
+        rc = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        log.write(("cannot start the harness: %s\\n" % exc).encode())
+        rc = 127
+with open("exit_code.tmp", "w") as f:
+    f.write("%d\\n" % rc)
+os.replace("exit_code.tmp", "exit_code")
+sys.exit(rc if 0 <= rc < 256 else 1)
+"""
+
+
+def wrapped_argv(python: str, run_dir: str, harness_argv: Sequence[str]) -> list[str]:
+    """``[python, "-c", SUPERVISOR_CODE, run_dir, *harness_argv]``: the harness under the exit-code supervisor."""
+    return [python, "-c", SUPERVISOR_CODE, run_dir, *harness_argv]
+
+
+@dataclass
+class RunHandle:
+    """What ``start`` returns: enough to poll, collect or cancel the run later, even from another process."""
+
+    run_id: str
+    node: str
+    run_dir: str  # the run folder on the node (local path, remote path, or path inside the pod)
+    scenario: str = ""
+    mode: str = ""
+    pid: int | None = None  # supervisor pid = process group id, where the runner has one
+    started_at: float = field(default_factory=time.time)
+    extra: dict[str, Any] = field(default_factory=dict)  # runner-specific (job name, remote host, ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunHandle":
+        return cls(**dict(data))
+
+
+RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
+TERMINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """One observation of a run: the last ``progress.jsonl`` line plus the process state."""
+
+    state: str = RUNNING  # running | succeeded | failed | cancelled
+    elapsed_s: float = 0.0
+    issued: int = 0
+    completed: int = 0
+    total: int | None = None
+    output_tokens: int = 0
+    tokens_per_s: float = 0.0
+    final: bool = False  # the harness wrote its final progress line
+    exit_code: int | None = None
+    message: str | None = None  # why it failed, when known (runner-level)
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def fraction(self) -> float | None:
+        """Completed / total, when the total is known."""
+        if not self.total:
+            return None
+        return min(1.0, self.completed / self.total)
+
+    def describe(self) -> str:
+        """One short line for logs: ``running 120/400 samples (30%), 5,123 tokens/s, 12.0 s``."""
+        count = f"{self.completed}/{self.total}" if self.total else f"{self.completed}"
+        pct = f" ({self.fraction:.0%})" if self.fraction is not None else ""
+        text = f"{self.state} {count} samples{pct}, {self.tokens_per_s:,.0f} tokens/s, {self.elapsed_s:.1f} s"
+        if self.exit_code is not None and self.state != SUCCEEDED:
+            text += f", exit code {self.exit_code}"
+        return text
+
+
+def parse_progress(text: str) -> dict[str, Any] | None:
+    """The last complete JSON line of a ``progress.jsonl`` text (a line being written is ignored)."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # torn last line: the harness is writing it right now
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def state_from_exit_code(exit_code: int | None, *, alive: bool, cancel_requested: bool = False) -> str:
+    """Run state from the supervisor's exit code (None = no file yet) and whether the process still exists."""
+    if exit_code is None:
+        if alive:
+            return RUNNING
+        return CANCELLED if cancel_requested else FAILED
+    if exit_code == EXIT_OK:
+        return SUCCEEDED
+    if cancel_requested or exit_code == EXIT_INTERRUPTED:
+        return CANCELLED
+    return FAILED
+
+
+def progress_from_texts(
+    progress_text: str | None,
+    exit_code_text: str | None,
+    *,
+    alive: bool,
+    cancel_requested: bool = False,
+) -> RunProgress:
+    """Build a :class:`RunProgress` from the two files' contents (None = file absent)."""
+    last = parse_progress(progress_text or "") or {}
+    exit_code: int | None = None
+    if exit_code_text and exit_code_text.strip():
+        try:
+            exit_code = int(exit_code_text.strip())
+        except ValueError:
+            exit_code = None
+    state = state_from_exit_code(exit_code, alive=alive, cancel_requested=cancel_requested)
+    message = None
+    if state == FAILED:
+        message = (
+            f"the harness exited with code {exit_code}"
+            if exit_code is not None
+            else "the harness process ended without recording an exit code (killed?)"
+        )
+    elif state == CANCELLED:
+        message = "the run was cancelled"
+    total = last.get("total")
+    return RunProgress(
+        state=state,
+        elapsed_s=float(last.get("elapsed_s") or 0.0),
+        issued=int(last.get("issued") or 0),
+        completed=int(last.get("completed") or 0),
+        total=int(total) if total is not None else None,
+        output_tokens=int(last.get("output_tokens") or 0),
+        tokens_per_s=float(last.get("tokens_per_s") or 0.0),
+        final=bool(last.get("final", False)),
+        exit_code=exit_code,
+        message=message,
+    )
+
+
+ProgressCallback = Callable[[RunProgress], None]
+
+
+class BenchmarkRunner(ConfigurableResource, ABC):
+    """Runs harness processes on one node. Subclasses: ``LocalRunner`` here; SSH and Kubernetes runners.
+
+    Fields common to every runner: ``node`` (the config's node name) and ``poll_interval_s``.
+    """
+
+    node: str
+    poll_interval_s: float = 2.0
+
+    @abstractmethod
+    def start(self, spec: RunSpec) -> RunHandle:
+        """Launch the harness for ``spec`` and return at once. Raises :class:`RunnerError`."""
+
+    @abstractmethod
+    def poll(self, handle: RunHandle) -> RunProgress:
+        """The run's current progress and state; never blocks for long."""
+
+    @abstractmethod
+    def collect(self, handle: RunHandle, dest_dir: str | Path) -> Path:
+        """Copy the run folder's files into ``dest_dir`` (created; replaced if present); returns it."""
+
+    @abstractmethod
+    def cancel(self, handle: RunHandle) -> None:
+        """Stop the run (SIGINT, then harder); safe to call on a finished run."""
+
+    def wait(
+        self,
+        handle: RunHandle,
+        on_progress: ProgressCallback | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> RunProgress:
+        """Poll until the run ends; ``on_progress`` gets every observation. On timeout the run is cancelled.
+
+        If the caller is interrupted (KeyboardInterrupt, Dagster run termination), the run is cancelled
+        before the exception propagates, so no harness outlives the Dagster run that started it.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            while True:
+                progress = self.poll(handle)
+                if on_progress is not None:
+                    on_progress(progress)
+                if progress.done:
+                    return progress
+                if deadline is not None and time.monotonic() > deadline:
+                    self.cancel(handle)
+                    raise RunnerError(
+                        f"node {self.node}: run {handle.run_id} exceeded its timeout of {timeout_s:.0f} s "
+                        "and was cancelled"
+                    )
+                time.sleep(self.poll_interval_s)
+        except BaseException as exc:  # noqa: BLE001 - cancel on any interruption, then re-raise
+            if not isinstance(exc, RunnerError):
+                self.cancel(handle)
+            raise
+
+    def log_tail(self, handle: RunHandle, lines: int = 20) -> str:
+        """The last lines of the harness's output (``runner.log``), for error messages; "" if unavailable."""
+        return ""
+
+    def discard(self, handle: RunHandle) -> None:
+        """Remove the node's copy of a run folder after a successful ``collect`` (default: keep it)."""
+
+    def run_dir_name(self, spec: RunSpec) -> str:
+        """Run folder below the node's workdir: ``<run_id>/<mode>`` (one run id covers both modes)."""
+        return f"{spec.run_id}/{spec.mode}"

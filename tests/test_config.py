@@ -1,0 +1,246 @@
+"""Config files: the shipped ones load; malformed ones give exactly one line per problem, naming file and field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlperf_assets.config import (
+    DATASET_ENV,
+    ConfigError,
+    LocalNode,
+    SSHNode,
+    detect_dataset_source,
+    load_config,
+    parse_config,
+    runner_resource_key,
+)
+
+PROJECT = Path(__file__).resolve().parents[1]
+NODE = "nodes: [{name: a, runner: local}]\n"
+
+# (file text, expected problems with "{f}" for the file path). Expected texts are written by hand.
+MALFORMED = {
+    "port_out_of_range": (
+        "nodes:\n  - {name: a, runner: local}\n  - {name: b, runner: ssh, host: h, port: 70000}\n",
+        ["{f}: nodes[1].port: must be an integer between 1 and 65535, got 70000"],
+    ),
+    "port_not_a_number": (
+        "nodes:\n  - {name: b, runner: ssh, host: h, port: ssh}\n",
+        ["{f}: nodes[0].port: must be an integer between 1 and 65535, got 'ssh'"],
+    ),
+    "misspelt_top_level_key": (
+        "nodez: [{name: a, runner: local}]\n",
+        ["{f}: nodez: unknown key; did you mean 'nodes'?"],
+    ),
+    "misspelt_node_key": (
+        "nodes:\n  - {name: a, runner: local, wrokdir: /tmp/x}\n",
+        ["{f}: nodes[0].wrokdir: unknown key; did you mean 'workdir'?"],
+    ),
+    "unknown_runner": (
+        "nodes:\n  - {name: a, runner: sshh, host: h}\n",
+        ["{f}: nodes[0].runner: must be one of local, ssh, kubernetes, got 'sshh'; did you mean 'ssh'?"],
+    ),
+    "missing_runner": (
+        "nodes:\n  - {name: a}\n",
+        ["{f}: nodes[0].runner: is required (one of local, ssh, kubernetes)"],
+    ),
+    "duplicate_node": (
+        "nodes:\n  - {name: gpu1, runner: local}\n  - {name: gpu1, runner: ssh, host: h}\n",
+        ["{f}: nodes[1].name: duplicate node name 'gpu1' (also nodes[0])"],
+    ),
+    "unknown_backend": (
+        "benchmark: {backend: vlm}\n" + NODE,
+        ["{f}: benchmark.backend: must be one of vllm, openai, extractive, replay, got 'vlm'; did you mean 'vllm'?"],
+    ),
+    "misspelt_scenario": (
+        "benchmark: {backend: extractive, scenarios: {Ofline: {min_duration_ms: 10}}}\n" + NODE,
+        ["{f}: benchmark.scenarios.Ofline: unknown key; did you mean 'Offline'?"],
+    ),
+    "negative_qps": (
+        "benchmark: {backend: extractive, scenarios: {Server: {target_qps: -1}}}\n" + NODE,
+        ["{f}: benchmark.scenarios.Server.target_qps: must be a number > 0, got -1"],
+    ),
+    "bad_yaml": (
+        "nodes:\n  - {name: a, runner: local\n",
+        ["{f}: line 3, column 1: invalid YAML: expected ',' or '}}', but got '<stream end>'"],
+    ),
+    "empty_file": ("", ["{f}: the file is empty; expected a mapping with nodes, benchmark, dataset, storage"]),
+    "top_level_list": ("- a\n- b\n", ["{f}: the top level must be a mapping (nodes:, benchmark:, ...), got a list"]),
+    "no_nodes": ("nodes: []\n", ["{f}: nodes: needs at least one node"]),
+    "nodes_missing": ("storage: {duckdb_path: x.duckdb}\n", ["{f}: nodes: is required"]),
+    "dataset_path_missing": (
+        "dataset: {source: stories}\n" + NODE,
+        ["{f}: dataset.path: is required when source is 'stories'"],
+    ),
+    "bad_timezone": (
+        "schedule: {cron: '0 2 * * *', timezone: Mars/Olympus}\n" + NODE,
+        ["{f}: schedule.timezone: must be an IANA time zone such as UTC or Europe/Paris, got 'Mars/Olympus'"],
+    ),
+    "bad_cron": (
+        "schedule: {cron: every night}\n" + NODE,
+        ["{f}: schedule.cron: must be a 5-field cron expression such as '0 2 * * *', got 'every night'"],
+    ),
+    "k8s_bad_namespace": (
+        "nodes: [{name: k, runner: kubernetes, namespace: ML_Perf, image: reg/img:1}]\n",
+        ["{f}: nodes[0].namespace: must be a Kubernetes name (lower-case letters, digits, '-'), got 'ML_Perf'"],
+    ),
+    "k8s_missing_image": ("nodes: [{name: k, runner: kubernetes}]\n", ["{f}: nodes[0].image: is required"]),
+    "k8s_bad_memory": (
+        "nodes: [{name: k, runner: kubernetes, image: i, memory_request: lots}]\n",
+        ["{f}: nodes[0].memory_request: must be a Kubernetes quantity such as 8, 500m or 64Gi, got 'lots'"],
+    ),
+    "negative_gpus": (
+        "nodes: [{name: s, runner: ssh, host: h, gpus: -1}]\n",
+        ["{f}: nodes[0].gpus: must be an integer >= 0, got -1"],
+    ),
+    "passphrase_in_file": (
+        "nodes: [{name: s, runner: ssh, host: h, key_passphrase_env: 'hunter2!'}]\n",
+        [
+            "{f}: nodes[0].key_passphrase_env: must be an environment variable NAME (the secret stays in the "
+            "environment), got 'hunter2!'"
+        ],
+    ),
+    "shell_in_host": (
+        "nodes: [{name: s, runner: ssh, host: 'h; rm -rf /'}]\n",
+        ["{f}: nodes[0].host: must be a host name or IP address, got 'h; rm -rf /'"],
+    ),
+    "vllm_without_checkpoint": (
+        "benchmark: {backend: vllm, checkpoint: null}\n" + NODE,
+        ["{f}: benchmark.checkpoint: is required for the vllm backend"],
+    ),
+    "zero_max_samples": ("dataset: {max_samples: 0}\n" + NODE, ["{f}: dataset.max_samples: must be a positive integer, got 0"]),
+    "nodes_not_a_list": ("nodes: {name: a, runner: local}\n", ["{f}: nodes: must be a list, got a mapping"]),
+    "accuracy_not_bool": ("benchmark: {accuracy: maybe}\n" + NODE, ["{f}: benchmark.accuracy: must be true or false, got 'maybe'"]),
+    "misspelt_toleration_key": (
+        "nodes: [{name: k, runner: kubernetes, image: i, tolerations: [{key: a, operatr: Exists}]}]\n",
+        ["{f}: nodes[0].tolerations[0].operatr: unknown key; did you mean 'operator'?"],
+    ),
+    "names_collide_as_resource_keys": (
+        "nodes: [{name: gpu-1, runner: local}, {name: gpu_1, runner: local}]\n",
+        ["{f}: nodes[1].name: 'gpu_1' and 'gpu-1' differ only in '.'/'-'/'_'; rename one"],
+    ),
+    "two_problems_two_lines": (
+        "dataset: {max_samples: -3}\nnodes:\n  - {name: b, runner: ssh, host: h, port: 0}\n",
+        [
+            "{f}: dataset.max_samples: must be a positive integer, got -3",
+            "{f}: nodes[0].port: must be an integer between 1 and 65535, got 0",
+        ],
+    ),
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch):
+    monkeypatch.delenv(DATASET_ENV, raising=False)
+    monkeypatch.delenv("MLPERF_DAGSTER_CONFIG", raising=False)
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_config_gives_one_line_per_problem(tmp_path, name):
+    text, expected = MALFORMED[name]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [e.format(f=path) for e in expected]
+    assert all("\n" not in p for p in info.value.problems)
+
+
+def test_at_least_fifteen_malformed_cases():
+    assert len(MALFORMED) >= 15
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.yaml")
+    assert info.value.problems == [f"{tmp_path / 'nope.yaml'}: no such config file"]
+
+
+def test_shipped_configs_load():
+    default = load_config(PROJECT / "config" / "config.yaml")
+    assert default.node_names == ["local"]
+    assert default.benchmark.backend == "extractive" and default.benchmark.is_baseline
+    assert default.scenario_names == ["Offline", "Server", "SingleStream"]
+    assert default.tokenizer == "byte"
+    # relative paths resolve against the config file's folder: config/../results
+    assert default.storage.duckdb_path == PROJECT / "results" / "mlperf.duckdb"
+
+    fleet = load_config(PROJECT / "config" / "examples" / "ssh-fleet.yaml")
+    assert [type(n) for n in fleet.nodes] == [SSHNode, SSHNode]
+    assert fleet.nodes[0].port == 22 and fleet.nodes[0].key_passphrase_env == "MLPERF_SSH_KEY_PASSPHRASE"
+    assert fleet.benchmark.backend == "vllm" and fleet.tokenizer == "meta-llama/Llama-3.1-8B-Instruct"
+    assert fleet.benchmark.scenarios.Offline.min_duration_ms == 600000
+
+    k8s = load_config(PROJECT / "config" / "examples" / "kubernetes.yaml")
+    assert {n.runner for n in k8s.nodes} == {"kubernetes"}
+    assert k8s.nodes[0].gpus == 2 and k8s.nodes[0].tolerations[0].operator == "Exists"
+
+
+def test_config_chosen_by_environment(tmp_path, monkeypatch):
+    path = tmp_path / "c.yaml"
+    path.write_text("nodes: [{name: envnode, runner: local, workdir: w}]\n")
+    monkeypatch.setenv("MLPERF_DAGSTER_CONFIG", str(path))
+    config = load_config()
+    assert config.node_names == ["envnode"]
+    assert isinstance(config.nodes[0], LocalNode) and config.nodes[0].workdir == tmp_path / "w"
+
+
+def test_dataset_override_detects_format(tmp_path, stories_dir, monkeypatch):
+    path = tmp_path / "c.yaml"
+    path.write_text(NODE)
+    monkeypatch.setenv(DATASET_ENV, str(stories_dir))
+    config = load_config(path)
+    assert (config.dataset.source, config.dataset.path) == ("stories", stories_dir.resolve())
+    assert config.dataset_overridden_by == f"{DATASET_ENV}={stories_dir}"
+
+    jsonl = tmp_path / "cnn.jsonl"
+    jsonl.write_text(json.dumps({"id": "1", "article": "a", "highlights": "h"}) + "\n")
+    mlc = tmp_path / "cnn_eval.json"
+    mlc.write_text(json.dumps([{"input": "a", "output": "h"}]))
+    prepared = tmp_path / "prepared.json"
+    prepared.write_text(json.dumps({"format": "mlperf-dagster-cnndm/1", "samples": []}))
+    assert detect_dataset_source(jsonl) == ("jsonl", jsonl)
+    assert detect_dataset_source(mlc) == ("mlcommons-json", mlc)
+    assert detect_dataset_source(tmp_path) == ("mlcommons-json", mlc)  # folder holding cnn_eval.json
+    assert detect_dataset_source(prepared) == ("local", prepared)
+
+    monkeypatch.setenv(DATASET_ENV, str(tmp_path / "missing"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [f"{DATASET_ENV}={tmp_path / 'missing'}: {tmp_path / 'missing'} does not exist"]
+
+
+def test_runner_resource_keys_are_identifiers():
+    assert runner_resource_key("k8s-a100.eu") == "runner_k8s_a100_eu"
+    assert runner_resource_key("local") == "runner_local"
+
+
+def test_parse_config_keeps_secrets_out():
+    config = parse_config(
+        "nodes: [{name: s, runner: ssh, host: 10.0.0.2, key_passphrase_env: MY_PASS}]\n", Path("/x/c.yaml")
+    )
+    dumped = config.model_dump_json()
+    assert "MY_PASS" in dumped  # the variable's name is configuration ...
+    assert "source_path" not in dumped  # ... and only the file's own fields are dumped
+
+
+def test_validate_config_cli(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MALFORMED["two_problems_two_lines"][0])
+    cli = [sys.executable, "-m", "mlperf_assets.cli", "validate-config"]
+    proc = subprocess.run([*cli, str(bad)], capture_output=True, text=True, cwd=PROJECT)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"{bad}: dataset.max_samples: must be a positive integer, got -3",
+        f"{bad}: nodes[0].port: must be an integer between 1 and 65535, got 0",
+    ]
+    assert "Traceback" not in proc.stderr
+    ok = subprocess.run([*cli, "config/examples/ssh-fleet.yaml"], capture_output=True, text=True, cwd=PROJECT)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[0] == "config/examples/ssh-fleet.yaml: OK"
+    assert "jw2 (ssh), jw3 (ssh)" in ok.stdout

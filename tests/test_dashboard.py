@@ -1,0 +1,287 @@
+"""The report and the offline dashboard, opened in headless Debian Chromium driven over the DevTools protocol.
+
+Checked in the browser: every chart renders (plotly's .js-plotly-plot with its .main-svg), hover shows details,
+the run selector redraws the run's figures, nothing is logged as an error, and the page makes no network request
+at all (every request the page issues is recorded through Network.requestWillBeSent).
+Needs `apt-get install -y chromium` (CI installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlperf_assets.reporting import build_report
+from reportdata import full_store, shared_base, submission_store
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PROJECT = Path(__file__).resolve().parents[1]
+# platform_facts: these flags keep a headless Chromium from reaching for the (closed) network.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--remote-debugging-port=0", "--window-size=1400,1000"]
+
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed: apt-get install -y chromium")
+
+
+class Browser:
+    """A headless Chromium with one page, driven over the DevTools protocol (websocket-client)."""
+
+    def __init__(self) -> None:
+        import websocket
+
+        self.profile = tempfile.mkdtemp(prefix="mlperf-chromium-")
+        self.proc = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            port_file = Path(self.profile) / "DevToolsActivePort"
+            deadline = time.monotonic() + 60
+            while not (port_file.is_file() and port_file.read_text().strip()):
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("Chromium did not open its DevTools port")
+                time.sleep(0.05)
+            port = int(port_file.read_text().split()[0])
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
+                page = next(t for t in json.load(resp) if t["type"] == "page")
+            self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], suppress_origin=True, timeout=60)
+        except BaseException:
+            self.close()
+            raise
+        self.next_id = 0
+        self.events: list[dict] = []
+        for domain in ("Runtime", "Log", "Network", "Page"):
+            self.call(f"{domain}.enable")
+
+    def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.next_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    def evaluate(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout_s: float = 90):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {expression}")
+
+    def open(self, path: Path) -> None:
+        self.events.clear()
+        self.call("Page.navigate", url=path.resolve().as_uri())
+        self.wait_for("document.readyState === 'complete' && document.body !== null")
+
+    def requests(self) -> list[str]:
+        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
+
+    def problems(self) -> list[str]:
+        found = []
+        for e in self.events:
+            method, params = e.get("method"), e.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                found.append(f"exception: {params['exceptionDetails'].get('text')}")
+            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "warning", "assert"):
+                found.append(f"console.{params['type']}: {[a.get('value') for a in params.get('args', [])]}")
+            elif method == "Log.entryAdded" and params["entry"]["level"] in ("error", "warning"):
+                found.append(f"log {params['entry']['level']}: {params['entry'].get('text')}")
+        return found
+
+    def close(self) -> None:
+        if getattr(self, "ws", None) is not None:
+            self.ws.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("Chromium not installed: apt-get install -y chromium")
+    b = Browser()
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return shared_base(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def full_report(base: Path, mlperf_logs_dir: Path, stories_dir: Path, tmp_path_factory):
+    return build_report(full_store(base, mlperf_logs_dir, stories_dir), tmp_path_factory.mktemp("report-full"))
+
+
+@pytest.fixture(scope="module")
+def submission_report(base: Path, mlperf_logs_dir: Path, tmp_path_factory):
+    return build_report(submission_store(base, mlperf_logs_dir), tmp_path_factory.mktemp("report-submissions"))
+
+
+def assert_offline_and_clean(browser: Browser, page: Path) -> None:
+    assert browser.requests() == [page.resolve().as_uri()], browser.requests()  # the page itself, nothing else
+    assert browser.problems() == []
+
+
+RENDERED = "document.body.getAttribute('data-rendered-charts') || document.body.getAttribute('data-render-error')"
+
+
+@needs_chromium
+def test_every_chart_renders_offline(browser: Browser, full_report) -> None:
+    assert set(full_report.charts_drawn) == {"throughput_over_time", "server_ttft_tpot", "latency_percentiles",
+                                             "latency_distribution", "throughput_timeline", "rouge_vs_target",
+                                             "node_comparison"}
+    browser.open(full_report.dashboard_path)
+    assert browser.wait_for(RENDERED) == str(len(full_report.charts_drawn))
+    counts = browser.evaluate("""Array.from(document.querySelectorAll('#charts .chart')).map(d =>
+        [d.id, d.classList.contains('js-plotly-plot'), d.querySelectorAll('.main-svg').length,
+         d.querySelectorAll('.trace, .table').length])""")
+    assert sorted(c[0] for c in counts) == sorted(f"chart-{k}" for k in full_report.charts_drawn)
+    for chart_id, is_plot, svgs, traces in counts:
+        assert is_plot and svgs >= 1 and traces >= 1, (chart_id, is_plot, svgs, traces)
+    # hover details: ask plotly to hover the first point of the throughput chart
+    hover = browser.evaluate("""(() => { const d = document.getElementById('chart-throughput_over_time');
+        Plotly.Fx.hover(d, [{curveNumber: 0, pointNumber: 0}]);
+        return Array.from(d.querySelectorAll('.hoverlayer .hovertext')).map(e => e.textContent).join(' '); })()""")
+    assert "tokens/s" in hover and "run " in hover
+    assert_offline_and_clean(browser, full_report.dashboard_path)
+
+
+@needs_chromium
+def test_run_selector_shows_the_chosen_run(browser: Browser, full_report) -> None:
+    browser.open(full_report.dashboard_path)
+    browser.wait_for(RENDERED)
+    choose = """(() => { const s = document.getElementById('run-select');
+        const o = Array.from(s.options).find(o => o.text.includes(%s) && o.text.endsWith('performance'));
+        s.value = o.value; s.dispatchEvent(new Event('change')); return o.text; })()"""
+    visible = """Array.from(document.querySelectorAll('.run-chart')).filter(d => d.style.display !== 'none'
+        && d.classList.contains('js-plotly-plot') && d.querySelector('.main-svg')).map(d => d.id).sort()"""
+    label = browser.evaluate(choose % json.dumps("node-a · Server"))
+    assert "harness ceiling" in label
+    shown = browser.wait_for(f"(() => {{ const v = {visible}; return v.length === 3 ? v : null; }})()")
+    assert shown == ["run-histogram", "run-percentiles", "run-progress"]
+    details = browser.evaluate("document.getElementById('run-details').textContent")
+    assert "node-a-Server-night-" in details and "harness ceiling" in details
+    limits = browser.evaluate("""Array.from(document.querySelectorAll('#run-percentiles .annotation-text'))
+        .map(e => e.textContent)""")
+    assert any("2000 ms" in t for t in limits) and any("100 ms" in t for t in limits)
+    # a submission run: percentiles only, no harness figures
+    browser.evaluate(choose % json.dumps("Intel-1-node-2S-GNR_128C · Server"))
+    shown = browser.wait_for(f"(() => {{ const v = {visible}; return v.length === 1 ? v : null; }})()")
+    assert shown == ["run-percentiles"]
+    assert "1,740.6 ms" in browser.evaluate("document.getElementById('run-details').textContent")
+    assert_offline_and_clean(browser, full_report.dashboard_path)
+
+
+@needs_chromium
+def test_submission_only_dashboard_and_report(browser: Browser, submission_report) -> None:
+    result = submission_report
+    assert len(result.charts_drawn) >= 4
+    assert set(result.charts_missing) == {"latency_distribution", "throughput_timeline"}
+    browser.open(result.dashboard_path)
+    assert browser.wait_for(RENDERED) == str(len(result.charts_drawn))
+    missing = browser.evaluate("document.getElementById('missing').textContent")
+    assert "samples.jsonl" in missing and "progress.jsonl" in missing
+    assert_offline_and_clean(browser, result.dashboard_path)
+
+    text = result.report_path.read_text()
+    images = [line for line in text.splitlines() if line.startswith("![")]
+    assert len(images) == len(result.charts_drawn) >= 4
+    for key in result.charts_drawn:
+        png = result.out_dir / f"{key}.png"
+        assert f"]({key}.png)" in text and png.read_bytes()[:4] == b"\x89PNG"
+    assert "needs our harness's data" in text
+    # summary table: the Dell Interactive run, VALID, accuracy 38.4887 etc. above the llama3.1-8b 99% targets
+    row = next(line for line in text.splitlines() if line.startswith("| Dell-XE9680L_B200_SXM_180GBx8_TRT |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "Interactive" and "VALID" in cells and "PASS" in cells and "102,906.8" in cells
+    inline = result.markdown_with_inline_images()
+    assert inline.count("data:image/png;base64,") == len(result.charts_drawn)
+
+
+@needs_chromium
+def test_user_text_is_escaped(browser: Browser, tmp_path: Path) -> None:
+    from mlperf_assets.charts import node_comparison_table
+    from mlperf_assets.dashboard import RunView, build_dashboard_html
+
+    evil = '<img src="http://127.0.0.1:9/x.png" onerror="console.error(1)"></script><script>console.error(2)</script>'
+    summary = pd.DataFrame([dict(run_id="r1", node=evil, scenario="Offline", benchmark="llama3.1-8b", mode="performance",
+                                 backend="vllm", started_at=pd.Timestamp("2026-11-01"), result_validity="VALID",
+                                 tokens_per_second=10.0)])
+    chart = node_comparison_table(summary)
+    page = build_dashboard_html(title=evil, subtitle=evil, summary=chart.table, charts=[chart], regressions=[evil],
+                                runs=[RunView(run_id="r1", label=evil, color="#000", details=[("node", evil)],
+                                              percentiles_ms={})])
+    path = tmp_path / "dashboard.html"
+    path.write_text(page)
+    browser.open(path)
+    assert browser.wait_for(RENDERED) == "1"
+    assert browser.evaluate("document.querySelectorAll('img').length") == 0
+    assert evil in browser.evaluate("document.getElementById('summary-table').textContent")
+    assert evil in browser.evaluate("document.getElementById('run-details').textContent")
+    assert_offline_and_clean(browser, path)
+
+
+def test_stale_pictures_are_removed_and_files_are_whole(base: Path, mlperf_logs_dir: Path, stories_dir: Path,
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    first = build_report(full_store(base, mlperf_logs_dir, stories_dir), out)
+    assert (out / "latency_distribution.png").is_file()
+    second = build_report(submission_store(base, mlperf_logs_dir), out)
+    assert not (out / "latency_distribution.png").exists() and not (out / "throughput_timeline.png").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{k}.png" for k in second.charts_drawn] + ["report.md", "dashboard.html"])  # no temp files left
+    assert first.n_runs > second.n_runs
+    assert oct((out / "report.md").stat().st_mode & 0o777) != oct(0o600)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    command = Path(sys.executable).with_name("mlperf-dagster")  # the installed console script
+    return subprocess.run([str(command), "report", *args], capture_output=True,
+                          text=True, cwd=PROJECT, timeout=300, env={**os.environ, "MLPERF_DAGSTER_CONFIG": ""})
+
+
+def test_cli(base: Path, mlperf_logs_dir: Path, tmp_path: Path) -> None:
+    db = submission_store(base, mlperf_logs_dir)
+    r = cli("--db", str(db), "--out", str(tmp_path / "r"), "--regression-threshold", "5")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "r" / "report.md").is_file() and (tmp_path / "r" / "dashboard.html").is_file()
+    assert "not drawn: latency_distribution" in r.stdout and "threshold 5%" in (tmp_path / "r" / "report.md").read_text()
+
+    r = cli("--db", str(tmp_path / "nope.duckdb"), "--out", str(tmp_path / "r2"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nope.duckdb: no such results store" in r.stderr
+    assert not (tmp_path / "r2").exists()
+
+    (tmp_path / "file").write_text("x")
+    r = cli("--db", str(db), "--out", str(tmp_path / "file"))
+    assert r.returncode == 2 and "is not a folder" in r.stderr and r.stderr.count("\n") == 1
+
+    r = cli("--db", str(db), "--regression-threshold", "-3")
+    assert r.returncode == 2 and "--regression-threshold" in r.stderr

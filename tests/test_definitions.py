@@ -1,0 +1,109 @@
+"""The code location loads (through Dagster's own CLI) and holds every asset, check, job and resource of issue 4."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mlperf_assets.config import load_config
+
+PROJECT = Path(__file__).resolve().parents[1]
+ASSETS = {"cnn_dailymail_dataset", "scenario_run", "loadgen_results", "accuracy_scores", "benchmark_report"}
+CHECKS = {
+    ("cnn_dailymail_dataset", "sample_count"),
+    ("cnn_dailymail_dataset", "no_empty_articles"),
+    ("cnn_dailymail_dataset", "token_lengths"),
+    ("loadgen_results", "loadgen_result_valid"),
+    ("accuracy_scores", "rouge_meets_mlperf_target"),
+}
+
+
+@pytest.fixture()
+def dagster_home(tmp_path) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def test_dagster_definitions_validate_cli(dagster_home):
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+    env.pop("MLPERF_DAGSTER_CONFIG", None)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "Validation successful for code location mlperf_dagster" in output
+
+
+def test_defs_hold_every_named_asset_check_job_and_resource():
+    from mlperf_assets.definitions import defs
+
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert keys == ASSETS
+    graph = defs.get_repository_def().asset_graph
+    check_keys = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    assert check_keys == CHECKS
+    repo = defs.get_repository_def()
+    jobs = {j.name for j in repo.get_all_jobs()}
+    assert {"benchmark_job", "report_job", "dataset_job"} <= jobs
+    assert set(defs.resources) == {"mlperf_config", "store", "runner_local"}
+    from resources.runners import LocalRunner
+    from resources.store import ResultsStore
+
+    assert isinstance(defs.resources["runner_local"], LocalRunner)
+    assert isinstance(defs.resources["store"], ResultsStore)
+
+
+def test_rouge_check_is_blocking_and_partitions_come_from_config():
+    from mlperf_assets.definitions import defs
+
+    specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
+    run_parts = specs["scenario_run"].partitions_def
+    assert isinstance(run_parts, dg.MultiPartitionsDefinition)
+    assert {d.name for d in run_parts.partitions_defs} == {"node", "scenario"}
+    keys = {(k.keys_by_dimension["node"], k.keys_by_dimension["scenario"]) for k in run_parts.get_partition_keys()}
+    assert keys == {("local", "Offline"), ("local", "Server"), ("local", "SingleStream")}
+    assert specs["benchmark_report"].partitions_def is None
+    repo = defs.get_repository_def()
+    checks = [c for a in repo.asset_graph.assets_defs for c in a.check_specs]
+    blocking = {c.name: c.blocking for c in checks}
+    assert blocking["rouge_meets_mlperf_target"] is True
+    benchmark = defs.resolve_job_def("benchmark_job")
+    assert {k.to_user_string() for k in benchmark.asset_layer.executable_asset_keys} == {
+        "scenario_run", "loadgen_results", "accuracy_scores"
+    }  # fmt: skip
+
+
+def test_fleet_config_gets_one_runner_per_node():
+    from mlperf_assets.definitions import build_definitions
+    from resources.runners import BenchmarkRunner
+
+    config = load_config(PROJECT / "config" / "examples" / "ssh-fleet.yaml")
+    defs = build_definitions(config)
+    runners = {k: v for k, v in defs.resources.items() if k.startswith("runner_")}
+    assert set(runners) == {"runner_jw2", "runner_jw3"}
+    assert all(isinstance(r, BenchmarkRunner) and r.node == k.removeprefix("runner_") for k, r in runners.items())
+    parts = defs.resolve_assets_def("scenario_run").partitions_def
+    assert len(parts.get_partition_keys()) == 4  # 2 nodes x (Offline, Server)
+
+
+def test_dagster_yaml_limits_one_run_per_node(dagster_home, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    instance = dg.DagsterInstance.get()
+    try:
+        coordinator = instance.run_coordinator
+        assert type(coordinator).__name__ == "QueuedRunCoordinator"
+        limits = coordinator.get_run_queue_config().tag_concurrency_limits
+        assert {"key": "dagster/partition/node", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+        assert Path(instance.root_directory) == dagster_home
+    finally:
+        instance.dispose()

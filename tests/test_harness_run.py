@@ -1,0 +1,357 @@
+"""The harness run CLI with real LoadGen: every scenario x mode with the extractive and replay backends.
+
+Each LoadGen test runs in its own process (``TestSettings.FromConfig`` may be called once per process), through
+``python -m mlperf_assets.harness run``, on the 20 real CNN stories from ../shared prepared with the byte tokenizer.
+Durations are tiny, so the results are not expected to be VALID; what is checked is that LoadGen saw what the
+backend produced, with the settings given.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlperf_assets.harness.dataset import prepare_dataset
+from mlperf_assets.harness.settings import (
+    RunSettings,
+    SettingsError,
+    build_user_conf,
+    generated_lines,
+    read_user_conf,
+)
+
+PROJECT = Path(__file__).resolve().parents[1]
+N_SAMPLES = 20
+MIN_DURATION_MS = 300
+# scenario -> settings flags: small counts and durations; SingleStream needs a small expected latency for fast SUTs
+FLAGS = {
+    "Offline": ["--min-query-count", "60", "--target-qps", "100"],
+    "Server": ["--min-query-count", "40", "--target-qps", "150"],
+    "SingleStream": ["--min-query-count", "40", "--target-latency-ms", "0.05", "--max-duration-ms", "1000"],
+}
+
+
+def harness(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlperf_assets.harness", "run", *args], capture_output=True,
+                          text=True, cwd=PROJECT, timeout=timeout)
+
+
+def detail(out: Path) -> dict:
+    values = {}
+    for line in (out / "mlperf_log_detail.txt").read_text().splitlines():
+        if line.startswith(":::MLLOG "):
+            rec = json.loads(line[len(":::MLLOG "):])
+            values.setdefault(rec["key"], rec["value"])
+            if rec["metadata"].get("is_error"):
+                values.setdefault("_errors", []).append(rec["value"])
+    return values
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def dataset(stories_dir: Path, tmp_path_factory) -> Path:
+    return prepare_dataset("stories", stories_dir, tmp_path_factory.mktemp("ds") / "stories.json", tokenizer="byte")
+
+
+@pytest.fixture(scope="module")
+def samples(dataset: Path) -> list[dict]:
+    return json.loads(dataset.read_text())["samples"]
+
+
+@functools.lru_cache(maxsize=None)
+def _lead3_bytes(article: str) -> tuple[int, ...]:
+    from mlperf_assets.harness.sentences import split_sentences
+
+    return tuple(" ".join(split_sentences(article)[:3]).encode("utf-8"))
+
+
+def expected_tokens(backend: str, sample: dict) -> list[int]:
+    """What each backend must answer, computed independently of the backend code."""
+    if backend == "replay":
+        return sample["tok_output"]
+    return list(_lead3_bytes(sample["input"]))
+
+
+@pytest.mark.parametrize("backend", ["extractive", "replay"])
+@pytest.mark.parametrize("mode", ["performance", "accuracy"])
+@pytest.mark.parametrize("scenario", ["Offline", "Server", "SingleStream"])
+def test_scenario_mode_backend(tmp_path: Path, dataset: Path, samples: list[dict], scenario: str, mode: str,
+                               backend: str):
+    out = tmp_path / "run"
+    r = harness("--scenario", scenario, "--mode", mode, "--backend", backend, "--dataset", str(dataset),
+                "--output-dir", str(out), "--min-duration-ms", str(MIN_DURATION_MS), "--run-id", "r-1",
+                "--node", "node-a", "--progress-interval-s", "0.1", *FLAGS[scenario])
+    assert r.returncode == 0, r.stderr
+    for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json", "user.conf",
+                 "progress.jsonl", "samples.jsonl", "run_manifest.json", "harness.log"):
+        assert (out / name).is_file(), name
+    assert not (out / "mlperf_log_trace.json").exists() and not (out / "audit.config").exists()
+
+    d = detail(out)
+    errors = d.get("_errors", [])
+    if scenario == "SingleStream" and mode == "performance":
+        # LoadGen sizes SingleStream by duration / expected latency; on a shared machine the per-query latency of
+        # an instant backend varies, so it may run out of queries or hit the max duration: nothing else is allowed.
+        errors = [e for e in errors if "Ran out of generated queries" not in e and "Max test duration" not in e]
+    assert not errors, errors
+    assert d["effective_scenario"] == scenario
+    assert d["effective_test_mode"] == ("AccuracyOnly" if mode == "accuracy" else "PerformanceOnly")
+    assert d["effective_min_duration_ms"] == MIN_DURATION_MS  # user.conf honoured
+    assert d["effective_performance_sample_count"] == N_SAMPLES  # adapted to the 20-sample dataset
+    if scenario == "Server":
+        assert d["effective_target_qps"] == 150
+    if scenario == "SingleStream":
+        assert d["requested_single_stream_expected_latency_ns"] == 50_000
+    if scenario == "Offline":  # one query of max(min_query_count, 1.1 x qps x duration), a multiple of 20
+        assert d["effective_samples_per_query"] == 60  # (accuracy mode still issues each sample once)
+    else:  # (SingleStream's effective count is what it generates from the expected latency)
+        assert d["requested_min_query_count"] == int(FLAGS[scenario][1])
+
+    m = json.loads((out / "run_manifest.json").read_text())
+    assert (m["exit_status"], m["error"], m["run_id"], m["node"]) == ("completed", None, "r-1", "node-a")
+    assert (m["scenario"], m["mode"], m["lg_model_name"], m["benchmark"]) == (scenario, mode, "llama3_1-8b",
+                                                                             "llama3.1-8b")
+    assert m["backend"]["name"] == backend
+    assert m["backend"]["kind"] == {"replay": "harness-ceiling", "extractive": "baseline"}[backend]
+    assert m["dataset"]["sha256"] == hashlib.sha256(dataset.read_bytes()).hexdigest()
+    assert (m["dataset"]["samples"], m["dataset"]["tokenizer_kind"]) == (N_SAMPLES, "byte")
+    assert m["performance_sample_count"] == N_SAMPLES and "20 samples" in m["performance_sample_count_note"]
+    assert m["settings"]["min_duration_ms"] == MIN_DURATION_MS and m["finished_at"] >= m["started_at"]
+    assert m["loadgen_version"] and m["host"]["cpu_count"] >= 1
+
+    timings = jsonl(out / "samples.jsonl")
+    progress = jsonl(out / "progress.jsonl")
+    final = progress[-1]
+    assert final["final"] is True and all(not p["final"] for p in progress[:-1])
+    assert final["issued"] == final["completed"] == len(timings)
+    assert final["output_tokens"] == sum(t["output_tokens"] for t in timings)
+    for t in timings:
+        assert t["output_tokens"] == len(expected_tokens(backend, samples[t["qsl_idx"]]))
+        assert 0 <= t["issue_ns"] <= t["complete_ns"]
+        if scenario == "Offline":
+            assert t["first_token_ns"] is None
+        else:
+            assert t["issue_ns"] <= t["first_token_ns"] <= t["complete_ns"]
+
+    acc = json.loads((out / "mlperf_log_accuracy.json").read_text())
+    if mode == "performance":
+        assert acc == []
+        assert final["total"] == (len(timings) if scenario == "Offline" else None)
+        if scenario != "Offline":  # first-token latencies reached LoadGen
+            assert d["result_first_token_99.00_percentile_latency_ns"] > 0
+        else:
+            assert d["result_tokens_per_second"] > 0
+    else:
+        assert sorted(e["qsl_idx"] for e in acc) == list(range(N_SAMPLES)) and final["total"] == N_SAMPLES
+        for e in acc:
+            want = expected_tokens(backend, samples[e["qsl_idx"]])
+            got = np.frombuffer(bytes.fromhex(e["data"]), dtype="<i4").tolist()
+            assert got == want
+            assert e["token_count"] == len(want)
+            if scenario != "Offline":
+                assert np.frombuffer(bytes.fromhex(e["token_data"]), dtype="<i4").tolist() == want[:1]
+
+
+def test_user_conf_copy_merged_and_flags_win(tmp_path: Path, dataset: Path):
+    conf = tmp_path / "mine.conf"
+    conf.write_text("# site settings\n*.Server.target_qps = 40\nllama3_1-8b.Server.min_duration = 250\n"
+                    "llama3_1-8b.Server.min_query_count = 30\n")
+    out = tmp_path / "run"
+    r = harness("--scenario", "Server", "--mode", "performance", "--backend", "replay", "--dataset", str(dataset),
+                "--output-dir", str(out), "--user-conf", str(conf), "--target-qps", "120")
+    assert r.returncode == 0, r.stderr
+    d = detail(out)
+    assert (d["effective_target_qps"], d["effective_min_duration_ms"], d["effective_min_query_count"]) == (120, 250, 30)
+    text = (out / "user.conf").read_text()
+    assert "*.Server.target_qps = 40" in text and text.index("40") < text.index("llama3_1-8b.Server.target_qps = 120")
+
+
+def test_gptj_int64_tokens_without_n_tokens(stories_dir: Path, tmp_path: Path):
+    ds = prepare_dataset("stories", stories_dir, tmp_path / "gptj.json", benchmark="gptj", max_samples=5)
+    want = {i: s["tok_output"] for i, s in enumerate(json.loads(ds.read_text())["samples"])}
+    out = tmp_path / "run"
+    r = harness("--scenario", "Offline", "--mode", "accuracy", "--backend", "replay", "--dataset", str(ds),
+                "--output-dir", str(out))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "run_manifest.json").read_text())["lg_model_name"] == "gptj"
+    acc = json.loads((out / "mlperf_log_accuracy.json").read_text())
+    assert len(acc) == 5
+    for e in acc:
+        assert np.frombuffer(bytes.fromhex(e["data"]), dtype="<i8").tolist() == want[e["qsl_idx"]]
+        assert "token_count" not in e  # gpt-j: no token latencies, no n_tokens (as the reference)
+    assert detail(out)["effective_performance_sample_count"] == 5
+
+
+def _wait_for(path: Path, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists() and path.stat().st_size > 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_marks_run_interrupted(tmp_path: Path, dataset: Path, sig, code: int):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlperf_assets.harness", "run", "--scenario", "Server", "--mode", "performance",
+         "--backend", "replay", "--dataset", str(dataset), "--output-dir", str(out), "--target-qps", "50",
+         "--min-duration-ms", "600000", "--progress-interval-s", "0.1"],
+        cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(out / "progress.jsonl")
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    m = json.loads((out / "run_manifest.json").read_text())
+    assert m["exit_status"] == "interrupted" and m["finished_at"] and m["error"]
+    final = jsonl(out / "progress.jsonl")[-1]
+    assert final["final"] is True and final["completed"] >= 1
+
+
+FAILING_BACKEND = textwrap.dedent("""\
+    import sys
+    from mlperf_assets.harness import backends
+    from mlperf_assets.harness.backends.replay import ReplayBackend
+
+    class Failing(ReplayBackend):
+        name = "replay"
+        calls = 0
+        def generate_packed(self, indices):
+            Failing.calls += 1
+            if Failing.calls > 1:
+                raise RuntimeError("GPU fell off the bus")
+            return super().generate_packed(indices)
+
+    sys.modules[__name__].Failing = Failing
+    backends.BACKENDS["replay"] = __name__ + ":Failing"
+    from mlperf_assets.harness.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """)
+
+
+def test_backend_failure_mid_run_marks_run_failed(tmp_path: Path, dataset: Path):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-c", FAILING_BACKEND, "run", "--scenario", "Offline", "--mode",
+                        "performance", "--backend", "replay", "--dataset", str(dataset), "--output-dir", str(out),
+                        "--min-query-count", "200", "--batch-size", "10"],
+                       capture_output=True, text=True, cwd=PROJECT, timeout=60)
+    assert r.returncode == 1, r.stderr
+    m = json.loads((out / "run_manifest.json").read_text())
+    assert m["exit_status"] == "failed" and "GPU fell off the bus" in m["error"]
+    assert "GPU fell off the bus" in (out / "harness.log").read_text()
+
+
+def test_replay_without_reference_tokens_fails_clearly(tmp_path: Path):
+    bare = tmp_path / "cnn_eval.json"
+    bare.write_text(json.dumps([{"input": "An article.", "output": "A summary .", "tok_input": [1, 2, 3]}] * 3))
+    out = tmp_path / "run"
+    r = harness("--scenario", "Offline", "--mode", "accuracy", "--backend", "replay", "--dataset", str(bare),
+                "--output-dir", str(out))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "tok_output" in r.stderr
+    m = json.loads((out / "run_manifest.json").read_text())
+    assert m["exit_status"] == "failed" and "tok_output" in m["error"]
+
+
+def test_bad_run_input_is_refused_before_writing(tmp_path: Path, dataset: Path):
+    base = ["--scenario", "Offline", "--mode", "performance", "--backend", "replay", "--dataset", str(dataset)]
+    out = tmp_path / "a"
+    out.mkdir()
+    (out / "audit.config").write_text("*.*.mode = 2\n")
+    r = harness(*base, "--output-dir", str(out))
+    assert r.returncode == 2 and "audit.config" in r.stderr and not (out / "user.conf").exists()
+
+    bad = tmp_path / "bad.conf"
+    bad.write_text("llama3_1-8b.Offline.min_duration = 100\nllama3_1-8b.Offline.target_qps = fast\n")
+    r = harness(*base, "--output-dir", str(tmp_path / "b"), "--user-conf", str(bad))
+    assert r.returncode == 2 and f"{bad}:2: value 'fast' is not a number" in r.stderr
+    assert not (tmp_path / "b").exists()
+
+    r = harness(*base, "--output-dir", str(tmp_path / "c"), "--benchmark", "gptj")
+    assert r.returncode == 2 and "does not match the dataset" in r.stderr
+
+    done = tmp_path / "d"
+    done.mkdir()
+    (done / "run_manifest.json").write_text("{}")
+    r = harness(*base, "--output-dir", str(done))
+    assert r.returncode == 2 and "already holds a run" in r.stderr
+
+
+HELP_WITHOUT_BACKEND_LIBRARIES = textwrap.dedent("""\
+    import argparse, sys
+    for lib in ("vllm", "openai", "transformers", "torch", "httpx"):
+        sys.modules[lib] = None  # makes `import lib` fail, as on a node without it
+    from mlperf_assets.harness.backends import add_backend_cli_args
+    print("ADDED", *add_backend_cli_args(argparse.ArgumentParser()))
+    from mlperf_assets.harness.cli import main
+    main(["run", "--help"])
+    """)
+
+
+def test_help_lists_the_contract_flags_without_backend_libraries():
+    import importlib.util
+
+    from mlperf_assets.harness.backends import BACKENDS
+
+    r = subprocess.run([sys.executable, "-c", HELP_WITHOUT_BACKEND_LIBRARIES], capture_output=True, text=True,
+                       cwd=PROJECT)
+    assert r.returncode == 0, r.stderr
+    added = r.stdout.splitlines()[0].split()[1:]
+    written = [n for n, t in BACKENDS.items() if importlib.util.find_spec(t.partition(":")[0]) is not None]
+    assert {"extractive", "replay"} <= set(written) and added == written
+    for flag in ("--scenario", "--mode", "--backend", "--dataset", "--output-dir", "--user-conf", "--benchmark",
+                 "--lg-model-name", "--max-samples", "--target-qps", "--min-duration-ms", "--max-duration-ms",
+                 "--min-query-count", "--max-query-count", "--ttft-latency-ms", "--tpot-latency-ms", "--run-id",
+                 "--node", "--progress-interval-s", "--engine-arg", "--extractive-sentences", "Examples:"):
+        assert flag in r.stdout, flag
+
+
+# ------------------------------------------------------------------------------------------ settings (pure)
+def test_generated_lines_use_config_units():
+    s = RunSettings("llama3_1-8b-interactive", "Server", target_qps=12.5, min_duration_ms=1000, ttft_latency_ms=500,
+                    tpot_latency_ms=30)
+    assert generated_lines(s, 100) == [
+        "llama3_1-8b-interactive.Server.target_qps = 12.5",
+        "llama3_1-8b-interactive.Server.min_duration = 1000",
+        "llama3_1-8b-interactive.Server.ttft_latency = 500",
+        "llama3_1-8b-interactive.Server.tpot_latency = 30",
+        "llama3_1-8b-interactive.Server.performance_sample_count_override = 100",
+    ]
+
+
+def test_settings_refuse_unknown_names(tmp_path: Path):
+    with pytest.raises(SettingsError, match="unknown LoadGen model name 'llama3-8b'"):
+        RunSettings("llama3-8b", "Offline")
+    with pytest.raises(SettingsError, match="unknown scenario"):
+        RunSettings("gptj", "MultiStreamish")
+    conf = tmp_path / "u.conf"
+    conf.write_text("llama3_1-8b.Offline.target_qpz = 3\n")
+    with pytest.raises(SettingsError, match=r"u.conf:1: unknown key 'target_qpz'"):
+        read_user_conf(conf)
+
+
+def test_performance_sample_count_only_lowered_for_small_datasets():
+    s = RunSettings("llama3_1-8b-edge", "SingleStream")
+    assert build_user_conf(s, 5000).performance_sample_count_note is None
+    small = build_user_conf(s, 300)
+    assert small.performance_sample_count == 300 and "5000" in small.performance_sample_count_note
+    assert "llama3_1-8b-edge.SingleStream.performance_sample_count_override = 300" in small.text
