@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -355,3 +354,13 @@ def test_performance_sample_count_only_lowered_for_small_datasets():
     small = build_user_conf(s, 300)
     assert small.performance_sample_count == 300 and "5000" in small.performance_sample_count_note
     assert "llama3_1-8b-edge.SingleStream.performance_sample_count_override = 300" in small.text
+
+
+def test_harness_imports_no_dagster_nor_backend_libraries():
+    code = ("import sys\nfrom mlperf_assets.harness.cli import build_parser\nbuild_parser()\n"
+            "import mlperf_assets.harness.run\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'dagster', 'pandas', 'datasets', 'transformers', "
+            "'torch', 'vllm', 'httpx', 'duckdb'}))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -24,7 +24,7 @@ import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import DatasetError
 from .tokenizers import Tokenizer, load_tokenizer

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 from .sut import HarnessSUT, drain_sample_lines
 

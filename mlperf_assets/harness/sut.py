@@ -30,8 +30,9 @@ from .backends.base import Backend, DatasetView
 log = logging.getLogger("mlperf_assets.harness.sut")
 
 
-def token_dtype(benchmark: str) -> type:
-    return np.int64 if benchmark == "gptj" else np.int32
+def token_dtype(benchmark: str) -> np.dtype:
+    """Little-endian int32 for llama, int64 for gpt-j, as the reference evaluation decodes them."""
+    return np.dtype("<i8") if benchmark == "gptj" else np.dtype("<i4")
 
 
 def sends_n_tokens(benchmark: str) -> bool:
@@ -47,7 +48,7 @@ class PackedOutputs(NamedTuple):
     n_tokens: Sequence[int]
 
 
-def pack_token_lists(outputs: Sequence[Sequence[int]], dtype: type) -> PackedOutputs:
+def pack_token_lists(outputs: Sequence[Sequence[int]], dtype: np.dtype) -> PackedOutputs:
     """One contiguous buffer for a whole batch (one allocation, no per-sample numpy call)."""
     counts = [len(o) for o in outputs]
     flat = np.fromiter(chain.from_iterable(outputs), dtype=dtype, count=sum(counts))
@@ -63,7 +64,7 @@ def pack_token_lists(outputs: Sequence[Sequence[int]], dtype: type) -> PackedOut
     return PackedOutputs(flat, addresses, sizes, counts)
 
 
-def _as_buffer(tokens: Sequence[int], dtype: type) -> tuple[np.ndarray, int, int]:
+def _as_buffer(tokens: Sequence[int], dtype: np.dtype) -> tuple[np.ndarray, int, int]:
     arr = np.ascontiguousarray(tokens, dtype=dtype)
     return arr, (arr.__array_interface__["data"][0] if arr.size else 0), arr.nbytes
 
