@@ -52,6 +52,7 @@ bench: $(STAMP)
 
 ## The Dagster UI on http://127.0.0.1:3000 (project-local DAGSTER_HOME).
 dev: $(STAMP)
+	mkdir -p .dagster_home && cp dagster.yaml .dagster_home/dagster.yaml
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(VENV)/bin/dagster dev -w workspace.yaml
 
 clean:

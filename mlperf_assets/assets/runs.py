@@ -66,8 +66,10 @@ def run_folder(config: MlperfConfig, node: str, scenario: str, run_id: str) -> P
 def build_spec(config: MlperfConfig, *, run_id: str, node: str, scenario: str, mode: str, dataset: Path) -> RunSpec:
     b = config.benchmark
     engine = dict(b.engine)
-    if b.backend in ("vllm", "openai") and b.checkpoint and "model" not in engine:
-        engine["model"] = b.checkpoint
+    # The checkpoint reaches the backend as an engine argument: vLLM's `model`, the OpenAI server's `api_model`.
+    model_key = {"vllm": "model", "openai": "api_model"}.get(b.backend)
+    if model_key and b.checkpoint and model_key not in engine:
+        engine[model_key] = b.checkpoint
     return RunSpec(
         run_id=run_id,
         node=node,
