@@ -103,7 +103,10 @@ class PrivateSSHD:
 
     # ---- lifecycle --------------------------------------------------------------------------------
     def start(self, timeout_s: float = 10.0) -> None:
-        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
+        try:
+            Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory (sshd as root)
+        except PermissionError:
+            pass  # not root: sshd then runs without privilege separation for this user only
         check = subprocess.run([SSHD, "-t", "-f", str(self.config)], capture_output=True, text=True)
         if check.returncode:
             raise RuntimeError(f"sshd config rejected: {check.stderr.strip()}")

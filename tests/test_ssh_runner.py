@@ -607,7 +607,39 @@ nodes:
         assert collected.is_relative_to(results / "artifacts" / node / scenario)
         manifest = json.loads((collected / "run_manifest.json").read_text())
         assert manifest["node"] == node and manifest["mode"] == mode
-        # it really ran on the "node": the run folder is in that node's workdir, and was collected from there
-        remote = tmp_path / node / manifest["run_id"] / mode
-        assert (remote / "exit_code").read_text().strip() == "0"
-        assert (collected / "mlperf_log_detail.txt").read_bytes() == (remote / "mlperf_log_detail.txt").read_bytes()
+        # it ran on the "node" through the SSH runner: its launch records the detached pid, and the run folder
+        # in that node's workdir was collected and then removed (discard) by the pipeline
+        assert (collected / "pid").read_text().strip().isdigit()
+        assert json.loads((collected / "run_spec.json").read_text())["node"] == node
+        assert (collected / "exit_code").read_text().strip() == "0"
+        assert not (tmp_path / node / manifest["run_id"]).exists()
+    for node in ("gpu-a", "gpu-b"):  # the dataset was uploaded once to each node
+        assert len(list((tmp_path / node / "_datasets").glob("*.json"))) == 1
+
+
+def test_monitor_shows_a_running_local_run_and_eta(dataset, tmp_path):
+    from mlperf_assets.commands.remote import MonitorRow, format_duration
+    from mlperf_assets.config import load_config
+    from resources.runners import build_runner
+
+    config_file = tmp_path / "local.yaml"
+    config_file.write_text(
+        f"storage: {{artifact_root: {tmp_path}/artifacts}}\n"
+        f"dataset: {{source: local, path: {dataset}}}\n"
+        "benchmark: {backend: replay, checkpoint: null, scenarios: {Server: {target_qps: 20}}}\n"
+        f"nodes: [{{name: box, runner: local, workdir: {tmp_path}/work}}]\n"
+    )
+    runner = build_runner(load_config(config_file, use_env_dataset=False).node("box"), None)
+    handle = runner.start(make_spec(dataset, "loc-1", node="box", scenario="Server", backend="replay", settings=SLOW_SERVER))
+    wait_until(lambda: runner.poll(handle).completed > 0)
+    out = subprocess.run([CLI, "monitor", "--once", "--config", str(config_file)], capture_output=True, text=True,
+                         timeout=60, env={k: v for k, v in os.environ.items() if k != "MLPERF_DAGSTER_DATASET"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("│ box"))
+    assert "loc-1" in row and "Server performance" in row and "running" in row
+    assert runner.wait(handle).state == SUCCEEDED
+
+    # ETA: remaining samples at the average rate so far; unknown without a total
+    assert MonitorRow(node="n", run_id="r", completed=250, total=1000, elapsed_s=50).eta_s == pytest.approx(150)
+    assert MonitorRow(node="n", run_id="r", completed=250, total=None, elapsed_s=50).eta_s is None
+    assert (format_duration(150), format_duration(3725), format_duration(None)) == ("2:30", "1:02:05", "-")

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Sequence
 
+import paramiko
 from pydantic import Field, PrivateAttr
 
 from .base import (
@@ -344,8 +345,8 @@ def sha256_file(path: Path, _cache: dict[tuple[str, int, int], str] = {}) -> str
 
 
 # ------------------------------------------------------------------------------------------ connection
-class _RefuseUnknownHost:
-    """paramiko missing-host-key policy: refuse, naming the host, the offered fingerprint and the fix."""
+class _RefuseUnknownHost(paramiko.RejectPolicy):
+    """paramiko's RejectPolicy, refusing with a message naming the host, the offered fingerprint and the fix."""
 
     def __init__(self, node: str, host: str, port: int, known_hosts: str) -> None:
         self.node, self.host, self.port, self.known_hosts = node, host, port, known_hosts
@@ -393,8 +394,6 @@ class SSHConnection:
     # ---- connecting
     def _load_key(self) -> Any:
         """The private key (None: let paramiko use the SSH agent and the default ~/.ssh keys)."""
-        import paramiko
-
         if self.key_file is None:
             return None
         if not os.path.isfile(self.key_file):
@@ -420,8 +419,6 @@ class SSHConnection:
             raise SSHAuthError(f"node {self.node}: cannot read key {self.key_file}{hint}: {exc}") from None
 
     def connect(self) -> None:
-        import paramiko
-
         self.close()
         if not os.path.isfile(self.known_hosts):
             raise HostKeyError(
@@ -544,9 +541,9 @@ _CONNECTION_ERRORS = (OSError, EOFError, TimeoutError)  # socket errors, dropped
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    import paramiko
-
-    return isinstance(exc, _CONNECTION_ERRORS + (paramiko.SSHException,)) and not isinstance(exc, RunnerError)
+    if isinstance(exc, (RunnerError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False  # a file-level answer from a live server, not a broken link
+    return isinstance(exc, _CONNECTION_ERRORS + (paramiko.SSHException,))
 
 
 # ---------------------------------------------------------------------------------------------- runner
@@ -857,7 +854,7 @@ class SSHRunner(BenchmarkRunner):
             self.check_harness()
         datasets_dir = f"{self.remote_workdir()}/{DATASETS_DIR}"
 
-        def launch(conn: SSHConnection) -> str:
+        def prepare(conn: SSHConnection) -> str:  # idempotent: retried after a dropped link
             _sftp_makedirs(conn.sftp(), run_dir)
             _sftp_makedirs(conn.sftp(), datasets_dir)
             dataset_remote = self._ensure_dataset(conn, dataset, datasets_dir)
@@ -866,11 +863,21 @@ class SSHRunner(BenchmarkRunner):
             if self.forward_env:
                 env_text = "".join(f"{name}={shlex.quote(os.environ[name])}\n" for name in self.forward_env)
                 self._put_text(sftp, f"{run_dir}/{SECRETS_FILE}", env_text, mode=0o600)
-            argv = self.launch_argv(spec, run_dir, dataset_remote, datasets_dir)
-            command = render_launch_command(run_dir, argv, with_env_file=bool(self.forward_env))
-            return self._sh(conn, command, "launching the harness").stdout.strip()
+            return dataset_remote
 
-        pid_text = self._call("launching the harness", launch)
+        dataset_remote = self._call("preparing the run folder", prepare)
+        argv = self.launch_argv(spec, run_dir, dataset_remote, datasets_dir)
+        command = render_launch_command(run_dir, argv, with_env_file=bool(self.forward_env))
+        try:  # not retried blindly: the link may have dropped after the harness started
+            pid_text = self._sh(self.connection(), command, "launching the harness").stdout.strip()
+        except Exception as exc:  # noqa: BLE001 - classify below
+            if not _is_connection_error(exc):
+                raise
+            self.close()
+            existing = self.status(run_dir)  # reconnects; raises clearly if the node is gone
+            if existing.launched:
+                return self._reattach(handle, spec, existing)
+            raise ConnectionLostError(f"node {self.node}: connection lost while launching the harness: {exc}") from None
         if not pid_text.isdigit():
             raise RemoteCommandError(f"node {self.node}: the harness did not start in {run_dir} (no pid recorded)")
         handle.pid = int(pid_text)
@@ -1033,7 +1040,9 @@ class SSHRunner(BenchmarkRunner):
             return ""
 
     def discard(self, handle: RunHandle) -> None:
-        self._call("removing the run folder", lambda c: c.run(f"rm -rf {shlex.quote(handle.run_dir)}"))
+        parent = str(PurePosixPath(handle.run_dir).parent)
+        command = f"rm -rf {shlex.quote(handle.run_dir)} && rmdir {shlex.quote(parent)} 2>/dev/null; true"
+        self._call("removing the run folder", lambda c: c.run(command))
 
     # ---- monitoring
     def active_runs(self) -> list[tuple[RunHandle, RunProgress]]:
