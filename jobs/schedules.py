@@ -21,10 +21,11 @@ def _partitions_of(job, partitions_def, context: dg.ScheduleEvaluationContext):
     found = getattr(job, "partitions_def", None)
     if found is not None:
         return found
-    repo = getattr(context, "repository_def", None)
-    if repo is not None:
-        return repo.get_job(job.name).partitions_def
-    return None
+    try:
+        repo = context.repository_def  # raises when the context was built without one
+    except dg.DagsterInvariantViolationError:
+        return None
+    return repo.get_job(job.name).partitions_def if repo is not None else None
 
 
 def build_nightly_schedule(
@@ -57,7 +58,10 @@ def build_nightly_schedule(
         keys = list(pdef.get_partition_keys(dynamic_partitions_store=context.instance))
         if not keys:
             return dg.SkipReason("no node x scenario partitions configured")
-        when = context.scheduled_execution_time
+        try:
+            when = context.scheduled_execution_time
+        except Exception:  # noqa: BLE001 - a context built by hand (tests, `dagster schedule preview`) has none
+            when = None
         stamp = when.strftime("%Y-%m-%dT%H:%M") if when is not None else "manual"
         return [
             dg.RunRequest(

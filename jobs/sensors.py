@@ -143,7 +143,10 @@ def failure_text(context: dg.RunFailureSensorContext) -> str:
     try:
         for event in context.get_step_failure_events():
             data = event.step_failure_data
-            message = data.error.message.strip().splitlines()[0] if data and data.error else "unknown error"
+            error = data.error if data else None
+            while error is not None and error.cause is not None:  # Dagster wraps the user's exception
+                error = error.cause
+            message = error.message.strip().splitlines()[0] if error is not None else "unknown error"
             step_errors.append(f"step {event.step_key}: {message[:300]}")
     except Exception:  # noqa: BLE001 - the alert matters more than its detail
         pass

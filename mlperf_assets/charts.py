@@ -110,6 +110,16 @@ def series_label(row: Mapping, *, with_scenario: bool = True, with_benchmark: bo
     return " · ".join(parts)
 
 
+def unique_labels(labels: list[str]) -> list[str]:
+    """Runs started in the same minute share a label; number the repeats so category axes keep them apart."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
+    return out
+
+
 def run_label(row: Mapping) -> str:
     when = _as_timestamp(row.get("started_at"))
     stamp = when.strftime("%Y-%m-%d %H:%M") if when is not None else str(row.get("run_id", "?"))[:12]
@@ -159,7 +169,8 @@ def limits_for(row: Mapping) -> dict[str, float]:
 
 def _iterrows(df: pd.DataFrame):
     """(index, row as dict) pairs: DataFrame.iterrows builds a Series per row, ~100x slower on wide frames."""
-    return zip(df.index, df.to_dict("records"))
+    columns = list(df.columns)
+    return zip(df.index, (dict(zip(columns, row)) for row in df.to_numpy(dtype=object)))
 
 
 def group_keys(df: pd.DataFrame) -> pd.Series:
@@ -242,21 +253,48 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _mpl_figure(width: float = 9.0, height: float = 4.8):
+def _mpl_figure(width: float = 9.0, height: float = 4.8, *, left: float = 0.9, right: float = 0.3,
+                bottom: float = 0.7, top: float = 0.6, wspace: float = 0.3):
+    """A figure with fixed margins in inches (room for legends and rotated labels).
+
+    Fixed margins rather than a layout engine: constrained layout measures every text several times and made
+    PNG rendering ~40% slower on reports of a thousand runs."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=wspace)
+    return fig
+
+
+LEGEND_WIDTH_IN = 2.8
+
+
+def _side_legend(fig_m, handles=None, labels=None, *, fontsize: float = 6) -> None:
+    """A figure legend in the right margin (the space `_mpl_figure(right=LEGEND_WIDTH_IN)` leaves)."""
+    width, height = fig_m.get_size_inches()
+    kwargs = {"handles": handles} if handles is not None else {}
+    if labels is not None:
+        kwargs["labels"] = labels
+    fig_m.legend(**kwargs, fontsize=fontsize, loc="upper left", borderaxespad=0,
+                 bbox_to_anchor=(1 - (LEGEND_WIDTH_IN - 0.15) / width, 1 - 0.6 / height))
 
 
 def _plotly_layout(fig, title: str, height: int = 460) -> None:
+    # Explicit styling rather than template="plotly_white": a named template is deep-copied into every figure.
     fig.update_layout(
         title=dict(text=title, x=0.01),
-        template="plotly_white",
+        paper_bgcolor="white",
+        plot_bgcolor="white",
+        font=dict(family="system-ui, sans-serif", size=12, color="#2a3f5f"),
+        colorway=list(PALETTE),
         height=height,
         margin=dict(l=70, r=30, t=60, b=60),
         legend=dict(font=dict(size=11)),
         hoverlabel=dict(align="left"),
     )
+    fig.update_xaxes(gridcolor="#ebf0f8", linecolor="#b0b8c8", zerolinecolor="#ebf0f8", automargin=True)
+    fig.update_yaxes(gridcolor="#ebf0f8", linecolor="#b0b8c8", zerolinecolor="#ebf0f8", automargin=True)
 
 
 def _hover_text(row: Mapping, extra: Mapping[str, str] | None = None) -> str:
@@ -294,7 +332,7 @@ def throughput_over_time(summary: pd.DataFrame, colors: Mapping[str, str] | None
     y_label = "tokens/s (log scale)" if log_y else "tokens/s"
 
     fig = go.Figure()
-    fig_m = _mpl_figure()
+    fig_m = _mpl_figure(9.0 + 3.6, 4.8, right=3.8, bottom=1.0)
     ax = fig_m.add_subplot()
     dashes = {"Offline": ("solid", "-"), "Server": ("dash", "--"), "Interactive": ("dot", ":"),
               "SingleStream": ("dashdot", "-.")}
@@ -314,7 +352,7 @@ def throughput_over_time(summary: pd.DataFrame, colors: Mapping[str, str] | None
             marker=dict(symbol=symbols.get(kind, ("circle", "o"))[0], size=8, color=color),
             hovertext=hover, hoverinfo="text",
         ))
-        ax.plot(list(group["_x"]), list(group["_tps"]), label=name, color=color,
+        ax.plot(list(group["_x"]), list(group["_tps"]), label=_short(name, 58), color=color,
                 linestyle=dashes.get(kind, ("solid", "-"))[1], marker=symbols.get(kind, ("circle", "o"))[1])
     fig.update_xaxes(title_text=x_label)
     fig.update_yaxes(title_text=y_label, type="log" if log_y else "linear")
@@ -325,8 +363,8 @@ def throughput_over_time(summary: pd.DataFrame, colors: Mapping[str, str] | None
     if log_y:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig_m.autofmt_xdate()
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig_m.autofmt_xdate(bottom=1.0 / 4.8)
     return Chart(key=key, title=title, figure=fig, mpl=fig_m)
 
 
@@ -345,9 +383,10 @@ def _percentile_dot_chart(
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    labels = [run_label(r) for _, r in _iterrows(runs)]
+    labels = unique_labels([run_label(r) for _, r in _iterrows(runs)])
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.1)
-    fig_m = _mpl_figure(width=5.0 * len(panels) + 1, height=5.2)
+    fig_m = _mpl_figure(5.0 * len(panels) + 1.0 + LEGEND_WIDTH_IN, 5.2, left=1.4, right=LEGEND_WIDTH_IN,
+                        bottom=1.7, wspace=0.4)
     axes = fig_m.subplots(1, len(panels), squeeze=False)[0]
     legend_seen: set[str] = set()
     mpl_nodes: dict[str, str] = {}
@@ -358,32 +397,41 @@ def _percentile_dot_chart(
     for col, (panel_title, prefix, limit_name) in enumerate(panels, start=1):
         ax = axes[col - 1]
         values_all: list[float] = []
-        for pct in PERCENTILES:
-            column = f"{prefix}_{pct}_ns"
-            if column not in runs.columns:
-                continue
-            for node, group in runs.groupby("node", sort=True):
-                ys = [_ms(v) for v in group[column]]
-                if all(y is None for y in ys):
+        position = {label: i for i, label in enumerate(labels)}
+        for node, group in runs.groupby("node", sort=True):
+            color = colors.get(str(node), PALETTE[0])
+            name = str(node)
+            rows = list(_iterrows(group))
+            xs, ys, symbols, hover = [], [], [], []
+            for pct in PERCENTILES:  # one trace per node and panel; the symbol says the percentile
+                column = f"{prefix}_{pct}_ns"
+                if column not in runs.columns:
                     continue
-                xs = [labels[runs.index.get_loc(i)] for i in group.index]
-                color = colors.get(str(node), PALETTE[0])
-                name = str(node)
-                fig.add_trace(go.Scatter(
-                    x=xs, y=ys, mode="markers", name=name, legendgroup=name, showlegend=name not in legend_seen,
-                    marker=dict(symbol=PERCENTILE_SYMBOLS[pct][0], size=11, color=color,
-                                line=dict(width=2, color=color)),
-                    hovertext=[_hover_text(r, {f"{panel_title} {pct}": f"{_fmt(y)} ms"})
-                               for (_, r), y in zip(_iterrows(group), ys)],
-                    hoverinfo="text",
-                ), row=1, col=col)
-                legend_seen.add(name)
-                pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
-                values_all += [y for _, y in pts]
-                ax.scatter([labels.index(x) for x, _ in pts], [y for _, y in pts], color=color,
-                           marker=PERCENTILE_SYMBOLS[pct][1], s=45,
-                           facecolors="none" if pct == "p50" else color)
-                mpl_nodes[name] = color
+                pct_x, pct_y = [], []
+                for (i, r) in rows:
+                    y = _ms(r.get(column))
+                    if y is None:
+                        continue
+                    x = labels[runs.index.get_loc(i)]
+                    xs.append(x)
+                    ys.append(y)
+                    symbols.append(PERCENTILE_SYMBOLS[pct][0])
+                    hover.append(_hover_text(r, {f"{panel_title} {pct}": f"{_fmt(y)} ms"}))
+                    pct_x.append(position[x])
+                    pct_y.append(y)
+                if pct_y:
+                    ax.scatter(pct_x, pct_y, color=color, marker=PERCENTILE_SYMBOLS[pct][1], s=45,
+                               facecolors="none" if pct == "p50" else color)
+            if not ys:
+                continue
+            fig.add_trace(go.Scatter(
+                x=xs, y=ys, mode="markers", name=name, legendgroup=name, showlegend=name not in legend_seen,
+                marker=dict(symbol=symbols, size=11, color=color, line=dict(width=2, color=color)),
+                hovertext=hover, hoverinfo="text",
+            ), row=1, col=col)
+            legend_seen.add(name)
+            values_all += ys
+            mpl_nodes[name] = color
         if limits:
             kinds = sorted({"Interactive" if is_interactive(r) else "Server" for _, r in _iterrows(runs)})
             for kind in kinds:
@@ -406,7 +454,7 @@ def _percentile_dot_chart(
             ax.set_yscale("log")
         else:
             ax.set_ylim(bottom=0)
-        ax.set_xticks(range(len(labels)), [_short(lbl) for lbl in labels], rotation=30, ha="right", fontsize=7)
+        ax.set_xticks(range(len(labels)), [_short(lbl, 32) for lbl in labels], rotation=30, ha="right", fontsize=7)
         ax.set_xlim(-0.5, len(labels) - 0.5)
         ax.grid(alpha=0.3)
     _plotly_layout(fig, title, height=520)
@@ -417,7 +465,7 @@ def _percentile_dot_chart(
         handles = [Line2D([], [], linestyle="", marker=PERCENTILE_SYMBOLS[p][1], color="#777",
                           markerfacecolor="none" if p == "p50" else "#777", label=p) for p in PERCENTILES]
         handles += [Line2D([], [], linestyle="", marker="s", color=c, label=n) for n, c in mpl_nodes.items()]
-        fig_m.legend(handles=handles, fontsize=7, loc="outside right upper")
+        _side_legend(fig_m, handles)
     return Chart(key=key, title=title, figure=fig, mpl=fig_m)
 
 
@@ -483,7 +531,8 @@ def rouge_vs_target(
     labels = list(x_all)
     metrics = [m for m in ROUGE_METRICS if m in runs.columns and runs[m].notna().any()]
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics, horizontal_spacing=0.06)
-    fig_m = _mpl_figure(width=3.6 * len(metrics) + 1.5, height=5.0)
+    fig_m = _mpl_figure(3.4 * len(metrics) + 0.6 + LEGEND_WIDTH_IN, 5.0, right=LEGEND_WIDTH_IN, bottom=1.2,
+                        wspace=0.45)
     axes = fig_m.subplots(1, len(metrics), squeeze=False)[0]
     seen: set[str] = set()
     missing_targets: set[str] = set()
@@ -527,7 +576,7 @@ def rouge_vs_target(
         ax.grid(alpha=0.3)
     _plotly_layout(fig, title, height=500)
     fig_m.suptitle(title)
-    fig_m.legend(fontsize=7, loc="outside right upper")
+    _side_legend(fig_m)
     notes = [f"no 99% target known for: {', '.join(sorted(missing_targets))}"] if missing_targets else []
     return Chart(key=key, title=title, figure=fig, mpl=fig_m, notes=notes)
 
@@ -609,17 +658,27 @@ def node_comparison_table(summary: pd.DataFrame, regressions: Mapping[str, list[
         columnwidth=[1.2 if c in ("node", "backend") else 1 for c in table.columns],
     ))
     _plotly_layout(fig, title, height=max(240, 110 + 46 * len(table)))
-    fig_m = _mpl_figure(width=min(24, 1.25 * len(table.columns) + 2), height=0.9 + 0.32 * (len(table) + 1))
+    text = table.astype(str).values.tolist()
+    widths = [max([len(str(c))] + [len(row[i]) for row in text]) for i, c in enumerate(table.columns)]
+
+    def line(cells) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+
+    # One monospace text per row instead of matplotlib's table (an artist per cell): ~10x faster to render.
+    rows = len(text) + 1
+    chars = len(line(table.columns))
+    fig_m = _mpl_figure(min(30.0, 0.063 * chars + 0.4), 0.65 + 0.2 * rows, left=0.2, right=0.2, bottom=0.15,
+                        top=0.5)
     ax = fig_m.add_subplot()
     ax.axis("off")
     ax.set_title(title)
-    text = table.astype(str).values.tolist()
-    # column widths from character counts: measuring every cell's text extent is slow with many rows
-    chars = [max([len(str(c))] + [len(row[i]) for row in text]) for i, c in enumerate(table.columns)]
-    cell = ax.table(cellText=text, colLabels=list(table.columns), loc="upper center", cellLoc="left",
-                    colWidths=[n / sum(chars) for n in chars])
-    cell.auto_set_font_size(False)
-    cell.set_fontsize(7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(rows, 0)
+    ax.axhspan(0, 1, color="#e8eef6", zorder=0)
+    ax.hlines(range(1, rows), 0, 1, color="#d0d6e0", linewidth=0.5)
+    ax.text(0.0, 0.5, line(table.columns), family="monospace", fontsize=7, fontweight="bold", va="center")
+    for i, row in enumerate(text, start=1):
+        ax.text(0.0, i + 0.5, line(row), family="monospace", fontsize=7, va="center")
     return Chart(key=key, title=title, figure=fig, mpl=fig_m, table=table)
 
 
@@ -720,34 +779,42 @@ def latency_distribution(
     panels = [("latency", "latency_ms"), ("TTFT", "ttft_ms"), ("TPOT", "tpot_ms")]
     panels = [p for p in panels if per_sample[p[1]].notna().any()]
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.08)
-    fig_m = _mpl_figure(width=4.6 * len(panels) + 1, height=5.0)
+    fig_m = _mpl_figure(4.6 * len(panels) + 1.5, 5.2, left=1.4, bottom=1.6, wspace=0.4)
     axes = fig_m.subplots(1, len(panels), squeeze=False)[0]
     by_run = {rid: g for rid, g in per_sample.groupby("run_id")}
-    labels = [run_label(r) for _, r in _iterrows(runs)]
+    labels = unique_labels([run_label(r) for _, r in _iterrows(runs)])
     seen: set[str] = set()
     for col, (panel, column) in enumerate(panels, start=1):
         ax = axes[col - 1]
         stats_list, positions, box_colors = [], [], []
+        boxes: dict[str, dict] = {}
         all_values: list[float] = []
         for i, (_, r) in enumerate(_iterrows(runs)):
             stats = _box_stats(by_run[r["run_id"]][column].to_numpy(dtype="float64"))
             if stats is None:
                 continue
             color = colors.get(str(r["node"]), PALETTE[0])
-            name = str(r["node"])
-            fig.add_trace(go.Box(
-                x=[labels[i]], q1=[stats["q1"]], median=[stats["med"]], q3=[stats["q3"]],
-                lowerfence=[stats["whislo"]], upperfence=[stats["whishi"]], mean=[stats["mean"]],
-                name=name, legendgroup=name, showlegend=name not in seen, marker_color=color, line_color=color,
-                hovertemplate=(f"{labels[i]}<br>run {r['run_id']}<br>n={stats['n']}<br>"
-                               "p1 %{lowerfence:.2f} · p25 %{q1:.2f} · p50 %{median:.2f}<br>"
-                               "p75 %{q3:.2f} · p99 %{upperfence:.2f} · mean %{mean:.2f} ms<extra></extra>"),
-            ), row=1, col=col)
-            seen.add(name)
+            box = boxes.setdefault(str(r["node"]), {"color": color, "x": [], "stats": [], "custom": []})
+            box["x"].append(labels[i])
+            box["stats"].append(stats)
+            box["custom"].append([str(r["run_id"]), stats["n"]])
             stats_list.append({**stats, "label": _short(labels[i], 30)})
             positions.append(i)
             box_colors.append(color)
             all_values += [stats["whislo"], stats["whishi"]]
+        for name, box in boxes.items():  # one box trace per node and panel (runs along x)
+            st = box["stats"]
+            fig.add_trace(go.Box(
+                x=box["x"], q1=[b["q1"] for b in st], median=[b["med"] for b in st], q3=[b["q3"] for b in st],
+                lowerfence=[b["whislo"] for b in st], upperfence=[b["whishi"] for b in st],
+                mean=[b["mean"] for b in st], customdata=box["custom"],
+                name=name, legendgroup=name, showlegend=name not in seen, marker_color=box["color"],
+                line_color=box["color"],
+                hovertemplate=("%{x}<br>run %{customdata[0]}<br>n=%{customdata[1]}<br>"
+                               "p1 %{lowerfence:.2f} · p25 %{q1:.2f} · p50 %{median:.2f}<br>"
+                               "p75 %{q3:.2f} · p99 %{upperfence:.2f} · mean %{mean:.2f} ms<extra></extra>"),
+            ), row=1, col=col)
+            seen.add(name)
         log_y = bool(all_values) and min(all_values) > 0 and max(all_values) / min(all_values) > 100
         y_label = f"{panel} (ms{', log scale' if log_y else ''})"
         fig.update_yaxes(title_text=y_label, type="log" if log_y else "linear", row=1, col=col)
@@ -768,40 +835,53 @@ def latency_distribution(
     return Chart(key=key, title=title, figure=fig, mpl=fig_m, needs_harness_data=True)
 
 
-def run_latency_histogram(samples: pd.DataFrame, run: Mapping, colors: Mapping[str, str] | None = None,
-                          bins: int = 40) -> Chart:
-    """Histograms of one run's per-sample latency, TTFT and TPOT (ms), pre-binned so the figure stays small."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+# Per-run figures for the dashboard's run view: plain plotly figure dicts (hundreds of runs; plotly's objects
+# validate every property and cost ~0.1 s per figure).
 
-    key, title = "run_latency_histogram", f"Per-sample latencies of {run_label(run)}"
+
+def _dict_axes(title: str, height: int) -> dict:
+    return {"title": {"text": title, "x": 0.01, "font": {"size": 14}}, "height": height, "showlegend": False,
+            "paper_bgcolor": "white", "plot_bgcolor": "white", "margin": {"l": 60, "r": 20, "t": 60, "b": 50},
+            "font": {"family": "system-ui, sans-serif", "size": 12, "color": "#2a3f5f"}}
+
+
+def run_histogram_figure(samples: pd.DataFrame, run: Mapping, color: str, bins: int = 40) -> dict | None:
+    """Histograms of one run's per-sample latency, TTFT and TPOT (ms), pre-binned so the page stays small."""
     if samples is None or samples.empty:
-        return _missing(key, title, "no per-sample timings for this run", needs_harness_data=True)
+        return None
     per_sample = per_sample_latencies(samples)
-    color = (colors or node_colors([run.get("node")])).get(str(run.get("node")), PALETTE[0])
     panels = [(p, c) for p, c in (("latency", "latency_ms"), ("TTFT", "ttft_ms"), ("TPOT", "tpot_ms"))
               if per_sample[c].notna().any()]
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p for p, _ in panels])
-    fig_m = _mpl_figure(width=4.2 * len(panels), height=3.8)
-    axes = fig_m.subplots(1, len(panels), squeeze=False)[0]
-    for col, (panel, column) in enumerate(panels, start=1):
-        values = per_sample[column].dropna().to_numpy(dtype="float64")
-        counts, edges = np.histogram(values, bins=bins)
+    layout = _dict_axes(f"Per-sample latencies of {run_label(run)}", 380)
+    layout["grid"] = {"rows": 1, "columns": len(panels), "pattern": "independent"}
+    data = []
+    for i, (panel, column) in enumerate(panels):
+        suffix = "" if i == 0 else str(i + 1)
+        counts, edges = np.histogram(per_sample[column].dropna().to_numpy(dtype="float64"), bins=bins)
         centers = (edges[:-1] + edges[1:]) / 2
-        fig.add_trace(go.Bar(x=centers.round(4).tolist(), y=counts.tolist(), width=float(edges[1] - edges[0]) or None,
-                             marker_color=color, name=panel, showlegend=False,
-                             hovertemplate=f"{panel} %{{x:.2f}} ms<br>%{{y}} samples<extra></extra>"),
-                      row=1, col=col)
-        fig.update_xaxes(title_text=f"{panel} (ms)", row=1, col=col)
-        fig.update_yaxes(title_text="samples", row=1, col=col)
-        ax = axes[col - 1]
-        ax.bar(centers, counts, width=(edges[1] - edges[0]) or 1.0, color=color)
-        ax.set_xlabel(f"{panel} (ms)")
-        ax.set_ylabel("samples")
-        ax.set_title(panel)
-    _plotly_layout(fig, title, height=380)
-    fig_m.suptitle(_short(title, 90))
-    return Chart(key=key, title=title, figure=fig, mpl=fig_m, needs_harness_data=True)
+        data.append({"type": "bar", "x": centers.round(4).tolist(), "y": counts.tolist(),
+                     "width": float(edges[1] - edges[0]) or None, "marker": {"color": color}, "name": panel,
+                     "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
+                     "hovertemplate": f"{panel} %{{x:.2f}} ms<br>%{{y}} samples<extra></extra>"})
+        layout[f"xaxis{suffix}"] = {"title": {"text": f"{panel} (ms)"}, "gridcolor": "#ebf0f8"}
+        layout[f"yaxis{suffix}"] = {"title": {"text": "samples"}, "gridcolor": "#ebf0f8"}
+    return {"data": data, "layout": layout}
+
+
+def run_progress_figure(progress: pd.DataFrame, run: Mapping, color: str, max_points: int = 400) -> dict | None:
+    """Tokens/s over elapsed time within one run, from its progress lines."""
+    if progress is None or progress.empty:
+        return None
+    points = progress.sort_values("elapsed_s")
+    if len(points) > max_points:
+        points = points.iloc[np.unique(np.linspace(0, len(points) - 1, max_points).round().astype(int))]
+    layout = _dict_axes(f"Throughput within {run_label(run)}", 340)
+    layout["xaxis"] = {"title": {"text": "elapsed (s)"}, "gridcolor": "#ebf0f8"}
+    layout["yaxis"] = {"title": {"text": "tokens/s"}, "rangemode": "tozero", "gridcolor": "#ebf0f8"}
+    trace = {"type": "scatter", "mode": "lines", "x": points["elapsed_s"].astype(float).tolist(),
+             "y": points["tokens_per_s"].astype(float).tolist(), "line": {"color": color},
+             "hovertemplate": "%{x:.1f} s: %{y:,.1f} tokens/s<extra></extra>"}
+    return {"data": [trace], "layout": layout}
 
 
 def progress_timeline(progress: pd.DataFrame, runs: pd.DataFrame, colors: Mapping[str, str] | None = None,
@@ -819,7 +899,7 @@ def progress_timeline(progress: pd.DataFrame, runs: pd.DataFrame, colors: Mappin
     dashes = {"Offline": ("solid", "-"), "Server": ("dash", "--"), "Interactive": ("dot", ":"),
               "SingleStream": ("dashdot", "-.")}
     fig = go.Figure()
-    fig_m = _mpl_figure()
+    fig_m = _mpl_figure(9.0 + 3.4, 4.8, right=3.6)
     ax = fig_m.add_subplot()
     by_run = {rid: g.sort_values("elapsed_s") for rid, g in progress.groupby("run_id")}
     for _, r in _iterrows(runs):
@@ -846,5 +926,5 @@ def progress_timeline(progress: pd.DataFrame, runs: pd.DataFrame, colors: Mappin
     ax.set_ylabel("tokens/s")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return Chart(key=key, title=title, figure=fig, mpl=fig_m, needs_harness_data=True)

@@ -10,7 +10,6 @@ JSON cannot close its script element.
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -29,22 +28,27 @@ class RunView:
     details: list[tuple[str, str]]
     percentiles_ms: dict[str, dict[str, float | None]]  # {"latency"|"ttft"|"tpot": {"p50", "p90", "p99"}}
     limits_ms: dict[str, float] | None = None  # {"ttft": .., "tpot": ..} for Server runs
-    figures: dict[str, object] = field(default_factory=dict)  # name -> plotly Figure (histogram, progress)
+    figures: dict[str, object] = field(default_factory=dict)  # "histogram"/"progress" -> plotly figure or dict
     notes: list[str] = field(default_factory=list)
 
 
 def _json_for_script(data: object) -> str:
-    text = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
+    from plotly.io.json import to_json_plotly
+
+    # plotly's encoder handles numpy arrays, timestamps and NaN (as null) in one pass over everything
+    text = to_json_plotly(data)
     # Inside <script> only "</" and "<!--" can end or confuse the element; U+2028/9 break old JS parsers.
     return (text.replace("</", "<\\/").replace("<!--", "<\\!--")
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
 def _figure_dict(fig) -> dict:
-    import plotly.io as pio
-
-    # plotly's own encoder handles numpy arrays, timestamps and NaN (as null).
-    return json.loads(pio.to_json(fig, validate=False, remove_uids=True))
+    if isinstance(fig, dict):  # already plain (the per-run figures)
+        return fig
+    data = fig.to_plotly_json()
+    for trace in data.get("data", []):
+        trace.pop("uid", None)
+    return data
 
 
 def _table_html(df: pd.DataFrame, table_id: str) -> str:
@@ -91,7 +95,7 @@ def build_dashboard_html(
             {
                 "id": r.run_id, "label": r.label, "color": r.color, "details": r.details,
                 "percentiles": r.percentiles_ms, "limits": r.limits_ms, "notes": r.notes,
-                "figures": {name: _figure_dict(fig) for name, fig in r.figures.items()},
+                "figures": {name: _figure_dict(fig) for name, fig in r.figures.items() if fig is not None},
             }
             for r in runs
         ],
@@ -173,7 +177,7 @@ _PAGE = """<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; img-src data: blob:; font-src data:">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:; font-src data:">
 <title>{title}</title>
 <style>{css}</style>
 <script>{plotly_js}</script>
@@ -209,7 +213,7 @@ _SCRIPT = r"""
       return run.percentiles[p[1]];
     });
     var layout = {title: {text: "Percentiles of " + run.label, x: 0.01, font: {size: 14}}, height: 360,
-                  showlegend: false, template: "plotly_white", shapes: [], annotations: [],
+                  showlegend: false, shapes: [], annotations: [],
                   grid: {rows: 1, columns: Math.max(panels.length, 1), pattern: "independent"},
                   margin: {l: 60, r: 20, t: 50, b: 50}};
     var data = [];

@@ -177,11 +177,14 @@ def build_report(
     regression_threshold_pct: float = DEFAULT_THRESHOLD_PCT,
     regression_window: int = DEFAULT_WINDOW,
     title: str = "MLPerf Inference LLM results",
+    intro_lines: list[str] | None = None,
     max_dashboard_runs: int = 300,
     max_run_figures: int = 40,
     now: datetime | None = None,
 ) -> ReportResult:
     """Write report.md, the chart PNGs and dashboard.html into `out_dir`; return what was written.
+
+    `intro_lines` (markdown, e.g. which config and dataset) go under the title of report.md and the dashboard.
 
     Raises `store.StoreError` (missing or unusable database) and `ReportError` (unusable output folder).
     """
@@ -249,7 +252,8 @@ def build_report(
     subtitle = _subtitle(summary, db_path, now)
     runs_view = _run_views(db_path, summary, colors, with_samples, with_progress, all_flags,
                            max_dashboard_runs, max_run_figures)
-    notes = [f"Regression threshold {regression_threshold_pct:g}%: each run against the median of up to "
+    notes = [*(intro_lines or []),
+             f"Regression threshold {regression_threshold_pct:g}%: each run against the median of up to "
              f"{regression_window} earlier runs of the same node, scenario, benchmark and backend."]
     page = dash.build_dashboard_html(
         title=title, subtitle=subtitle, summary=table, charts=built, runs=runs_view,
@@ -259,7 +263,7 @@ def build_report(
     timings["dashboard_s"] = time.perf_counter() - t3
 
     markdown = render_markdown(title, subtitle, table, built, current_flags, all_flags,
-                               regression_threshold_pct, regression_window)
+                               regression_threshold_pct, regression_window, intro_lines or [])
     report_path = _write_atomic(out / REPORT_NAME, markdown.encode("utf-8"))
     timings["total_s"] = time.perf_counter() - t0
     missing = {c.key: c.reason or "no data" for c in built if not c.available}
@@ -298,8 +302,10 @@ def markdown_table(df: pd.DataFrame) -> str:
 def render_markdown(
     title: str, subtitle: str, table: pd.DataFrame, built: list[ch.Chart],
     current_flags: list[RegressionFlag], all_flags: list[RegressionFlag], threshold_pct: float, window: int,
+    intro_lines: list[str] = (),
 ) -> str:
-    lines = [f"# {title}", "", subtitle, "", f"Interactive version: [{DASHBOARD_NAME}]({DASHBOARD_NAME}) "
+    lines = [f"# {title}", "", subtitle, "", *[x for line in intro_lines for x in (line, "")],
+             f"Interactive version: [{DASHBOARD_NAME}]({DASHBOARD_NAME}) "
              "(one file, works offline).", "", "## Latest run per node and scenario", "",
              "Validity is LoadGen's verdict; accuracy is PASS when every ROUGE/gen_len target of the benchmark is "
              "met (– when not scored). Latencies in ms.", "", markdown_table(table), "",
@@ -378,14 +384,11 @@ def _run_views(db_path, summary: pd.DataFrame, colors, with_samples: set[str], w
         ]
         figures = {}
         notes = []
+        color = colors.get(str(r.get("node")), ch.PALETTE[0])
         if rid in samples_by:
-            hist = ch.run_latency_histogram(samples_by[rid], r, colors)
-            if hist.available:
-                figures["histogram"] = hist.figure
+            figures["histogram"] = ch.run_histogram_figure(samples_by[rid], r, color)
         if rid in progress_by:
-            timeline = ch.progress_timeline(progress_by[rid], summary[summary["run_id"] == r["run_id"]], colors)
-            if timeline.available:
-                figures["progress"] = timeline.figure
+            figures["progress"] = ch.run_progress_figure(progress_by[rid], r, color)
         if (rid in with_samples or rid in with_progress) and rid not in figure_ids:
             notes.append(f"Per-sample and progress figures are embedded for the newest {max_figures} runs only.")
         elif rid not in with_samples and rid not in with_progress:

@@ -87,7 +87,8 @@ def test_throughput_over_time(summary, runs) -> None:
     assert chart.figure.layout.yaxis.type == "log"  # 37 to 100k tokens/s
     assert "tokens/s" in mpl_labels(chart)[0]
     assert len(chart.mpl.axes[0].get_lines()) == len(chart.figure.data)
-    assert png_size(chart) == (900, 480)
+    width, height = png_size(chart)
+    assert width >= 900 and height >= 400
 
 
 def test_server_latency_against_limits(summary) -> None:
@@ -175,9 +176,10 @@ def test_latency_distribution_from_sample_timings(summary, runs) -> None:
     lines = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
     latencies_ms = [(x["complete_ns"] - x["issue_ns"]) / 1e6 for x in lines]
     ttfts_ms = [(x["first_token_ns"] - x["issue_ns"]) / 1e6 for x in lines]
-    night2 = [b for b in boxes if "node-a" in b.x[0] and b.x[0] == ch.run_label(
-        harness_rows[harness_rows["run_id"] == "node-a-Server-night-2-performance"].iloc[0])]
-    medians = sorted(float(b.median[0]) for b in night2)
+    medians = [float(b.median[i]) for b in boxes for i, custom in enumerate(b.customdata)
+               if custom[0] == "node-a-Server-night-2-performance"]
+    assert len(medians) == 3  # latency, TTFT, TPOT
+    assert len({x for b in boxes for x in b.x}) == 3  # three runs, kept apart even when started the same minute
     assert any(m == pytest.approx(statistics.median(latencies_ms), rel=1e-6) for m in medians)
     assert any(m == pytest.approx(statistics.median(ttfts_ms), rel=1e-6) for m in medians)
     assert {b.xaxis for b in boxes} == {"x", "x2", "x3"}

@@ -30,9 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--db", default=None, metavar="DB",
-                        help=f"DuckDB results store (default: storage.duckdb_path of the config, else {DEFAULT_DB})")
-    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
-                        help=f"folder for report.md, the PNGs and dashboard.html (default: {DEFAULT_OUT})")
+                        help="DuckDB results store (default: storage.duckdb_path of the config chosen by "
+                             f"$MLPERF_DAGSTER_CONFIG, else of config/config.yaml: {DEFAULT_DB})")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="folder for report.md, the PNGs and dashboard.html (default: storage.report_dir of "
+                             f"the config: {DEFAULT_OUT})")
     parser.add_argument("--regression-threshold", type=float, default=10.0, metavar="PCT",
                         help="flag a run whose tokens/s fell, or whose p99 TTFT/TPOT rose, by more than PCT "
                              "percent against the median of earlier runs of the same node/scenario/backend "
@@ -43,17 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_report)
 
 
-def _default_db() -> str:
-    """The config's storage.duckdb_path when a config is chosen (MLPERF_DAGSTER_CONFIG), else results/."""
-    if not os.environ.get("MLPERF_DAGSTER_CONFIG"):
-        return DEFAULT_DB
+def _config_paths() -> tuple[str, str]:
+    """(duckdb_path, report_dir) of the config ($MLPERF_DAGSTER_CONFIG, else the embedded default)."""
     try:
         from mlperf_assets.config import load_config
 
-        cfg = load_config(os.environ["MLPERF_DAGSTER_CONFIG"], use_env_dataset=False)
-        return str(cfg.storage.duckdb_path)
-    except Exception:  # a broken config is `validate-config`'s business; the explicit default still works
-        return DEFAULT_DB
+        cfg = load_config(None, use_env_dataset=False)
+        return str(cfg.storage.duckdb_path), str(cfg.storage.report_dir)
+    except Exception:  # a broken config is `validate-config`'s business; the plain defaults still work
+        return DEFAULT_DB, DEFAULT_OUT
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -65,12 +65,14 @@ def run_report(args: argparse.Namespace) -> int:
         raise UserError(f"--regression-threshold must be a percentage >= 0, got {args.regression_threshold:g}")
     if args.regression_window < 1:
         raise UserError(f"--regression-window must be >= 1, got {args.regression_window}")
-    db = args.db or _default_db()
+    default_db, default_out = _config_paths() if args.db is None or args.out is None else (None, None)
+    db = args.db or default_db
+    out = args.out or default_out
     if not os.path.isfile(db):
         raise UserError(f"{db}: no such results store (fill one with `mlperf-dagster ingest PATH --db {db}` "
                         "or `mlperf-dagster demo`)")
     try:
-        result = build_report(db, args.out, regression_threshold_pct=args.regression_threshold,
+        result = build_report(db, out, regression_threshold_pct=args.regression_threshold,
                               regression_window=args.regression_window, title=args.title)
     except (StoreError, ReportError) as exc:
         raise UserError(str(exc)) from None
