@@ -11,6 +11,7 @@ import dagster as dg
 
 from mlperf_assets.assets import (
     ACCURACY_KEY,
+    CHARTS_KEY,
     DATASET_KEY,
     LOADGEN_RESULTS_KEY,
     REPORT_KEY,
@@ -32,8 +33,8 @@ def build_jobs(config: MlperfConfig) -> list[dg.UnresolvedAssetJobDefinition]:
     )
     report = dg.define_asset_job(
         REPORT_JOB,
-        selection=dg.AssetSelection.assets(REPORT_KEY),
-        description="The markdown report of the latest runs (from DuckDB).",
+        selection=dg.AssetSelection.assets(CHARTS_KEY, REPORT_KEY),
+        description="Charts, dashboard.html and report.md of the latest runs (from DuckDB).",
         tags={"mlperf/job": "report"},
     )
     dataset = dg.define_asset_job(

@@ -5,20 +5,20 @@ Built from the config file chosen by ``$MLPERF_DAGSTER_CONFIG`` (default ``confi
 
 Resources: ``mlperf_config`` (the config file), ``store`` (DuckDB results store) and one runner per node,
 ``runner_<node>`` (local, ssh or kubernetes, from the node's ``runner:``).
-Schedules and sensors (``jobs/schedules.py``, ``jobs/sensors.py``) are wired here when those modules exist:
-the nightly schedule (when the config has ``schedule:``), a report after each successful benchmark run,
-an alert on failed runs, and regression alerts.
+Schedules and sensors (``jobs/schedules.py``, ``jobs/sensors.py``): the nightly schedule (when the config has
+``schedule:``), a report after each successful benchmark run, an alert on failed runs, and regression alerts.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import dagster as dg
 
 from jobs import BENCHMARK_JOB, REPORT_JOB, build_jobs
-from mlperf_assets.assets import build_assets, node_scenario_partitions
+from jobs.schedules import build_nightly_schedule
+from jobs.sensors import build_failure_sensor, build_regression_alert_sensor, build_report_on_success_sensor
+from mlperf_assets.assets import build_asset_checks, build_assets, node_scenario_partitions
 from mlperf_assets.config import MlperfConfig, load_config, runner_resource_key
 from resources.mlperf_config import MlperfConfigResource
 from resources.runners import build_runner
@@ -35,21 +35,11 @@ def build_resources(config: MlperfConfig) -> dict[str, dg.ConfigurableResource]:
     return resources
 
 
-def _optional_module(name: str):
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            return None
-        raise
-
-
 def build_schedules(config: MlperfConfig, jobs: dict[str, Any]) -> list:
-    schedules = _optional_module("jobs.schedules")
-    if schedules is None or config.schedule is None:
+    if config.schedule is None:
         return []
     return [
-        schedules.build_nightly_schedule(
+        build_nightly_schedule(
             jobs[BENCHMARK_JOB],
             cron=config.schedule.cron,
             timezone=config.schedule.timezone,
@@ -59,13 +49,10 @@ def build_schedules(config: MlperfConfig, jobs: dict[str, Any]) -> list:
 
 
 def build_sensors(config: MlperfConfig, jobs: dict[str, Any]) -> list:
-    sensors = _optional_module("jobs.sensors")
-    if sensors is None:
-        return []
     return [
-        sensors.build_report_on_success_sensor([jobs[BENCHMARK_JOB]], jobs[REPORT_JOB]),
-        sensors.build_failure_sensor(),
-        sensors.build_regression_alert_sensor(config.storage.duckdb_path),
+        build_report_on_success_sensor([jobs[BENCHMARK_JOB]], jobs[REPORT_JOB]),
+        build_failure_sensor(),
+        build_regression_alert_sensor(config.storage.duckdb_path),
     ]
 
 
@@ -73,6 +60,7 @@ def build_definitions(config: MlperfConfig) -> dg.Definitions:
     jobs = {job.name: job for job in build_jobs(config)}
     return dg.Definitions(
         assets=build_assets(config),
+        asset_checks=build_asset_checks(config),
         jobs=list(jobs.values()),
         schedules=build_schedules(config, jobs),
         sensors=build_sensors(config, jobs),

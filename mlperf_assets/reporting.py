@@ -22,6 +22,7 @@ from pathlib import Path, PurePath
 import pandas as pd
 
 from mlperf_assets import charts as ch
+from mlperf_assets.report import notes_section
 from mlperf_assets.regression import (
     DEFAULT_THRESHOLD_PCT,
     DEFAULT_WINDOW,
@@ -262,8 +263,10 @@ def build_report(
     dashboard_path = _write_atomic(out / DASHBOARD_NAME, page.encode("utf-8"))
     timings["dashboard_s"] = time.perf_counter() - t3
 
+    latest_rows = summary[summary["run_id"].isin(latest_ids)].to_dict("records") if not summary.empty else []
     markdown = render_markdown(title, subtitle, table, built, current_flags, all_flags,
-                               regression_threshold_pct, regression_window, intro_lines or [])
+                               regression_threshold_pct, regression_window, intro_lines or [],
+                               caveats=notes_section(latest_rows))
     report_path = _write_atomic(out / REPORT_NAME, markdown.encode("utf-8"))
     timings["total_s"] = time.perf_counter() - t0
     missing = {c.key: c.reason or "no data" for c in built if not c.available}
@@ -303,12 +306,14 @@ def render_markdown(
     title: str, subtitle: str, table: pd.DataFrame, built: list[ch.Chart],
     current_flags: list[RegressionFlag], all_flags: list[RegressionFlag], threshold_pct: float, window: int,
     intro_lines: list[str] = (),
+    caveats: str = "",
 ) -> str:
     lines = [f"# {title}", "", subtitle, "", *[x for line in intro_lines for x in (line, "")],
              f"Interactive version: [{DASHBOARD_NAME}]({DASHBOARD_NAME}) "
              "(one file, works offline).", "", "## Latest run per node and scenario", "",
              "Validity is LoadGen's verdict; accuracy is PASS when every ROUGE/gen_len target of the benchmark is "
              "met (– when not scored). Latencies in ms.", "", markdown_table(table), "",
+             *([caveats, ""] if caveats else []),
              f"## Regressions (threshold {threshold_pct:g}%)", "",
              f"Each run is compared with the median of up to {window} earlier valid runs of the same node, "
              "scenario, benchmark and backend: tokens/s lower, or p99 TTFT/TPOT higher, by more than the "

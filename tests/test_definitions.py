@@ -14,13 +14,15 @@ import pytest
 from mlperf_assets.config import load_config
 
 PROJECT = Path(__file__).resolve().parents[1]
-ASSETS = {"cnn_dailymail_dataset", "scenario_run", "loadgen_results", "accuracy_scores", "benchmark_report"}
+ASSETS = {"cnn_dailymail_dataset", "scenario_run", "loadgen_results", "accuracy_scores", "benchmark_charts",
+          "benchmark_report"}
 CHECKS = {
     ("cnn_dailymail_dataset", "sample_count"),
     ("cnn_dailymail_dataset", "no_empty_articles"),
     ("cnn_dailymail_dataset", "token_lengths"),
     ("loadgen_results", "loadgen_result_valid"),
     ("accuracy_scores", "rouge_meets_mlperf_target"),
+    ("benchmark_report", "no_performance_regression"),
 }
 
 

@@ -77,7 +77,8 @@ def test_every_partition_lands_in_duckdb_with_a_report(pipeline):
     report = outcome.report_path.read_text()
     assert outcome.report_path == config.storage.report_dir / "report.md"
     for r in perf:
-        assert f"`{r['harness_run_id']}`" in report
+        assert f"| local | {r['scenario']} | llama3.1-8b | extractive (baseline) |" in report
+    assert (config.storage.report_dir / "dashboard.html").stat().st_size > 1_000_000  # plotly.js inline
     assert "extractive (baseline)" in report
 
 

@@ -85,7 +85,8 @@ def test_graphql_lists_assets_and_demo_materializations(demo_home):
                 time.sleep(0.5)
         nodes = _graphql(port, "{ assetNodes { assetKey { path } } }")["assetNodes"]
         keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
-        assert keys == {"cnn_dailymail_dataset", "scenario_run", "loadgen_results", "accuracy_scores", "benchmark_report"}
+        assert keys == {"cnn_dailymail_dataset", "scenario_run", "loadgen_results", "accuracy_scores", "benchmark_charts",
+                        "benchmark_report"}
 
         query = """{ assetOrError(assetKey: {path: ["%s"]}) { ... on Asset { assetMaterializations(limit: 1) {
             runId partition metadataEntries { label ... on PathMetadataEntry { path } ... on TextMetadataEntry { text } }
@@ -99,7 +100,7 @@ def test_graphql_lists_assets_and_demo_materializations(demo_home):
 
         report = _graphql(port, query % "benchmark_report")["assetOrError"]["assetMaterializations"]
         path = {e["label"]: e for e in report[0]["metadataEntries"]}["path"]["path"]
-        assert Path(path).read_text().startswith("# MLPerf Inference benchmark report")
+        assert Path(path).read_text().startswith("# MLPerf Inference LLM results")
         runs = _graphql(port, '{ runsOrError { ... on Runs { results { runId status jobName } } } }')
         statuses = {(r["jobName"], r["status"]) for r in runs["runsOrError"]["results"]}
         assert statuses == {("dataset_job", "SUCCESS"), ("benchmark_job", "SUCCESS"), ("report_job", "SUCCESS")}

@@ -1,4 +1,5 @@
-"""The pipeline's assets: dataset -> scenario_run -> loadgen_results -> accuracy_scores -> benchmark_report.
+"""The pipeline's assets: dataset -> scenario_run -> loadgen_results -> accuracy_scores -> benchmark_charts ->
+benchmark_report.
 
 ``build_assets(config)`` returns them for one config (partitions are node x scenario from the config).
 Each module holds one stage; the asset functions are thin and call pure code.
@@ -12,11 +13,12 @@ from mlperf_assets.config import MlperfConfig
 
 from .accuracy import ACCURACY_KEY, ROUGE_CHECK, build_accuracy_scores
 from .dataset import DATASET_KEY, cnn_dailymail_dataset, prepared_dataset_path
-from .report import REPORT_KEY, benchmark_report
+from .checks import build_regression_check
+from .report import CHARTS_KEY, REPORT_KEY, benchmark_report
 from .results import LOADGEN_RESULTS_KEY, build_loadgen_results
 from .runs import SCENARIO_RUN_KEY, build_scenario_run, node_scenario_partitions, partition_key
 
-ASSET_KEYS = (DATASET_KEY, SCENARIO_RUN_KEY, LOADGEN_RESULTS_KEY, ACCURACY_KEY, REPORT_KEY)
+ASSET_KEYS = (DATASET_KEY, SCENARIO_RUN_KEY, LOADGEN_RESULTS_KEY, ACCURACY_KEY, CHARTS_KEY, REPORT_KEY)
 
 
 def build_assets(config: MlperfConfig) -> list[dg.AssetsDefinition]:
@@ -25,18 +27,25 @@ def build_assets(config: MlperfConfig) -> list[dg.AssetsDefinition]:
         build_scenario_run(config),
         build_loadgen_results(config),
         build_accuracy_scores(config),
-        benchmark_report,
+        benchmark_report,  # benchmark_charts and benchmark_report
     ]
+
+
+def build_asset_checks(config: MlperfConfig) -> list[dg.AssetChecksDefinition]:
+    """Checks defined apart from their assets (the others are check specs of their assets)."""
+    return [build_regression_check(REPORT_KEY)]
 
 
 __all__ = [
     "ACCURACY_KEY",
+    "CHARTS_KEY",
     "ASSET_KEYS",
     "DATASET_KEY",
     "LOADGEN_RESULTS_KEY",
     "REPORT_KEY",
     "ROUGE_CHECK",
     "SCENARIO_RUN_KEY",
+    "build_asset_checks",
     "build_assets",
     "node_scenario_partitions",
     "partition_key",
