@@ -90,6 +90,23 @@ K8S_QUANTITY_RE = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _env_name(value: Any) -> str:
+    """One entry of ``forward_env``: a variable NAME. A ``NAME=VALUE`` entry is refused without echoing the value."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be an environment variable name (a string), got {_describe(value)}")
+    if "=" in value:
+        raise ValueError(
+            f"must be an environment variable NAME such as {value.split('=', 1)[0].strip() or 'HF_TOKEN'!r}, "
+            "not NAME=VALUE: the value stays in the orchestrator's environment (value not shown)"
+        )
+    if not ENV_NAME_RE.fullmatch(value):
+        raise ValueError(f"must be an environment variable NAME (letters, digits and '_'), got {value!r}")
+    return value
+
+
+EnvName = Annotated[str, BeforeValidator(_env_name)]
+
+
 def runner_resource_key(node_name: str) -> str:
     """Dagster resource key of a node's runner: ``runner_<name>`` with non-identifier characters as ``_``."""
     return "runner_" + re.sub(r"[^0-9A-Za-z_]", "_", node_name)
@@ -221,6 +238,11 @@ class SSHNode(_NodeBase):
     connect_timeout_s: PositiveFloat = 10.0
     command_timeout_s: PositiveFloat = 60.0
     keepalive_s: PositiveFloat = 15.0
+    # NAMES of orchestrator environment variables the harness gets (e.g. HF_TOKEN); values never go in the file
+    forward_env: list[EnvName] = Field(default_factory=list)
+    reconnect_timeout_s: PositiveFloat = 1800.0  # how long a lost connection is retried before the run is reported lost
+    reconnect_backoff_max_s: PositiveFloat = 30.0  # longest wait between reconnection attempts
+    cancel_grace_s: PositiveFloat = 10.0  # after SIGINT, how long cancel waits before SIGTERM (then SIGKILL)
     container: ContainerConfig | None = None
 
     @field_validator("key_passphrase_env")
@@ -268,6 +290,9 @@ class KubernetesNode(_NodeBase):
     python: str = "python"  # interpreter inside the image
     kube_context: str | None = None  # kubeconfig context; None = current context / in-cluster
     kubeconfig: Path | None = None  # None = $KUBECONFIG / ~/.kube/config / in-cluster
+    exclusive_node: bool = True  # required anti-affinity: never two benchmark pods on one machine (false: preferred)
+    stage_timeout_s: PositiveInt = 3600  # how long the pod waits for the dataset to be staged into its volume
+    collect_window_s: PositiveInt = 3600  # how long the finished pod stays up for the run folder to be collected
 
     @field_validator("namespace")
     @classmethod
@@ -532,6 +557,16 @@ def _cross_checks(config: MlperfConfig, raw: dict) -> list[tuple[str, str]]:
             problems.append(("dataset.path", f"{ds.path} is not a folder of .story files"))
         elif ds.source != "stories" and not ds.path.exists():
             problems.append(("dataset.path", f"{ds.path} does not exist"))
+    for i, node in enumerate(config.nodes):
+        if isinstance(node, SSHNode):
+            if node.reconnect_backoff_max_s > node.reconnect_timeout_s:
+                longer = f"{node.reconnect_backoff_max_s:g} s is longer than reconnect_timeout_s"
+                problems.append((f"nodes[{i}].reconnect_backoff_max_s", f"{longer} ({node.reconnect_timeout_s:g} s)"))
+            seen_env: set[str] = set()
+            for j, name in enumerate(node.forward_env):
+                if name in seen_env:
+                    problems.append((f"nodes[{i}].forward_env[{j}]", f"{name!r} is listed twice"))
+                seen_env.add(name)
     if config.benchmark.backend in ("vllm", "openai") and not config.benchmark.checkpoint:
         problems.append(("benchmark.checkpoint", f"is required for the {config.benchmark.backend} backend"))
     return problems

@@ -124,6 +124,64 @@ MALFORMED = {
         "nodes: [{name: gpu-1, runner: local}, {name: gpu_1, runner: local}]\n",
         ["{f}: nodes[1].name: 'gpu_1' and 'gpu-1' differ only in '.'/'-'/'_'; rename one"],
     ),
+    "forward_env_with_a_value": (
+        "nodes: [{name: s, runner: ssh, host: h, forward_env: [HF_TOKEN, 'WANDB_KEY=wb-s3cret']}]\n",
+        [
+            "{f}: nodes[0].forward_env[1]: must be an environment variable NAME such as 'WANDB_KEY', not NAME=VALUE: "
+            "the value stays in the orchestrator's environment (value not shown)"
+        ],
+    ),
+    "forward_env_bad_name": (
+        "nodes: [{name: s, runner: ssh, host: h, forward_env: [hf-token]}]\n",
+        [
+            "{f}: nodes[0].forward_env[0]: must be an environment variable NAME (letters, digits and '_'), "
+            "got 'hf-token'"
+        ],
+    ),
+    "forward_env_not_a_list": (
+        "nodes: [{name: s, runner: ssh, host: h, forward_env: HF_TOKEN}]\n",
+        ["{f}: nodes[0].forward_env: must be a list, got a string"],
+    ),
+    "forward_env_number": (
+        "nodes: [{name: s, runner: ssh, host: h, forward_env: [42]}]\n",
+        ["{f}: nodes[0].forward_env[0]: must be an environment variable name (a string), got a number"],
+    ),
+    "forward_env_twice": (
+        "nodes: [{name: s, runner: ssh, host: h, forward_env: [HF_TOKEN, A, HF_TOKEN]}]\n",
+        ["{f}: nodes[0].forward_env[2]: 'HF_TOKEN' is listed twice"],
+    ),
+    "reconnect_timeout_zero": (
+        "nodes: [{name: s, runner: ssh, host: h, reconnect_timeout_s: 0}]\n",
+        ["{f}: nodes[0].reconnect_timeout_s: must be a number > 0, got 0"],
+    ),
+    "backoff_longer_than_timeout": (
+        "nodes: [{name: s, runner: ssh, host: h, reconnect_timeout_s: 20, reconnect_backoff_max_s: 90}]\n",
+        ["{f}: nodes[0].reconnect_backoff_max_s: 90 s is longer than reconnect_timeout_s (20 s)"],
+    ),
+    "cancel_grace_not_a_number": (
+        "nodes: [{name: s, runner: ssh, host: h, cancel_grace_s: soon}]\n",
+        ["{f}: nodes[0].cancel_grace_s: must be a number > 0, got 'soon'"],
+    ),
+    "misspelt_reconnect_key": (
+        "nodes: [{name: s, runner: ssh, host: h, reconect_timeout_s: 60}]\n",
+        ["{f}: nodes[0].reconect_timeout_s: unknown key; did you mean 'reconnect_timeout_s'?"],
+    ),
+    "k8s_exclusive_node_not_bool": (
+        "nodes: [{name: k, runner: kubernetes, image: i, exclusive_node: sometimes}]\n",
+        ["{f}: nodes[0].exclusive_node: must be true or false, got 'sometimes'"],
+    ),
+    "k8s_collect_window_zero": (
+        "nodes: [{name: k, runner: kubernetes, image: i, collect_window_s: 0}]\n",
+        ["{f}: nodes[0].collect_window_s: must be a positive integer, got 0"],
+    ),
+    "k8s_stage_timeout_fraction": (
+        "nodes: [{name: k, runner: kubernetes, image: i, stage_timeout_s: 2.5}]\n",
+        ["{f}: nodes[0].stage_timeout_s: must be a positive integer, got 2.5"],
+    ),
+    "ssh_field_on_a_local_node": (
+        "nodes: [{name: a, runner: local, cancel_grace_s: 3}]\n",
+        ["{f}: nodes[0].cancel_grace_s: unknown key (allowed: name, gpus, runner, workdir, python)"],
+    ),
     "two_problems_two_lines": (
         "dataset: {max_samples: -3}\nnodes:\n  - {name: b, runner: ssh, host: h, port: 0}\n",
         [
@@ -149,6 +207,7 @@ def test_malformed_config_gives_one_line_per_problem(tmp_path, name):
         load_config(path)
     assert info.value.problems == [e.format(f=path) for e in expected]
     assert all("\n" not in p for p in info.value.problems)
+    assert "s3cret" not in str(info.value)  # a secret typed into the file is never echoed back
 
 
 def test_at_least_fifteen_malformed_cases():
@@ -175,10 +234,17 @@ def test_shipped_configs_load():
     assert fleet.nodes[0].port == 22 and fleet.nodes[0].key_passphrase_env == "MLPERF_SSH_KEY_PASSPHRASE"
     assert fleet.benchmark.backend == "vllm" and fleet.tokenizer == "meta-llama/Llama-3.1-8B-Instruct"
     assert fleet.benchmark.scenarios.Offline.min_duration_ms == 600000
+    jw2, jw3 = fleet.nodes
+    assert jw2.forward_env == ["HF_TOKEN"] and jw3.forward_env == ["HF_TOKEN"]
+    assert (jw2.reconnect_timeout_s, jw2.reconnect_backoff_max_s, jw2.cancel_grace_s) == (3600, 60, 30)
+    assert (jw3.reconnect_timeout_s, jw3.reconnect_backoff_max_s, jw3.cancel_grace_s) == (1800, 30, 10)  # defaults
 
     k8s = load_config(PROJECT / "config" / "examples" / "kubernetes.yaml")
     assert {n.runner for n in k8s.nodes} == {"kubernetes"}
     assert k8s.nodes[0].gpus == 2 and k8s.nodes[0].tolerations[0].operator == "Exists"
+    a100, h100 = k8s.nodes
+    assert (a100.exclusive_node, a100.stage_timeout_s, a100.collect_window_s) == (True, 1800, 3600)
+    assert (h100.exclusive_node, h100.stage_timeout_s, h100.collect_window_s) == (False, 3600, 3600)  # defaults
 
 
 def test_config_chosen_by_environment(tmp_path, monkeypatch):

@@ -433,6 +433,9 @@ nodes:
     cpu_request: "16"
     memory_request: 128Gi
     active_deadline_seconds: 3600
+    exclusive_node: false
+    stage_timeout_s: 120
+    collect_window_s: 300
 benchmark: {backend: vllm, checkpoint: meta-llama/Llama-3.1-8B-Instruct}
 dataset: {source: huggingface}
 """
@@ -446,3 +449,7 @@ dataset: {source: huggingface}
     job = manifest_to_model(runner.manifest(spec_for(dataset_path=str(tmp_path / "absent.json"))))
     assert job.spec.template.spec.tolerations[0].key == "nvidia.com/gpu" and len(job.spec.template.spec.tolerations) == 1
     assert job.spec.template.spec.containers[0].resources.limits[GPU_RESOURCE] == "4"
+    assert (s.exclusive_node, s.stage_timeout_s, s.collect_window_s) == (False, 120, 300)
+    affinity = job.spec.template.spec.affinity.pod_anti_affinity
+    assert affinity.required_during_scheduling_ignored_during_execution is None  # preferred only when not exclusive
+    assert affinity.preferred_during_scheduling_ignored_during_execution

@@ -540,7 +540,9 @@ def test_from_node_config_reads_the_config_model(tmp_path):
 nodes:
   - {name: jw2, runner: ssh, host: 10.0.0.2, port: 2222, user: mlperf, key_file: keys/id_ed25519,
      key_passphrase_env: JW2_PASSPHRASE, known_hosts: kh, workdir: /data/mlperf, python: /opt/venv/bin/python, gpus: 2,
+     forward_env: [HF_TOKEN, WANDB_API_KEY], reconnect_timeout_s: 900, reconnect_backoff_max_s: 45, cancel_grace_s: 25,
      container: {image: registry/mlperf:0.1, engine: podman, extra_args: [--security-opt, label=disable]}}
+  - {name: jw3, runner: ssh, host: 10.0.0.3}
 benchmark: {backend: extractive, checkpoint: null, scenarios: {Offline: {}}}
 dataset: {source: huggingface}
 """
@@ -549,6 +551,11 @@ dataset: {source: huggingface}
     assert (runner.node, runner.host, runner.port, runner.user) == ("jw2", "10.0.0.2", 2222, "mlperf")
     assert runner.key_file == str(tmp_path / "keys" / "id_ed25519") and runner.known_hosts == str(tmp_path / "kh")
     assert runner.key_passphrase_env == "JW2_PASSPHRASE" and runner.gpus == 2
+    assert runner.forward_env == ["HF_TOKEN", "WANDB_API_KEY"]
+    assert (runner.reconnect_timeout_s, runner.reconnect_backoff_max_s, runner.cancel_grace_s) == (900, 45, 25)
+    plain = SSHRunner.from_node_config(config.node("jw3"), config)  # unset in the file: the documented defaults
+    assert plain.forward_env == []
+    assert (plain.reconnect_timeout_s, plain.reconnect_backoff_max_s, plain.cancel_grace_s) == (1800, 30, 10)
     assert runner.container == ContainerSettings(engine="podman", image="registry/mlperf:0.1", gpus=2,
                                                  extra_args=("--security-opt", "label=disable"))  # fmt: skip
     from resources.runners import build_runner

@@ -371,6 +371,9 @@ class KubernetesRunner(BenchmarkRunner):
             "python": getattr(node, "python", None) or "python",
             "kube_context": getattr(node, "kube_context", None),
             "kubeconfig": str(node.kubeconfig) if getattr(node, "kubeconfig", None) else None,
+            "exclusive_node": node.exclusive_node,
+            "stage_timeout_s": node.stage_timeout_s,
+            "collect_window_s": node.collect_window_s,
         }
         return cls(**fields)
 
