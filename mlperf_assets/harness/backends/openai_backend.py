@@ -191,7 +191,10 @@ class OpenAIBackend(Backend):
         if self.token_ids_mode != "retokenize":
             body["return_token_ids"] = True
         status, doc = await self._post_json(body)
-        if status == 400 and "return_token_ids" in body and self.token_ids_mode == "auto":
+        if status in (400, 422) and "return_token_ids" in body:
+            if self.token_ids_mode == "exact":
+                raise HarnessError(f"openai: --api-token-ids exact, but {self.api_base} refused return_token_ids "
+                                   f"(HTTP {status}: {_short(doc)}); use --api-token-ids retokenize")
             body.pop("return_token_ids")  # a strict server rejecting the unknown field
             status, doc = await self._post_json(body)
         if status in (400, 422) and self.prompt_as_ids:

@@ -135,7 +135,28 @@ class VLLMBackend(Backend):
             self.stop()
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise HarnessError(f"vLLM could not start model {self.model!r}: {type(exc).__name__}: {first}") from exc
-        self._check_prompts(dataset, model_config.max_model_len, model_config.get_vocab_size())
+        try:
+            self._check_prompts(dataset, model_config.max_model_len, model_config.get_vocab_size())
+            self._warm_up(dataset)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _warm_up(self, dataset: DatasetView) -> None:
+        """One short request before LoadGen starts, so lazy kernel/allocator setup is not timed on sample one."""
+        if len(dataset) == 0:
+            return
+        ids = dataset.prompt_token_ids(0)
+        if self._offline is not None:
+            self._offline.submit([ids], max_tokens=2).result()
+        elif self._async is not None:
+            done = threading.Event()
+            errors: list[BaseException] = []
+            self._async.submit(ids, lambda _t: None, lambda _t: done.set(),
+                               lambda exc: (errors.append(exc), done.set()), max_tokens=2)
+            done.wait(600)
+            if errors:
+                raise HarnessError(f"vLLM warm-up request failed: {errors[0]}")
 
     def _sampling_params(self, output_kind):
         from vllm import SamplingParams
@@ -217,6 +238,13 @@ def _versions(vllm_version: str | None) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------------------------------- engine loops
+def _with_max_tokens(params, max_tokens: int):
+    clone = params.clone()
+    clone.max_tokens = max_tokens
+    clone.min_tokens = min(clone.min_tokens, max_tokens)
+    return clone
+
+
 @dataclasses.dataclass
 class _Batch:
     future: Future
@@ -236,14 +264,15 @@ class _OfflineEngineLoop:
         self._thread = threading.Thread(target=self._run, name="vllm-offline-engine", daemon=True)
         self._thread.start()
 
-    def submit(self, prompts: list[list[int]]) -> Future:
+    def submit(self, prompts: list[list[int]], max_tokens: int | None = None) -> Future:
         future: Future = Future()
+        params = self.params if max_tokens is None else _with_max_tokens(self.params, max_tokens)
         if self._error is not None:
             future.set_exception(RuntimeError(f"vLLM engine failed earlier: {self._error}"))
         elif not prompts:
             future.set_result([])
         else:
-            self._inbox.put((prompts, future))
+            self._inbox.put((prompts, future, params))
         return future
 
     def _run(self) -> None:
@@ -263,9 +292,9 @@ class _OfflineEngineLoop:
                 for item in items:
                     if item is None:
                         return
-                    prompts, future = item
+                    prompts, future, params = item
                     batch = _Batch(future, [None] * len(prompts), len(prompts))
-                    rids = self._add(engine, [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompts])
+                    rids = self._add(engine, [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompts], params)
                     for pos, rid in enumerate(rids):
                         # enqueue returns the engine's internal id ("<external>-<random>" unless randomization is
                         # off); outputs carry the external one. Both keys point at the same slot.
@@ -297,14 +326,14 @@ class _OfflineEngineLoop:
                 if item is not None:
                     item[1].set_exception(exc)
 
-    def _add(self, engine, prompts: list) -> list[str]:
+    def _add(self, engine, prompts: list, params) -> list[str]:
         enqueue = getattr(self.llm, "enqueue", None)
         if enqueue is not None:  # vLLM >= 0.2x: renders like LLM.generate and returns the request ids
-            return list(enqueue(prompts, self.params, use_tqdm=False))
+            return list(enqueue(prompts, params, use_tqdm=False))
         rids = []
         for prompt in prompts:
             rid = f"mlperf-{next(self._ids)}"
-            engine.add_request(rid, prompt, self.params)
+            engine.add_request(rid, prompt, params)
             rids.append(rid)
         return rids
 
@@ -347,19 +376,20 @@ class _AsyncEngineLoop:
         return AsyncLLMEngine.from_engine_args(engine_args)
 
     def submit(self, prompt_ids: list[int], on_first_token: TokenCallback, on_complete: TokenCallback,
-               on_failure) -> None:
+               on_failure, max_tokens: int | None = None) -> None:
         rid = str(next(self._ids))
+        params = self.params if max_tokens is None else _with_max_tokens(self.params, max_tokens)
         asyncio.run_coroutine_threadsafe(
-            self._one(rid, list(prompt_ids), on_first_token, on_complete, on_failure), self.loop)
+            self._one(rid, list(prompt_ids), params, on_first_token, on_complete, on_failure), self.loop)
 
-    async def _one(self, rid: str, prompt_ids: list[int], on_first_token: TokenCallback,
+    async def _one(self, rid: str, prompt_ids: list[int], params, on_first_token: TokenCallback,
                    on_complete: TokenCallback, on_failure) -> None:
         from vllm.inputs import TokensPrompt
 
         tokens: list[int] = []
         first_sent = False
         try:
-            async for out in self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), self.params, rid):
+            async for out in self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, rid):
                 tokens.extend(out.outputs[0].token_ids)
                 if not first_sent and tokens:
                     first_sent = True
