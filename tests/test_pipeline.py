@@ -103,6 +103,8 @@ def test_materializations_carry_metadata_and_checks(pipeline):
 
     run = instance.get_run_by_id(record.run_id)
     assert run.tags["dagster/partition/node"] == "local"  # the tag dagster.yaml limits per node
+    # live progress is also a run tag; the last one written is the accuracy run's final line
+    assert run.tags["mlperf/progress"].startswith("accuracy: succeeded 8/8 samples (100%)")
     check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
         [dg.AssetCheckKey(dg.AssetKey("accuracy_scores"), "rouge_meets_mlperf_target")]
     )

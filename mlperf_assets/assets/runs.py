@@ -136,7 +136,13 @@ def _progress_logger(context: dg.AssetExecutionContext, node: str, scenario: str
         now = time.monotonic()
         if progress.done or now - last[0] >= interval_s:
             last[0] = now
-            context.log.info(f"{node}/{scenario} {mode}: {progress.describe()}")
+            line = progress.describe()
+            context.log.info(f"{node}/{scenario} {mode}: {line}")
+            # Also on the run itself, so the Runs page shows where each partition is without opening its log.
+            try:
+                context.instance.add_run_tags(context.run_id, {"mlperf/progress": f"{mode}: {line}"})
+            except Exception as exc:  # noqa: BLE001 - progress display must never fail a benchmark run
+                context.log.debug(f"could not tag the run with its progress: {exc}")
 
     return on_progress
 
