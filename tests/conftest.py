@@ -32,3 +32,12 @@ def cnn_dir() -> Path:
 @pytest.fixture(scope="session")
 def stories_dir(cnn_dir: Path) -> Path:
     return _need(cnn_dir / "stories")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny Llama checkpoint with a locally trained tokenizer (tests/tiny_llama.py), built once per session."""
+    from tiny_llama import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.getbasetemp() / "tiny_llama")
+

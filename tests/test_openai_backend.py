@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_llama import build_tiny_llama
+from tiny_llama import prepare_tiny_dataset
 
 pytest.importorskip("httpx", reason="the openai backend needs httpx")
 
@@ -276,11 +276,6 @@ def test_cli_flags_and_engine_args():
 
 # ------------------------------------------------------------------------------------------- real vllm serve
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_llama(tmp_path_factory.getbasetemp() / "tiny_llama")
-
-
-@pytest.fixture(scope="module")
 def vllm_server(tiny_model, tmp_path_factory):
     """``vllm serve`` (its OpenAI API server module) of the tiny model on a free 127.0.0.1 port."""
     import httpx
@@ -321,10 +316,7 @@ def vllm_server(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dataset_file(tiny_model, stories_dir, tmp_path_factory) -> Path:
-    from mlperf_assets.harness.dataset import prepare_dataset
-
-    out = tmp_path_factory.mktemp("openai_ds") / "stories_tiny.json"
-    return prepare_dataset("stories", stories_dir, out, tokenizer=str(tiny_model), max_samples=SAMPLES)
+    return prepare_tiny_dataset(tiny_model, stories_dir, tmp_path_factory.mktemp("openai_ds"), SAMPLES)
 
 
 @pytest.fixture(scope="module")

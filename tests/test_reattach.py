@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import live_supervisors
 
 from sshd import PrivateSSHD, keygen, sshd_available
 
@@ -108,22 +109,10 @@ def launches(log: Path, mode: str) -> list[str]:
     return out
 
 
-def live_supervisors(workdir: Path) -> list[int]:
-    """Live (not zombie) exit-code supervisors of harness runs below ``workdir``: one per running harness."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state == "Z" or b"-c" not in argv or not argv[argv.index(b"-c") + 1].startswith(b"import os, signal"):
-            continue
-        if any(a.startswith(str(workdir).encode() + b"/") for a in argv):
-            pids.append(int(entry.name))
-    return pids
+def supervisors_below(workdir: Path) -> list[int]:
+    """Live exit-code supervisors of harness runs below ``workdir``: one per running harness."""
+    prefix = str(workdir).encode() + b"/"
+    return [pid for pid, argv in live_supervisors() if any(a.startswith(prefix) for a in argv)]
 
 
 def perf_progress(workdir: Path) -> int:
@@ -186,7 +175,7 @@ def db_rows(db: Path) -> list[tuple]:
 
 
 def kill_leftovers(workdir: Path) -> None:
-    for pid in live_supervisors(workdir):
+    for pid in supervisors_below(workdir):
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -207,7 +196,7 @@ def test_restarted_orchestrator_reattaches_instead_of_starting_a_duplicate(runne
     try:
         start_and_kill_mid_run(config, env, workdir, tmp_path / "first.log")
         [run_id] = launches(launch_log, "performance")
-        assert live_supervisors(workdir), "the harness died with its orchestrator"
+        assert supervisors_below(workdir), "the harness died with its orchestrator"
         [killed] = [rid for rid, status in benchmark_runs(tmp_path / "dagster_home").items() if status == "STARTED"]
 
         second = run_again(config, env)
@@ -218,7 +207,7 @@ def test_restarted_orchestrator_reattaches_instead_of_starting_a_duplicate(runne
         # exactly one harness per mode was ever launched on the node, both under the first run's id
         assert launches(launch_log, "performance") == [run_id]
         assert launches(launch_log, "accuracy") == [run_id]
-        assert live_supervisors(workdir) == []
+        assert supervisors_below(workdir) == []
         # the run was collected once, complete, into the artifact store; the node's copy was removed after
         partition = results / "artifacts" / node / SCENARIO
         assert [p.name for p in partition.iterdir()] == [run_id]
@@ -250,10 +239,10 @@ def test_record_of_a_dead_harness_is_dropped_and_a_fresh_run_starts(stories_dir,
     try:
         start_and_kill_mid_run(config, env, workdir, tmp_path / "first.log")
         [dead] = launches(launch_log, "performance")
-        for pid in live_supervisors(workdir):
+        for pid in supervisors_below(workdir):
             os.killpg(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while live_supervisors(workdir) and time.monotonic() < deadline:
+        while supervisors_below(workdir) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not (workdir / dead / "performance" / "exit_code").exists()
 
@@ -295,7 +284,7 @@ def test_unwatched_run_blocks_the_node_until_its_own_partition_collects_it(stori
         assert other.returncode == 1, other.stdout[-2000:] + other.stderr[-2000:]
         assert f"node box is busy: run {run_id} started at " in other.stderr
         assert f"Materialize partition box|{SCENARIO} to reattach" in other.stderr
-        [orphan] = live_supervisors(workdir)
+        [orphan] = supervisors_below(workdir)
         assert f"kill -INT -{orphan}" in other.stderr  # how to stop it by hand: the harness's process group
 
         write_config(tmp_path, stories_dir, node, qps=25, min_ms=18000, extra_scenarios=offline)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import live_supervisors
 
 from resources.runners.base import CANCELLED, RUNNING, SUCCEEDED, RunSpec, wrapped_argv
 from resources.runners.ssh import (
@@ -128,19 +129,8 @@ SLOW_SERVER = {"target_qps": 20, "min_duration_ms": 5000, "min_query_count": 1} 
 
 def harness_processes(run_dir: str) -> list[int]:
     """Live supervisor processes for ``run_dir`` on this machine (the "remote" node is this machine)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z" and b"-c" in argv and run_dir.encode() in argv and b"mlperf_assets.harness" in argv:
-            if argv[argv.index(b"-c") + 1].startswith(b"import os, signal, subprocess"):
-                pids.append(int(entry.name))
-    return pids
+    return [pid for pid, argv in live_supervisors()
+            if run_dir.encode() in argv and b"mlperf_assets.harness" in argv]
 
 
 def wait_until(predicate, timeout_s: float = 30, step: float = 0.1):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_llama import build_tiny_llama
+from tiny_llama import prepare_tiny_dataset
 
 RECIPE_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
@@ -45,16 +45,8 @@ ENGINE_ARGS = {"enforce_eager": True, "dtype": "float32", "max_model_len": 8192}
 
 # ----------------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_llama(tmp_path_factory.getbasetemp() / "tiny_llama")
-
-
-@pytest.fixture(scope="module")
 def dataset_file(tiny_model, stories_dir, tmp_path_factory) -> Path:
-    from mlperf_assets.harness.dataset import prepare_dataset
-
-    out = tmp_path_factory.mktemp("vllm_ds") / "stories_tiny.json"
-    return prepare_dataset("stories", stories_dir, out, tokenizer=str(tiny_model), max_samples=SAMPLES)
+    return prepare_tiny_dataset(tiny_model, stories_dir, tmp_path_factory.mktemp("vllm_ds"), SAMPLES)
 
 
 @pytest.fixture(scope="module")

@@ -128,6 +128,14 @@ def build_tiny_llama(out_dir: str | os.PathLike) -> Path:
     return out
 
 
+def prepare_tiny_dataset(tiny_model: Path, stories_dir: Path, out_dir: Path, samples: int) -> Path:
+    """The real stories prepared with the tiny model's tokenizer (llama3.1-8b prompt template)."""
+    from mlperf_assets.harness.dataset import prepare_dataset
+
+    return prepare_dataset("stories", stories_dir, out_dir / "stories_tiny.json", tokenizer=str(tiny_model),
+                           max_samples=samples)
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python tests/tiny_llama.py OUT_DIR")
