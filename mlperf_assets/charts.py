@@ -542,7 +542,7 @@ def rouge_vs_target(
             color = colors.get(str(node), PALETTE[0])
             xs = [labels[runs.index.get_loc(i)] for i in group.index]
             ys = [_num(v) for v in group[metric]]
-            passed = [accuracy_verdict(r, targets) for _, r in _iterrows(group)]
+            passed = [accuracy_verdict(r) for _, r in _iterrows(group)]
             hover = [_hover_text(r, {metric: _fmt(y, 4), "accuracy passed": str(p)})
                      for (_, r), y, p in zip(_iterrows(group), ys, passed)]
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=str(node), legendgroup=str(node),
@@ -599,23 +599,25 @@ def rouge_targets(benchmarks: Iterable[str]) -> dict[str, dict[str, float]]:
     return result
 
 
-def accuracy_verdict(row: Mapping, targets: Mapping[str, Mapping[str, float]] | None = None) -> bool | None:
-    """`accuracy_passed` from the store; when it is absent (logs ingested without scoring), the run's ROUGE
-    against the benchmark's 99% minimums; None when neither is known."""
+def accuracy_verdict(row: Mapping) -> bool | None:
+    """`accuracy_passed` from the store; when it is absent (logs ingested without scoring, or the benchmark only
+    known from the path), the run's figures against the benchmark's MLPerf thresholds (ROUGE minimums and gen_len
+    bounds, from the accuracy module: the one place that defines them); None when neither is known."""
     stored = row.get("accuracy_passed")
     if not _isnull(stored):
         return bool(stored)
-    if _isnull(row.get("rouge1")):
+    if _isnull(row.get("rouge1")) or _isnull(row.get("benchmark")):
         return None
-    bench = targets.get(str(row.get("benchmark"))) if targets is not None else None
-    if bench is None:
-        bench = rouge_targets([row.get("benchmark")]).get(str(row.get("benchmark")))
-    if not bench:
+    from mlperf_assets.accuracy import AccuracyError, resolve_target
+
+    try:
+        thresholds = resolve_target(str(row.get("benchmark"))).thresholds()
+    except AccuracyError:  # unknown benchmark (llama2-70b, mixtral...)
         return None
-    checked = [(m, v) for m, v in bench.items() if not _isnull(row.get(m))]
+    checked = [(float(row.get(m)), low, high) for m, (low, high) in thresholds.items() if not _isnull(row.get(m))]
     if not checked:
         return None
-    return all(float(row.get(m)) >= float(v) for m, v in checked)
+    return all(value >= low and (high is None or value <= high) for value, low, high in checked)
 
 
 def _normalize_benchmark(name: object) -> str:
@@ -692,13 +694,12 @@ def summary_table(summary: pd.DataFrame, regressions: Mapping[str, list[str]] | 
         return pd.DataFrame()
     latest = latest_per_group(runs)
     accuracy_rows = summary[_col(summary, "rouge1").notna() | _col(summary, "accuracy_passed").notna()]
-    targets = rouge_targets(_col(summary, "benchmark").dropna().unique())
     latest_accuracy: dict[tuple, object] = {}
     for _, r in _iterrows(sort_by_time(accuracy_rows)):
-        latest_accuracy[group_key(r)] = accuracy_verdict(r, targets)
+        latest_accuracy[group_key(r)] = accuracy_verdict(r)
     rows = []
     for _, r in _iterrows(latest):
-        passed = accuracy_verdict(r, targets)
+        passed = accuracy_verdict(r)
         if passed is None:
             passed = latest_accuracy.get(group_key(r))
         row = {

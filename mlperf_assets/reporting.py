@@ -356,7 +356,6 @@ def _run_views(db_path, summary: pd.DataFrame, colors, with_samples: set[str], w
     if summary.empty:
         return []
     flags = flags_by_run(all_flags)
-    targets = ch.rouge_targets(summary["benchmark"].dropna().unique())
     runs = ch.sort_by_time(summary).iloc[::-1].head(max_runs)  # newest first
     figure_ids = [rid for rid in runs["run_id"].astype(str) if rid in with_samples or rid in with_progress]
     figure_ids = figure_ids[:max_figures]
@@ -382,7 +381,7 @@ def _run_views(db_path, summary: pd.DataFrame, colors, with_samples: set[str], w
             ("TPOT p50 / p99", f"{_fmt_ms(r.get('tpot_p50_ns'), 2)} / {_fmt_ms(r.get('tpot_p99_ns'), 2)}"),
             ("ROUGE-1/2/L/Lsum", "–" if pd.isna(r.get("rouge1")) else " / ".join(
                 "–" if pd.isna(r.get(m)) else f"{float(r.get(m)):.4f}" for m in ch.ROUGE_METRICS)),
-            ("accuracy", {None: "–", True: "PASS", False: "FAIL"}[ch.accuracy_verdict(r, targets)]),
+            ("accuracy", {None: "–", True: "PASS", False: "FAIL"}[ch.accuracy_verdict(r)]),
             ("loadgen", str(r.get("loadgen_version"))), ("Dagster run", str(r.get("dagster_run_id") or "–")),
             ("source", str(r.get("source_path"))),
             ("regressions", "; ".join(flags.get(rid, [])) or "–"),

@@ -250,3 +250,16 @@ def test_empty_store_charts_say_why() -> None:
         assert not chart.available and chart.reason
         with pytest.raises(ValueError, match="nothing to render"):
             chart.png()
+
+
+def test_accuracy_verdict_without_a_stored_verdict_applies_every_mlperf_threshold():
+    """A run whose ROUGE clears llama3.1-8b's 99% minimums but whose gen_len is under 0.9 x 8,167,644 fails."""
+    from mlperf_assets.charts import accuracy_verdict
+
+    row = {"benchmark": "llama3_1-8b", "accuracy_passed": None, "rouge1": 38.732, "rouge2": 15.8897,
+           "rougeL": 24.4546, "rougeLsum": 35.7444, "gen_len": 8209602}
+    assert accuracy_verdict(row) is True
+    assert accuracy_verdict({**row, "gen_len": 7000000}) is False
+    assert accuracy_verdict({**row, "rouge2": 15.7}) is False
+    assert accuracy_verdict({**row, "accuracy_passed": False}) is False  # the store's verdict wins
+    assert accuracy_verdict({**row, "benchmark": "mixtral-8x7b"}) is None  # no MLPerf target known here
