@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
+
+from mlperf_assets.errors import UserError  # also imported from here by the commands
 
 COMMAND_MODULES = (
     "mlperf_assets.commands.pipeline",  # demo, run, validate-config
@@ -21,10 +24,6 @@ COMMAND_MODULES = (
 )
 
 
-class UserError(Exception):
-    """A problem the user can fix (bad input, missing file, locked database): printed as one line, exit 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlperf-dagster",
@@ -32,17 +31,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # that group is not built yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
+# Import names of the `orchestrator` extra. A node installs only `mlperf-dagster[node]` (the harness); this command
+# is the orchestrator's, so without them it says what to install instead of failing deep inside a subcommand.
+ORCHESTRATOR_MODULES = ("dagster", "duckdb", "pandas", "pydantic", "yaml", "plotly", "matplotlib", "paramiko")
+
+
+def missing_orchestrator_modules() -> list[str]:
+    return [name for name in ORCHESTRATOR_MODULES if importlib.util.find_spec(name) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
+    missing = missing_orchestrator_modules()
+    if missing:
+        print(f"mlperf-dagster: the orchestrator is not installed here (no {', '.join(missing)}): "
+              "pip install 'mlperf-dagster[orchestrator]' (a node needs only 'mlperf-dagster[node]' and runs "
+              "`python -m mlperf_assets.harness`)", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

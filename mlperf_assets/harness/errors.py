@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlperf_assets.cli import UserError  # a light module: argparse only, no dagster
+from mlperf_assets.errors import UserError
 
 
 class HarnessError(UserError):
@@ -13,8 +13,9 @@ class DatasetError(HarnessError):
     pass
 
 
-class SettingsError(HarnessError):
-    pass
+class SettingsError(HarnessError, ValueError):
+    """A LoadGen setting or name that LoadGen would refuse or silently ignore (also a ValueError, for callers that
+    validate specs before any harness runs)."""
 
 
 class TokenizerError(HarnessError):
