@@ -2,7 +2,8 @@
 
 Built by a factory so definitions.py decides the job and the config decides the timing:
 
-    build_nightly_schedule(benchmark_job, cron=cfg.schedule.cron, timezone=cfg.schedule.timezone)
+    build_nightly_schedule(benchmark_job, partitions_def=node_scenario_partitions(cfg),
+                           cron=cfg.schedule.cron, timezone=cfg.schedule.timezone)
 
 Each tick yields one RunRequest per partition, with a run key made of the tick time and the partition, so a tick
 evaluated twice never launches a partition twice; the queue (dagster.yaml) keeps one run per node at a time.
@@ -15,32 +16,20 @@ NIGHTLY_SCHEDULE = "nightly_benchmarks"
 TRIGGER_TAG = "mlperf/trigger"
 
 
-def _partitions_of(job, partitions_def, context: dg.ScheduleEvaluationContext):
-    if partitions_def is not None:
-        return partitions_def
-    found = getattr(job, "partitions_def", None)
-    if found is not None:
-        return found
-    try:
-        repo = context.repository_def  # raises when the context was built without one
-    except dg.DagsterInvariantViolationError:
-        return None
-    return repo.get_job(job.name).partitions_def if repo is not None else None
-
-
 def build_nightly_schedule(
     benchmark_job,
     *,
+    partitions_def: dg.PartitionsDefinition,
     cron: str = "0 2 * * *",
     timezone: str = "UTC",
-    partitions_def: dg.PartitionsDefinition | None = None,
     name: str = NIGHTLY_SCHEDULE,
     running_by_default: bool = True,
 ) -> dg.ScheduleDefinition:
     """A schedule launching `benchmark_job` for every partition (node x scenario) at `cron` in `timezone`.
 
-    `partitions_def` defaults to the job's own. `running_by_default=True` starts it with the Dagster daemon (build
-    it only when the config has a `schedule:` section); the UI can stop it.
+    `partitions_def` is the job's node x scenario partitions (the ones its assets were built with).
+    `running_by_default=True` starts it with the Dagster daemon (build it only when the config has a `schedule:`
+    section); the UI can stop it.
     """
 
     @dg.schedule(
@@ -52,17 +41,10 @@ def build_nightly_schedule(
         description=f"Nightly MLPerf runs: every node x scenario partition at '{cron}' ({timezone}).",
     )
     def _nightly(context: dg.ScheduleEvaluationContext):
-        pdef = _partitions_of(benchmark_job, partitions_def, context)
-        if pdef is None:
-            return dg.SkipReason(f"job {benchmark_job.name} has no node x scenario partitions to launch")
-        keys = list(pdef.get_partition_keys(dynamic_partitions_store=context.instance))
+        keys = list(partitions_def.get_partition_keys(dynamic_partitions_store=context.instance))
         if not keys:
             return dg.SkipReason("no node x scenario partitions configured")
-        try:
-            when = context.scheduled_execution_time
-        except Exception:  # noqa: BLE001 - a context built by hand (tests, `dagster schedule preview`) has none
-            when = None
-        stamp = when.strftime("%Y-%m-%dT%H:%M") if when is not None else "manual"
+        stamp = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
         return [
             dg.RunRequest(
                 run_key=f"nightly-{stamp}-{key}",

@@ -228,7 +228,7 @@ def build_regression_alert_sensor(
     def _regression_alert(context: dg.SensorEvaluationContext):
         import pandas as pd
 
-        from mlperf_assets.regression import detect_regressions, latest_run_ids
+        from mlperf_assets.reporting.regression import detect_regressions, latest_run_ids
         from mlperf_assets.reporting import load_summary
         from mlperf_assets.store import StoreError
 

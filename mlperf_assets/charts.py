@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mlperf_assets.harness import benchmarks as registry
+
 # Tableau 10: distinguishable, colour-blind friendly enough, and identical in plotly and matplotlib.
 PALETTE = (
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
@@ -30,9 +32,7 @@ LIMIT_COLOR = "#d62728"
 TARGET_COLOR = "#333333"
 NS_PER_MS = 1e6
 
-# MLPerf p99 limits for LLM Server runs (submission checker LLM_LATENCY_LIMITS), in ms.
-SERVER_LIMITS_MS = {"Server": {"ttft": 2000.0, "tpot": 100.0}, "Interactive": {"ttft": 500.0, "tpot": 30.0}}
-
+# How each kind of backend is labelled wherever its figures appear (a model's runs carry no label).
 BACKEND_KIND_LABELS = {"baseline": "baseline", "harness-ceiling": "harness ceiling"}
 PERCENTILES = ("p50", "p90", "p99")
 PERCENTILE_SYMBOLS = {"p50": ("circle-open", "o"), "p90": ("diamond", "D"), "p99": ("square", "s")}
@@ -89,10 +89,12 @@ def node_colors(nodes: Iterable[str]) -> dict[str, str]:
     return result
 
 
-def backend_label(backend: object, backend_kind: object) -> str:
-    """`extractive (baseline)`, `replay (harness ceiling)`, `vllm`; '' when the backend is unknown."""
-    name = "" if _isnull(backend) else str(backend)
-    kind = BACKEND_KIND_LABELS.get("" if _isnull(backend_kind) else str(backend_kind))
+def backend_label(row: Mapping) -> str:
+    """A run's `backend` with its `backend_kind` label: `extractive (baseline)`, `replay (harness ceiling)`, `vllm`;
+    '' when the backend is unknown."""
+    backend, backend_kind = row.get("backend"), row.get("backend_kind")
+    name = "" if isnull(backend) else str(backend)
+    kind = BACKEND_KIND_LABELS.get("" if isnull(backend_kind) else str(backend_kind))
     if kind:
         return f"{name} ({kind})" if name else f"({kind})"
     return name
@@ -102,9 +104,9 @@ def series_label(row: Mapping, *, with_scenario: bool = True, with_benchmark: bo
     parts = [str(row.get("node") or "?")]
     if with_scenario:
         parts.append(scenario_kind(row))
-    if with_benchmark and not _isnull(row.get("benchmark")):
+    if with_benchmark and not isnull(row.get("benchmark")):
         parts.append(str(row["benchmark"]))
-    backend = backend_label(row.get("backend"), row.get("backend_kind"))
+    backend = backend_label(row)
     if backend:
         parts.append(backend)
     return " · ".join(parts)
@@ -129,7 +131,7 @@ def run_label(row: Mapping) -> str:
 def scenario_kind(row: Mapping) -> str:
     """The scenario as MLPerf reports it, except that Interactive (a Server run with tighter limits) is named."""
     label = row.get("scenario_label")
-    if not _isnull(label) and str(label):
+    if not isnull(label) and str(label):
         return str(label)
     scenario = str(row.get("scenario") or "?")
     if scenario == "Server" and is_interactive(row):
@@ -143,7 +145,7 @@ def is_interactive(row: Mapping) -> bool:
         return True
     for key in ("benchmark", "lg_model_name", "source_path"):
         value = row.get(key)
-        if not _isnull(value) and "interactive" in str(value).lower():
+        if not isnull(value) and "interactive" in str(value).lower():
             return True
     return False
 
@@ -155,13 +157,37 @@ def headline_tokens_per_second(row: Mapping) -> float | None:
         first, second = second, first
     for key in (first, second):
         value = row.get(key)
-        if not _isnull(value):
+        if not isnull(value):
             return float(value)
     return None
 
 
 def limits_for(row: Mapping) -> dict[str, float]:
-    return SERVER_LIMITS_MS["Interactive" if is_interactive(row) else "Server"]
+    """The p99 TTFT/TPOT limits (ms) a Server run is judged against, as {"ttft": .., "tpot": ..}.
+
+    The run's own limits when its LoadGen log has them (`ttft_latency` / `tpot_latency`), else the benchmark
+    registry's for its LoadGen model name or benchmark (an Interactive run gets the interactive limits). A limit
+    nobody knows (gpt-j has none on tokens; llama2-70b is not in the registry) is left out: {} when neither is known.
+    """
+    limits = {name: _ms(row.get(f"{name}_latency_ns")) for name in ("ttft", "tpot")}
+    if any(value is None for value in limits.values()):
+        known = _registry_limits_ns(row)
+        for name, value in limits.items():
+            if value is None:
+                limits[name] = _ms(known.get(f"{name}_latency_ns"))
+    return {name: value for name, value in limits.items() if value is not None}
+
+
+def _registry_limits_ns(row: Mapping) -> Mapping[str, int | None]:
+    names = [str(row[k]) for k in ("lg_model_name", "benchmark") if not isnull(row.get(k)) and str(row[k])]
+    if is_interactive(row):  # "llama3.1-8b" measured under the interactive limits
+        names = [f"{canonical}-interactive" for n in names
+                 if (canonical := registry.submission_name(n)) and not canonical.endswith("-interactive")] + names
+    for name in names:
+        limits = registry.latency_limits_ns(name)
+        if limits is not None:
+            return limits
+    return {}
 
 
 # ---------------------------------------------------------------------------------------------------- data helpers
@@ -178,7 +204,8 @@ def group_keys(df: pd.DataFrame) -> pd.Series:
     return pd.Series(["\x1f".join(group_key(r)) for _, r in _iterrows(df)], index=df.index, dtype=object)
 
 
-def _isnull(value: object) -> bool:
+def isnull(value: object) -> bool:
+    """None, NaN, pandas NA/NaT: anything a DataFrame uses for 'no value'."""
     if value is None:
         return True
     try:
@@ -188,7 +215,7 @@ def _isnull(value: object) -> bool:
 
 
 def _as_timestamp(value: object) -> pd.Timestamp | None:
-    if _isnull(value):
+    if isnull(value):
         return None
     try:
         stamp = pd.Timestamp(value)
@@ -244,7 +271,7 @@ def _time_axis(df: pd.DataFrame) -> tuple[list, str]:
 
 
 def _ms(value: object) -> float | None:
-    return None if _isnull(value) else float(value) / NS_PER_MS
+    return None if isnull(value) else float(value) / NS_PER_MS
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -301,7 +328,7 @@ def _hover_text(row: Mapping, extra: Mapping[str, str] | None = None) -> str:
     lines = [
         f"run {row.get('run_id')}",
         f"node {row.get('node')} · {scenario_kind(row)} · {row.get('benchmark')}",
-        f"backend {backend_label(row.get('backend'), row.get('backend_kind')) or '?'}",
+        f"backend {backend_label(row) or '?'}",
         f"started {row.get('started_at')}",
         f"validity {row.get('result_validity')}",
     ]
@@ -369,7 +396,7 @@ def throughput_over_time(summary: pd.DataFrame, colors: Mapping[str, str] | None
 
 
 def _num(value: object) -> float | None:
-    return None if _isnull(value) else float(value)
+    return None if isnull(value) else float(value)
 
 
 def _percentile_dot_chart(
@@ -432,10 +459,9 @@ def _percentile_dot_chart(
             legend_seen.add(name)
             values_all += ys
             mpl_nodes[name] = color
-        if limits:
-            kinds = sorted({"Interactive" if is_interactive(r) else "Server" for _, r in _iterrows(runs)})
-            for kind in kinds:
-                limit = SERVER_LIMITS_MS[kind][limit_name]
+        if limits:  # one line per distinct limit of the runs shown
+            drawn = {(scenario_kind(r), limits_for(r).get(limit_name)) for _, r in _iterrows(runs)}
+            for kind, limit in sorted((k, v) for k, v in drawn if v is not None):
                 text = f"{kind} limit (p99): {limit:g} ms"
                 fig.add_hline(y=limit, line=dict(color=LIMIT_COLOR, dash="dash" if kind == "Server" else "dot"),
                               annotation_text=text, annotation_position="top left", row=1, col=col)
@@ -504,15 +530,9 @@ def latency_percentiles(summary: pd.DataFrame, colors: Mapping[str, str] | None 
     return _percentile_dot_chart(key, title, runs, [("latency", "latency", "")], colors, limits=False)
 
 
-def rouge_vs_target(
-    summary: pd.DataFrame,
-    targets: Mapping[str, Mapping[str, float]] | None = None,
-    colors: Mapping[str, str] | None = None,
-) -> Chart:
-    """ROUGE-1/2/L/Lsum of every accuracy result, one panel per metric, with the 99% targets of its benchmark.
-
-    `targets` maps a benchmark name to {metric: minimum}; see `rouge_targets`.
-    """
+def rouge_vs_target(summary: pd.DataFrame, colors: Mapping[str, str] | None = None) -> Chart:
+    """ROUGE-1/2/L/Lsum of every accuracy result, one panel per metric, with the 99% targets of its benchmark
+    (`rouge_minimums`)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -526,7 +546,6 @@ def rouge_vs_target(
         return _missing(key, title, "no run has accuracy (ROUGE) results")
     runs = sort_by_time(runs)
     colors = dict(colors or node_colors(runs["node"]))
-    targets = targets if targets is not None else rouge_targets(runs["benchmark"].dropna().unique())
     x_all, x_label = _time_axis(runs)  # a time axis scales to hundreds of nightly runs
     labels = list(x_all)
     metrics = [m for m in ROUGE_METRICS if m in runs.columns and runs[m].notna().any()]
@@ -552,7 +571,7 @@ def rouge_vs_target(
             ax.scatter(xs, ys, color=color, s=40, label=str(node) if col == 1 else None)
         tx, ty = [], []
         for i, (_, r) in enumerate(_iterrows(runs)):
-            bench_targets = _lookup_targets(targets, r.get("benchmark"))
+            bench_targets = rouge_minimums(r.get("benchmark"))
             if not bench_targets:
                 missing_targets.add(str(r.get("benchmark")))
                 continue
@@ -581,66 +600,32 @@ def rouge_vs_target(
     return Chart(key=key, title=title, figure=fig, mpl=fig_m, notes=notes)
 
 
-def rouge_targets(benchmarks: Iterable[str]) -> dict[str, dict[str, float]]:
-    """The 99% ROUGE minimums per benchmark, from the accuracy module (the one place that defines them)."""
-    try:
-        from mlperf_assets.accuracy import resolve_target
-    except ImportError:
+def rouge_minimums(benchmark: object) -> dict[str, float]:
+    """The ROUGE minimums (99% or 99.9% of the reference) of any spelling of a benchmark, from the benchmark
+    registry; {} for a benchmark it does not know (llama2-70b, mixtral...), which is then drawn without a target."""
+    target = registry.accuracy_target(benchmark)
+    if target is None:
         return {}
-    result: dict[str, dict[str, float]] = {}
-    for bench in benchmarks:
-        if _isnull(bench):
-            continue
-        try:
-            thresholds = resolve_target(str(bench)).thresholds()
-        except Exception:  # unknown benchmark (llama2-70b, mixtral...): drawn without a target, and said so
-            continue
-        result[str(bench)] = {m: float(low) for m, (low, _high) in thresholds.items() if m in ROUGE_METRICS}
-    return result
+    return {m: float(low) for m, (low, _high) in target.thresholds().items() if m in ROUGE_METRICS}
 
 
 def accuracy_verdict(row: Mapping) -> bool | None:
     """`accuracy_passed` from the store; when it is absent (logs ingested without scoring, or the benchmark only
     known from the path), the run's figures against the benchmark's MLPerf thresholds (ROUGE minimums and gen_len
-    bounds, from the accuracy module: the one place that defines them); None when neither is known."""
+    bounds, from the benchmark registry); None when neither is known."""
     stored = row.get("accuracy_passed")
-    if not _isnull(stored):
+    if not isnull(stored):
         return bool(stored)
-    if _isnull(row.get("rouge1")) or _isnull(row.get("benchmark")):
+    if isnull(row.get("rouge1")) or isnull(row.get("benchmark")):
         return None
-    from mlperf_assets.accuracy import AccuracyError, resolve_target
-
-    try:
-        thresholds = resolve_target(str(row.get("benchmark"))).thresholds()
-    except AccuracyError:  # unknown benchmark (llama2-70b, mixtral...)
+    target = registry.accuracy_target(row.get("benchmark"))
+    if target is None:  # unknown benchmark (llama2-70b, mixtral...)
         return None
-    checked = [(float(row.get(m)), low, high) for m, (low, high) in thresholds.items() if not _isnull(row.get(m))]
+    thresholds = target.thresholds()
+    checked = [(float(row.get(m)), low, high) for m, (low, high) in thresholds.items() if not isnull(row.get(m))]
     if not checked:
         return None
     return all(value >= low and (high is None or value <= high) for value, low, high in checked)
-
-
-def _normalize_benchmark(name: object) -> str:
-    text = str(name).lower().replace("_", ".").replace("llama3.1.8b", "llama3.1-8b")
-    return text
-
-
-def _lookup_targets(table: Mapping, benchmark: object):
-    if _isnull(benchmark) or not table:
-        return None
-    if benchmark in table:
-        return table[benchmark]
-    want = _normalize_benchmark(benchmark)
-    candidates = {_normalize_benchmark(k): v for k, v in table.items()}
-    if want in candidates:
-        return candidates[want]
-    # "llama3.1-8b-interactive" and "llama3.1-8b" share targets; "gptj" means gptj-99.
-    for suffix in ("-interactive", "-99.9", "-99"):
-        if want.endswith(suffix) and want[: -len(suffix)] in candidates:
-            return candidates[want[: -len(suffix)]]
-    if want + "-99" in candidates:
-        return candidates[want + "-99"]
-    return None
 
 
 def node_comparison_table(summary: pd.DataFrame, regressions: Mapping[str, list[str]] | None = None) -> Chart:
@@ -706,10 +691,10 @@ def summary_table(summary: pd.DataFrame, regressions: Mapping[str, list[str]] | 
             "node": r.get("node"),
             "scenario": scenario_kind(r),
             "benchmark": r.get("benchmark"),
-            "backend": backend_label(r.get("backend"), r.get("backend_kind")) or "–",
+            "backend": backend_label(r) or "–",
             "started (UTC)": _stamp(r.get("started_at")),
-            "validity": r.get("result_validity") if not _isnull(r.get("result_validity")) else "–",
-            "accuracy": "–" if _isnull(passed) else ("PASS" if bool(passed) else "FAIL"),
+            "validity": r.get("result_validity") if not isnull(r.get("result_validity")) else "–",
+            "accuracy": "–" if isnull(passed) else ("PASS" if bool(passed) else "FAIL"),
             "tokens/s": _fmt(headline_tokens_per_second(r)),
             "samples/s": _fmt(_num(r.get("samples_per_second")) if str(r.get("scenario")) != "Server"
                               else _num(r.get("completed_samples_per_second")) or _num(r.get("samples_per_second")),

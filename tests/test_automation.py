@@ -26,6 +26,7 @@ from jobs.sensors import (
     redact_url,
 )
 from mlperf_assets.assets.checks import build_regression_check
+from resources.store import ResultsStore
 
 NODES = ["node-a", "node-b"]
 SCENARIOS = ["Offline", "Server", "SingleStream"]
@@ -108,7 +109,8 @@ def instance():
 
 
 def test_schedule_tick_requests_every_partition(instance) -> None:
-    schedule = build_nightly_schedule(benchmark_job, cron="30 1 * * *", timezone="Europe/Paris")
+    schedule = build_nightly_schedule(benchmark_job, partitions_def=PARTITIONS, cron="30 1 * * *",
+                                      timezone="Europe/Paris")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 1 * * *", "Europe/Paris")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     when = datetime(2026, 11, 28, 0, 30, tzinfo=timezone.utc)
@@ -128,16 +130,13 @@ def test_schedule_tick_requests_every_partition(instance) -> None:
 
 
 def test_schedule_with_the_platform_definitions_and_default_config(instance) -> None:
-    try:
-        from jobs.jobs import BENCHMARK_JOB
-        from mlperf_assets.config import load_config
-        from mlperf_assets.definitions import build_definitions
-    except ImportError as exc:
-        pytest.skip(f"platform definitions not importable yet: {exc}")
+    from jobs.schedules import NIGHTLY_SCHEDULE
+    from mlperf_assets.config import load_config
+    from mlperf_assets.definitions import build_definitions
+
     config = load_config(None, use_env_dataset=False)
-    defs_ = build_definitions(config)
-    repo = defs_.get_repository_def()
-    schedule = build_nightly_schedule(repo.get_job(BENCHMARK_JOB), cron="0 4 * * *", timezone="UTC")
+    repo = build_definitions(config).get_repository_def()
+    schedule = repo.get_schedule_def(NIGHTLY_SCHEDULE)  # the schedule the code location serves
     context = dg.build_schedule_context(instance=instance, repository_def=repo,
                                         scheduled_execution_time=datetime(2026, 11, 28, 4, tzinfo=timezone.utc))
     requests = schedule.evaluate_tick(context).run_requests
@@ -280,13 +279,14 @@ def test_regression_alert_waits_for_a_store(instance, tmp_path: Path) -> None:
 
 
 def test_regression_check_warns(instance, regression_db) -> None:
-    check = build_regression_check("benchmark_report", db_path=regression_db, threshold_pct=10)
-    ok = dg.materialize([benchmark_report, check], instance=instance)
+    check = build_regression_check("benchmark_report", threshold_pct=10)
+    store = {"store": ResultsStore(path=str(regression_db))}
+    ok = dg.materialize([benchmark_report, check], instance=instance, resources=store)
     (evaluation,) = ok.get_asset_check_evaluations()
     assert evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
 
     add_night(regression_db, 4, 0.7)
-    bad = dg.materialize([benchmark_report, check], instance=instance)
+    bad = dg.materialize([benchmark_report, check], instance=instance, resources=store)
     assert bad.success  # WARN never blocks
     (evaluation,) = bad.get_asset_check_evaluations()
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
@@ -296,10 +296,6 @@ def test_regression_check_warns(instance, regression_db) -> None:
 
 
 def test_regression_check_reads_the_store_resource(instance, regression_db) -> None:
-    try:
-        from resources.store import ResultsStore
-    except ImportError as exc:
-        pytest.skip(f"platform store resource not importable yet: {exc}")
     add_night(regression_db, 4, 0.5)
     check = build_regression_check("benchmark_report")
     result = dg.materialize([benchmark_report, check], instance=instance,

@@ -229,7 +229,7 @@ def test_submission_only_dashboard_and_report(browser: Browser, submission_repor
 @needs_chromium
 def test_user_text_is_escaped(browser: Browser, tmp_path: Path) -> None:
     from mlperf_assets.charts import node_comparison_table
-    from mlperf_assets.dashboard import RunView, build_dashboard_html
+    from mlperf_assets.reporting.dashboard import RunView, build_dashboard_html
 
     evil = '<img src="http://127.0.0.1:9/x.png" onerror="console.error(1)"></script><script>console.error(2)</script>'
     summary = pd.DataFrame([dict(run_id="r1", node=evil, scenario="Offline", benchmark="llama3.1-8b", mode="performance",

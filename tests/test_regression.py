@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mlperf_assets.regression import current_regressions, detect_regressions, flags_by_run
+from mlperf_assets.reporting.regression import current_regressions, detect_regressions, flags_by_run
 
 
 def history(tps: list[float], *, ttft_ms: list[float] | None = None, tpot_ms: list[float] | None = None,

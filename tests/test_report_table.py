@@ -1,10 +1,11 @@
-"""The report's text helpers (mlperf_assets.report): figures formatted by hand-checked rules, caveats present."""
+"""The report's text helpers (mlperf_assets.reporting.text): figures formatted by hand-checked rules, caveats present."""
 
 from __future__ import annotations
 
 import math
 
-from mlperf_assets.report import backend_label, fmt_bool, fmt_ms, fmt_number, notes_section
+from mlperf_assets.charts import backend_label
+from mlperf_assets.reporting.text import fmt_bool, fmt_ms, fmt_number, notes_section
 
 ROW = {"node": "jw2", "scenario": "Server", "backend": "vllm", "backend_kind": "model", "result_validity": "VALID"}
 

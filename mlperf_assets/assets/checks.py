@@ -1,12 +1,12 @@
 """Asset checks of this package's own making: the WARN check for performance regressions.
 
-`build_regression_check(asset_key, db_path=...)` returns an asset check that judges the latest run of every
-node/scenario/benchmark/backend against the median of its earlier runs (`mlperf_assets.regression`). It never
-blocks anything (severity WARN): a slower night is news, not a broken pipeline.
+`build_regression_check(asset_key)` returns an asset check that judges the latest run of every
+node/scenario/benchmark/backend in the results store (the `store` resource) against the median of its earlier runs
+(`mlperf_assets.reporting.regression`). It never blocks anything (severity WARN): a slower night is news, not a
+broken pipeline.
 """
 
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -17,35 +17,32 @@ REGRESSION_CHECK = "no_performance_regression"
 def build_regression_check(
     asset_key: dg.AssetKey | str | list[str],
     *,
-    db_path: str | os.PathLike | None = None,
-    store_resource_key: str | None = "store",
+    store_resource_key: str = "store",
     threshold_pct: float = 10.0,
     window: int = 5,
     name: str = REGRESSION_CHECK,
 ) -> dg.AssetChecksDefinition:
     """A non-blocking WARN check on `asset_key`: fails when a latest run regressed beyond `threshold_pct`.
 
-    The store is `db_path` when given, else the `path` of the resource `store_resource_key` (the ResultsStore).
+    The store is the `path` of the resource `store_resource_key` (the ResultsStore).
     """
-    if db_path is None and not store_resource_key:
-        raise ValueError("build_regression_check needs db_path or store_resource_key")
     key = asset_key if isinstance(asset_key, dg.AssetKey) else dg.AssetKey(asset_key)
-    resource_keys = {store_resource_key} if db_path is None and store_resource_key else set()
 
     @dg.asset_check(
         asset=key,
         name=name,
         blocking=False,
-        required_resource_keys=resource_keys,
+        required_resource_keys={store_resource_key},
         description=(f"WARN when the latest run of a node/scenario/backend lost more than {threshold_pct:g}% "
                      f"tokens/s, or its p99 TTFT/TPOT rose by more, against the median of up to {window} earlier "
                      "runs."),
     )
     def _regression_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        from mlperf_assets.regression import current_regressions
-        from mlperf_assets.reporting import load_summary, markdown_table
+        from mlperf_assets.reporting import load_summary
+        from mlperf_assets.reporting.regression import current_regressions
+        from mlperf_assets.reporting.text import markdown_table
 
-        path = str(db_path) if db_path is not None else str(getattr(context.resources, store_resource_key).path)
+        path = str(getattr(context.resources, store_resource_key).path)
         if not Path(path).is_file():
             return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN,
                                        description=f"no results store at {path} yet: nothing to compare",

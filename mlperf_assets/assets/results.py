@@ -10,7 +10,7 @@ import dagster as dg
 
 from mlperf_assets.assets.runs import SCENARIO_RUN_KEY, latest_run_folder, node_scenario_partitions, split_partition
 from mlperf_assets.config import MlperfConfig
-from mlperf_assets.report import fmt_ms, fmt_number, fmt_text
+from mlperf_assets.reporting.text import fmt_ms, fmt_number, fmt_text
 from resources.mlperf_config import MlperfConfigResource
 from resources.store import ResultsStore
 

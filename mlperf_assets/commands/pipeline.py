@@ -268,7 +268,8 @@ def summary_rows(config, outcome: PipelineOutcome) -> list[dict[str, Any]]:
 def format_summary(rows: list[dict[str, Any]]) -> str:
     from tabulate import tabulate
 
-    from mlperf_assets.report import backend_label, fmt_bool, fmt_ms, fmt_number
+    from mlperf_assets.charts import backend_label
+    from mlperf_assets.reporting.text import fmt_bool, fmt_ms, fmt_number
 
     table = [
         [

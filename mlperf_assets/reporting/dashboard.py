@@ -273,7 +273,7 @@ _SCRIPT = r"""
     jobs.push(showRun(DATA.default_run || 0));
   }
   Promise.all(jobs).then(function () {
-    var rendered = document.querySelectorAll("#charts .js-plotly-plot .main-svg").length ? 
+    var rendered = document.querySelectorAll("#charts .js-plotly-plot .main-svg").length ?
       document.querySelectorAll("#charts .js-plotly-plot").length : 0;
     document.body.setAttribute("data-rendered-charts", String(rendered));
   }, function (err) {

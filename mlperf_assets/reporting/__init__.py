@@ -1,4 +1,7 @@
-"""Build the results report from a DuckDB store: `report.md`, one PNG per chart beside it, and `dashboard.html`.
+"""The results report from a DuckDB store: `report.md`, one PNG per chart beside it, and `dashboard.html`.
+
+The package: `build_report` here; `text` (formatters, markdown tables, caveats), `dashboard` (the offline HTML
+page), `regression` (each run against the median of its earlier runs). Figures come from `mlperf_assets.charts`.
 
 `build_report(db_path, out_dir)` works on any store: one filled by our pipeline (per-sample timings and progress
 included) or one filled by `mlperf-dagster ingest` from submission logs alone, in which case the charts that need
@@ -17,13 +20,13 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path, PurePath
 
 import pandas as pd
 
 from mlperf_assets import charts as ch
-from mlperf_assets.report import notes_section
-from mlperf_assets.regression import (
+from mlperf_assets.reporting.regression import (
     DEFAULT_THRESHOLD_PCT,
     DEFAULT_WINDOW,
     RegressionFlag,
@@ -31,6 +34,7 @@ from mlperf_assets.regression import (
     flags_by_run,
     latest_run_ids,
 )
+from mlperf_assets.reporting.text import fmt_ms, markdown_table, notes_section
 
 REPORT_NAME = "report.md"
 DASHBOARD_NAME = "dashboard.html"
@@ -38,8 +42,10 @@ CHART_KEYS = (
     "throughput_over_time", "server_ttft_tpot", "latency_percentiles", "latency_distribution",
     "throughput_timeline", "rouge_vs_target", "node_comparison",
 )
-# Columns outside the public run_summary view that make the charts better when the store has them.
-_EXTRA_RUN_COLUMNS = ("ttft_p90_ns", "tpot_p90_ns", "lg_model_name")
+# Columns outside the public run_summary view that make the charts better when the store has them (p90s, and the
+# LoadGen model name and logged TTFT/TPOT limits that say which limits a Server run is judged against).
+_EXTRA_RUN_COLUMNS = ("ttft_p90_ns", "tpot_p90_ns", "lg_model_name", "ttft_latency_ns", "tpot_latency_ns")
+_detail_ms = partial(fmt_ms, digits=1, unit=" ms", missing="–")  # the dashboard's run details
 
 
 class ReportError(Exception):
@@ -191,7 +197,7 @@ def build_report(
     """
     import time
 
-    from mlperf_assets import dashboard as dash
+    from mlperf_assets.reporting import dashboard as dash
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -289,19 +295,6 @@ def _subtitle(summary: pd.DataFrame, db_path, now: datetime) -> str:
             f"on {summary['node'].nunique()} node(s): {nodes}.")
 
 
-def _md_cell(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "_No performance runs in the store yet._"
-    header = "| " + " | ".join(_md_cell(c) for c in df.columns) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    rows = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([header, rule, *rows])
-
-
 def render_markdown(
     title: str, subtitle: str, table: pd.DataFrame, built: list[ch.Chart],
     current_flags: list[RegressionFlag], all_flags: list[RegressionFlag], threshold_pct: float, window: int,
@@ -345,13 +338,9 @@ def render_markdown(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _fmt_ms(value: object, digits: int = 1) -> str:
-    return "–" if value is None or pd.isna(value) else f"{float(value) / 1e6:,.{digits}f} ms"
-
-
 def _run_views(db_path, summary: pd.DataFrame, colors, with_samples: set[str], with_progress: set[str],
                all_flags: list[RegressionFlag], max_runs: int, max_figures: int) -> list:
-    from mlperf_assets.dashboard import RunView, percentiles_from_row
+    from mlperf_assets.reporting.dashboard import RunView, percentiles_from_row
 
     if summary.empty:
         return []
@@ -372,13 +361,14 @@ def _run_views(db_path, summary: pd.DataFrame, colors, with_samples: set[str], w
         details = [
             ("run id", rid), ("node", str(r.get("node"))), ("scenario", ch.scenario_kind(r)),
             ("benchmark", str(r.get("benchmark"))), ("mode", str(r.get("mode"))),
-            ("backend", ch.backend_label(r.get("backend"), r.get("backend_kind")) or "–"),
+            ("backend", ch.backend_label(r) or "–"),
             ("validity", "–" if pd.isna(r.get("result_validity")) else str(r.get("result_validity"))),
             ("started (UTC)", str(r.get("started_at"))), ("finished (UTC)", str(r.get("finished_at"))),
             ("tokens/s", "–" if tps is None else f"{tps:,.2f}"),
-            ("latency p50 / p99", f"{_fmt_ms(r.get('latency_p50_ns'))} / {_fmt_ms(r.get('latency_p99_ns'))}"),
-            ("TTFT p50 / p99", f"{_fmt_ms(r.get('ttft_p50_ns'))} / {_fmt_ms(r.get('ttft_p99_ns'))}"),
-            ("TPOT p50 / p99", f"{_fmt_ms(r.get('tpot_p50_ns'), 2)} / {_fmt_ms(r.get('tpot_p99_ns'), 2)}"),
+            ("latency p50 / p99", f"{_detail_ms(r.get('latency_p50_ns'))} / {_detail_ms(r.get('latency_p99_ns'))}"),
+            ("TTFT p50 / p99", f"{_detail_ms(r.get('ttft_p50_ns'))} / {_detail_ms(r.get('ttft_p99_ns'))}"),
+            ("TPOT p50 / p99",
+             f"{_detail_ms(r.get('tpot_p50_ns'), digits=2)} / {_detail_ms(r.get('tpot_p99_ns'), digits=2)}"),
             ("ROUGE-1/2/L/Lsum", "–" if pd.isna(r.get("rouge1")) else " / ".join(
                 "–" if pd.isna(r.get(m)) else f"{float(r.get(m)):.4f}" for m in ch.ROUGE_METRICS)),
             ("accuracy", {None: "–", True: "PASS", False: "FAIL"}[ch.accuracy_verdict(r)]),
@@ -397,7 +387,7 @@ def _run_views(db_path, summary: pd.DataFrame, colors, with_samples: set[str], w
             notes.append(f"Per-sample and progress figures are embedded for the newest {max_figures} runs only.")
         elif rid not in with_samples and rid not in with_progress:
             notes.append("No per-sample timings or progress for this run (they come from our harness).")
-        limits = ch.limits_for(r) if str(r.get("scenario")) == "Server" else None
+        limits = (ch.limits_for(r) or None) if str(r.get("scenario")) == "Server" else None
         views.append(RunView(run_id=rid, label=ch.run_label(r) + f" · {r.get('mode')}",
                              color=colors.get(str(r.get("node")), ch.PALETTE[0]), details=details,
                              percentiles_ms=percentiles_from_row(r), limits_ms=limits, figures=figures,

@@ -1,26 +1,18 @@
-"""Text helpers of the report and the CLI summaries: figures formatted for people, and the caveats a reader must
-see next to them (baselines, harness ceilings, invalid runs). Pure: no Dagster, no I/O.
+"""Text helpers of the report and the CLI summaries: figures formatted for people, markdown tables, and the caveats
+a reader must see next to them (baselines, harness ceilings, invalid runs). Pure: no Dagster, no I/O.
+
+The null check and the backend label are the charts' own (`charts.isnull`, `charts.backend_label`): one of each.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-BACKEND_LABELS = {"baseline": "baseline", "harness-ceiling": "harness ceiling", "model": "model"}
-
-
-def _missing(value: Any) -> bool:
-    """None, NaN, pandas NA/NaT: anything a DataFrame uses for 'no value'."""
-    if value is None:
-        return True
-    try:
-        return bool(value != value)  # NaN, NaT
-    except (TypeError, ValueError):
-        return str(value) in ("<NA>", "NaT")
+from mlperf_assets.charts import isnull
 
 
 def fmt_number(value: Any, digits: int = 2) -> str:
-    if _missing(value):
+    if isnull(value):
         return "-"
     try:
         return f"{float(value):,.{digits}f}"
@@ -29,27 +21,32 @@ def fmt_number(value: Any, digits: int = 2) -> str:
 
 
 def fmt_text(value: Any) -> str:
-    return "-" if _missing(value) else str(value)
+    return "-" if isnull(value) else str(value)
 
 
-def fmt_ms(value_ns: Any) -> str:
-    """ns -> ms with 3 decimals, or '-'."""
-    return "-" if _missing(value_ns) else f"{float(value_ns) / 1e6:,.3f}"
+def fmt_ms(value_ns: Any, digits: int = 3, unit: str = "", missing: str = "-") -> str:
+    """ns -> ms with `digits` decimals and `unit` appended (e.g. " ms"), or `missing`."""
+    return missing if isnull(value_ns) else f"{float(value_ns) / 1e6:,.{digits}f}{unit}"
 
 
 def fmt_bool(value: Any, yes: str = "pass", no: str = "FAIL") -> str:
-    if _missing(value):
+    if isnull(value):
         return "-"
     return yes if bool(value) else no
 
 
-def backend_label(row: Mapping[str, Any]) -> str:
-    """``extractive (baseline)``: the backend and, unless it is a model, what it is."""
-    backend = fmt_text(row.get("backend"))
-    kind = row.get("backend_kind")
-    if _missing(kind) or kind == "model":
-        return str(backend)
-    return f"{backend} ({BACKEND_LABELS.get(kind, kind)})"
+def _md_cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(df: Any, empty: str = "_No performance runs in the store yet._") -> str:
+    """A markdown table of a DataFrame (header = columns), `|` and newlines in cells escaped; `empty` when no rows."""
+    if df.empty:
+        return empty
+    header = "| " + " | ".join(_md_cell(c) for c in df.columns) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    rows = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
 
 
 def notes_section(rows: Sequence[Mapping[str, Any]]) -> str:

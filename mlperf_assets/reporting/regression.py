@@ -12,7 +12,15 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from mlperf_assets.charts import _iterrows, group_key, headline_tokens_per_second, performance_runs, scenario_kind
+from mlperf_assets.charts import (
+    _iterrows,
+    _num,
+    group_key,
+    headline_tokens_per_second,
+    latest_per_group,
+    performance_runs,
+    scenario_kind,
+)
 
 DEFAULT_THRESHOLD_PCT = 10.0
 DEFAULT_WINDOW = 5
@@ -20,8 +28,8 @@ DEFAULT_WINDOW = 5
 # metric name -> (how to read it from a run_summary row, +1 if higher is better / -1 if lower is better, unit)
 METRICS = {
     "tokens_per_second": (headline_tokens_per_second, +1, "tokens/s"),
-    "ttft_p99": (lambda r: _float(r.get("ttft_p99_ns")), -1, "ns"),
-    "tpot_p99": (lambda r: _float(r.get("tpot_p99_ns")), -1, "ns"),
+    "ttft_p99": (lambda r: _num(r.get("ttft_p99_ns")), -1, "ns"),
+    "tpot_p99": (lambda r: _num(r.get("tpot_p99_ns")), -1, "ns"),
 }
 
 
@@ -56,17 +64,6 @@ class RegressionFlag:
         data["baseline_run_ids"] = list(self.baseline_run_ids)
         data["message"] = self.message
         return data
-
-
-def _float(value: object) -> float | None:
-    if value is None:
-        return None
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return float(value)  # type: ignore[arg-type]
 
 
 def detect_regressions(
@@ -121,8 +118,6 @@ def detect_regressions(
 
 def latest_run_ids(summary: pd.DataFrame) -> set[str]:
     """The newest performance run of each group: the runs whose flags describe the current state."""
-    from mlperf_assets.charts import latest_per_group
-
     runs = performance_runs(summary)
     return set() if runs.empty else {str(r) for r in latest_per_group(runs)["run_id"]}
 
