@@ -263,3 +263,39 @@ def test_accuracy_verdict_without_a_stored_verdict_applies_every_mlperf_threshol
     assert accuracy_verdict({**row, "rouge2": 15.7}) is False
     assert accuracy_verdict({**row, "accuracy_passed": False}) is False  # the store's verdict wins
     assert accuracy_verdict({**row, "benchmark": "mixtral-8x7b"}) is None  # no MLPerf target known here
+
+
+def server_run(node: str, benchmark: str, lg_model_name: str, ttft_ms: float, tpot_ms: float, **extra) -> dict:
+    """A Server performance row as run_summary holds it, without LoadGen's logged limits unless `extra` has them."""
+    import pandas as pd
+
+    return {"run_id": f"{node}-Server", "node": node, "scenario": "Server", "mode": "performance",
+            "started_at": pd.Timestamp("2026-11-28 02:00", tz="UTC"), "benchmark": benchmark,
+            "lg_model_name": lg_model_name, "backend": "vllm", "backend_kind": "model", "result_validity": "VALID",
+            **{f"ttft_{p}_ns": ttft_ms * 1e6 for p in ("p50", "p90", "p99")},
+            **{f"tpot_{p}_ns": tpot_ms * 1e6 for p in ("p50", "p90", "p99")}, **extra}
+
+
+def test_server_limits_are_each_runs_own() -> None:
+    """Each run is drawn against its benchmark's limits (mlperf.conf: llama3_1-8b-interactive 500 ms TTFT / 30 ms
+    TPOT; gpt-j has none on tokens), or the limits its own LoadGen log states, never llama3.1-8b's for everyone."""
+    import pandas as pd
+
+    interactive = server_run("edge-box", "llama3.1-8b", "llama3_1-8b-interactive", 400, 25)
+    gptj = server_run("gptj-box", "gptj-99", "gptj", 900, 40)
+    assert ch.limits_for(interactive) == {"ttft": 500.0, "tpot": 30.0}
+    assert ch.limits_for(gptj) == {}
+    chart = ch.server_latency_vs_limits(pd.DataFrame([interactive, gptj]))
+    assert chart.available
+    assert sorted((s.yref, s.y0) for s in chart.figure.layout.shapes) == [("y", 500.0), ("y2", 30.0)]
+    texts = " ".join(a.text for a in chart.figure.layout.annotations)
+    assert "Interactive limit (p99): 500 ms" in texts and "2000 ms" not in texts and "100 ms" not in texts
+
+    # a run whose log states its own TTFT limit is drawn against it; its TPOT limit comes from its benchmark
+    own = server_run("lab", "llama3.1-8b", "llama3_1-8b", 900, 40, ttft_latency_ns=1_500_000_000)
+    assert ch.limits_for(own) == {"ttft": 1500.0, "tpot": 100.0}
+    chart = ch.server_latency_vs_limits(pd.DataFrame([own]))
+    assert sorted((s.yref, s.y0) for s in chart.figure.layout.shapes) == [("y", 1500.0), ("y2", 100.0)]
+    # an Interactive run known only by its folder and benchmark name still gets the interactive limits
+    folder = server_run("dell", "llama3.1-8b", None, 300, 20, source_path="/r/dell/llama3.1-8b-interactive/Server")
+    assert ch.limits_for(folder) == {"ttft": 500.0, "tpot": 30.0}
