@@ -205,8 +205,6 @@ def test_labels_are_valid_and_distinct_for_awkward_values():
 # ------------------------------------------------------------------------------------------ render-k8s
 def test_render_k8s_prints_the_example_nodes_job():
     example = PROJECT / "config" / "examples" / "kubernetes.yaml"
-    if not example.exists():
-        pytest.skip("config/examples/kubernetes.yaml not written yet")
     from mlperf_assets.config import load_config
 
     config = load_config(example, use_env_dataset=False)
