@@ -26,11 +26,20 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+from mlperf_assets.harness.benchmarks import (
+    ACCURACY_TARGETS,
+    BENCHMARKS,
+    DEFAULT_BENCHMARK,
+    AccuracyTarget,
+    accuracy_target,
+    known_spellings,
+)
+from mlperf_assets.harness.files import write_atomic
 
 METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 TRUNCATION_MARKER = "\n\n...\n\n"  # what tools/submission/truncate_accuracy_log.py puts between the kept 4 KiB ends
@@ -46,65 +55,16 @@ class AccuracyLogError(AccuracyError):
 
 
 # ------------------------------------------------------------------------------------------------------------ targets
-@dataclass(frozen=True)
-class AccuracyTarget:
-    """Accuracy rules of one benchmark (MLCommons ``submission_checker/constants.py``)."""
-
-    benchmark: str  # submission name
-    family: str  # dataset benchmark name of the harness: "llama3.1-8b", "llama3.1-8b-edge" or "gptj"
-    reference: dict[str, float]  # reference ROUGE scores the thresholds are fractions of
-    fraction: float  # 0.99 or 0.999
-    gen_len_reference: int
-    gen_len_max_fraction: float | None  # upper bound (llama only)
-    dataset_size: int
-    dtype: str  # token id dtype of the accuracy log
-    quoted_scores: bool  # the reference script prints scores as strings
-
-    gen_len_min_fraction: float = 0.9
-
-    def thresholds(self) -> dict[str, tuple[float, float | None]]:
-        """metric -> (minimum, maximum or None), computed as the checker computes them."""
-        out: dict[str, tuple[float, float | None]] = {m: (v * self.fraction, None) for m, v in self.reference.items()}
-        upper = self.gen_len_reference * self.gen_len_max_fraction if self.gen_len_max_fraction else None
-        out["gen_len"] = (self.gen_len_reference * self.gen_len_min_fraction, upper)
-        return out
-
-
-_LLAMA = dict(family="llama3.1-8b", fraction=0.99, gen_len_max_fraction=1.1, dtype="int32", quoted_scores=True)
-_GPTJ = dict(family="gptj", gen_len_reference=4016878, gen_len_max_fraction=None, dataset_size=13368, dtype="int64",
-             quoted_scores=False)
-_GPTJ_REF = {"rouge1": 42.9865, "rouge2": 20.1235, "rougeL": 29.9881}
-
-TARGETS: dict[str, AccuracyTarget] = {
-    "llama3.1-8b": AccuracyTarget(
-        benchmark="llama3.1-8b",
-        reference={"rouge1": 38.7792, "rouge2": 15.9075, "rougeL": 24.4957, "rougeLsum": 35.793},
-        gen_len_reference=8167644, dataset_size=13368, **_LLAMA),
-    "llama3.1-8b-edge": AccuracyTarget(
-        benchmark="llama3.1-8b-edge",
-        reference={"rouge1": 39.06, "rouge2": 16.1147, "rougeL": 24.6375, "rougeLsum": 36.124},
-        gen_len_reference=3051113, dataset_size=5000, **{**_LLAMA, "family": "llama3.1-8b-edge"}),
-    "gptj-99": AccuracyTarget(benchmark="gptj-99", reference=_GPTJ_REF, fraction=0.99, **_GPTJ),
-    "gptj-99.9": AccuracyTarget(benchmark="gptj-99.9", reference=_GPTJ_REF, fraction=0.999, **_GPTJ),
-}
-
-# LoadGen model names, harness dataset names and folder spellings seen in real submissions.
-_ALIASES = {
-    "llama3_1-8b": "llama3.1-8b",
-    "llama3.1-8b-interactive": "llama3.1-8b",
-    "llama3_1-8b-interactive": "llama3.1-8b",
-    "llama3_1-8b-edge": "llama3.1-8b-edge",
-    "gptj": "gptj-99",
-    "gpt-j": "gptj-99",
-}
+# The rules live in the benchmark registry (harness/benchmarks.py); these names are this module's public interface.
+TARGETS: dict[str, AccuracyTarget] = ACCURACY_TARGETS
 
 
 def resolve_target(benchmark: str) -> AccuracyTarget:
-    name = _ALIASES.get(benchmark, benchmark)
-    if name not in TARGETS:
-        known = ", ".join([*TARGETS, *_ALIASES])
-        raise AccuracyError(f"unknown benchmark {benchmark!r}: expected one of {known}")
-    return TARGETS[name]
+    """The accuracy rules for any spelling of a benchmark (submission, LoadGen or harness name)."""
+    target = accuracy_target(benchmark)
+    if target is None:
+        raise AccuracyError(f"unknown benchmark {benchmark!r}: expected one of {', '.join(known_spellings())}")
+    return target
 
 
 def check_results(results: dict[str, Any], target: AccuracyTarget) -> dict[str, dict[str, Any]]:
@@ -283,14 +243,6 @@ class AccuracyLog:
     dtype: str
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _other_dtype(dtype: str) -> str:
     return "int64" if dtype == "int32" else "int32"
 
@@ -427,9 +379,7 @@ def load_references(path: str | os.PathLike) -> References:
 def _default_tokenizer(target: AccuracyTarget, refs: References) -> str:
     if refs.tokenizer:
         return refs.tokenizer
-    from mlperf_assets.harness.dataset import REFERENCE_TOKENIZERS
-
-    return REFERENCE_TOKENIZERS[target.family]
+    return BENCHMARKS[target.family].reference_tokenizer
 
 
 # ------------------------------------------------------------------------------------------------------------ report
@@ -509,7 +459,7 @@ def evaluate_accuracy_log(
     """Score a LoadGen accuracy log against a dataset the MLPerf way. ``benchmark`` and ``tokenizer`` default to what
     the prepared dataset file says (a bare cnn_eval.json: llama3.1-8b and its reference tokenizer)."""
     refs = load_references(dataset_path)
-    target = resolve_target(benchmark or refs.benchmark or "llama3.1-8b")
+    target = resolve_target(benchmark or refs.benchmark or DEFAULT_BENCHMARK)
     dtype = dtype or target.dtype
     log = read_accuracy_log(log_path, dtype)
     for e in log.entries:
@@ -544,14 +494,4 @@ def evaluate_accuracy_log(
 
 def write_accuracy_txt(report: AccuracyReport, path: str | os.PathLike) -> Path:
     """Write ``report.to_accuracy_txt()`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(report.to_accuracy_txt())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, report.to_accuracy_txt())

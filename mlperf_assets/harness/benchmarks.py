@@ -120,6 +120,11 @@ class Benchmark:
     def truncate_prompt(self, ids: list[int]) -> list[int]:
         return ids[: self.max_prompt_tokens] if self.max_prompt_tokens else ids
 
+    @property
+    def prompt_format(self) -> tuple[str, str | None, int | None]:
+        """What a prepared dataset's prompts depend on: benchmarks with equal formats can share one file."""
+        return (self.prompt_template, self.instruction, self.max_prompt_tokens)
+
 
 _LLAMA_COMMON: dict[str, Any] = dict(
     prompt_template=LLAMA_TEMPLATE, instruction=None, max_prompt_tokens=None, token_dtype="int32",
@@ -160,10 +165,9 @@ _GPTJ_ACC: dict[str, Any] = dict(family="gptj", reference=_GPTJ_REF, gen_len_ref
 ACCURACY_TARGETS: dict[str, AccuracyTarget] = {
     t.benchmark: t
     for t in (
+        # (llama3.1-8b-interactive is llama3.1-8b under tighter latency limits: it is judged by these rules too,
+        # through its LoadGen model's benchmark; see accuracy_target.)
         AccuracyTarget(benchmark="llama3.1-8b", family="llama3.1-8b", reference=_LLAMA_REF,
-                       gen_len_reference=8167644, dataset_size=13368, **_LLAMA_ACC),
-        # Interactive is llama3.1-8b run under tighter latency limits: the same accuracy rules.
-        AccuracyTarget(benchmark="llama3.1-8b-interactive", family="llama3.1-8b", reference=_LLAMA_REF,
                        gen_len_reference=8167644, dataset_size=13368, **_LLAMA_ACC),
         AccuracyTarget(benchmark="llama3.1-8b-edge", family="llama3.1-8b-edge",
                        reference={"rouge1": 39.06, "rouge2": 16.1147, "rougeL": 24.6375, "rougeLsum": 36.124},
@@ -175,6 +179,8 @@ ACCURACY_TARGETS: dict[str, AccuracyTarget] = {
 
 BENCHMARK_NAMES = tuple(BENCHMARKS)
 LG_MODEL_NAMES = tuple(LOADGEN_MODELS)
+# What a bare MLCommons cnn_eval.json is taken for, and what prepare-dataset makes unless told.
+DEFAULT_BENCHMARK = "llama3.1-8b"
 
 
 def _spellings() -> dict[str, str]:
@@ -183,6 +189,7 @@ def _spellings() -> dict[str, str]:
     for t in ACCURACY_TARGETS:
         out[t.lower()] = t
     for m in LOADGEN_MODELS.values():
+        out.setdefault(m.submission_name.lower(), m.submission_name)
         out.setdefault(m.name.lower(), m.submission_name)
     for b in BENCHMARKS.values():
         for alias in (b.name, *b.aliases):
@@ -191,6 +198,13 @@ def _spellings() -> dict[str, str]:
 
 
 _SPELLINGS = _spellings()
+
+
+def known_spellings() -> list[str]:
+    """The names :func:`submission_name` knows, for error messages: submission names first."""
+    names = [*ACCURACY_TARGETS, *(m.submission_name for m in LOADGEN_MODELS.values()), *LOADGEN_MODELS,
+             *(a for b in BENCHMARKS.values() for a in (b.name, *b.aliases))]
+    return list(dict.fromkeys(names))
 
 
 def submission_name(name: object) -> str | None:
@@ -217,9 +231,17 @@ def loadgen_model(name: str) -> LoadGenModel:
 
 
 def accuracy_target(name: object) -> AccuracyTarget | None:
-    """The accuracy rules for any spelling of a benchmark, or None when unknown."""
+    """The accuracy rules for any spelling of a benchmark, or None when unknown. A submission name without rules of
+    its own (``llama3.1-8b-interactive``) is judged by its LoadGen model's benchmark."""
     canonical = submission_name(name)
-    return ACCURACY_TARGETS.get(canonical) if canonical else None
+    if canonical is None:
+        return None
+    if canonical in ACCURACY_TARGETS:
+        return ACCURACY_TARGETS[canonical]
+    for m in LOADGEN_MODELS.values():
+        if m.submission_name == canonical:
+            return ACCURACY_TARGETS[BENCHMARKS[m.benchmark].default_accuracy_target]
+    return None
 
 
 def latency_limits_ns(name: object) -> dict[str, int | None] | None:

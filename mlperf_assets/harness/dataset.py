@@ -1,9 +1,10 @@
 """CNN/DailyMail validation data: read from any supported source, template prompts, tokenize, write, load back.
 
-Prepared file (contract A): ``{"format": "mlperf-dagster-cnndm/1", "benchmark", "tokenizer", "tokenizer_kind",
-"source", "samples": [{id, input, instruction, prompt, tok_input, output, tok_output}, ...]}`` where each sample has
-the MLCommons ``cnn_eval.json`` fields (``input`` = article, ``output`` = highlights) plus the full prompt text.
-``load_prepared`` also reads a bare MLCommons ``cnn_eval.json`` list.
+Prepared file: ``{"format": "mlperf-dagster-cnndm/1", "benchmark", "tokenizer", "tokenizer_kind", "source",
+"samples": [{id, input, instruction, prompt, tok_input, output, tok_output}, ...]}`` where each sample has the
+MLCommons ``cnn_eval.json`` fields (``input`` = article, ``output`` = highlights) plus the full prompt text.
+``load_prepared`` also reads a bare MLCommons ``cnn_eval.json`` list. Prompt templates, truncation and the
+reference tokenizers are the benchmark's (``harness/benchmarks.py``).
 
 Sources, all yielding ``(id, article, highlights)``:
 - ``huggingface``: ``datasets.load_dataset("abisee/cnn_dailymail", "3.0.0", split="validation")``; ``--path`` may be a
@@ -17,41 +18,21 @@ Sources, all yielding ``(id, article, highlights)``:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .benchmarks import BENCHMARKS, DEFAULT_BENCHMARK, HF_DATASET, Benchmark
 from .errors import DatasetError
+from .files import sha256_file, write_json_atomic
 from .tokenizers import Tokenizer, load_tokenizer
 
 FORMAT = "mlperf-dagster-cnndm/1"
 SOURCES = ("huggingface", "mlcommons-json", "stories", "jsonl")
-BENCHMARKS = ("llama3.1-8b", "llama3.1-8b-edge", "gptj")
-HF_DATASET = ("abisee/cnn_dailymail", "3.0.0", "validation")
-FULL_VALIDATION_SIZE = 13368
-
-LLAMA_TEMPLATE = (
-    "Summarize the following news article in 128 tokens. Please output the summary only, without any other text."
-    "\n\nArticle:\n{input}\n\nSummary:"
-)
-GPTJ_INSTRUCTION = "Summarize the following news article:"
-GPTJ_TEMPLATE = (
-    "Below is an instruction that describes a task, paired with an input that provides further context. "
-    "Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
-)
-GPTJ_MAX_PROMPT_TOKENS = 1919
-# The model whose tokenizer the official files were made with (used for a bare cnn_eval.json that does not say).
-REFERENCE_TOKENIZERS = {
-    "llama3.1-8b": "meta-llama/Llama-3.1-8B-Instruct",
-    "llama3.1-8b-edge": "meta-llama/Llama-3.1-8B-Instruct",
-    "gptj": "EleutherAI/gpt-j-6b",
-}
+file_sha256 = sha256_file  # the name the orchestrator's dataset assets import
 
 _END_TOKENS = (".", "!", "?", "...", "'", "`", '"', "\u2019", "\u201d", ")")
 
@@ -63,30 +44,16 @@ class RawSample:
     highlights: str
 
 
-def check_benchmark(benchmark: str) -> str:
-    if benchmark not in BENCHMARKS:
-        raise DatasetError(f"unknown benchmark {benchmark!r}: expected one of {', '.join(BENCHMARKS)}")
-    return benchmark
-
-
-def is_gptj(benchmark: str) -> bool:
-    return benchmark == "gptj"
-
-
-def instruction_for(benchmark: str) -> Any:
-    return GPTJ_INSTRUCTION if is_gptj(benchmark) else {"llama": LLAMA_TEMPLATE}
+def check_benchmark(benchmark: str) -> Benchmark:
+    try:
+        return BENCHMARKS[benchmark]
+    except KeyError:
+        raise DatasetError(f"unknown benchmark {benchmark!r}: expected one of {', '.join(BENCHMARKS)}") from None
 
 
 def format_prompt(benchmark: str, article: str) -> str:
     """The reference prompt text (no chat template)."""
-    if is_gptj(check_benchmark(benchmark)):
-        return GPTJ_TEMPLATE.format(instruction=GPTJ_INSTRUCTION, input=article)
-    return LLAMA_TEMPLATE.format(input=article)
-
-
-def encode_prompt(benchmark: str, tokenizer: Tokenizer, prompt: str) -> list[int]:
-    ids = tokenizer.encode(prompt, add_special_tokens=True)
-    return ids[:GPTJ_MAX_PROMPT_TOKENS] if is_gptj(benchmark) else ids
+    return check_benchmark(benchmark).format_prompt(article)
 
 
 # ----------------------------------------------------------------------------------------------------------- sources
@@ -263,17 +230,16 @@ def select_subset(n_total: int, max_samples: int | None, seed: int | None) -> li
 
 
 def prepare_samples(raw: list[RawSample], benchmark: str, tokenizer: Tokenizer) -> list[dict]:
-    check_benchmark(benchmark)
-    instruction = instruction_for(benchmark)
+    spec = check_benchmark(benchmark)
     samples = []
     for r in raw:
-        prompt = format_prompt(benchmark, r.article)
+        prompt = spec.format_prompt(r.article)
         samples.append({
             "id": r.id,
             "input": r.article,
-            "instruction": instruction,
+            "instruction": spec.dataset_metadata,
             "prompt": prompt,
-            "tok_input": encode_prompt(benchmark, tokenizer, prompt),
+            "tok_input": spec.truncate_prompt(tokenizer.encode(prompt, add_special_tokens=True)),
             "output": r.highlights,
             "tok_output": tokenizer.encode(r.highlights, add_special_tokens=False),
         })
@@ -285,7 +251,7 @@ def prepare_dataset(
     path: str | os.PathLike | None,
     out: str | os.PathLike,
     *,
-    benchmark: str = "llama3.1-8b",
+    benchmark: str = DEFAULT_BENCHMARK,
     tokenizer: str = "byte",
     max_samples: int | None = None,
     seed: int | None = None,
@@ -313,20 +279,6 @@ def prepare_dataset(
     out = Path(out)
     write_json_atomic(out, doc)
     return out
-
-
-def write_json_atomic(path: Path, obj: Any, indent: int | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=indent, ensure_ascii=False)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are read by other users and tools
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ------------------------------------------------------------------------------------------------------------ loading
@@ -381,8 +333,8 @@ class PreparedDataset:
 
 
 def load_prepared(path: str | os.PathLike, *, benchmark: str | None = None, tokenizer: str | None = None) -> PreparedDataset:
-    """Read a prepared file, or a bare MLCommons ``cnn_eval.json`` (then ``benchmark`` defaults to llama3.1-8b and the
-    tokenizer to that benchmark's reference model)."""
+    """Read a prepared file, or a bare MLCommons ``cnn_eval.json`` (then ``benchmark`` defaults to the registry's
+    default benchmark and the tokenizer to that benchmark's reference model)."""
     path = Path(path)
     _need_file(path)
     try:
@@ -394,12 +346,12 @@ def load_prepared(path: str | os.PathLike, *, benchmark: str | None = None, toke
         if doc.get("format") != FORMAT:
             raise DatasetError(f"{path}: not a prepared dataset (format {doc.get('format')!r}, expected {FORMAT!r})")
         samples = doc.get("samples") or []
-        bench = doc.get("benchmark", "llama3.1-8b")
+        bench = doc.get("benchmark", DEFAULT_BENCHMARK)
         tok_name, tok_kind, source = doc.get("tokenizer", "byte"), doc.get("tokenizer_kind", "byte"), doc.get("source", "?")
     elif isinstance(doc, list):
         samples, source = doc, "mlcommons-json"
-        bench = benchmark or "llama3.1-8b"
-        tok_name = tokenizer or REFERENCE_TOKENIZERS[check_benchmark(bench)]
+        bench = benchmark or DEFAULT_BENCHMARK
+        tok_name = tokenizer or check_benchmark(bench).reference_tokenizer
         tok_kind = "byte" if tok_name == "byte" else "hf"
     else:
         raise DatasetError(f"{path}: expected a prepared dataset object or an MLCommons JSON list")
@@ -412,11 +364,3 @@ def load_prepared(path: str | os.PathLike, *, benchmark: str | None = None, toke
         if not isinstance(s.get("input"), str) or not isinstance(s.get("output"), str):
             raise DatasetError(f"{path} sample {i}: 'input' (article) and 'output' (reference) must be strings")
     return PreparedDataset(path, bench, tok_name, tok_kind, source, samples)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .dataset import write_json_atomic
+from .files import write_json_atomic
 from .progress import utc_now
 
 MANIFEST_FILE = "run_manifest.json"

@@ -8,7 +8,6 @@ be stopped mid-test, so on either the harness writes the final progress line and
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
 import os
@@ -19,15 +18,16 @@ import time
 import uuid
 from pathlib import Path
 
+from .args import RunArgs
 from .backends import backend_class
-from .cli import RunArgs
-from .dataset import PreparedDataset, file_sha256, load_prepared
+from .benchmarks import BENCHMARKS
+from .dataset import PreparedDataset, load_prepared
 from .errors import HarnessError
+from .files import sha256_file
 from .manifest import RunManifest
 from .progress import PROGRESS_FILE, SAMPLES_FILE, ProgressWriter
 from .settings import (
     RunSettings,
-    as_dict,
     build_user_conf,
     check_lg_model_name,
     default_lg_model_name,
@@ -66,10 +66,10 @@ def prepare_output_dir(out: Path, overwrite: bool) -> None:
 def resolve_benchmark(dataset: PreparedDataset, wanted: str | None) -> str:
     if wanted is None or wanted == dataset.benchmark:
         return dataset.benchmark
-    if (wanted == "gptj") != (dataset.benchmark == "gptj"):
+    if BENCHMARKS[wanted].prompt_format != BENCHMARKS[dataset.benchmark].prompt_format:
         raise HarnessError(f"--benchmark {wanted} does not match the dataset's prompts ({dataset.benchmark}): "
                            "prepare the dataset for that benchmark")
-    dataset.benchmark = wanted  # llama3.1-8b and -edge share the prompt template
+    dataset.benchmark = wanted  # benchmarks with one prompt format share a prepared file
     return wanted
 
 
@@ -94,7 +94,7 @@ def _install_signal_handlers() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def run(args: RunArgs, namespace: argparse.Namespace | None = None) -> int:
+def run(args: RunArgs) -> int:
     """Run one LoadGen test; returns the exit code (or leaves with ``os._exit`` if LoadGen is still running)."""
     out = Path(args.output_dir).resolve()
     dataset_path = Path(args.dataset).resolve()
@@ -104,18 +104,10 @@ def run(args: RunArgs, namespace: argparse.Namespace | None = None) -> int:
     dataset = load_prepared(dataset_path).head(args.max_samples)
     benchmark = resolve_benchmark(dataset, args.benchmark)
     lg_name = check_lg_model_name(args.lg_model_name or default_lg_model_name(benchmark), benchmark)
-    settings = RunSettings(
-        lg_model_name=lg_name, scenario=args.scenario, mode=args.mode, target_qps=args.target_qps,
-        target_latency_ms=args.target_latency_ms, min_duration_ms=args.min_duration_ms,
-        max_duration_ms=args.max_duration_ms, min_query_count=args.min_query_count,
-        max_query_count=args.max_query_count, ttft_latency_ms=args.ttft_latency_ms,
-        tpot_latency_ms=args.tpot_latency_ms,
-    )
+    settings = RunSettings(lg_name, args.scenario, args.mode, args.settings)
     user_conf = build_user_conf(settings, len(dataset), user_conf_src)
     cls = backend_class(args.backend)
-    ns = namespace if namespace is not None else argparse.Namespace()
-    ns.engine_args = dict(args.engine_args)
-    backend = cls.from_cli_args(ns)
+    backend = cls.from_args(args.backend_args)
 
     prepare_output_dir(out, args.overwrite)
     (out / "user.conf").write_text(user_conf.text, encoding="utf-8")
@@ -128,12 +120,12 @@ def run(args: RunArgs, namespace: argparse.Namespace | None = None) -> int:
         lg_model_name=lg_name,
         scenario=args.scenario,
         mode=args.mode,
-        backend={"name": cls.name, "kind": cls.kind, "versions": {}, "engine_args": dict(args.engine_args),
-                 "token_ids": None},
-        dataset={"path": str(dataset_path), "sha256": file_sha256(dataset_path), "samples": len(dataset),
+        backend={"name": cls.name, "kind": cls.kind, "versions": {},
+                 "engine_args": dict(args.backend_args.engine_args), "token_ids": None},
+        dataset={"path": str(dataset_path), "sha256": sha256_file(dataset_path), "samples": len(dataset),
                  "tokenizer": dataset.tokenizer_name, "tokenizer_kind": dataset.tokenizer_kind,
                  "source": dataset.source},
-        requested_settings=as_dict(settings),
+        requested_settings=settings.requested(),
         performance_sample_count=user_conf.performance_sample_count,
         performance_sample_count_note=user_conf.performance_sample_count_note,
     )

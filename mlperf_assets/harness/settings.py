@@ -1,123 +1,286 @@
-"""LoadGen settings: model names, user.conf generation and merging, and the one ``FromConfig`` call per process.
+"""LoadGen settings: the one table of user.conf keys this platform passes through, their validation, user.conf
+generation and merging, and the one ``FromConfig`` call per process.
 
-Units follow LoadGen config files: durations and latencies in **ms**, rates in QPS. The generated lines use the exact
-``<model>.<scenario>.<key>`` form, the most specific LoadGen looks up, and come after any copied ``--user-conf`` lines
-(LoadGen keeps the last value of a repeated key), so a setting given on the command line always wins.
+A scenario setting travels as one mapping, keyed by LoadGen's own user.conf keys, from the config file to the
+node and into user.conf: ``ScenarioSettings`` (config.py) and ``RunSpec`` (runners) validate it with
+:func:`validate_settings`; the runner renders it as the harness flags :func:`settings_argv` generates; the harness
+CLI's flags are generated from the same table (:func:`add_settings_cli_args`) and its lines written by
+:func:`generated_lines`. Adding a LoadGen setting is one row in :data:`LOADGEN_SETTINGS`.
+
+Units follow LoadGen config files: durations and latencies in **ms**, rates in QPS, percentiles in %. Where a key's
+unit is not in its name, config files and the CLI spell it with the unit (``min_duration_ms``, ``--ttft-latency-ms``);
+both spellings are accepted wherever a mapping is validated. The generated lines use the exact
+``<model>.<scenario>.<key>`` form, the most specific LoadGen looks up, and come after any copied ``--user-conf``
+lines (LoadGen keeps the last value of a repeated key), so a setting given on the command line always wins.
 """
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
+from .benchmarks import BENCHMARKS, LG_MODEL_NAMES, LOADGEN_MODELS, MODES, SCENARIOS
 from .errors import SettingsError
 
-SCENARIOS = ("Offline", "Server", "SingleStream")
-MODES = ("performance", "accuracy")
-# LoadGen model name -> the benchmark (prompt template and token dtype) it belongs to.
-LG_MODEL_NAMES = {
-    "llama3_1-8b": "llama3.1-8b",
-    "llama3_1-8b-edge": "llama3.1-8b-edge",
-    "llama3_1-8b-interactive": "llama3.1-8b",
-    "gptj": "gptj",
-}
-DEFAULT_LG_MODEL_NAME = {"llama3.1-8b": "llama3_1-8b", "llama3.1-8b-edge": "llama3_1-8b-edge", "gptj": "gptj"}
-# performance_sample_count_override in the mlperf.conf compiled into LoadGen.
-MLPERF_CONF_PERFORMANCE_SAMPLE_COUNT = {
-    "llama3_1-8b": 13368,
-    "llama3_1-8b-edge": 5000,
-    "llama3_1-8b-interactive": 13368,
-    "gptj": 13368,
-}
-_CONF_LINE = re.compile(r"^\s*([^\s.=]+)\.([^\s.=]+)\.([^\s.=]+)\s*=\s*(\S+)\s*$")
-# Keys LoadGen reads from user.conf (test_settings_internal.cc); anything else is silently ignored by LoadGen.
-KNOWN_KEYS = {
-    "mode", "min_duration", "max_duration", "min_query_count", "max_query_count", "target_qps", "target_latency",
-    "target_latency_percentile", "samples_per_query", "max_async_queries", "coalesce_queries",
-    "performance_sample_count_override", "accuracy_sample_count_override", "sample_concatenate_permutation",
-    "accuracy_log_rng_seed", "accuracy_log_probability", "accuracy_log_sampling_target", "use_token_latencies",
-    "infer_token_latencies", "token_latency_scaling_factor", "ttft_latency", "tpot_latency", "test05",
-    "test05_qsl_rng_seed", "test05_sample_index_rng_seed", "test05_schedule_rng_seed", "print_timestamps",
-    "performance_issue_unique", "performance_issue_same", "performance_issue_same_index", "qsl_rng_seed",
-    "sample_index_rng_seed", "schedule_rng_seed", "server_num_issue_query_threads",
-}
+
+# ------------------------------------------------------------------------------------------------- value kinds
+def positive_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def non_negative_int(value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"must be true or false (1 or 0), got {value!r}")
+
+
+def _percent(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 100:
+        raise ValueError(f"must be a percentage between 0 and 100, got {value!r}")
+    return float(value)
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
+class _Kind:
+    check: Callable[[Any], Any]  # value from YAML/JSON/Python -> validated value; ValueError("must be ...")
+    python_type: type  # the validated value's type (the config model's field type)
+    unit: str
+    metavar: str
+
+    def from_text(self, text: str) -> Any:
+        """A command-line value, checked (argparse reports the error with the flag)."""
+        if self.python_type is bool:
+            low = text.strip().lower()
+            if low not in _TRUE + _FALSE:
+                raise argparse.ArgumentTypeError(f"must be true or false (1 or 0), got {text!r}")
+            return low in _TRUE
+        try:
+            value = self.python_type(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if self.python_type is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        try:
+            return self.check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+RATE = _Kind(positive_number, float, "QPS", "QPS")
+LATENCY = _Kind(positive_number, float, "ms", "MS")
+DURATION = _Kind(non_negative_int, int, "ms", "MS")
+COUNT = _Kind(non_negative_int, int, "", "N")
+FLAG = _Kind(_flag, bool, "", "BOOL")
+PERCENT = _Kind(_percent, float, "percent", "PCT")
+
+
+@dataclass(frozen=True)
+class LoadGenSetting:
+    """One user.conf key LoadGen reads (``test_settings_internal.cc``), as this platform passes it through."""
+
+    key: str  # LoadGen's user.conf key
+    kind: _Kind
+    help: str
+    unit_alias: bool = False  # spelled ``<key>_<unit>`` in config files and on the CLI (min_duration_ms)
+    common: bool = False  # listed with the main settings in --help (the others under "other LoadGen settings")
+
+    @property
+    def name(self) -> str:
+        """The spelling of config files (``ScenarioSettings`` fields) and, with dashes, of the CLI flag."""
+        return f"{self.key}_{self.kind.unit}" if self.unit_alias else self.key
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return "setting__" + self.key
+
+    def check(self, value: Any) -> Any:
+        """The validated value; ValueError("must be ...") otherwise (the config prefixes file and field)."""
+        return self.kind.check(value)
+
+
+_ROWS = (
+    LoadGenSetting("target_qps", RATE, "Server: Poisson arrival rate; Offline: expected QPS (sizes the single query)",
+                   common=True),
+    LoadGenSetting("target_latency", LATENCY, "Server: end-to-end latency bound (gpt-j); SingleStream: expected "
+                   "latency (keep it small for a fast backend, or LoadGen runs out of queries)", True, True),
+    LoadGenSetting("min_duration", DURATION, "minimum test duration (mlperf.conf: 600000)", True, True),
+    LoadGenSetting("max_duration", DURATION, "maximum test duration (0: no limit)", True, True),
+    LoadGenSetting("min_query_count", COUNT, "minimum number of queries", common=True),
+    LoadGenSetting("max_query_count", COUNT, "maximum number of queries (0: no limit)", common=True),
+    LoadGenSetting("ttft_latency", LATENCY, "Server: time-to-first-token p99 limit", True, True),
+    LoadGenSetting("tpot_latency", LATENCY, "Server: time-per-output-token p99 limit", True, True),
+    LoadGenSetting("target_latency_percentile", PERCENT, "Server/SingleStream: percentile the latency bound applies to"),
+    LoadGenSetting("samples_per_query", COUNT, "MultiStream: samples per query"),
+    LoadGenSetting("max_async_queries", COUNT, "Server/MultiStream: queries in flight at most (0: no limit)"),
+    LoadGenSetting("coalesce_queries", FLAG, "Server: merge queries that are due at once"),
+    LoadGenSetting("server_num_issue_query_threads", COUNT, "Server: threads issuing queries (0: LoadGen's own)"),
+    LoadGenSetting("performance_sample_count_override", COUNT, "samples held in memory for performance runs (the "
+                   "harness lowers it to the dataset size when the dataset is smaller)"),
+    LoadGenSetting("accuracy_sample_count_override", COUNT, "samples an accuracy run issues (0: all)"),
+    LoadGenSetting("sample_concatenate_permutation", FLAG, "issue samples as concatenated permutations"),
+    LoadGenSetting("use_token_latencies", FLAG, "judge Server runs by TTFT/TPOT (mlperf.conf sets it per model)"),
+    LoadGenSetting("infer_token_latencies", FLAG, "infer token counts from token_latency_scaling_factor"),
+    LoadGenSetting("token_latency_scaling_factor", COUNT, "tokens per sample assumed by infer_token_latencies"),
+    LoadGenSetting("accuracy_log_rng_seed", COUNT, "seed of the accuracy-log sampling"),
+    LoadGenSetting("accuracy_log_probability", PERCENT, "share of performance responses logged"),
+    LoadGenSetting("accuracy_log_sampling_target", COUNT, "responses to log in performance mode"),
+    LoadGenSetting("qsl_rng_seed", COUNT, "seed of the QSL sample choice"),
+    LoadGenSetting("sample_index_rng_seed", COUNT, "seed of the sample order"),
+    LoadGenSetting("schedule_rng_seed", COUNT, "seed of the Server arrival schedule"),
+    LoadGenSetting("test05", FLAG, "compliance TEST05: use the test05 seeds"),
+    LoadGenSetting("test05_qsl_rng_seed", COUNT, "TEST05 QSL seed"),
+    LoadGenSetting("test05_sample_index_rng_seed", COUNT, "TEST05 sample-order seed"),
+    LoadGenSetting("test05_schedule_rng_seed", COUNT, "TEST05 schedule seed"),
+    LoadGenSetting("print_timestamps", FLAG, "log issue and completion timestamps"),
+    LoadGenSetting("performance_issue_unique", FLAG, "compliance TEST04: issue every sample once"),
+    LoadGenSetting("performance_issue_same", FLAG, "compliance TEST04: issue one sample repeatedly"),
+    LoadGenSetting("performance_issue_same_index", COUNT, "compliance TEST04: the sample issue_same repeats"),
+)
+LOADGEN_SETTINGS: dict[str, LoadGenSetting] = {row.key: row for row in _ROWS}
+# Every spelling a mapping may use: the LoadGen key and the config/CLI name.
+_BY_NAME: dict[str, LoadGenSetting] = {**{row.name: row for row in _ROWS}, **LOADGEN_SETTINGS}
+# Keys a copied --user-conf may hold: the table plus ``mode``, which the harness sets from --mode after FromConfig.
+KNOWN_KEYS = frozenset(LOADGEN_SETTINGS) | {"mode"}
+
+
+def setting_names() -> list[str]:
+    """The config/CLI spellings, in table order."""
+    return [row.name for row in _ROWS]
+
+
+def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The one validation of a scenario-settings mapping (either spelling of each key; None values dropped).
+
+    Returns ``{LoadGen key: validated value}`` in table order; raises :class:`SettingsError` (also a ValueError)
+    naming the setting as it was given."""
+    unknown = sorted(str(k) for k in settings if k not in _BY_NAME)
+    if unknown:
+        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, setting_names(), 1))
+                 else repr(k) for k in unknown]
+        raise SettingsError(f"unknown scenario setting(s) {', '.join(hints)}; known: {', '.join(setting_names())}")
+    given: dict[str, tuple[str, Any]] = {}
+    for name, value in settings.items():
+        if value is None:
+            continue
+        row = _BY_NAME[name]
+        if row.key in given:
+            raise SettingsError(f"scenario settings {given[row.key][0]} and {name} are the same LoadGen key {row.key}")
+        try:
+            given[row.key] = (name, row.check(value))
+        except ValueError as exc:
+            raise SettingsError(f"scenario setting {name}: {exc}") from None
+    return {row.key: given[row.key][1] for row in _ROWS if row.key in given}
+
+
+def format_value(value: Any) -> str:
+    """A setting's value as user.conf and the harness CLI write it: ``12.5``, ``1000``, ``1`` for true."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def settings_argv(settings: Mapping[str, Any]) -> list[str]:
+    """Harness CLI arguments for a settings mapping: ``["--target-qps", "4.5", "--min-duration-ms", "200"]``."""
+    argv: list[str] = []
+    for key, value in validate_settings(settings).items():
+        argv += [LOADGEN_SETTINGS[key].flag, format_value(value)]
+    return argv
+
+
+def add_settings_cli_args(parser: argparse.ArgumentParser) -> None:
+    """One flag per table row (config units), the common ones first."""
+    main = parser.add_argument_group("LoadGen settings (written to user.conf; config units)")
+    main.add_argument("--user-conf", default=None, help="a user.conf to copy first; the flags below override it")
+    other = parser.add_argument_group("other LoadGen settings (user.conf keys; rarely needed)")
+    for row in _ROWS:
+        unit = f" [{row.kind.unit}]" if row.kind.unit and not row.unit_alias else ""
+        (main if row.common else other).add_argument(row.flag, dest=row.dest, type=row.kind.from_text, default=None,
+                                                     metavar=row.kind.metavar, help=row.help + unit)
+
+
+def settings_from_cli(ns: argparse.Namespace) -> dict[str, Any]:
+    """The flags :func:`add_settings_cli_args` added, by LoadGen key (None = not given); validate with
+    :func:`validate_settings`."""
+    return {row.key: getattr(ns, row.dest, None) for row in _ROWS}
+
+
+# ------------------------------------------------------------------------------------------ names and the run
+_CONF_LINE = re.compile(r"^\s*([^\s.=]+)\.([^\s.=]+)\.([^\s.=]+)\s*=\s*(\S+)\s*$")
+
+
 class RunSettings:
-    """What the command line says about the LoadGen test (None = leave LoadGen's / mlperf.conf's value)."""
+    """What the run asks of LoadGen: model name, scenario, mode and the scenario settings (validated, keyed by
+    LoadGen's user.conf keys; an absent key keeps mlperf.conf's value). Settings come as a mapping, as keywords
+    (``min_duration_ms=1000``), or both."""
 
-    lg_model_name: str
-    scenario: str
-    mode: str = "performance"
-    target_qps: float | None = None
-    target_latency_ms: float | None = None  # Server: end-to-end latency bound; SingleStream: expected latency
-    min_duration_ms: int | None = None
-    max_duration_ms: int | None = None
-    min_query_count: int | None = None
-    max_query_count: int | None = None
-    ttft_latency_ms: float | None = None
-    tpot_latency_ms: float | None = None
+    __slots__ = ("lg_model_name", "scenario", "mode", "loadgen")
 
-    def __post_init__(self) -> None:
-        if self.scenario not in SCENARIOS:
-            raise SettingsError(f"unknown scenario {self.scenario!r}: expected one of {', '.join(SCENARIOS)}")
-        if self.mode not in MODES:
-            raise SettingsError(f"unknown mode {self.mode!r}: expected one of {', '.join(MODES)}")
-        check_lg_model_name(self.lg_model_name)
-        for name in ("target_qps", "target_latency_ms", "ttft_latency_ms", "tpot_latency_ms"):
-            v = getattr(self, name)
-            if v is not None and (not math.isfinite(v) or v <= 0):
-                raise SettingsError(f"--{name.replace('_', '-')} must be a positive number (got {v})")
-        for name in ("min_duration_ms", "max_duration_ms", "min_query_count", "max_query_count"):
-            v = getattr(self, name)
-            if v is not None and v < 0:
-                raise SettingsError(f"--{name.replace('_', '-')} must be >= 0 (got {v})")
+    def __init__(self, lg_model_name: str, scenario: str, mode: str = "performance",
+                 loadgen: Mapping[str, Any] | None = None, **settings: Any) -> None:
+        if scenario not in SCENARIOS:
+            raise SettingsError(f"unknown scenario {scenario!r}: expected one of {', '.join(SCENARIOS)}")
+        if mode not in MODES:
+            raise SettingsError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+        self.lg_model_name = check_lg_model_name(lg_model_name)
+        self.scenario = scenario
+        self.mode = mode
+        self.loadgen: dict[str, Any] = validate_settings({**(loadgen or {}), **settings})
+
+    def requested(self) -> dict[str, Any]:
+        """What run_manifest.json records as the requested settings."""
+        return {"lg_model_name": self.lg_model_name, "scenario": self.scenario, "mode": self.mode, **self.loadgen}
 
 
 def check_lg_model_name(name: str, benchmark: str | None = None) -> str:
     """LoadGen silently applies nothing for an unknown model name, so refuse it here."""
-    if name not in LG_MODEL_NAMES:
+    if name not in LOADGEN_MODELS:
         raise SettingsError(f"unknown LoadGen model name {name!r}: expected one of {', '.join(LG_MODEL_NAMES)}")
-    if benchmark is not None and (LG_MODEL_NAMES[name] == "gptj") != (benchmark == "gptj"):
-        raise SettingsError(f"LoadGen model name {name!r} does not fit benchmark {benchmark!r}")
+    if benchmark is not None:
+        own = BENCHMARKS[LOADGEN_MODELS[name].benchmark]
+        if benchmark not in BENCHMARKS or own.prompt_format != BENCHMARKS[benchmark].prompt_format:
+            raise SettingsError(f"LoadGen model name {name!r} does not fit benchmark {benchmark!r}")
     return name
 
 
 def default_lg_model_name(benchmark: str) -> str:
     try:
-        return DEFAULT_LG_MODEL_NAME[benchmark]
+        return BENCHMARKS[benchmark].default_lg_model_name
     except KeyError:
-        raise SettingsError(f"unknown benchmark {benchmark!r}: expected one of {', '.join(DEFAULT_LG_MODEL_NAME)}") from None
-
-
-def _fmt(value: float | int) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return repr(value) if isinstance(value, float) else str(value)
+        raise SettingsError(f"unknown benchmark {benchmark!r}: expected one of {', '.join(BENCHMARKS)}") from None
 
 
 def generated_lines(settings: RunSettings, performance_sample_count_override: int | None = None) -> list[str]:
-    """user.conf lines for the settings given on the command line (config units: ms, QPS)."""
+    """user.conf lines for the run's settings (config units), then the harness's own sample-count override."""
     prefix = f"{settings.lg_model_name}.{settings.scenario}."
-    pairs: list[tuple[str, float | int]] = []
-    for key, value in (
-        ("target_qps", settings.target_qps),
-        ("target_latency", settings.target_latency_ms),
-        ("min_duration", settings.min_duration_ms),
-        ("max_duration", settings.max_duration_ms),
-        ("min_query_count", settings.min_query_count),
-        ("max_query_count", settings.max_query_count),
-        ("ttft_latency", settings.ttft_latency_ms),
-        ("tpot_latency", settings.tpot_latency_ms),
-        ("performance_sample_count_override", performance_sample_count_override),
-    ):
-        if value is not None:
-            pairs.append((key, value))
-    return [f"{prefix}{key} = {_fmt(value)}" for key, value in pairs]
+    pairs = list(settings.loadgen.items())
+    if performance_sample_count_override is not None:
+        pairs.append(("performance_sample_count_override", performance_sample_count_override))
+    return [f"{prefix}{key} = {format_value(value)}" for key, value in pairs]
 
 
 def read_user_conf(path: str | Path) -> str:
@@ -134,7 +297,7 @@ def read_user_conf(path: str | Path) -> str:
         if not m:
             raise SettingsError(f"{path}:{n}: expected 'model.scenario.key = number', got {raw.strip()!r}")
         model, scenario, key, value = m.groups()
-        if model != "*" and model not in LG_MODEL_NAMES:
+        if model != "*" and model not in LOADGEN_MODELS:
             raise SettingsError(f"{path}:{n}: unknown LoadGen model name {model!r} (LoadGen would ignore the line)")
         if scenario != "*" and scenario not in (*SCENARIOS, "MultiStream"):
             raise SettingsError(f"{path}:{n}: unknown scenario {scenario!r}")
@@ -165,13 +328,15 @@ class UserConf:
 def build_user_conf(settings: RunSettings, dataset_size: int, user_conf: str | Path | None = None) -> UserConf:
     """The user.conf for this run: the copy of ``user_conf`` (if any), then the generated lines."""
     copied = read_user_conf(user_conf) if user_conf else ""
-    official = MLPERF_CONF_PERFORMANCE_SAMPLE_COUNT[settings.lg_model_name]
+    asked = settings.loadgen.get("performance_sample_count_override")
+    wanted = asked or LOADGEN_MODELS[settings.lg_model_name].performance_sample_count
     override = None
     note = None
-    psc = official
-    if dataset_size < official:
+    psc = wanted
+    if dataset_size < wanted:
         override = psc = dataset_size
-        note = (f"dataset has {dataset_size} samples, fewer than the {official} mlperf.conf sets for "
+        source = "performance_sample_count_override asks" if asked else "mlperf.conf sets"
+        note = (f"dataset has {dataset_size} samples, fewer than the {wanted} {source} for "
                 f"{settings.lg_model_name}: performance_sample_count_override = {dataset_size} (not a submission run)")
     parts = []
     if copied:
@@ -216,7 +381,3 @@ def effective_settings(ts) -> dict[str, Any]:
         else:
             out[name] = getattr(value, "name", str(value))
     return out
-
-
-def as_dict(settings: RunSettings) -> dict[str, Any]:
-    return asdict(settings)

@@ -5,8 +5,9 @@
 - Server / SingleStream: ``backend.stream`` per sample; the first streamed token is reported with
   ``FirstTokenComplete`` and the end with ``QuerySamplesComplete``; a sample is never completed twice.
 
-Response data is the output token ids as little-endian int32 (llama) or int64 (gpt-j). Every completion carries
-``n_tokens`` except gpt-j's (its reference sends none; LoadGen infers gpt-j tokens/s from a scaling factor). Buffers
+Response data is the output token ids, little-endian, in the benchmark's token dtype; a completion carries
+``n_tokens`` where the benchmark's reference sends it (``harness/benchmarks.py``: gpt-j's does not, and LoadGen
+infers its tokens/s from a scaling factor). Buffers
 are referenced until ``QuerySamplesComplete`` has returned (LoadGen copies what it logs during that call).
 
 Per-sample timings go to an in-memory deque (appends are thread-safe and cheap); the progress thread drains it
@@ -26,17 +27,18 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from .backends.base import Backend, DatasetView
+from .benchmarks import BENCHMARKS
 
 log = logging.getLogger("mlperf_assets.harness.sut")
 
 
 def token_dtype(benchmark: str) -> np.dtype:
-    """Little-endian int32 for llama, int64 for gpt-j, as the reference evaluation decodes them."""
-    return np.dtype("<i8") if benchmark == "gptj" else np.dtype("<i4")
+    """The benchmark's token dtype, little-endian, as the reference evaluation decodes it."""
+    return np.dtype(BENCHMARKS[benchmark].token_dtype).newbyteorder("<")
 
 
 def sends_n_tokens(benchmark: str) -> bool:
-    return benchmark != "gptj"
+    return BENCHMARKS[benchmark].sends_n_tokens
 
 
 class PackedOutputs(NamedTuple):

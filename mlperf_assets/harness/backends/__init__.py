@@ -21,6 +21,7 @@ BACKENDS: dict[str, str] = {
     "replay": "mlperf_assets.harness.backends.replay:ReplayBackend",
 }
 
+BACKEND_NAMES = tuple(BACKENDS)  # the --backend choices and the config's backend literal
 log = logging.getLogger(__name__)
 
 

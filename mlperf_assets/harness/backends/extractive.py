@@ -7,19 +7,25 @@ each article is summarized once and reused when LoadGen issues it again. Labelle
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import threading
 from typing import Any, Sequence
 
 from ..errors import HarnessError
 from ..tokenizers import load_tokenizer
-from .base import Backend, DatasetView, TokenCallback
+from .base import Backend, BackendArgs, DatasetView, EngineFlag, TokenCallback
 
 
 class ExtractiveBackend(Backend):
     name = "extractive"
     kind = "baseline"
+    cli_title = "extractive backend (lead-N baseline)"
+    cli_flags = (
+        EngineFlag(("--extractive-sentences",), "sentences", int, "leading sentences per summary (default 3: lead-3)",
+                   "N"),
+        EngineFlag(("--extractive-max-tokens",), "max_tokens", int,
+                   "cut each summary to N tokens (default 0: no cut; the reference model stops at 128)", "N"),
+    )
 
     def __init__(self, sentences: int = 3, max_tokens: int = 0) -> None:
         if sentences < 1:
@@ -33,21 +39,15 @@ class ExtractiveBackend(Backend):
         self._dataset: DatasetView | None = None
 
     @classmethod
-    def add_cli_args(cls, parser: argparse.ArgumentParser) -> None:
-        parser = parser.add_argument_group("extractive backend (lead-N baseline)")
-        parser.add_argument("--extractive-sentences", type=int, default=3, metavar="N",
-                            help="leading sentences per summary (default 3: lead-3)")
-        parser.add_argument("--extractive-max-tokens", type=int, default=0, metavar="N",
-                            help="cut each summary to N tokens (default 0: no cut; the reference model stops at 128)")
-
-    @classmethod
-    def from_cli_args(cls, args: argparse.Namespace) -> "ExtractiveBackend":
-        engine = dict(getattr(args, "engine_args", None) or {})
-        sentences = int(engine.pop("sentences", getattr(args, "extractive_sentences", 3)))
-        max_tokens = int(engine.pop("max_tokens", getattr(args, "extractive_max_tokens", 0)))
+    def from_args(cls, args: BackendArgs) -> "ExtractiveBackend":
+        engine = dict(args.engine_args)
+        sentences = int(engine.pop("sentences", 3))
+        max_tokens = int(engine.pop("max_tokens", 0))
         if engine:
             raise HarnessError(f"extractive backend: unknown --engine-arg key(s) {sorted(engine)} "
                                "(known: sentences, max_tokens)")
+        if args.sampling_overrides:
+            raise HarnessError("extractive backend takes no --sampling-arg (it does not sample)")
         return cls(sentences, max_tokens)
 
     def start(self, dataset: DatasetView, streaming: bool) -> None:

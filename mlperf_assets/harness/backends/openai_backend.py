@@ -15,7 +15,6 @@ TensorRT-LLM's server.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -25,8 +24,8 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from ..errors import HarnessError
-from .base import Backend, DatasetView, TokenCallback
-from .sampling import add_sampling_arg, effective_sampling, parse_key_values
+from .base import Backend, BackendArgs, DatasetView, EngineFlag, TokenCallback
+from .sampling import effective_sampling
 
 log = logging.getLogger(__name__)
 
@@ -82,48 +81,35 @@ class OpenAIBackend(Backend):
         self._versions: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------------------------------- CLI
-    @classmethod
-    def add_cli_args(cls, parser: argparse.ArgumentParser) -> None:
-        group = parser.add_argument_group(
-            "openai backend (--backend openai)",
-            f"An OpenAI-compatible completions server. The API key is read from ${API_KEY_ENV} only.",
-        )
-        group.add_argument("--api-base", metavar="URL",
-                           help="server base URL, e.g. http://127.0.0.1:8000/v1 (/v1 is added when the URL has no path)")
-        group.add_argument("--api-model", metavar="NAME",
-                           help="model name the server serves (default: the first one /v1/models lists)")
-        group.add_argument("--max-concurrency", type=int, default=None, metavar="N",
-                           help="requests in flight at most (default 64)")
-        group.add_argument("--request-timeout-s", type=float, default=None, metavar="S",
-                           help="per-request timeout: connect, and between streamed chunks (default 600)")
-        group.add_argument("--retries", type=int, default=None, metavar="N",
-                           help="retries of a request on connection errors, timeouts, HTTP 408/429/5xx (default 3)")
-        group.add_argument("--api-token-ids", choices=TOKEN_ID_MODES, default=None,
-                           help="output token ids: exact (server returns them: vLLM's return_token_ids), retokenize "
-                                "(from the text, with the dataset's tokenizer), auto (probe the server; default)")
-        add_sampling_arg(parser)
+    cli_title = "openai backend (--backend openai)"
+    cli_description = f"An OpenAI-compatible completions server. The API key is read from ${API_KEY_ENV} only."
+    cli_flags = (
+        EngineFlag(("--api-base",), "api_base", str, "server base URL, e.g. http://127.0.0.1:8000/v1 (/v1 is added "
+                   "when the URL has no path)", "URL"),
+        EngineFlag(("--api-model",), "api_model", str, "model name the server serves (default: the first one "
+                   "/v1/models lists)", "NAME"),
+        EngineFlag(("--max-concurrency",), "max_concurrency", int, "requests in flight at most (default 64)", "N"),
+        EngineFlag(("--request-timeout-s",), "request_timeout_s", float, "per-request timeout: connect, and between "
+                   "streamed chunks (default 600)", "S"),
+        EngineFlag(("--retries",), "retries", int, "retries of a request on connection errors, timeouts, HTTP "
+                   "408/429/5xx (default 3)", "N"),
+        EngineFlag(("--api-token-ids",), "token_ids", str, "output token ids: exact (server returns them: vLLM's "
+                   "return_token_ids), retokenize (from the text, with the dataset's tokenizer), auto (probe the "
+                   "server; default)", choices=TOKEN_ID_MODES),
+    )
+    uses_sampling = True
 
     @classmethod
-    def from_cli_args(cls, args: argparse.Namespace) -> "OpenAIBackend":
-        engine_args = dict(getattr(args, "engine_args", None) or {})
+    def from_args(cls, args: BackendArgs) -> "OpenAIBackend":
+        engine_args = dict(args.engine_args)
         settings = {k: engine_args.pop(k) for k in SETTING_KEYS if k in engine_args}
-        flags = {
-            "api_base": getattr(args, "api_base", None),
-            "api_model": getattr(args, "api_model", None),
-            "max_concurrency": getattr(args, "max_concurrency", None),
-            "request_timeout_s": getattr(args, "request_timeout_s", None),
-            "retries": getattr(args, "retries", None),
-            "token_ids": getattr(args, "api_token_ids", None),
-        }
-        settings.update({k: v for k, v in flags.items() if v is not None})  # a flag wins over --engine-arg
         if not settings.get("api_base"):
             raise HarnessError("--backend openai needs --api-base URL (e.g. http://127.0.0.1:8000/v1)")
         if engine_args:
             log.info("openai: engine arguments %s describe the server; they are recorded, not applied",
                      sorted(engine_args))
-        sampling = parse_key_values(getattr(args, "sampling_args", None), "--sampling-arg")
-        return cls(settings.pop("api_base"), settings.pop("api_model", None), sampling_overrides=sampling,
-                   server_engine_args=engine_args, **settings)
+        return cls(settings.pop("api_base"), settings.pop("api_model", None),
+                   sampling_overrides=dict(args.sampling_overrides), server_engine_args=engine_args, **settings)
 
     # ------------------------------------------------------------------------------------------------ lifecycle
     def start(self, dataset: DatasetView, streaming: bool) -> None:

@@ -7,14 +7,13 @@ Offline fast path (``generate_packed``) hands LoadGen addresses into it without 
 
 from __future__ import annotations
 
-import argparse
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import HarnessError
 from ..sut import PackedOutputs, token_dtype
-from .base import Backend, DatasetView, TokenCallback
+from .base import Backend, BackendArgs, DatasetView, TokenCallback
 
 
 class ReplayBackend(Backend):
@@ -25,10 +24,11 @@ class ReplayBackend(Backend):
         self._flat: np.ndarray | None = None
 
     @classmethod
-    def from_cli_args(cls, args: argparse.Namespace) -> "ReplayBackend":
-        engine = getattr(args, "engine_args", None) or {}
-        if engine:
-            raise HarnessError(f"replay backend takes no --engine-arg (got {sorted(engine)})")
+    def from_args(cls, args: BackendArgs) -> "ReplayBackend":
+        if args.engine_args:
+            raise HarnessError(f"replay backend takes no --engine-arg (got {sorted(args.engine_args)})")
+        if args.sampling_overrides:
+            raise HarnessError("replay backend takes no --sampling-arg (it answers with the reference tokens)")
         return cls()
 
     def start(self, dataset: DatasetView, streaming: bool) -> None:

@@ -12,7 +12,6 @@ Token ids are the engine's own (``CompletionOutput.token_ids``): never re-tokeni
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import itertools
@@ -23,22 +22,26 @@ from concurrent.futures import Future
 from importlib import metadata
 from typing import Any, Sequence
 
+from ..benchmarks import DEFAULT_BENCHMARK
 from ..errors import HarnessError
-from .base import Backend, DatasetView, TokenCallback
-from .sampling import add_sampling_arg, effective_sampling, parse_key_values
+from .base import Backend, BackendArgs, DatasetView, EngineFlag, TokenCallback
+from .sampling import effective_sampling
 
 log = logging.getLogger(__name__)
 
-# (flag, engine-argument name, type, help). Each flag is also accepted with the ``--vllm-`` prefix.
-ENGINE_FLAGS: list[tuple[str, str, type, str]] = [
-    ("--tensor-parallel-size", "tensor_parallel_size", int, "GPUs per model replica (tensor parallelism)"),
-    ("--pipeline-parallel-size", "pipeline_parallel_size", int, "pipeline stages"),
-    ("--dtype", "dtype", str, "weights/activations dtype: auto, bfloat16, float16, float32"),
-    ("--gpu-memory-utilization", "gpu_memory_utilization", float, "fraction of GPU memory vLLM may use (0-1)"),
-    ("--max-model-len", "max_model_len", int, "context length (prompt + output tokens)"),
-    ("--max-num-seqs", "max_num_seqs", int, "sequences in one running batch"),
-    ("--quantization", "quantization", str, "quantization method, e.g. fp8, awq"),
-]
+# Named flags for the common engine arguments; each is also accepted with the ``--vllm-`` prefix.
+ENGINE_FLAGS: tuple[EngineFlag, ...] = tuple(
+    EngineFlag((flag, "--vllm-" + flag[2:]), key, typ, help_text, key.split("_")[-1].upper())
+    for flag, key, typ, help_text in (
+        ("--tensor-parallel-size", "tensor_parallel_size", int, "GPUs per model replica (tensor parallelism)"),
+        ("--pipeline-parallel-size", "pipeline_parallel_size", int, "pipeline stages"),
+        ("--dtype", "dtype", str, "weights/activations dtype: auto, bfloat16, float16, float32"),
+        ("--gpu-memory-utilization", "gpu_memory_utilization", float, "fraction of GPU memory vLLM may use (0-1)"),
+        ("--max-model-len", "max_model_len", int, "context length (prompt + output tokens)"),
+        ("--max-num-seqs", "max_num_seqs", int, "sequences in one running batch"),
+        ("--quantization", "quantization", str, "quantization method, e.g. fp8, awq"),
+    )
+)
 # Engine defaults of this backend (recorded in the manifest like any other engine argument; --engine-arg overrides).
 DEFAULT_ENGINE_ARGS: dict[str, Any] = {"disable_log_stats": True}
 
@@ -64,34 +67,20 @@ class VLLMBackend(Backend):
         self._max_num_seqs: int | None = None
 
     # ------------------------------------------------------------------------------------------------------- CLI
-    @classmethod
-    def add_cli_args(cls, parser: argparse.ArgumentParser) -> None:
-        group = parser.add_argument_group(
-            "vllm backend (--backend vllm)",
-            "vLLM engine options. Any other vLLM engine argument goes through --engine-arg KEY=VALUE "
-            "(e.g. --engine-arg enforce_eager=true); a flag below wins over an --engine-arg of the same name.",
-        )
-        group.add_argument("--model", "--vllm-model", dest="vllm_model", metavar="CHECKPOINT",
-                           help="model to serve: a local checkpoint folder or a Hugging Face name "
-                                "(e.g. meta-llama/Llama-3.1-8B-Instruct); also --engine-arg model=...")
-        for flag, key, typ, help_text in ENGINE_FLAGS:
-            group.add_argument(flag, "--vllm-" + flag[2:], dest="vllm_" + key, type=typ, default=None,
-                               metavar=key.split("_")[-1].upper(), help=help_text)
-        add_sampling_arg(parser)
+    cli_title = "vllm backend (--backend vllm)"
+    cli_description = ("vLLM engine options. Any other vLLM engine argument goes through --engine-arg KEY=VALUE "
+                       "(e.g. --engine-arg enforce_eager=true); a flag below wins over an --engine-arg of the same name.")
+    cli_flags = (
+        EngineFlag(("--model", "--vllm-model"), "model", str, "model to serve: a local checkpoint folder or a Hugging "
+                   "Face name (e.g. meta-llama/Llama-3.1-8B-Instruct); also --engine-arg model=...", "CHECKPOINT"),
+        *ENGINE_FLAGS,
+    )
+    uses_sampling = True
 
     @classmethod
-    def from_cli_args(cls, args: argparse.Namespace) -> "VLLMBackend":
-        engine_args = dict(getattr(args, "engine_args", None) or {})
-        for _flag, key, _typ, _help in ENGINE_FLAGS:
-            value = getattr(args, "vllm_" + key, None)
-            if value is not None:
-                if key in engine_args and engine_args[key] != value:
-                    log.info("vllm: --%s=%s overrides --engine-arg %s=%r", key.replace("_", "-"), value, key,
-                             engine_args[key])
-                engine_args[key] = value
-        model = getattr(args, "vllm_model", None) or engine_args.get("model")
-        sampling = parse_key_values(getattr(args, "sampling_args", None), "--sampling-arg")
-        return cls(model=model, engine_args=engine_args, sampling_overrides=sampling)
+    def from_args(cls, args: BackendArgs) -> "VLLMBackend":
+        return cls(model=args.engine_args.get("model"), engine_args=dict(args.engine_args),
+                   sampling_overrides=dict(args.sampling_overrides))
 
     # ------------------------------------------------------------------------------------------------ lifecycle
     def start(self, dataset: DatasetView, streaming: bool) -> None:
@@ -218,7 +207,7 @@ class VLLMBackend(Backend):
             "kind": self.kind,
             "versions": self._versions or _versions(None),
             "engine_args": {"model": self.model, **self.engine_args},
-            "sampling": dict(self.sampling) or effective_sampling("llama3.1-8b", self.sampling_overrides),
+            "sampling": dict(self.sampling) or effective_sampling(DEFAULT_BENCHMARK, self.sampling_overrides),
             "sampling_overrides": dict(self.sampling_overrides),
             "engine": "AsyncLLMEngine (streaming)" if self._streaming else "LLM (offline)",
             "token_ids": "exact",

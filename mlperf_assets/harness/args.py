@@ -1,0 +1,133 @@
+"""The typed arguments of the harness subcommands. Each ``*Args`` dataclass owns its flags (``add_cli_args``) and
+its construction from a parsed command line (``from_cli_args``); ``cli.py`` only lists them, and the code that runs
+a subcommand receives the dataclass, never an ``argparse.Namespace``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .backends import BACKENDS, add_backend_cli_args, backend_class
+from .backends.base import BackendArgs
+from .benchmarks import BENCHMARKS, DEFAULT_BENCHMARK, LOADGEN_MODELS, MODES, SCENARIOS
+from .dataset import SOURCES
+from .settings import add_settings_cli_args, settings_from_cli, validate_settings
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {v})")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    v = float(text)
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0 (got {text})")
+    return v
+
+
+@dataclass(frozen=True)
+class PrepareArgs:
+    source: str
+    path: str | None
+    out: str
+    benchmark: str = DEFAULT_BENCHMARK
+    tokenizer: str = "byte"
+    max_samples: int | None = None
+    seed: int | None = None
+
+    @staticmethod
+    def add_cli_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--source", required=True, choices=SOURCES,
+                       help="huggingface: abisee/cnn_dailymail 3.0.0 validation via `datasets`; mlcommons-json: an "
+                       "MLCommons cnn_eval.json; stories: a folder of CNN .story files; jsonl: {id, article, "
+                       "highlights} lines")
+        p.add_argument("--path", default=None,
+                       help="input file or folder (huggingface: optional local copy: save_to_disk folder, parquet/"
+                       "JSON/arrow file of the same columns, or a cache folder)")
+        p.add_argument("--out", required=True, help="prepared JSON file to write (atomically)")
+        p.add_argument("--benchmark", default=DEFAULT_BENCHMARK, choices=list(BENCHMARKS),
+                       help="selects the prompt template and truncation (harness/benchmarks.py)")
+        p.add_argument("--tokenizer", default="byte",
+                       help="'byte' (built in, for extractive/replay) or a Hugging Face model name or local folder "
+                       "(needs transformers); the model tokenizer's encode adds BOS like the reference")
+        p.add_argument("--max-samples", type=_positive_int, default=None, metavar="N",
+                       help="keep N samples: the first N, or a seeded random choice with --seed (default: all)")
+        p.add_argument("--seed", type=int, default=None, help="random subset seed for --max-samples")
+
+    @classmethod
+    def from_cli_args(cls, ns: argparse.Namespace) -> "PrepareArgs":
+        return cls(ns.source, ns.path, ns.out, ns.benchmark, ns.tokenizer, ns.max_samples, ns.seed)
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    scenario: str
+    mode: str
+    backend: str
+    dataset: str
+    output_dir: str
+    backend_args: BackendArgs = field(default_factory=BackendArgs)
+    # LoadGen scenario settings, either spelling (harness/settings.py); held validated, by LoadGen key
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    user_conf: str | None = None
+    benchmark: str | None = None
+    lg_model_name: str | None = None
+    max_samples: int | None = None
+    run_id: str | None = None
+    node: str | None = None
+    progress_interval_s: float = 2.0
+    batch_size: int | None = None
+    offline_workers: int = 1
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "settings", validate_settings(self.settings))
+
+    @staticmethod
+    def add_cli_args(r: argparse.ArgumentParser) -> None:
+        g = r.add_argument_group("test")
+        g.add_argument("--scenario", required=True, choices=SCENARIOS)
+        g.add_argument("--mode", required=True, choices=MODES,
+                       help="performance (PerformanceOnly) or accuracy (AccuracyOnly: every sample once, logged)")
+        g.add_argument("--backend", required=True, choices=list(BACKENDS),
+                       help="vllm / openai: a model; extractive: lead-3 baseline; replay: reference tokens (harness "
+                       "ceiling)")
+        g.add_argument("--dataset", required=True, help="prepared file (prepare-dataset) or an MLCommons cnn_eval.json")
+        g.add_argument("--output-dir", required=True, help="run folder (created; must not hold an earlier run)")
+        g.add_argument("--overwrite", action="store_true", help="replace an earlier run's files in --output-dir")
+        g.add_argument("--benchmark", default=None, choices=list(BENCHMARKS), help="default: the dataset file's")
+        g.add_argument("--lg-model-name", default=None, choices=list(LOADGEN_MODELS),
+                       help="LoadGen model name for mlperf.conf (default: the benchmark's; a variant such as "
+                       "llama3_1-8b-interactive runs Server under its own latency limits)")
+        g.add_argument("--max-samples", type=_positive_int, default=None, metavar="N",
+                       help="use the first N dataset samples (QSL size)")
+        g.add_argument("--run-id", default=None, help="recorded in run_manifest.json (default: a new UUID)")
+        g.add_argument("--node", default=None, help="node name recorded in run_manifest.json (default: the hostname)")
+        add_settings_cli_args(r)
+        h = r.add_argument_group("harness")
+        h.add_argument("--engine-arg", dest="engine_args", action="append", default=[], metavar="KEY=VALUE",
+                       help="engine option for any backend (repeatable; VALUE parsed as JSON if it parses, else a "
+                       "string); how the orchestrator passes a config's engine: mapping")
+        h.add_argument("--batch-size", type=_positive_int, default=None,
+                       help="Offline: samples per backend.generate call (default: the backend's preference)")
+        h.add_argument("--offline-workers", type=_positive_int, default=1,
+                       help="Offline: threads calling backend.generate concurrently")
+        h.add_argument("--progress-interval-s", type=_positive_float, default=2.0,
+                       help="seconds between progress.jsonl lines")
+        add_backend_cli_args(r)
+
+    @classmethod
+    def from_cli_args(cls, ns: argparse.Namespace) -> "RunArgs":
+        return cls(
+            scenario=ns.scenario, mode=ns.mode, backend=ns.backend, dataset=ns.dataset, output_dir=ns.output_dir,
+            backend_args=BackendArgs.from_cli_args(ns, backend_class(ns.backend)),
+            settings=settings_from_cli(ns),
+            user_conf=ns.user_conf, benchmark=ns.benchmark, lg_model_name=ns.lg_model_name,
+            max_samples=ns.max_samples, run_id=ns.run_id, node=ns.node, progress_interval_s=ns.progress_interval_s,
+            batch_size=ns.batch_size, offline_workers=ns.offline_workers, overwrite=ns.overwrite,
+        )

@@ -1,0 +1,68 @@
+"""File helpers shared by the harness and the orchestrator: a file's sha256, and atomic writes (a temporary file in
+the same folder, then ``os.replace``, so a reader sees the old file or the new one, never half of one).
+
+Standard library only (the node side imports it).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+# Files written here are read by other users and tools (mkstemp alone would leave them 0600).
+DEFAULT_FILE_MODE = 0o644
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes. Remembered per (path, size, mtime), so asking again for an unchanged large file
+    (a dataset uploaded to several nodes) costs one ``stat``."""
+    st = os.stat(path)
+    return _sha256(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:  # noqa: ARG001 - size and mtime key the cache
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextmanager
+def atomic_writer(path: str | os.PathLike, *, text: bool = True, mode: int = DEFAULT_FILE_MODE) -> Iterator[IO[Any]]:
+    """``with atomic_writer(p) as fh: fh.write(...)``: ``p`` is replaced only when the block succeeds; the parent
+    folder is created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w" if text else "wb", **({"encoding": "utf-8"} if text else {})) as fh:
+            yield fh
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes, *, mode: int = DEFAULT_FILE_MODE) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically; returns the path."""
+    with atomic_writer(path, text=isinstance(data, str), mode=mode) as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:
+    """``obj`` as JSON (UTF-8, not ASCII-escaped, a final newline), written atomically and streamed (a prepared
+    dataset is tens of MB)."""
+    with atomic_writer(path) as fh:
+        json.dump(obj, fh, indent=indent, ensure_ascii=False)
+        fh.write("\n")
+    return Path(path)
