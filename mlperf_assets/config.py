@@ -23,20 +23,25 @@ from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, field_validator
+
+from mlperf_assets.harness.backends import BACKEND_NAMES
+from mlperf_assets.harness.benchmarks import BENCHMARK_NAMES, DEFAULT_BENCHMARK, LG_MODEL_NAMES, SCENARIOS
+from mlperf_assets.harness.benchmarks import HF_DATASET as _HF_DATASET
+from mlperf_assets.harness.settings import LOADGEN_SETTINGS, positive_number, validate_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "config.yaml"
 CONFIG_ENV = "MLPERF_DAGSTER_CONFIG"
 DATASET_ENV = "MLPERF_DAGSTER_DATASET"
 
-BENCHMARKS = ("llama3.1-8b", "llama3.1-8b-edge", "gptj")
-BACKENDS = ("vllm", "openai", "extractive", "replay")
+# Choices come from the harness's registries (benchmarks.py, backends/__init__.py); SCENARIOS is imported above.
+BENCHMARKS = BENCHMARK_NAMES
+BACKENDS = BACKEND_NAMES
 BASELINE_BACKENDS = ("extractive", "replay")  # not a model: figures labelled as baseline / harness ceiling
-SCENARIOS = ("Offline", "Server", "SingleStream")
 DATASET_SOURCES = ("huggingface", "mlcommons-json", "stories", "jsonl", "local")
 RUNNER_KINDS = ("local", "ssh", "kubernetes")
-HF_DATASET = "abisee/cnn_dailymail"
+HF_DATASET = _HF_DATASET[0]  # "abisee/cnn_dailymail"
 
 
 class ConfigError(Exception):
@@ -73,10 +78,7 @@ def _int_in(lo: int | None, hi: int | None):
     return BeforeValidator(check)
 
 
-def _positive_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"must be a number > 0, got {value!r}")
-    return float(value)
+_positive_number = positive_number  # finite and > 0: the check LoadGen rates and latencies get too
 
 
 Port = Annotated[int, _int_in(1, 65535)]
@@ -138,21 +140,23 @@ class DatasetConfig(_Model):
     seed: NonNegativeInt | None = None  # sampling seed when max_samples is below the source size
 
 
-class ScenarioSettings(_Model):
-    """LoadGen settings for one scenario; None = the harness's / MLPerf's default."""
-
-    target_qps: PositiveFloat | None = None  # Server: arrival rate; Offline: expected QPS
-    target_latency_ms: PositiveFloat | None = None  # Server: latency bound; SingleStream: expected latency
-    min_duration_ms: NonNegativeInt | None = None
-    max_duration_ms: NonNegativeInt | None = None
-    min_query_count: NonNegativeInt | None = None
-    max_query_count: NonNegativeInt | None = None
-    ttft_latency_ms: PositiveFloat | None = None
-    tpot_latency_ms: PositiveFloat | None = None
+class _ScenarioSettingsBase(_Model):
+    """LoadGen settings for one scenario: one optional field per row of ``harness/settings.py``'s LOADGEN_SETTINGS,
+    spelled as config files spell it (``target_qps``, ``min_duration_ms``, ``ttft_latency_ms``, ...) and checked by
+    that row; None = mlperf.conf's value."""
 
     def as_settings(self) -> dict[str, Any]:
-        """The settings dict of a ``RunSpec`` (unset values dropped)."""
-        return {k: v for k, v in self.model_dump().items() if v is not None}
+        """The settings mapping of a ``RunSpec``: LoadGen user.conf keys, unset values dropped."""
+        return validate_settings(self.model_dump(exclude_none=True))
+
+
+ScenarioSettings = create_model(
+    "ScenarioSettings",
+    __base__=_ScenarioSettingsBase,
+    __module__=__name__,
+    **{row.name: (Annotated[row.kind.python_type, BeforeValidator(row.check)] | None, None)
+       for row in LOADGEN_SETTINGS.values()},
+)
 
 
 class ScenariosConfig(_Model):
@@ -168,12 +172,11 @@ class ScenariosConfig(_Model):
 class BenchmarkConfig(_Model):
     """What to run: the MLPerf benchmark, the model, the backend and its engine options, the scenarios."""
 
-    model: Literal["llama3.1-8b", "llama3.1-8b-edge", "gptj"] = "llama3.1-8b"  # MLPerf benchmark name
+    model: Literal[BENCHMARKS] = DEFAULT_BENCHMARK  # MLPerf benchmark name (harness/benchmarks.py)
     checkpoint: str | None = "meta-llama/Llama-3.1-8B-Instruct"  # HF name or path of the model (vllm/openai)
-    backend: Literal["vllm", "openai", "extractive", "replay"] = "vllm"
+    backend: Literal[BACKENDS] = "vllm"
     engine: dict[str, Any] = Field(default_factory=dict)  # backend options, passed as --engine-arg KEY=VALUE
-    # LoadGen model name; None = the benchmark's (llama3_1-8b, llama3_1-8b-edge, gptj)
-    lg_model_name: Literal["llama3_1-8b", "llama3_1-8b-edge", "llama3_1-8b-interactive", "gptj"] | None = None
+    lg_model_name: Literal[LG_MODEL_NAMES] | None = None  # LoadGen model name; None = the benchmark's default
     scenarios: ScenariosConfig = Field(default_factory=lambda: ScenariosConfig(Offline=ScenarioSettings()))
     accuracy: bool = True  # after the performance run, run accuracy mode and score ROUGE
     progress_interval_s: PositiveFloat = 2.0  # harness progress.jsonl interval

@@ -39,6 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 from dagster import ConfigurableResource
 
 from mlperf_assets.config import runner_resource_key  # noqa: F401 - re-exported: one definition of the key
+from mlperf_assets.harness.settings import settings_argv, validate_settings
 
 HARNESS_MODULE = "mlperf_assets.harness"
 SCENARIOS = ("Offline", "Server", "SingleStream")
@@ -52,17 +53,8 @@ CANCEL_MARKER_FILE = "cancel_requested"  # written by cancel(): a later poll rep
 SPEC_FILE = "run_spec.json"  # the RunSpec as JSON (for reattaching and for remote runners)
 PROGRESS_FILE = "progress.jsonl"
 
-# Scenario settings of the config (config.ScenarioSettings) -> harness flags. Only these are passed through.
-SETTING_FLAGS: dict[str, str] = {
-    "target_qps": "--target-qps",
-    "target_latency_ms": "--target-latency-ms",
-    "min_duration_ms": "--min-duration-ms",
-    "max_duration_ms": "--max-duration-ms",
-    "min_query_count": "--min-query-count",
-    "max_query_count": "--max-query-count",
-    "ttft_latency_ms": "--ttft-latency-ms",
-    "tpot_latency_ms": "--tpot-latency-ms",
-}
+# LoadGen scenario settings pass through as one mapping keyed by LoadGen's user.conf keys: the table, its one
+# validation and the harness flags they become are in harness/settings.py (LOADGEN_SETTINGS).
 
 # Exit codes the harness uses (contract A): 0 = LoadGen finished; 130 = interrupted (Ctrl-C, cancel).
 EXIT_OK = 0
@@ -99,7 +91,9 @@ class RunSpec:
     backend: str  # vllm | openai | extractive | replay
     dataset_path: str  # the prepared dataset on the orchestrator; a remote runner maps it to its copy
     engine_args: Mapping[str, Any] = field(default_factory=dict)
-    settings: Mapping[str, Any] = field(default_factory=dict)  # keys of SETTING_FLAGS; None values skipped
+    # LoadGen scenario settings (harness/settings.py: LoadGen keys or their config spelling; None values dropped),
+    # held validated, by LoadGen key
+    settings: Mapping[str, Any] = field(default_factory=dict)
     max_samples: int | None = None
     lg_model_name: str | None = None
     progress_interval_s: float = 2.0
@@ -110,9 +104,7 @@ class RunSpec:
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, not {self.scenario!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        unknown = sorted(set(self.settings) - set(SETTING_FLAGS))
-        if unknown:
-            raise ValueError(f"unknown scenario setting(s) {', '.join(unknown)}; known: {', '.join(SETTING_FLAGS)}")
+        object.__setattr__(self, "settings", validate_settings(self.settings))  # SettingsError is a ValueError
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.run_id):
             raise ValueError(f"run_id must be letters, digits, '.', '_' or '-', not {self.run_id!r}")
 
@@ -134,10 +126,7 @@ class RunSpec:
             args += ["--lg-model-name", self.lg_model_name]
         if self.max_samples is not None:
             args += ["--max-samples", str(int(self.max_samples))]
-        for key, flag in SETTING_FLAGS.items():
-            value = self.settings.get(key)
-            if value is not None:
-                args += [flag, str(value)]
+        args += settings_argv(self.settings)
         for key, value in self.engine_args.items():
             args += ["--engine-arg", f"{key}={_json_value(value)}"]
         args += list(self.extra_args)
