@@ -57,7 +57,7 @@ def _config_paths() -> tuple[str, str]:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from mlperf_assets.cli import UserError
+    from mlperf_assets.errors import UserError
     from mlperf_assets.reporting import ReportError, build_report
     from mlperf_assets.store import StoreError
 

@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from mlperf_assets.cli import UserError
+from mlperf_assets.errors import UserError
+from mlperf_assets.harness.benchmarks import ACCURACY_TARGETS
 
 ACCURACY_EPILOG = """\
 What it does (exactly the MLCommons reference evaluation.py): keep the first log entry of each qsl_idx, decode the
@@ -48,7 +49,8 @@ def register(subparsers) -> None:
     acc.add_argument("--dataset", required=True, type=Path,
                      help="the prepared dataset file the run used (or an MLCommons cnn_eval.json)")
     acc.add_argument("--benchmark", default=None,
-                     help="llama3.1-8b, llama3.1-8b-edge, gptj-99 or gptj-99.9 (default: what the dataset file says)")
+                     help=f"{', '.join(ACCURACY_TARGETS)}, or a LoadGen spelling of one (default: what the dataset "
+                          "file says)")
     acc.add_argument("--tokenizer", default=None,
                      help="'byte' or a Hugging Face tokenizer name/folder (default: the dataset file's tokenizer)")
     acc.add_argument("--dtype", choices=("int32", "int64"), default=None,
