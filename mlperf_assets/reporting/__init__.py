@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
@@ -26,6 +25,7 @@ from pathlib import Path, PurePath
 import pandas as pd
 
 from mlperf_assets import charts as ch
+from mlperf_assets.harness.files import write_atomic
 from mlperf_assets.reporting.regression import (
     DEFAULT_THRESHOLD_PCT,
     DEFAULT_WINDOW,
@@ -247,7 +247,7 @@ def build_report(
     png_paths: dict[str, Path] = {}
     for chart in built:
         if chart.available:
-            png_paths[chart.key] = _write_atomic(out / f"{chart.key}.png", chart.png())
+            png_paths[chart.key] = write_atomic(out / f"{chart.key}.png", chart.png())
     for key in CHART_KEYS:  # a chart drawn last time but not now must not linger beside the new report
         stale = out / f"{key}.png"
         if key not in png_paths and stale.exists():
@@ -266,14 +266,14 @@ def build_report(
         title=title, subtitle=subtitle, summary=table, charts=built, runs=runs_view,
         regressions=[f.message for f in current_flags], notes=notes,
     )
-    dashboard_path = _write_atomic(out / DASHBOARD_NAME, page.encode("utf-8"))
+    dashboard_path = write_atomic(out / DASHBOARD_NAME, page.encode("utf-8"))
     timings["dashboard_s"] = time.perf_counter() - t3
 
     latest_rows = summary[summary["run_id"].isin(latest_ids)].to_dict("records") if not summary.empty else []
     markdown = render_markdown(title, subtitle, table, built, current_flags, all_flags,
                                regression_threshold_pct, regression_window, intro_lines or [],
                                caveats=notes_section(latest_rows))
-    report_path = _write_atomic(out / REPORT_NAME, markdown.encode("utf-8"))
+    report_path = write_atomic(out / REPORT_NAME, markdown.encode("utf-8"))
     timings["total_s"] = time.perf_counter() - t0
     missing = {c.key: c.reason or "no data" for c in built if not c.available}
     return ReportResult(
@@ -393,19 +393,3 @@ def _run_views(db_path, summary: pd.DataFrame, colors, with_samples: set[str], w
                              percentiles_ms=percentiles_from_row(r), limits_ms=limits, figures=figures,
                              notes=notes))
     return views
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is for everyone who can read the folder
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
