@@ -2,9 +2,13 @@
 
 Guarantees:
 
-* Every run folder is parsed completely before anything is written; bad input raises
-  :class:`~mlperf_assets.loadgen_logs.LogFormatError` and leaves the database untouched.
-* Each run is written in one transaction that first deletes the run's earlier rows (re-ingest replaces).
+* Every run folder is parsed completely, and every value checked against its column, before anything is
+  written; bad input raises :class:`~mlperf_assets.loadgen_logs.LogFormatError` (naming the file, and the line
+  and key of a value no column can hold) and leaves the database untouched.
+* One ingest is one transaction: all its runs are stored or none (a full disk, a value DuckDB refuses: the
+  transaction is rolled back and :class:`StoreError` says so in one line). Each run first loses its earlier
+  rows, so re-ingesting replaces. Run ids do not depend on the path (see ``loadgen_logs.content_key``): the same
+  run folder through a symlink, another relative path or a copy is one row.
 * Writers are serialized by a file lock beside the database (``<db>.lock``); waiting longer than the timeout
   raises :class:`StoreLockedError`. A DuckDB file held open by a process that does not use the lock is
   reported the same way.
@@ -14,7 +18,9 @@ Units everywhere: latencies in nanoseconds (``*_ns``), throughput per second, ti
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import time
 from contextlib import contextmanager
@@ -23,13 +29,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from mlperf_assets.loadgen_logs import LogFormatError, NoRunsFoundError, ParsedRun, discover_runs, headline, parse_runs
+from mlperf_assets.loadgen_logs import (
+    ACCURACY_INT_METRICS,
+    LogFormatError,
+    NoRunsFoundError,
+    ParsedRun,
+    Skipped,
+    content_key,
+    discover_runs,
+    headline,
+    parse_runs,
+)
+from mlperf_assets.numbers import NumberError, as_float, as_int, checked_int, fits
 
 if TYPE_CHECKING:  # heavy imports stay inside functions
     import duckdb
     import pandas
 
 __all__ = [
+    "IngestReport",
     "IngestedRun",
     "LogFormatError",
     "NoRunsFoundError",
@@ -37,6 +55,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "StoreError",
     "StoreLockedError",
+    "StoreValueError",
     "ingest_path",
     "ingest_parsed",
     "query",
@@ -51,6 +70,10 @@ class StoreError(RuntimeError):
 
 class StoreLockedError(StoreError):
     """Another writer holds the database; the message says which file and how long we waited."""
+
+
+class StoreValueError(StoreError):
+    """A parsed value no column can hold (the parser checks the known ones; this is the store's own check)."""
 
 
 # --------------------------------------------------------------------------------------------- schema
@@ -124,8 +147,10 @@ RUNS_COLUMN_NAMES = [c for c, _ in RUNS_COLUMNS]
 
 # The public view. Keep in step with the README (a public interface: add columns, never rename).
 RUN_SUMMARY_COLUMNS: list[tuple[str, str]] = [
-    ("run_id", "key: '<harness run_id>-<mode>' for harness runs, 'lg-<hash of source_path>' otherwise"),
-    ("source_path", "absolute path of the run folder"),
+    ("run_id", "key: '<harness run_id>-<mode>' for harness runs, else 'lg-<hash of the run's mlperf_log_detail.txt>' "
+               "(or of its summary; a verification folder: its files and its scenario's logs): one row per run, "
+               "whatever path it was ingested from"),
+    ("source_path", "absolute path of the run folder (as given, at its latest ingest)"),
     ("node", "node name (harness manifest or --node)"),
     ("benchmark", "submission benchmark name, e.g. llama3.1-8b, gptj-99"),
     ("scenario", "LoadGen's effective scenario: Offline | Server | SingleStream"),
@@ -134,9 +159,11 @@ RUN_SUMMARY_COLUMNS: list[tuple[str, str]] = [
     ("compliance_test", "TEST06 etc. for compliance runs"),
     ("result_validity", "VALID | INVALID (NULL for accuracy runs)"),
     ("samples_per_second", "samples/s: Offline Samples per second, Server Completed samples per second, SingleStream QPS w/o loadgen overhead"),
-    ("tokens_per_second", "tokens/s: Offline Tokens per second, Server/SingleStream completed tokens/s (gpt-j: the inferred figure)"),
+    ("tokens_per_second", "tokens/s: Offline Tokens per second, Server Completed tokens per second, SingleStream "
+                          "TPS w/o loadgen overhead (gpt-j: the inferred figure)"),
     ("completed_samples_per_second", "samples/s completed (Server)"),
-    ("completed_tokens_per_second", "tokens/s completed (Server, SingleStream; gpt-j inferred)"),
+    ("completed_tokens_per_second", "tokens/s completed (Server; SingleStream: the detail log's "
+                                    "result_completed_tokens_per_second, no summary line; gpt-j inferred)"),
     ("tokens_per_second_inferred", "true when tokens/s is LoadGen's inferred figure (gpt-j)"),
     ("latency_p50_ns", "ns"),
     ("latency_p90_ns", "ns (SingleStream headline)"),
@@ -155,7 +182,8 @@ RUN_SUMMARY_COLUMNS: list[tuple[str, str]] = [
     ("harness_run_id", "harness run_id shared by the performance and accuracy runs of one materialization"),
     ("submitter", "from a submission tree path"),
     ("system", "from a submission tree path"),
-    ("compliance_passed", "TEST06 verify_accuracy.txt verdict"),
+    ("compliance_passed", "compliance verdict: TEST06 verify_accuracy.txt, TEST01 verify_accuracy.txt and "
+                          "verify_performance.txt, TEST04 verify_performance.txt (all must pass)"),
     ("rouge1", "accuracy of this run's scenario folder / harness run, ROUGE-1 x100"),
     ("rouge2", "ROUGE-2 x100"),
     ("rougeL", "ROUGE-L x100"),
@@ -242,13 +270,58 @@ _MIGRATION_1 = [
     "CREATE INDEX detail_events_run ON detail_events (run_id)",
 ]
 
+CHILD_TABLES = ("detail_events", "settings", "provenance", "sample_timings", "progress", "accuracy_log_samples")
+
+
+def _rekey_by_content(conn: "duckdb.DuckDBPyConnection") -> None:
+    """Migration 2: runs ingested without a harness manifest were keyed by a hash of their path
+    (``lg-<sha1(source_path)>``), so one run reached through a symlink, another path or a copy was stored once
+    per path. Re-key them by content (``loadgen_logs.content_key`` over the file hashes kept in
+    ``provenance.files_json``), keep the most recently ingested row of each run, and move every child row and
+    accuracy result to the new key."""
+    rows = conn.execute(
+        "SELECT r.run_id, r.source_path, p.files_json FROM runs r JOIN provenance p USING (run_id) "
+        "WHERE r.harness_run_id IS NULL ORDER BY r.ingested_at DESC NULLS LAST, r.run_id"
+    ).fetchall()
+    keep: dict[str, str] = {}  # new id -> the old id whose rows survive
+    drop: list[str] = []
+    for old_id, source_path, files_json in rows:
+        try:
+            files = json.loads(files_json) if files_json else None
+        except json.JSONDecodeError:
+            files = None
+        if not isinstance(files, list) or not files:
+            continue
+        new_id = content_key([f for f in files if isinstance(f, dict)], source_path)
+        if new_id == old_id:
+            continue
+        if new_id in keep:
+            drop.append(old_id)  # an older copy of the same run
+        else:
+            keep[new_id] = old_id
+    tables = ("runs", *CHILD_TABLES, "accuracy_results")
+    for old_id in drop:
+        for t in tables:
+            conn.execute(f"DELETE FROM {t} WHERE run_id = ?", [old_id])
+    for new_id, old_id in keep.items():
+        conn.execute("INSERT INTO runs SELECT * REPLACE (? AS run_id) FROM runs WHERE run_id = ?", [new_id, old_id])
+        conn.execute("DELETE FROM runs WHERE run_id = ?", [old_id])
+        for t in (*CHILD_TABLES, "accuracy_results"):
+            conn.execute(f"UPDATE {t} SET run_id = ? WHERE run_id = ?", [new_id, old_id])
+    if keep or drop:
+        refresh_accuracy(conn)
+
+
+Migration = tuple[int, str, list[Any]]  # statements: SQL strings, or callables taking the connection
+
 # Numbered migrations: never edit an applied one; append (N, description, statements).
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+MIGRATIONS: list[Migration] = [
     (1, "initial schema: runs, detail_events, settings, accuracy_results, provenance, sample_timings, progress, "
         "accuracy_log_samples, accuracy_latest; views accuracy_summary, run_summary", _MIGRATION_1),
+    (2, "runs without a harness manifest keyed by content (one row per run, whatever path it came from)",
+        [_rekey_by_content]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
-CHILD_TABLES = ("detail_events", "settings", "provenance", "sample_timings", "progress", "accuracy_log_samples")
 
 
 def _migrate(conn: "duckdb.DuckDBPyConnection", db_path: Path) -> None:
@@ -265,12 +338,14 @@ def _migrate(conn: "duckdb.DuckDBPyConnection", db_path: Path) -> None:
             continue
         conn.execute("BEGIN TRANSACTION")
         try:
-            for sql in statements:
-                conn.execute(sql)
+            for step in statements:
+                step(conn) if callable(step) else conn.execute(step)
             conn.execute("INSERT INTO schema_version VALUES (?, ?, ?)", [version, description, _utcnow()])
             conn.execute("COMMIT")
-        except Exception:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            _rollback_quietly(conn)
+            if isinstance(exc, Exception):
+                raise _write_failure(exc, db_path, f"migrating the schema to version {version}") from None
             raise
 
 
@@ -302,9 +377,16 @@ def _connect_retrying(db_path: Path, *, read_only: bool, timeout_s: float) -> "d
                     ) from None
                 time.sleep(0.05)
                 continue
-            raise StoreError(f"{db_path}: cannot open as a DuckDB database: {str(exc).splitlines()[0]}") from None
+            raise _open_failure(db_path, exc) from None
         except duckdb.Error as exc:
-            raise StoreError(f"{db_path}: cannot open as a DuckDB database: {str(exc).splitlines()[0]}") from None
+            raise _open_failure(db_path, exc) from None
+
+
+def _open_failure(db_path: Path, exc: Exception) -> StoreError:
+    msg = _first_line(exc)
+    if "no space left on device" in msg.lower():
+        return StoreError(f"{db_path}: no space left on device while opening the database; nothing was stored")
+    return StoreError(f"{db_path}: cannot open as a DuckDB database: {msg}")
 
 
 def lock_path(db_path: str | os.PathLike) -> Path:
@@ -313,7 +395,10 @@ def lock_path(db_path: str | os.PathLike) -> Path:
 
 @contextmanager
 def open_for_write(db_path: str | os.PathLike, *, lock_timeout_s: float = 30) -> Iterator["duckdb.DuckDBPyConnection"]:
-    """Hold the writer lock, open (creating and migrating) the database, yield the connection."""
+    """Hold the writer lock, open (creating and migrating) the database, yield the connection.
+
+    A database this call created is removed again when anything fails before the caller's work is done (a full
+    disk while creating it, a failed first ingest): a failed command leaves the disk as it found it."""
     from filelock import FileLock, Timeout
 
     db_path = Path(os.path.abspath(db_path))
@@ -326,15 +411,28 @@ def open_for_write(db_path: str | os.PathLike, *, lock_timeout_s: float = 30) ->
         raise StoreLockedError(
             f"{db_path}: another writer holds {lock_path(db_path)} (waited {lock_timeout_s:g} s); try again when it finishes"
         ) from None
+    except OSError as exc:
+        raise StoreError(f"{db_path}: cannot create the lock file {lock_path(db_path)}: {exc.strerror or exc}") from None
+    created = not db_path.exists()
+    done = False
     try:
         conn = _connect_retrying(db_path, read_only=False, timeout_s=lock_timeout_s)
         try:
             _migrate(conn, db_path)
             yield conn
+            done = True
         finally:
-            conn.close()
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a checkpoint on close failed: what was committed is in the WAL
+                pass
     finally:
-        lock.release()
+        try:
+            if created and not done:
+                for leftover in (db_path, Path(f"{db_path}.wal")):
+                    leftover.unlink(missing_ok=True)
+        finally:
+            lock.release()
 
 
 # --------------------------------------------------------------------------------------------- writes
@@ -382,7 +480,7 @@ def _event_columns(run_id: str, parsed: ParsedRun) -> dict[str, tuple[Sequence[A
             vnum.append(float(v))
             vstr.append(None)
         elif isinstance(v, (int, float)):
-            vnum.append(float(v))
+            vnum.append(_float_or_none(v))  # an integer beyond a double's range keeps its exact text in value_json
             vstr.append(None)
         elif isinstance(v, str):
             vnum.append(None)
@@ -416,8 +514,14 @@ def _accuracy_rows(run_id: str, source: str, results: dict[str, Any], checks: di
         v = results.get(metric, checks.get(metric, {}).get("value"))
         try:
             num = float(v) if v is not None and not isinstance(v, bool) else None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             num = None
+        try:  # run_summary keeps gen_len/gen_num as BIGINT: refuse what it cannot cast, before writing
+            checked_int(num) if metric in ACCURACY_INT_METRICS else None
+        except NumberError as exc:
+            raise StoreValueError(f"accuracy of {run_id}: {metric!r} {exc}") from None
+        if num is not None and not math.isfinite(num):
+            raise StoreValueError(f"accuracy of {run_id}: {metric!r} {v!r} is not a finite number")
         chk = checks.get(metric) or {}
         target = chk.get("target")
         target_num = float(target) if isinstance(target, (int, float)) and not isinstance(target, bool) else None
@@ -444,7 +548,8 @@ def _published_checks(benchmark: str | None, results: dict[str, Any]) -> dict[st
         return None
 
 
-def _write_run(conn: "duckdb.DuckDBPyConnection", parsed: ParsedRun) -> None:
+def _write_run_rows(conn: "duckdb.DuckDBPyConnection", parsed: ParsedRun) -> list[str | None]:
+    """Replace one run's rows, inside the caller's transaction. Returns the accuracy groups to refresh."""
     import pyarrow as pa
 
     row = dict(parsed.row)
@@ -452,8 +557,8 @@ def _write_run(conn: "duckdb.DuckDBPyConnection", parsed: ParsedRun) -> None:
     run_id = row["run_id"]
     m = parsed.manifest or {}
     backend = m.get("backend") if isinstance(m.get("backend"), dict) else {}
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    if True:  # (indentation kept from when each run had its own transaction)
+        stale_groups = _drop_earlier_versions(conn, parsed) if not row.get("harness_run_id") else []
         for t in CHILD_TABLES:
             conn.execute(f"DELETE FROM {t} WHERE run_id = ?", [run_id])
         conn.execute("DELETE FROM accuracy_results WHERE run_id = ? AND source = 'accuracy.txt'", [run_id])
@@ -519,12 +624,12 @@ def _write_run(conn: "duckdb.DuckDBPyConnection", parsed: ParsedRun) -> None:
                 "run_id": ([run_id] * len(pr), pa.string()),
                 "seq": (list(range(len(pr))), pa.int32()),
                 "time": ([_parse_time(p.get("time")) for p in pr], pa.timestamp("us")),
-                "elapsed_s": ([_f(v) for v in col("elapsed_s")], pa.float64()),
-                "issued": ([_i(v) for v in col("issued")], pa.int64()),
-                "completed": ([_i(v) for v in col("completed")], pa.int64()),
-                "total": ([_i(v) for v in col("total")], pa.int64()),
-                "output_tokens": ([_i(v) for v in col("output_tokens")], pa.int64()),
-                "tokens_per_s": ([_f(v) for v in col("tokens_per_s")], pa.float64()),
+                "elapsed_s": ([_float_or_none(v) for v in col("elapsed_s")], pa.float64()),
+                "issued": ([as_int(v) for v in col("issued")], pa.int64()),
+                "completed": ([as_int(v) for v in col("completed")], pa.int64()),
+                "total": ([as_int(v) for v in col("total")], pa.int64()),
+                "output_tokens": ([as_int(v) for v in col("output_tokens")], pa.int64()),
+                "tokens_per_s": ([_float_or_none(v) for v in col("tokens_per_s")], pa.float64()),
                 "final": ([bool(v) if v is not None else None for v in col("final")], pa.bool_()),
             })
         al = parsed.accuracy_log
@@ -537,19 +642,91 @@ def _write_run(conn: "duckdb.DuckDBPyConnection", parsed: ParsedRun) -> None:
                 "data_bytes": (al.data_bytes, pa.int32()),
                 "token_count": (al.token_count, pa.int32()),
             })
-        refresh_accuracy(conn, [row["group_id"], run_id, old_group[0] if old_group else None])
+    return [row["group_id"], run_id, old_group[0] if old_group else None, *stale_groups]
+
+
+def _drop_earlier_versions(conn: "duckdb.DuckDBPyConnection", parsed: ParsedRun) -> list[str | None]:
+    """Remove what an earlier ingest of this same folder stored under another run id (its content changed since,
+    e.g. an ``accuracy.txt`` was added): content keys make copies one run, and this keeps one folder one run.
+    The same folder is the same real path; scored accuracy results follow the run to its new id."""
+    run_id, folder = parsed.row["run_id"], Path(parsed.row["source_path"])
+    pattern = "%/" + folder.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    candidates = conn.execute(
+        "SELECT run_id, source_path, group_id FROM runs WHERE harness_run_id IS NULL AND run_id <> ? "
+        "AND (source_path = ? OR source_path LIKE ? ESCAPE '\\')",
+        [run_id, str(folder), pattern],
+    ).fetchall()
+    real = os.path.realpath(folder)
+    groups: list[str | None] = []
+    for old_id, source_path, group in candidates:
+        if source_path != str(folder) and os.path.realpath(source_path) != real:
+            continue
+        for t in CHILD_TABLES:
+            conn.execute(f"DELETE FROM {t} WHERE run_id = ?", [old_id])
+        conn.execute("DELETE FROM accuracy_results WHERE run_id = ? AND source <> 'scored'", [old_id])
+        conn.execute("UPDATE accuracy_results SET run_id = ? WHERE run_id = ?", [run_id, old_id])
+        conn.execute("DELETE FROM runs WHERE run_id = ?", [old_id])
+        groups += [group, old_id]
+    return groups
+
+
+def _float_or_none(v: Any) -> float | None:
+    try:
+        return as_float(v)
+    except OverflowError:
+        return None
+
+
+def _write_runs(conn: "duckdb.DuckDBPyConnection", db_path: Path, runs: list[ParsedRun]) -> None:
+    """All runs in one transaction: every run stored, or (any failure, a full disk included) none."""
+    conn.execute("BEGIN TRANSACTION")
+    current: ParsedRun | None = None
+    try:
+        groups: list[str | None] = []
+        for current in runs:
+            groups += _write_run_rows(conn, current)
+        current = None
+        refresh_accuracy(conn, groups)
         conn.execute("COMMIT")
-    except Exception:
+    except BaseException as exc:
+        _rollback_quietly(conn)
+        if not isinstance(exc, Exception):
+            raise
+        what = f"storing {current.row['source_path']}" if current is not None else "committing the ingest"
+        raise _write_failure(exc, db_path, what) from None
+
+
+def _rollback_quietly(conn: "duckdb.DuckDBPyConnection") -> None:
+    """ROLLBACK when a transaction is still open. After a failed COMMIT DuckDB has already rolled back and a
+    second ROLLBACK only raises 'no transaction is active': that must not hide the first error."""
+    try:
         conn.execute("ROLLBACK")
-        raise
+    except Exception:  # noqa: BLE001 - nothing left to roll back, or the connection is gone
+        pass
 
 
-def _f(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _i(v: Any) -> int | None:
-    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+def _write_failure(exc: Exception, db_path: Path, what: str) -> Exception:
+    """One-line :class:`StoreError` for a failed write (the transaction is rolled back: nothing was stored)."""
+    import duckdb
+    import pyarrow as pa
+
+    if isinstance(exc, StoreError):
+        return exc
+    msg = _first_line(exc)
+    if "no space left on device" in msg.lower() or getattr(exc, "errno", None) == errno.ENOSPC:
+        return StoreError(f"{db_path}: no space left on device while {what}; nothing was stored "
+                          "(the database is unchanged): free some space and ingest again")
+    if isinstance(exc, (duckdb.ConversionException, duckdb.OutOfRangeException, pa.ArrowInvalid, pa.ArrowTypeError,
+                        OverflowError)):
+        return StoreValueError(f"{what}: a value cannot be stored ({msg}); nothing was stored")
+    if isinstance(exc, (duckdb.Error, OSError)):
+        return StoreError(f"{db_path}: writing failed while {what} ({msg}); nothing was stored")
+    return exc
 
 
 def _ingested(parsed: ParsedRun) -> IngestedRun:
@@ -561,17 +738,80 @@ def _ingested(parsed: ParsedRun) -> IngestedRun:
     )
 
 
-def ingest_parsed(db_path: str | os.PathLike, runs: list[ParsedRun], *, lock_timeout_s: float = 30) -> list[IngestedRun]:
-    """Write already-parsed runs, each in its own transaction, under the writer lock."""
+class IngestReport(list):
+    """The runs stored (a list of :class:`IngestedRun`, as before), plus ``skipped``: the files and folders left
+    out, each with its reason (:class:`~mlperf_assets.loadgen_logs.Skipped`)."""
+
+    def __init__(self, runs: list[IngestedRun], skipped: list[Skipped] | None = None) -> None:
+        super().__init__(runs)
+        self.skipped: list[Skipped] = list(skipped or [])
+
+
+def check_storable(parsed: ParsedRun) -> None:
+    """Every integer a run would write fits its column (BIGINT / INTEGER), before the first write.
+
+    The parser range-checks what it reads (naming file, line and key); this is the store's own guard, so no
+    value can fail halfway through the transaction. Raises :class:`StoreValueError` naming the run folder."""
+    where = parsed.row.get("source_path") or parsed.folder
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise StoreValueError(f"{where}: {what} does not fit its column; nothing was stored")
+
+    for col, typ in RUNS_COLUMNS:
+        v = parsed.row.get(col)
+        if typ in ("BIGINT", "INTEGER") and isinstance(v, int) and not isinstance(v, bool):
+            need(fits(v, 64 if typ == "BIGINT" else 32), f"{col} = {v}")
+        elif typ == "DOUBLE" and isinstance(v, float):
+            need(math.isfinite(v), f"{col} = {v}")
+    for e in parsed.events:
+        need(fits(e.src_line, 32), f"{DETAIL_NAME} line {e.line_no}: metadata line_no {e.src_line}")
+    st = parsed.samples
+    if st is not None and st.qsl_idx:
+        for name in ("qsl_idx", "issue_ns", "first_token_ns", "complete_ns", "output_tokens"):
+            vals = [v for v in getattr(st, name) if v is not None]
+            if vals:
+                bits = 32 if name == "output_tokens" else 64
+                need(fits(min(vals), bits) and fits(max(vals), bits), f"samples.jsonl {name}")
+    al = parsed.accuracy_log
+    if al is not None and al.qsl_idx:
+        for name, bits in (("seq_id", 64), ("qsl_idx", 64), ("data_bytes", 32), ("token_count", 32)):
+            vals = [v for v in getattr(al, name) if v is not None]
+            if vals:
+                need(fits(min(vals), bits) and fits(max(vals), bits), f"mlperf_log_accuracy.json {name}")
+    for p in parsed.progress:
+        for key in ("issued", "completed", "total", "output_tokens"):
+            need(fits(as_int(p.get(key)), 64), f"progress.jsonl {key}")
+    if parsed.accuracy_txt is not None:
+        _accuracy_rows(str(parsed.row.get("run_id")), "accuracy.txt", parsed.accuracy_txt.results, None, None)
+
+
+DETAIL_NAME = "mlperf_log_detail.txt"
+
+
+def ingest_parsed(
+    db_path: str | os.PathLike,
+    runs: list[ParsedRun],
+    *,
+    lock_timeout_s: float = 30,
+    skipped: list[Skipped] | None = None,
+) -> IngestReport:
+    """Write already-parsed runs under the writer lock, all in one transaction (all stored, or none).
+
+    Every value is checked (:func:`check_storable`) before the database is even opened. Two runs with one run
+    id raise :class:`LogFormatError` (:func:`~mlperf_assets.loadgen_logs.parse_runs` already leaves out identical
+    copies)."""
     ids = [r.row["run_id"] for r in runs]
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:
         paths = [r.row["source_path"] for r in runs if r.row["run_id"] in dup]
         raise LogFormatError(f"two run folders map to the same run id {sorted(dup)[0]}: {paths[:2]}")
-    with open_for_write(db_path, lock_timeout_s=lock_timeout_s) as conn:
-        for parsed in runs:
-            _write_run(conn, parsed)
-    return [_ingested(p) for p in runs]
+    for parsed in runs:
+        check_storable(parsed)
+    if runs:
+        with open_for_write(db_path, lock_timeout_s=lock_timeout_s) as conn:
+            _write_runs(conn, Path(os.path.abspath(db_path)), runs)
+    return IngestReport([_ingested(p) for p in runs], skipped)
 
 
 def ingest_path(
@@ -584,13 +824,21 @@ def ingest_path(
     dagster_run_id: str | None = None,
     lock_timeout_s: float = 30,
 ) -> list[IngestedRun]:
-    """Find every LoadGen run at or below ``path``, parse them all, then write each in one transaction.
+    """Find every LoadGen run at or below ``path``, parse and check them all, then write them in one transaction.
 
     ``node``/``backend``/``benchmark`` override the harness manifest (and label runs that have none).
-    Raises :class:`LogFormatError` (nothing written) or :class:`StoreLockedError`."""
+    Returns an :class:`IngestReport` (the runs stored; ``.skipped``: files and folders left out, with reasons).
+    Raises :class:`LogFormatError` (nothing written), :class:`StoreLockedError`, or :class:`StoreError` for a
+    failed write (rolled back: nothing written)."""
     folders = discover_runs(path)
-    runs = parse_runs(folders, node=node, backend=backend, benchmark=benchmark, dagster_run_id=dagster_run_id)
-    return ingest_parsed(db_path, runs, lock_timeout_s=lock_timeout_s)
+    skipped: list[Skipped] = []
+    runs = parse_runs(folders, skipped=skipped, node=node, backend=backend, benchmark=benchmark,
+                      dagster_run_id=dagster_run_id)
+    if not runs:
+        raise NoRunsFoundError(
+            f"{os.path.abspath(path)}: no run could be ingested: " + "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
+        )
+    return ingest_parsed(db_path, runs, lock_timeout_s=lock_timeout_s, skipped=skipped)
 
 
 def save_accuracy(
@@ -619,8 +867,10 @@ def save_accuracy(
             group = conn.execute("SELECT group_id FROM runs WHERE run_id = ?", [run_id]).fetchone()
             refresh_accuracy(conn, [run_id, group[0] if group else None])
             conn.execute("COMMIT")
-        except Exception:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            _rollback_quietly(conn)
+            if isinstance(exc, Exception):
+                raise _write_failure(exc, Path(os.path.abspath(db_path)), f"saving the accuracy of {run_id}") from None
             raise
 
 
@@ -649,23 +899,36 @@ def query(db_path: str | os.PathLike, sql: str, params: Sequence[Any] | dict | N
     """Run SQL on a read-only connection; returns a DataFrame."""
     import duckdb
 
-    with open_read_only(db_path) as conn:
-        try:
-            return conn.execute(sql, params).df() if params is not None else conn.execute(sql).df()
-        except duckdb.Error as exc:
-            raise StoreError(f"query failed: {str(exc).splitlines()[0]}") from None
-
-
-def query_rows(db_path: str | os.PathLike, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
-    """Like :func:`query` but plain Python values (ints stay ints, NULL is None): (column names, rows)."""
-    import duckdb
-
+    if not sql or not sql.strip():
+        raise StoreError("query: the SQL statement is empty")
     with open_read_only(db_path) as conn:
         try:
             cur = conn.execute(sql, params) if params is not None else conn.execute(sql)
+            if cur is None:
+                raise StoreError("query: the SQL text holds no statement (only a comment or ';')")
+            return cur.df()
+        except duckdb.Error as exc:
+            raise StoreError(f"query failed: {_first_line(exc)}") from None
+
+
+def query_rows(db_path: str | os.PathLike, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
+    """Like :func:`query` but plain Python values (ints stay ints, NULL is None): (column names, rows).
+
+    An empty statement (blank, or only a comment) raises :class:`StoreError`; a statement that returns no
+    result set (``CREATE TEMP TABLE ...``: the connection is read-only, nothing lasting can change) gives
+    ``([], [])``."""
+    import duckdb
+
+    if not sql or not sql.strip():
+        raise StoreError("query: the SQL statement is empty (give one statement, e.g. \"SELECT * FROM run_summary\")")
+    with open_read_only(db_path) as conn:
+        try:
+            cur = conn.execute(sql, params) if params is not None else conn.execute(sql)
+            if cur is None:
+                raise StoreError("query: the SQL text holds no statement (only a comment or ';')")
             if cur.description is None:
                 return [], []
             cols = [d[0] for d in cur.description]
             return cols, cur.fetchall()
         except duckdb.Error as exc:
-            raise StoreError(f"query failed: {str(exc).splitlines()[0]}") from None
+            raise StoreError(f"query failed: {_first_line(exc)}") from None
