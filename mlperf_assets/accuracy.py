@@ -457,7 +457,8 @@ def evaluate_accuracy_log(
     dtype: str | None = None,
 ) -> AccuracyReport:
     """Score a LoadGen accuracy log against a dataset the MLPerf way. ``benchmark`` and ``tokenizer`` default to what
-    the prepared dataset file says (a bare cnn_eval.json: llama3.1-8b and its reference tokenizer)."""
+    the prepared dataset file says (a bare cnn_eval.json: the registry's default benchmark and its reference
+    tokenizer)."""
     refs = load_references(dataset_path)
     target = resolve_target(benchmark or refs.benchmark or DEFAULT_BENCHMARK)
     dtype = dtype or target.dtype
