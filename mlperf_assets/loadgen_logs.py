@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mlperf_assets.harness.benchmarks import BENCHMARKS, submission_name
-from mlperf_assets.numbers import NumberError, as_float, as_int, checked_float, checked_int, fits, parse_float
+from mlperf_assets.numbers import NumberError, as_float, checked_float, checked_int, fits, parse_float
 
 DETAIL_LOG = "mlperf_log_detail.txt"
 SUMMARY_LOG = "mlperf_log_summary.txt"
@@ -968,10 +968,14 @@ def _parse_time(v: Any) -> datetime | None:
 
 def _file_entry(path: Path, name: str | None = None) -> dict[str, Any]:
     h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return {"name": name or path.name, "bytes": path.stat().st_size, "sha256": h.hexdigest()}
+    try:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise LogFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return {"name": name or path.name, "bytes": size, "sha256": h.hexdigest()}
 
 
 def lg_mode(loadgen_mode: str | None) -> str | None:

@@ -31,8 +31,13 @@ def _is_number(v: Any) -> bool:
 
 
 def as_float(v: Any) -> float | None:
-    """A JSON number as float; None for None, booleans, strings and other types."""
-    return float(v) if _is_number(v) else None
+    """A JSON number as float; None for None, booleans, strings, other types and integers beyond a double."""
+    if not _is_number(v):
+        return None
+    try:
+        return float(v)
+    except OverflowError:
+        return None
 
 
 def as_int(v: Any) -> int | None:
@@ -48,10 +53,8 @@ def parse_float(v: Any) -> float | None:
     """A number or a numeric string (surrounding blanks allowed) as float; None otherwise."""
     if isinstance(v, bool) or v is None:
         return None
-    if isinstance(v, (int, float)):
-        return float(v)
     try:
-        return float(str(v).strip())
+        return float(v) if isinstance(v, (int, float)) else float(str(v).strip())
     except (ValueError, OverflowError):
         return None
 
@@ -67,7 +70,10 @@ def parse_int(v: Any) -> int | None:
 
 
 def checked_float(v: Any) -> float | None:
-    """:func:`parse_float`, but a present number that is NaN or infinite raises :class:`NumberError`."""
+    """:func:`parse_float`, but a present number that is NaN, infinite or beyond a double raises
+    :class:`NumberError`."""
+    if isinstance(v, int) and not isinstance(v, bool) and parse_float(v) is None:
+        raise NumberError(f"{_show(v)} does not fit a 64-bit float")
     n = parse_float(v)
     if n is not None and not math.isfinite(n):
         raise NumberError(f"{_show(v)} is not a finite number")

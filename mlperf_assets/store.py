@@ -480,7 +480,7 @@ def _event_columns(run_id: str, parsed: ParsedRun) -> dict[str, tuple[Sequence[A
             vnum.append(float(v))
             vstr.append(None)
         elif isinstance(v, (int, float)):
-            vnum.append(_float_or_none(v))  # an integer beyond a double's range keeps its exact text in value_json
+            vnum.append(as_float(v))  # an integer beyond a double's range keeps its exact text in value_json
             vstr.append(None)
         elif isinstance(v, str):
             vnum.append(None)
@@ -624,12 +624,12 @@ def _write_run_rows(conn: "duckdb.DuckDBPyConnection", parsed: ParsedRun) -> lis
                 "run_id": ([run_id] * len(pr), pa.string()),
                 "seq": (list(range(len(pr))), pa.int32()),
                 "time": ([_parse_time(p.get("time")) for p in pr], pa.timestamp("us")),
-                "elapsed_s": ([_float_or_none(v) for v in col("elapsed_s")], pa.float64()),
+                "elapsed_s": ([as_float(v) for v in col("elapsed_s")], pa.float64()),
                 "issued": ([as_int(v) for v in col("issued")], pa.int64()),
                 "completed": ([as_int(v) for v in col("completed")], pa.int64()),
                 "total": ([as_int(v) for v in col("total")], pa.int64()),
                 "output_tokens": ([as_int(v) for v in col("output_tokens")], pa.int64()),
-                "tokens_per_s": ([_float_or_none(v) for v in col("tokens_per_s")], pa.float64()),
+                "tokens_per_s": ([as_float(v) for v in col("tokens_per_s")], pa.float64()),
                 "final": ([bool(v) if v is not None else None for v in col("final")], pa.bool_()),
             })
         al = parsed.accuracy_log
@@ -668,13 +668,6 @@ def _drop_earlier_versions(conn: "duckdb.DuckDBPyConnection", parsed: ParsedRun)
         conn.execute("DELETE FROM runs WHERE run_id = ?", [old_id])
         groups += [group, old_id]
     return groups
-
-
-def _float_or_none(v: Any) -> float | None:
-    try:
-        return as_float(v)
-    except OverflowError:
-        return None
 
 
 def _write_runs(conn: "duckdb.DuckDBPyConnection", db_path: Path, runs: list[ParsedRun]) -> None:
@@ -895,18 +888,36 @@ def open_read_only(db_path: str | os.PathLike, *, timeout_s: float = 10) -> Iter
         conn.close()
 
 
-def query(db_path: str | os.PathLike, sql: str, params: Sequence[Any] | dict | None = None) -> "pandas.DataFrame":
-    """Run SQL on a read-only connection; returns a DataFrame."""
+# Statement types whose result is a table of rows; any other statement (CREATE TEMP TABLE, SET, ...) has none.
+_RESULT_STATEMENTS = {"SELECT", "PRAGMA", "EXPLAIN", "CALL", "EXECUTE", "RELATION"}
+
+
+def _statements(sql: str) -> bool:
+    """Check ``sql`` before running it: StoreError when it is empty or does not parse. Returns whether its last
+    statement produces rows."""
     import duckdb
 
     if not sql or not sql.strip():
-        raise StoreError("query: the SQL statement is empty")
+        raise StoreError('the SQL statement is empty (give one, e.g. "SELECT * FROM run_summary")')
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise StoreError(f"query failed: {_first_line(exc)}") from None
+    if not statements:
+        raise StoreError("the SQL text holds no statement (only a comment or ';')")
+    return statements[-1].type.name in _RESULT_STATEMENTS
+
+
+def query(db_path: str | os.PathLike, sql: str, params: Sequence[Any] | dict | None = None) -> "pandas.DataFrame":
+    """Run SQL on a read-only connection; returns a DataFrame (empty for a statement that returns no rows)."""
+    import duckdb
+    import pandas as pd
+
+    returns_rows = _statements(sql)
     with open_read_only(db_path) as conn:
         try:
             cur = conn.execute(sql, params) if params is not None else conn.execute(sql)
-            if cur is None:
-                raise StoreError("query: the SQL text holds no statement (only a comment or ';')")
-            return cur.df()
+            return cur.df() if returns_rows and cur is not None and cur.description is not None else pd.DataFrame()
         except duckdb.Error as exc:
             raise StoreError(f"query failed: {_first_line(exc)}") from None
 
@@ -914,19 +925,16 @@ def query(db_path: str | os.PathLike, sql: str, params: Sequence[Any] | dict | N
 def query_rows(db_path: str | os.PathLike, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
     """Like :func:`query` but plain Python values (ints stay ints, NULL is None): (column names, rows).
 
-    An empty statement (blank, or only a comment) raises :class:`StoreError`; a statement that returns no
-    result set (``CREATE TEMP TABLE ...``: the connection is read-only, nothing lasting can change) gives
-    ``([], [])``."""
+    An empty statement (blank, or only a comment) or one that does not parse raises :class:`StoreError`; a
+    statement that returns no result set (``CREATE TEMP TABLE ...``, ``SET ...``: the connection is read-only,
+    nothing lasting can change) runs and gives ``([], [])``."""
     import duckdb
 
-    if not sql or not sql.strip():
-        raise StoreError("query: the SQL statement is empty (give one statement, e.g. \"SELECT * FROM run_summary\")")
+    returns_rows = _statements(sql)
     with open_read_only(db_path) as conn:
         try:
             cur = conn.execute(sql, params) if params is not None else conn.execute(sql)
-            if cur is None:
-                raise StoreError("query: the SQL text holds no statement (only a comment or ';')")
-            if cur.description is None:
+            if not returns_rows or cur is None or cur.description is None:
                 return [], []
             cols = [d[0] for d in cur.description]
             return cols, cur.fetchall()

@@ -29,7 +29,9 @@ class ResultsStore(ConfigurableResource):
         benchmark: str | None = None,
         dagster_run_id: str | None = None,
     ) -> list[Any]:
-        """Ingest every LoadGen run folder below ``folder``; re-ingesting a run replaces its rows."""
+        """Ingest every LoadGen run folder below ``folder`` in one transaction; re-ingesting a run replaces its
+        rows. Returns the store's ``IngestReport``: a list of ``IngestedRun``, with ``.skipped`` (files left
+        out, with reasons)."""
         from mlperf_assets import store
 
         kwargs: dict[str, Any] = {"node": node, "backend": backend, "benchmark": benchmark}
@@ -37,7 +39,7 @@ class ResultsStore(ConfigurableResource):
         if dagster_run_id is not None and "dagster_run_id" in inspect.signature(store.ingest_path).parameters:
             kwargs["dagster_run_id"] = dagster_run_id
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        return list(store.ingest_path(self.path, str(folder), **kwargs))
+        return store.ingest_path(self.path, str(folder), **kwargs)
 
     def save_accuracy(self, run_id: str, results: dict, checks: dict[str, dict]) -> None:
         from mlperf_assets import store

@@ -20,9 +20,25 @@ run_manifest.json), a scenario folder of an MLPerf submission tree
 (closed/<submitter>/results/<system>/<benchmark>/<Scenario>: performance/run_1, performance/ranging, accuracy,
 TEST06 and compliance runs are all found), or any folder above them.
 
-Every run is parsed before anything is written: a truncated or foreign file stops the command with one
-message naming the file and line, and the database is left unchanged. Re-ingesting a run replaces it.
+All or nothing: every run is parsed, and every value checked against its column, before the database is
+opened, and all runs are then written in one transaction. A truncated, binary or foreign file, or a value
+the database cannot hold (not finite, beyond a 64-bit integer), stops the command with one line naming the
+file (and line and key); a full disk or any other write failure rolls the transaction back. Either way
+nothing is stored and the database is left unchanged (a database this command was creating is removed).
+
+One run is one row: a run without a harness run_manifest.json is keyed by a hash of its files' content,
+so the same run folder ingested through a symlink, another relative path or after a copy replaces its
+row instead of adding one; ingesting a folder again after its files changed replaces what that folder
+stored. Harness runs are keyed by the manifest's run id.
+
+Compliance verification files of a form this command does not know (TEST01/TEST04/TEST06 forms are
+known), and second copies of a run found in the same ingest, are skipped: one "skipped PATH: reason"
+line each, and the rest is ingested.
 Prints one line per run: run id, scenario, mode, validity, headline figure.
+
+exit status: 0 every run found was stored (skipped files are listed); 2 nothing was stored (the message
+says why: bad input, no run found, database locked or unusable, disk full); 130 interrupted (nothing
+stored).
 
 examples:
   mlperf-dagster ingest artifacts/runs/2024-06-01T12-00 --db results.duckdb --node gpu-01
@@ -31,6 +47,8 @@ examples:
 
 QUERY_HELP = """\
 Run one SQL statement on DB (read-only) and print the result.
+An empty statement, or SQL the database refuses, is one error line (exit status 2); a statement that
+returns no rows prints "(no result set)".
 
 The view run_summary has one row per LoadGen run with the canonical figures (latencies in ns, throughput
 per second, accuracy of the run's scenario folder). Tables: runs, detail_events, settings,
@@ -77,11 +95,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         runs = ingest_path(args.db, args.path, node=args.node, backend=args.backend, benchmark=args.benchmark,
                            lock_timeout_s=args.lock_timeout)
     except (LogFormatError, StoreError) as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(_one_line(str(exc))) from None
+    except OSError as exc:  # a file that vanished or cannot be read mid-ingest: nothing was written
+        where = exc.filename or args.path
+        raise UserError(f"{where}: {exc.strerror or exc}; nothing was stored") from None
     rows = [[r.run_id, r.scenario_label or "-", r.mode, r.result_validity or "-", r.headline, r.source_path] for r in runs]
     print(_table(["run_id", "scenario", "mode", "validity", "headline", "source_path"], rows))
-    print(f"{len(runs)} run(s) ingested into {args.db}")
+    for s in getattr(runs, "skipped", []):
+        print(f"skipped {s.path}: {_one_line(s.reason)}")
+    skipped = len(getattr(runs, "skipped", []))
+    print(f"{len(runs)} run(s) ingested into {args.db}" + (f", {skipped} skipped" if skipped else ""))
     return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -91,7 +119,10 @@ def cmd_query(args: argparse.Namespace) -> int:
     try:
         cols, rows = query_rows(args.db, args.sql)
     except StoreError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(_one_line(str(exc))) from None
+    if not cols:
+        sys.stdout.write({"json": "[]\n", "csv": ""}.get(args.format, "(no result set)\n"))
+        return 0
     sys.stdout.write(format_rows(cols, rows, args.format))
     return 0
 
