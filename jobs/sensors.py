@@ -25,6 +25,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from jobs.failures import step_failure_message
+
 WEBHOOK_ENV = "MLPERF_DAGSTER_WEBHOOK_URL"
 REPORT_SENSOR = "report_after_benchmark"
 FAILURE_SENSOR = "alert_on_run_failure"
@@ -142,12 +144,7 @@ def failure_text(context: dg.RunFailureSensorContext) -> str:
     step_errors = []
     try:
         for event in context.get_step_failure_events():
-            data = event.step_failure_data
-            error = data.error if data else None
-            while error is not None and error.cause is not None:  # Dagster wraps the user's exception
-                error = error.cause
-            message = error.message.strip().splitlines()[0] if error is not None else "unknown error"
-            step_errors.append(f"step {event.step_key}: {message[:300]}")
+            step_errors.append(f"step {event.step_key}: {step_failure_message(event)[:300]}")
     except Exception:  # noqa: BLE001 - the alert matters more than its detail
         pass
     if step_errors:

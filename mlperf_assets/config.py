@@ -213,7 +213,7 @@ class LocalNode(_NodeBase):
     """The orchestrator's own machine."""
 
     runner: Literal["local"]
-    workdir: Path | None = None  # run folders while running; default <artifact_root>/../work
+    workdir: Path | None = None  # run folders while running; set on load to <artifact_root>/../work when absent
     python: str | None = None  # interpreter with the harness; default the orchestrator's own
 
 
@@ -296,6 +296,12 @@ class KubernetesNode(_NodeBase):
     exclusive_node: bool = True  # required anti-affinity: never two benchmark pods on one machine (false: preferred)
     stage_timeout_s: PositiveInt = 3600  # how long the pod waits for the dataset to be staged into its volume
     collect_window_s: PositiveInt = 3600  # how long the finished pod stays up for the run folder to be collected
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    shm_size: str = "16Gi"  # size of the in-memory /dev/shm volume
+    ttl_seconds_after_finished: NonNegativeInt | None = 7 * 24 * 3600  # finished Jobs are deleted after; null: kept
+    # Any other V1PodSpec field (snake_case or camelCase), merged into the generated pod spec: mappings key by key,
+    # lists appended (extra tolerations, volumes, imagePullSecrets), other values replaced. Stored in camelCase.
+    pod_spec_overrides: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("namespace")
     @classmethod
@@ -304,7 +310,7 @@ class KubernetesNode(_NodeBase):
             raise ValueError(f"must be a Kubernetes name (lower-case letters, digits, '-'), got {value!r}")
         return value
 
-    @field_validator("cpu_request", "memory_request", mode="before")
+    @field_validator("cpu_request", "memory_request", "shm_size", mode="before")
     @classmethod
     def _quantity(cls, value: Any) -> Any:
         if value is None:
@@ -313,6 +319,37 @@ class KubernetesNode(_NodeBase):
         if not K8S_QUANTITY_RE.fullmatch(text):
             raise ValueError(f"must be a Kubernetes quantity such as 8, 500m or 64Gi, got {value!r}")
         return text
+
+    @field_validator("pod_spec_overrides")
+    @classmethod
+    def _pod_spec(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return k8s_camel_case("V1PodSpec", value)
+
+
+def k8s_camel_case(model: str, value: Any, where: str = "") -> Any:
+    """``value`` as the Kubernetes API writes a ``model`` (a ``kubernetes.client`` model name, or a type string such
+    as ``list[V1Toleration]``): field names in camelCase, snake_case accepted; ValueError naming an unknown field."""
+    import kubernetes.client
+
+    if model.startswith("list[") and isinstance(value, list):
+        return [k8s_camel_case(model[5:-1], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if model.startswith("dict(") and isinstance(value, dict):
+        inner = model[5:-1].split(", ", 1)[1]
+        return {k: k8s_camel_case(inner, v, f"{where}.{k}") for k, v in value.items()}
+    cls = getattr(kubernetes.client, model, None) if model.startswith("V1") else None
+    if cls is None or not isinstance(value, dict):
+        return value  # a scalar or free-form object: the API server judges it
+    by_camel = {camel: snake for snake, camel in cls.attribute_map.items()}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        snake = key if key in cls.attribute_map else by_camel.get(str(key))
+        path = f"{where}.{key}".lstrip(".")
+        if snake is None:
+            close = difflib.get_close_matches(str(key), [*cls.attribute_map, *by_camel], n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{path}: not a {model} field{hint}")
+        out[cls.attribute_map[snake]] = k8s_camel_case(cls.openapi_types[snake], item, path)
+    return out
 
 
 NodeConfig = Annotated[Union[LocalNode, SSHNode, KubernetesNode], Field(discriminator="runner")]
@@ -529,7 +566,7 @@ def _resolve_paths(config: MlperfConfig, base: Path) -> None:
     config.dataset.path = _resolve(base, config.dataset.path)
     for node in config.nodes:
         if isinstance(node, LocalNode):
-            node.workdir = _resolve(base, node.workdir)
+            node.workdir = _resolve(base, node.workdir) or s.artifact_root.parent / "work"
         elif isinstance(node, SSHNode):
             node.key_file = _resolve(base, node.key_file)
             node.known_hosts = _resolve(base, node.known_hosts)

@@ -1,10 +1,12 @@
 """The Dagster code location: ``defs`` = assets, checks, jobs, schedules, sensors and resources; nothing else.
 
 Built from the config file chosen by ``$MLPERF_DAGSTER_CONFIG`` (default ``config/config.yaml``), with
-``$MLPERF_DAGSTER_DATASET`` applied. ``build_definitions(config)`` builds the same for any config (tests).
+``$MLPERF_DAGSTER_DATASET`` applied, read once here. ``build_definitions(config)`` builds the same for any config
+(tests, ``mlperf-dagster run``). The node x scenario partitions are built once here and shared by the assets and
+the nightly schedule.
 
-Resources: ``mlperf_config`` (the config file), ``store`` (DuckDB results store) and one runner per node,
-``runner_<node>`` (local, ssh or kubernetes, from the node's ``runner:``).
+Resources: ``mlperf_config`` (the config the definitions were built from), ``store`` (DuckDB results store) and one
+runner per node, ``runner_<node>`` (local, ssh or kubernetes, built from the node's config model).
 Schedules and sensors (``jobs/schedules.py``, ``jobs/sensors.py``): the nightly schedule (when the config has
 ``schedule:``), a report after each successful benchmark run, an alert on failed runs, and regression alerts.
 """
@@ -18,34 +20,40 @@ import dagster as dg
 from jobs import BENCHMARK_JOB, REPORT_JOB, build_jobs
 from jobs.schedules import build_nightly_schedule
 from jobs.sensors import build_failure_sensor, build_regression_alert_sensor, build_report_on_success_sensor
-from mlperf_assets.assets import build_asset_checks, build_assets, node_scenario_partitions
+from mlperf_assets.assets import PartitionProgress, build_asset_checks, build_assets
 from mlperf_assets.config import MlperfConfig, load_config, runner_resource_key
+from mlperf_assets.plan import NODE_DIM, SCENARIO_DIM
 from resources.mlperf_config import MlperfConfigResource
 from resources.runners import build_runner
 from resources.store import ResultsStore
 
 
-def build_resources(config: MlperfConfig) -> dict[str, dg.ConfigurableResource]:
-    resources: dict[str, dg.ConfigurableResource] = {
+def node_scenario_partitions(config: MlperfConfig) -> dg.MultiPartitionsDefinition:
+    return dg.MultiPartitionsDefinition(
+        {
+            NODE_DIM: dg.StaticPartitionsDefinition(config.node_names),
+            SCENARIO_DIM: dg.StaticPartitionsDefinition(config.scenario_names),
+        }
+    )
+
+
+def build_resources(config: MlperfConfig) -> dict[str, Any]:
+    """``mlperf_config``, ``store``, and ``runner_<node>`` per node (plain runner objects, built from the node
+    models: the config file is their only field list)."""
+    resources: dict[str, Any] = {
         "mlperf_config": MlperfConfigResource.for_config(config),
         "store": ResultsStore(path=str(config.storage.duckdb_path)),
     }
     for node in config.nodes:
-        resources[runner_resource_key(node.name)] = build_runner(node, config)
+        resources[runner_resource_key(node.name)] = build_runner(node)
     return resources
 
 
-def build_schedules(config: MlperfConfig, jobs: dict[str, Any]) -> list:
+def build_schedules(config: MlperfConfig, jobs: dict[str, Any], partitions: dg.PartitionsDefinition) -> list:
     if config.schedule is None:
         return []
-    return [
-        build_nightly_schedule(
-            jobs[BENCHMARK_JOB],
-            cron=config.schedule.cron,
-            timezone=config.schedule.timezone,
-            partitions_def=node_scenario_partitions(config),
-        )
-    ]
+    cron, timezone = config.schedule.cron, config.schedule.timezone
+    return [build_nightly_schedule(jobs[BENCHMARK_JOB], partitions_def=partitions, cron=cron, timezone=timezone)]
 
 
 def build_sensors(config: MlperfConfig, jobs: dict[str, Any]) -> list:
@@ -56,13 +64,16 @@ def build_sensors(config: MlperfConfig, jobs: dict[str, Any]) -> list:
     ]
 
 
-def build_definitions(config: MlperfConfig) -> dg.Definitions:
+def build_definitions(config: MlperfConfig, *, on_progress: PartitionProgress | None = None) -> dg.Definitions:
+    """The code location for ``config``. ``on_progress(node, scenario, mode, progress)``: every observation of a
+    harness run, for an in-process caller that shows progress (``mlperf-dagster run``)."""
+    partitions = node_scenario_partitions(config)
     jobs = {job.name: job for job in build_jobs(config)}
     return dg.Definitions(
-        assets=build_assets(config),
+        assets=build_assets(config, partitions, on_progress),
         asset_checks=build_asset_checks(config),
         jobs=list(jobs.values()),
-        schedules=build_schedules(config, jobs),
+        schedules=build_schedules(config, jobs, partitions),
         sensors=build_sensors(config, jobs),
         resources=build_resources(config),
     )

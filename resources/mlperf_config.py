@@ -1,7 +1,8 @@
-"""``MlperfConfigResource``: the config file the code location was built from, as a Dagster resource.
+"""``MlperfConfigResource``: the config the code location was built from, as a Dagster resource.
 
-Assets read the validated config through it (``mlperf_config.load()``), so the UI shows which file and
-which dataset override are in use. Partitions and runner resources are fixed when ``defs`` is built.
+The code location reads and validates the config file once (``definitions.py``); this resource carries that
+validated config to the assets (``mlperf_config.load()``), so a run sees the config its partitions and runners were
+built from, even if the file is edited while it runs. The UI shows which file and which dataset override are in use.
 """
 
 from __future__ import annotations
@@ -11,31 +12,32 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
-from mlperf_assets.config import MlperfConfig, parse_config
+from mlperf_assets.config import MlperfConfig
 
 
 class MlperfConfigResource(ConfigurableResource):
-    """``config_path``: the YAML file; ``dataset_override``: the ``MLPERF_DAGSTER_DATASET`` value applied, if any."""
+    """``config_path``: the YAML file; ``dataset_overridden_by``: the ``MLPERF_DAGSTER_DATASET=...`` override applied,
+    if any; ``snapshot``: the validated config (JSON) as the code location loaded it."""
 
     config_path: str
-    dataset_override: str | None = None
+    dataset_overridden_by: str | None = None
+    snapshot: str
 
-    _cache: dict = PrivateAttr(default_factory=dict)
+    _config: MlperfConfig | None = PrivateAttr(default=None)
 
     @classmethod
     def for_config(cls, config: MlperfConfig) -> "MlperfConfigResource":
-        override = None
-        if config.dataset_overridden_by:
-            override = config.dataset_overridden_by.split("=", 1)[1]
-        return cls(config_path=str(config.source_path), dataset_override=override)
+        return cls(
+            config_path=str(config.source_path),
+            dataset_overridden_by=config.dataset_overridden_by,
+            snapshot=config.model_dump_json(exclude_defaults=True),
+        )
 
     def load(self) -> MlperfConfig:
-        """The validated config (re-read when the file changes). Raises ``config.ConfigError``."""
-        path = Path(self.config_path)
-        key = (path.stat().st_mtime_ns, self.dataset_override)
-        if self._cache.get("key") != key:
-            self._cache["config"] = parse_config(
-                path.read_text(encoding="utf-8"), path, dataset_override=self.dataset_override
-            )
-            self._cache["key"] = key
-        return self._cache["config"]
+        """The config of the snapshot (the file is not read again)."""
+        if self._config is None:
+            config = MlperfConfig.model_validate_json(self.snapshot)
+            config.source_path = Path(self.config_path)
+            config.dataset_overridden_by = self.dataset_overridden_by
+            self._config = config
+        return self._config

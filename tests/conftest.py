@@ -35,6 +35,27 @@ def stories_dir(cnn_dir: Path) -> Path:
     return _need(cnn_dir / "stories")
 
 
+@pytest.fixture(scope="module")
+def sshd(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """A private OpenSSH server on 127.0.0.1 (tests/sshd.py) for one test module, with a client key it accepts
+    (``client_key``; its passphrase is the module's ``SSH_KEY_PASSPHRASE``, none by default) and a known_hosts file
+    holding its host key (``known_hosts``). Stopped at the end of the module."""
+    from sshd import PrivateSSHD, keygen, sshd_available
+
+    reason = sshd_available()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("sshd")
+    server = PrivateSSHD(root / "server")
+    key = keygen(root / "id_ed25519", passphrase=getattr(request.module, "SSH_KEY_PASSPHRASE", ""))
+    server.authorize(Path(f"{key}.pub"))
+    server.client_key = key
+    server.known_hosts = server.write_known_hosts(root / "known_hosts")
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny Llama checkpoint with a locally trained tokenizer (tests/tiny_llama.py), built once per session."""

@@ -21,29 +21,13 @@ from pathlib import Path
 import pytest
 from processes import live_supervisors
 
-from sshd import PrivateSSHD, keygen, sshd_available
+from sshd import PrivateSSHD
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 CLI = str(Path(sys.executable).parent / "mlperf-dagster")
 SCENARIO = "Server"
 MIN_DURATION_MS = 7000  # long enough to kill the orchestrator in the middle of the performance run
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory):
-    reason = sshd_available()
-    if reason:
-        pytest.skip(reason)
-    root = tmp_path_factory.mktemp("sshd")
-    server = PrivateSSHD(root / "server")
-    key = keygen(root / "id_ed25519")
-    server.authorize(Path(f"{key}.pub"))
-    server.client_key = key
-    server.known_hosts = server.write_known_hosts(root / "known_hosts")
-    server.start()
-    yield server
-    server.stop()
 
 
 def counting_python(folder: Path) -> tuple[Path, Path]:

@@ -32,35 +32,20 @@ from resources.runners.ssh import (
     render_launch_command,
     version_compatible,
 )
-from sshd import PrivateSSHD, free_port, keygen, sshd_available
+from sshd import PrivateSSHD, free_port, keygen
 
 pytestmark = pytest.mark.timeout(300)
 
 PASSPHRASE_ENV = "MLPERF_TEST_SSH_PASSPHRASE"
+SSH_KEY_PASSPHRASE = "correct horse"  # the client key of the `sshd` fixture (conftest.py) is encrypted with it
 VENV_PYTHON = sys.executable  # the remote python: this venv has the harness installed
 CLI = str(Path(sys.executable).parent / "mlperf-dagster")  # the installed console script
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory):
-    reason = sshd_available()
-    if reason:
-        pytest.skip(reason)
-    root = tmp_path_factory.mktemp("sshd")
-    server = PrivateSSHD(root / "server")
-    key = keygen(root / "id_ed25519", passphrase="correct horse")
-    server.authorize(Path(f"{key}.pub"))
-    server.client_key = key
-    server.known_hosts = server.write_known_hosts(root / "known_hosts")
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(autouse=True)
 def _passphrase(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(PASSPHRASE_ENV, "correct horse")
+    monkeypatch.setenv(PASSPHRASE_ENV, SSH_KEY_PASSPHRASE)
 
 
 @pytest.fixture(autouse=True)
@@ -488,8 +473,9 @@ def test_launch_command_keeps_every_argument_intact():
 def test_container_mode_renders_docker_and_podman_commands(dataset, tmp_path):
     spec = make_spec(dataset, "ctr-1", backend="vllm", engine_args={"dtype": "bfloat16"})
     runner = SSHRunner(node="gpu-1", host="10.0.0.2", workdir="/data/mlperf", python="python3", gpus=2,
-                       container_engine="docker", container_image="registry/mlperf:0.1", forward_env=["HF_TOKEN"],
-                       container_args=["-v", "/data/hf:/root/.cache/huggingface"])  # fmt: skip
+                       container={"engine": "docker", "image": "registry/mlperf:0.1",
+                                  "extra_args": ["-v", "/data/hf:/root/.cache/huggingface"]},
+                       forward_env=["HF_TOKEN"])  # fmt: skip
     run_dir = "/data/mlperf/ctr-1/performance"
     argv = runner.launch_argv(spec, run_dir, "/data/mlperf/_datasets/cnn.json", "/data/mlperf/_datasets")
     assert argv[:2] == ["docker", "run"] and "--rm" in argv
@@ -537,13 +523,13 @@ benchmark: {backend: extractive, checkpoint: null, scenarios: {Offline: {}}}
 dataset: {source: huggingface}
 """
     config = parse_config(text, tmp_path / "c.yaml")
-    runner = SSHRunner.from_node_config(config.node("jw2"), config)
+    runner = SSHRunner(config.node("jw2"))
     assert (runner.node, runner.host, runner.port, runner.user) == ("jw2", "10.0.0.2", 2222, "mlperf")
     assert runner.key_file == str(tmp_path / "keys" / "id_ed25519") and runner.known_hosts == str(tmp_path / "kh")
     assert runner.key_passphrase_env == "JW2_PASSPHRASE" and runner.gpus == 2
     assert runner.forward_env == ["HF_TOKEN", "WANDB_API_KEY"]
     assert (runner.reconnect_timeout_s, runner.reconnect_backoff_max_s, runner.cancel_grace_s) == (900, 45, 25)
-    plain = SSHRunner.from_node_config(config.node("jw3"), config)  # unset in the file: the documented defaults
+    plain = SSHRunner(config.node("jw3"))  # unset in the file: the documented defaults
     assert plain.forward_env == []
     assert (plain.reconnect_timeout_s, plain.reconnect_backoff_max_s, plain.cancel_grace_s) == (1800, 30, 10)
     assert runner.container == ContainerSettings(engine="podman", image="registry/mlperf:0.1", gpus=2,

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from mlperf_assets.assets.dataset import prepared_dataset_path
 from mlperf_assets.assets.results import LOADGEN_RESULTS_KEY
-from mlperf_assets.assets.runs import latest_run_folder, node_scenario_partitions, run_dataset, split_partition
-from mlperf_assets.config import MlperfConfig
+from mlperf_assets.assets.runs import latest_run_folder, run_dataset, split_partition
+from mlperf_assets.plan import prepared_dataset_path
 from resources.mlperf_config import MlperfConfigResource
 from resources.store import ResultsStore
 
@@ -38,12 +37,12 @@ def _check_table(checks: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def build_accuracy_scores(config: MlperfConfig) -> dg.AssetsDefinition:
+def build_accuracy_scores(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         key=ACCURACY_KEY,
         group_name="mlperf",
         deps=[LOADGEN_RESULTS_KEY],
-        partitions_def=node_scenario_partitions(config),
+        partitions_def=partitions,
         kinds={"python", "duckdb"},
         tags={"mlperf/stage": "accuracy"},
         description="MLPerf ROUGE scores of the partition's latest accuracy run, checked against the MLPerf target.",

@@ -6,43 +6,18 @@ sample count, no empty articles or references, token-length statistics.
 """
 
 
-import hashlib
-import re
 import statistics
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from mlperf_assets.config import DATASET_ENV, HF_DATASET, MlperfConfig
+from mlperf_assets.config import HF_DATASET, MlperfConfig
+from mlperf_assets.plan import how_to_supply_dataset, prepared_dataset_path
 from resources.mlperf_config import MlperfConfigResource
 
 DATASET_KEY = dg.AssetKey("cnn_dailymail_dataset")
 FULL_VALIDATION_SIZE = 13368
-
-
-def prepared_dataset_path(config: MlperfConfig) -> Path:
-    """Where the prepared file for this config lives: one name per (source, path, benchmark, tokenizer, size, seed),
-    so changing any of them prepares a new file instead of silently reusing an old one."""
-    ds = config.dataset
-    if ds.source == "local":
-        return Path(ds.path)
-    ident = "|".join(
-        str(x) for x in (ds.source, ds.path, config.benchmark.model, config.tokenizer, ds.max_samples, ds.seed)
-    )
-    digest = hashlib.sha256(ident.encode()).hexdigest()[:10]
-    tok = re.sub(r"[^A-Za-z0-9.]+", "-", config.tokenizer).strip("-")
-    size = ds.max_samples if ds.max_samples is not None else "all"
-    return config.dataset_dir / f"cnndm-{config.benchmark.model}-{tok}-{size}-{digest}.json"
-
-
-def how_to_supply_dataset() -> str:
-    return (
-        f"To use a local copy instead, set {DATASET_ENV} to a folder of .story files, an MLCommons cnn_eval.json "
-        f"or a .jsonl file of {{id, article, highlights}}, e.g. "
-        f"`{DATASET_ENV}=../shared/testdata/cnn_dailymail/stories make demo`; or set dataset.source and "
-        "dataset.path in the config."
-    )
 
 
 def _percentile(values: list[int], q: float) -> float:

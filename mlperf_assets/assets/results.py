@@ -8,8 +8,7 @@ harness run id and mode), so nothing is duplicated. History across materializati
 
 import dagster as dg
 
-from mlperf_assets.assets.runs import SCENARIO_RUN_KEY, latest_run_folder, node_scenario_partitions, split_partition
-from mlperf_assets.config import MlperfConfig
+from mlperf_assets.assets.runs import SCENARIO_RUN_KEY, latest_run_folder, split_partition
 from mlperf_assets.reporting.text import fmt_ms, fmt_number, fmt_text
 from resources.mlperf_config import MlperfConfigResource
 from resources.store import ResultsStore
@@ -17,12 +16,12 @@ from resources.store import ResultsStore
 LOADGEN_RESULTS_KEY = dg.AssetKey("loadgen_results")
 
 
-def build_loadgen_results(config: MlperfConfig) -> dg.AssetsDefinition:
+def build_loadgen_results(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         key=LOADGEN_RESULTS_KEY,
         group_name="mlperf",
         deps=[SCENARIO_RUN_KEY],
-        partitions_def=node_scenario_partitions(config),
+        partitions_def=partitions,
         kinds={"duckdb"},
         tags={"mlperf/stage": "results"},
         description="The partition's latest LoadGen logs (performance and accuracy runs) ingested into DuckDB.",

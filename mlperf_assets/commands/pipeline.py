@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlperf_assets.cli import UserError
 from mlperf_assets.config import DATASET_ENV, DEFAULT_CONFIG_PATH, PROJECT_ROOT, SCENARIOS
+from mlperf_assets.errors import UserError
 
 DAGSTER_HOME_DIR = PROJECT_ROOT / ".dagster_home"
 DAGSTER_YAML = PROJECT_ROOT / "dagster.yaml"
@@ -62,7 +62,7 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
 
 def check_dataset_reachable(config) -> None:
     """Fail fast (one message saying how to supply the dataset) when it must come from an unreachable hub."""
-    from mlperf_assets.assets.dataset import how_to_supply_dataset
+    from mlperf_assets.plan import how_to_supply_dataset
 
     if config.dataset.source == "huggingface" and config.dataset.path is None and not hub_reachable():
         raise UserError(
@@ -103,22 +103,18 @@ def _run_config(verbose: bool) -> dict[str, Any]:
 
 def failure_messages(result) -> list[str]:
     """One line per failed step of an in-process result: ``step: message``."""
-    messages = []
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            data = event.step_failure_data
-            error = data.error if data else None
-            while error is not None and error.cause is not None and "StepExecutionError" in (error.cls_name or ""):
-                error = error.cause  # the user code's exception, not Dagster's wrapper
-            text = error.message.strip() if error else "failed"
-            if data and data.user_failure_data and data.user_failure_data.description:
-                text = data.user_failure_data.description
-            messages.append(f"{event.step_key}: {text.splitlines()[0] if text else 'failed'}")
-    return messages
+    from jobs.failures import step_failure_message
+
+    return [
+        f"{event.step_key}: {step_failure_message(event)}"
+        for event in result.all_events
+        if event.event_type_value == "STEP_FAILURE"
+    ]
 
 
 class _ProgressBars:
-    """tqdm bars: one over partitions, one for the harness run in flight (fed by scenario_run's listeners)."""
+    """tqdm bars: one over partitions, one for the harness run in flight (``on_progress``: the callback the
+    definitions pass to ``scenario_run``)."""
 
     def __init__(self, total: int, enabled: bool):
         from tqdm import tqdm
@@ -178,9 +174,9 @@ def run_pipeline(
     import dagster as dg
 
     from jobs import BENCHMARK_JOB, DATASET_JOB, REPORT_JOB
-    from mlperf_assets.assets import prepared_dataset_path
-    from mlperf_assets.assets import runs as runs_module
     from mlperf_assets.definitions import build_definitions
+    from mlperf_assets.plan import NODE_DIM, SCENARIO_DIM, prepared_dataset_path
+    from mlperf_assets.reporting import REPORT_NAME
 
     nodes = nodes or config.node_names
     scenarios = scenarios or config.scenario_names
@@ -193,33 +189,31 @@ def run_pipeline(
                 f"--scenario {s}: not configured in {config.source_path} "
                 f"(benchmark.scenarios: {', '.join(config.scenario_names)})"
             )
-    defs = build_definitions(config)
+    keys = [(n, s) for n in nodes for s in SCENARIOS if s in scenarios]
     instance = instance or dg.DagsterInstance.get()
     run_config = _run_config(verbose)
     outcome = PipelineOutcome()
-
-    if prepare_dataset is None:
-        prepare_dataset = not prepared_dataset_path(config).is_file()
-    if prepare_dataset:
-        print(f"preparing the dataset ({config.dataset.source}) ...", file=out)
-        result = defs.resolve_job_def(DATASET_JOB).execute_in_process(
-            instance=instance, run_config=run_config, raise_on_error=False
-        )
-        if not result.success:
-            outcome.dataset_ok = False
-            outcome.errors += failure_messages(result) or ["cnn_dailymail_dataset failed"]
-            return outcome
-
-    job = defs.resolve_job_def(BENCHMARK_JOB)
-    keys = [(n, s) for n in nodes for s in SCENARIOS if s in scenarios]
     bars = _ProgressBars(len(keys), enabled=progress)
-    runs_module.PROGRESS_LISTENERS.append(bars.on_progress)
+    defs = build_definitions(config, on_progress=bars.on_progress)
     try:
+        if prepare_dataset is None:
+            prepare_dataset = not prepared_dataset_path(config).is_file()
+        if prepare_dataset:
+            print(f"preparing the dataset ({config.dataset.source}) ...", file=out)
+            result = defs.resolve_job_def(DATASET_JOB).execute_in_process(
+                instance=instance, run_config=run_config, raise_on_error=False
+            )
+            if not result.success:
+                outcome.dataset_ok = False
+                outcome.errors += failure_messages(result) or ["cnn_dailymail_dataset failed"]
+                return outcome
+
+        job = defs.resolve_job_def(BENCHMARK_JOB)
         for node, scenario in keys:
             started = time.monotonic()
             result = job.execute_in_process(
                 instance=instance,
-                partition_key=runs_module.partition_key(node, scenario),
+                partition_key=dg.MultiPartitionKey({NODE_DIM: node, SCENARIO_DIM: scenario}),
                 run_config=run_config,
                 raise_on_error=False,
             )
@@ -232,7 +226,6 @@ def run_pipeline(
             )
             bars.partition_done(f"{node}/{scenario} {'ok' if result.success else 'FAILED'}")
     finally:
-        runs_module.PROGRESS_LISTENERS.remove(bars.on_progress)
         bars.close()
 
     if report:
@@ -240,9 +233,7 @@ def run_pipeline(
             instance=instance, run_config=run_config, raise_on_error=False
         )
         if result.success:
-            from mlperf_assets.assets.report import REPORT_FILE
-
-            outcome.report_path = config.storage.report_dir / REPORT_FILE
+            outcome.report_path = config.storage.report_dir / REPORT_NAME
         else:
             outcome.errors += failure_messages(result) or ["benchmark_report failed"]
     return outcome
@@ -351,7 +342,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _prepared_exists(config) -> bool:
-    from mlperf_assets.assets import prepared_dataset_path
+    from mlperf_assets.plan import prepared_dataset_path
 
     return prepared_dataset_path(config).is_file()
 

@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from mlperf_assets.errors import UserError
+
 RENDER_HELP = """\
 Print the Kubernetes Job that a `runner: kubernetes` node would be given for one scenario, as YAML
 (nothing is submitted; no cluster is needed). Check it, or apply it by hand:
@@ -63,7 +65,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(path: str | None) -> Any:
-    from mlperf_assets.cli import UserError
     from mlperf_assets.config import ConfigError, load_config
 
     try:
@@ -73,51 +74,8 @@ def _load(path: str | None) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ render-k8s
-def default_dataset_path(config: Any) -> Path:
-    """Where the pipeline keeps the prepared dataset (the platform's naming when available)."""
-    try:
-        from mlperf_assets.assets import dataset as dataset_asset  # platform helper's module, if present
-
-        fn = getattr(dataset_asset, "prepared_dataset_path", None)
-        if fn is not None:
-            return Path(fn(config))
-    except ImportError:
-        pass
-    return Path(config.dataset_dir) / f"cnn_dailymail-{config.benchmark.model}.json"
-
-
-def build_spec(config: Any, node: Any, scenario: str, mode: str, run_id: str, dataset: Path) -> Any:
-    """The RunSpec the pipeline would give this node (the platform's own builder when it is importable)."""
-    from resources.runners.base import RunSpec
-
-    try:
-        from mlperf_assets.assets.runs import build_spec as pipeline_build_spec
-    except ImportError:
-        pipeline_build_spec = None
-    if pipeline_build_spec is not None:
-        return pipeline_build_spec(config, run_id=run_id, node=node.name, scenario=scenario, mode=mode, dataset=dataset)
-    bench = config.benchmark
-    engine = dict(bench.engine)
-    if bench.backend in ("vllm", "openai") and bench.checkpoint and "model" not in engine:
-        engine["model"] = bench.checkpoint
-    settings = getattr(bench.scenarios, scenario)
-    return RunSpec(
-        run_id=run_id,
-        node=node.name,
-        scenario=scenario,
-        mode=mode,
-        benchmark=bench.model,
-        backend=bench.backend,
-        dataset_path=str(dataset),
-        engine_args=engine,
-        settings=settings.as_settings() if settings is not None else {},
-        lg_model_name=bench.lg_model_name,
-        progress_interval_s=bench.progress_interval_s,
-    )
-
-
 def cmd_render_k8s(args: argparse.Namespace) -> int:
-    from mlperf_assets.cli import UserError
+    from mlperf_assets.plan import build_spec, prepared_dataset_path
     from resources.runners.base import RunnerError
     from resources.runners.kubernetes import KubernetesRunner, manifest_yaml
 
@@ -134,12 +92,12 @@ def cmd_render_k8s(args: argparse.Namespace) -> int:
             f"{', '.join(config.scenario_names)})"
         )
     run_id = args.run_id or "render-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    dataset = Path(args.dataset) if args.dataset else default_dataset_path(config)
+    dataset = Path(args.dataset) if args.dataset else prepared_dataset_path(config)
     if args.dataset and not dataset.is_file():
         raise UserError(f"--dataset {dataset}: no such file")
     try:
-        spec = build_spec(config, node, args.scenario, args.mode, run_id, dataset)
-        manifest = KubernetesRunner.from_node_config(node, config).manifest(spec)
+        spec = build_spec(config, run_id=run_id, node=node.name, scenario=args.scenario, mode=args.mode, dataset=dataset)
+        manifest = KubernetesRunner(node).manifest(spec)
     except (RunnerError, ValueError) as exc:
         raise UserError(str(exc)) from None
     sys.stdout.write(manifest_yaml(manifest))
@@ -177,51 +135,16 @@ def format_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def local_active_runs(runner: Any) -> list[tuple[Any, Any]]:
-    """Runs in a LocalRunner's work folder that have a spec, no exit code, and a live process or fresh progress."""
-    import json
-
-    from resources.runners.base import EXIT_CODE_FILE, PROGRESS_FILE, SPEC_FILE, RunHandle, progress_from_texts
-
-    out = []
-    workdir = Path(runner.workdir)
-    for spec_file in sorted(workdir.glob(f"*/*/{SPEC_FILE}")):
-        run_dir = spec_file.parent
-        if (run_dir / EXIT_CODE_FILE).exists():
-            continue
-        progress_file = run_dir / PROGRESS_FILE
-        fresh_after = time.time() - max(30.0, 10 * float(getattr(runner, "poll_interval_s", 2.0)))
-        stamp = progress_file.stat().st_mtime if progress_file.exists() else spec_file.stat().st_mtime
-        if stamp < fresh_after:
-            continue  # abandoned (the process died without an exit code long ago)
-        try:
-            spec = json.loads(spec_file.read_text())
-        except ValueError:
-            spec = {}
-        text = progress_file.read_text(errors="replace")[-8192:] if progress_file.exists() else None
-        handle = RunHandle(
-            run_id=spec.get("run_id", run_dir.parent.name),
-            node=runner.node,
-            run_dir=str(run_dir),
-            scenario=spec.get("scenario", ""),
-            mode=spec.get("mode", run_dir.name),
-        )
-        out.append((handle, progress_from_texts(text, None, alive=True)))
-    return out
-
-
 def snapshot_node(runner: Any) -> list[MonitorRow]:
     """Rows for one node: its active runs, or one row with the error that kept us from reading it."""
+    from resources.runners.base import RunUnreachable
+
     try:
-        if hasattr(runner, "active_runs"):
-            runs = runner.active_runs()
-        elif hasattr(runner, "workdir"):
-            runs = local_active_runs(runner)
-        else:
-            return [MonitorRow(node=runner.node, state="unknown", message="this runner cannot list its runs")]
-    except Exception as exc:  # noqa: BLE001 - one unreachable node must not stop the others
+        runs = runner.active_runs()
+    except Exception as exc:  # noqa: BLE001 - one unreachable or broken node must not stop the others
         message = str(exc).split("\n")[0].removeprefix(f"node {runner.node}: ")
-        return [MonitorRow(node=runner.node, state="unreachable", message=message[:200])]
+        state = "unreachable" if isinstance(exc, RunUnreachable) else "error"
+        return [MonitorRow(node=runner.node, state=state, message=message[:200])]
     if not runs:
         return [MonitorRow(node=runner.node, state="idle")]
     return [
@@ -274,21 +197,13 @@ def render_table(rows: list[MonitorRow]) -> Any:
 
 
 def build_runners(config: Any, only: list[str]) -> list[Any]:
-    from mlperf_assets.cli import UserError
     from resources.runners import build_runner
-    from resources.runners.base import RunnerError
 
     names = only or config.node_names
     unknown = [n for n in names if n not in config.node_names]
     if unknown:
         raise UserError(f"no node {unknown[0]!r} in {config.source_path}; nodes: {', '.join(config.node_names)}")
-    runners = []
-    for name in names:
-        try:
-            runners.append(build_runner(config.node(name), config))
-        except RunnerError as exc:
-            raise UserError(str(exc)) from None
-    return runners
+    return [build_runner(config.node(name)) for name in names]
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -308,6 +223,4 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                 live.update(render_table(snapshot(runners)))
     finally:
         for runner in runners:
-            close = getattr(runner, "close", None)
-            if close is not None:
-                close()
+            runner.close()

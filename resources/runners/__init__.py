@@ -1,8 +1,9 @@
 """Benchmark runners: one interface (``base.BenchmarkRunner``), one implementation per ``runner:`` kind.
 
-``build_runner(node, config)`` turns a config node into its runner resource. A runner kind maps to
-``"module:Class"``; the class provides ``from_node_config(node, config)``. Runner modules are imported
-only when a node uses them, so the local runner works without paramiko or the kubernetes client.
+``build_runner(node)`` turns a config node model into its runner. A runner kind maps to ``"module:Class"``; the
+class is built from the node model itself (its fields and defaults live only in ``mlperf_assets/config.py``).
+Runner modules are imported only when a node uses them, so the local runner works without paramiko or the
+kubernetes client.
 """
 
 from __future__ import annotations
@@ -10,18 +11,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from mlperf_assets.config import runner_resource_key
+
 from .base import (
     CANCELLED,
     FAILED,
     RUNNING,
     SUCCEEDED,
     BenchmarkRunner,
+    RunGone,
     RunHandle,
     RunnerError,
     RunProgress,
     RunSpec,
+    RunUnreachable,
     progress_from_texts,
-    runner_resource_key,
     wrapped_argv,
 )
 from .local import LocalRunner
@@ -50,37 +54,38 @@ class UnavailableRunner(BenchmarkRunner):
     """Stands in for a runner kind whose module is not installed, so definitions still load; every call
     raises :class:`RunnerError` with ``reason``."""
 
-    reason: str
+    def __init__(self, settings: Any, reason: str) -> None:
+        self.settings = settings
+        self.reason = reason
 
-    def start(self, spec: RunSpec) -> RunHandle:
+    def _unavailable(self, *_: Any) -> Any:
         raise RunnerError(f"node {self.node}: {self.reason}")
 
-    def poll(self, handle: RunHandle) -> RunProgress:
-        raise RunnerError(f"node {self.node}: {self.reason}")
-
-    def collect(self, handle: RunHandle, dest_dir) -> Any:
-        raise RunnerError(f"node {self.node}: {self.reason}")
+    start = poll = collect = active_runs = _unavailable
 
     def cancel(self, handle: RunHandle) -> None:
         return None
 
 
-def build_runner(node: Any, config: Any) -> BenchmarkRunner:
-    """The runner resource for one config node (``config.NodeConfig``) of a loaded ``config.MlperfConfig``.
+def build_runner(node: Any, config: Any = None) -> BenchmarkRunner:
+    """The runner for one config node model (``config.NodeConfig`` of a loaded config: loading fills in the
+    defaults that depend on other sections, such as a local node's workdir; ``config`` itself is not needed).
     A runner kind whose module is missing gives an :class:`UnavailableRunner` (fails when used)."""
     try:
         cls = runner_class(node.runner)
     except RunnerError as exc:
-        return UnavailableRunner(node=node.name, reason=str(exc))
-    return cls.from_node_config(node, config)
+        return UnavailableRunner(node, str(exc))
+    return cls(node)
 
 
 __all__ = [
     "BenchmarkRunner",
     "LocalRunner",
+    "RunGone",
     "RunHandle",
     "RunProgress",
     "RunSpec",
+    "RunUnreachable",
     "RunnerError",
     "RUNNER_CLASSES",
     "UnavailableRunner",

@@ -1,18 +1,19 @@
-"""The one interface every benchmark runner implements (contract D).
+"""The one interface every benchmark runner implements.
 
-A *runner* executes one harness process (``python -m mlperf_assets.harness run ...``, contract A) for one
-node, watches it and brings its run folder back. The Dagster asset ``scenario_run`` only talks to this
-interface, so a local subprocess, an SSH node and a Kubernetes Job look the same to it:
+A *runner* executes one harness process (``python -m mlperf_assets.harness run ...``) for one node, watches it
+and brings its run folder back. The Dagster asset ``scenario_run`` (through ``ledger.PartitionRun``) only talks
+to this interface, so a local subprocess, an SSH node and a Kubernetes Job look the same to it:
 
-    handle = runner.start(spec)                  # launch; returns at once
+    handle = runner.start(spec)                  # launch (or adopt the same run id, already launched); returns at once
     progress = runner.wait(handle, on_progress)  # poll until it ends (calls poll() every poll_interval_s)
     runner.collect(handle, dest_dir)             # copy the run folder into the artifact store
     runner.cancel(handle)                        # stop it (Dagster run terminated, Ctrl-C)
+    runner.active_runs()                         # runs in progress on the node (``mlperf-dagster monitor``)
 
-Implementing a runner means implementing ``start``, ``poll``, ``collect`` and ``cancel`` (``wait`` has a
-default polling loop; ``log_tail`` and ``discard`` are optional) and a ``from_node_config`` classmethod
-that builds the runner from a config node (see ``resources/runners/__init__.py::build_runner``).
-Helpers here are pure and shared by every runner:
+A runner is built from its node's config model (``config.LocalNode``, ``SSHNode``, ``KubernetesNode``): that model
+is the one list of the node's settings and their defaults, and ``runner.settings`` holds it. Errors are typed:
+:class:`RunGone` (the node answered: the run is not there) and :class:`RunUnreachable` (the node or API could not
+be asked: the run may be alive), both :class:`RunnerError`. Helpers here are pure and shared by every runner:
 
 - :class:`RunSpec` renders the harness argv; every value is its own argv element, never a shell string
   (a remote runner that must go through a shell quotes each element with ``shlex.quote``).
@@ -22,23 +23,27 @@ Helpers here are pure and shared by every runner:
 - :func:`parse_progress` / :func:`progress_from_texts` turn ``progress.jsonl`` + ``exit_code`` into a
   :class:`RunProgress`; a remote runner reads the two files' text and calls the same function.
 
-One runner instance serves one node (resource key :func:`runner_resource_key`), and Dagster runs at most
-one partition per node at a time (the asset's concurrency pool), so a runner never has to queue.
+This is deliberately not Dagster Pipes: the harness runs detached on the node and writes everything to its run
+folder, so a runner can reconnect, resume polling and reattach after an orchestrator restart.
+
+One runner instance serves one node, and Dagster runs at most one partition per node at a time (the queue's
+per-node limit, plus a per-node file lock in ``ledger.PartitionRun``), so a runner never has to queue.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import tempfile
 import time
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
-from dagster import ConfigurableResource
-
-from mlperf_assets.config import runner_resource_key  # noqa: F401 - re-exported: one definition of the key
 from mlperf_assets.harness.settings import settings_argv, validate_settings
 
 HARNESS_MODULE = "mlperf_assets.harness"
@@ -63,6 +68,16 @@ EXIT_INTERRUPTED = 130
 
 class RunnerError(Exception):
     """A runner could not start, watch or collect a run; the message is one line naming the node."""
+
+
+class RunGone(RunnerError):
+    """The runner reached the node (or the cluster) and found no trace of the run: its folder or Job is gone, so
+    there is nothing to resume or collect."""
+
+
+class RunUnreachable(RunnerError):
+    """The runner could not ask about the run (no connection, refused credentials, an API error): the run may well
+    still be going. Asking again later may succeed."""
 
 
 def _json_value(value: Any) -> str:
@@ -217,6 +232,7 @@ class RunProgress:
     final: bool = False  # the harness wrote its final progress line
     exit_code: int | None = None
     message: str | None = None  # why it failed, when known (runner-level)
+    stale: bool = False  # the node could not be reached just now: the runner's last answer, repeated while it retries
 
     @property
     def done(self) -> bool:
@@ -310,22 +326,58 @@ def progress_from_texts(
 ProgressCallback = Callable[[RunProgress], None]
 
 
-class BenchmarkRunner(ConfigurableResource, ABC):
-    """Runs harness processes on one node. Subclasses: ``LocalRunner`` here; SSH and Kubernetes runners.
+class BenchmarkRunner(ABC):
+    """Runs harness processes on one node. Implementations: ``LocalRunner``, ``SSHRunner``, ``KubernetesRunner``.
 
-    Fields common to every runner: ``node`` (the config's node name) and ``poll_interval_s``.
+    ``settings`` is the node's config model (``settings_model``, e.g. ``config.SSHNode``): the only list of the
+    node's fields and defaults; ``runner.host`` reads ``runner.settings.host``. Build a runner from the model
+    (``SSHRunner(config.node("jw2"))``), or, in scripts and tests, from the model's fields as keywords, ``node``
+    standing for its ``name`` (``LocalRunner(node="box", workdir="/tmp/w")``). ``OPTIONS`` are tuning knobs of the
+    runner itself, not of the config file (how often to poll, ...): class attributes a keyword may override.
+
+    Implementing a runner means ``start``, ``poll``, ``collect``, ``cancel`` and ``active_runs``; ``wait`` has a
+    default polling loop, ``log_tail``, ``discard``, ``stop_hint`` and ``close`` have defaults.
     """
 
-    node: str
+    kind: ClassVar[str]  # the config's ``runner:`` value
+    settings_model: ClassVar[type]  # the config model of this runner kind
+    OPTIONS: ClassVar[tuple[str, ...]] = ("poll_interval_s",)
     poll_interval_s: float = 2.0
+
+    def __init__(self, settings: Any = None, /, **fields: Any) -> None:
+        options = {name: fields.pop(name) for name in list(fields) if name in self.OPTIONS}
+        if settings is None:
+            settings = self.settings_model(name=fields.pop("node"), runner=self.kind, **fields)
+        elif fields:
+            raise TypeError(f"{type(self).__name__}: give the node model or its fields, not both ({', '.join(fields)})")
+        self.settings = settings
+        for name, value in options.items():
+            setattr(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        """The node model's fields read as the runner's own (``runner.workdir``)."""
+        settings = self.__dict__.get("settings")
+        if settings is not None and not name.startswith("_") and name in type(settings).model_fields:
+            return getattr(settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def node(self) -> str:
+        """The node's name in the config."""
+        return self.settings.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings!r})"
 
     @abstractmethod
     def start(self, spec: RunSpec) -> RunHandle:
-        """Launch the harness for ``spec`` and return at once. Raises :class:`RunnerError`."""
+        """Launch the harness for ``spec`` and return at once. A run id already launched on the node is adopted
+        (same spec) rather than started twice. Raises :class:`RunnerError`."""
 
     @abstractmethod
     def poll(self, handle: RunHandle) -> RunProgress:
-        """The run's current progress and state; never blocks for long."""
+        """The run's current progress and state; never blocks for long. :class:`RunGone` if the node has no trace
+        of it; while the node cannot be reached, the last answer with ``stale=True`` (or :class:`RunUnreachable`)."""
 
     @abstractmethod
     def collect(self, handle: RunHandle, dest_dir: str | Path) -> Path:
@@ -334,6 +386,10 @@ class BenchmarkRunner(ConfigurableResource, ABC):
     @abstractmethod
     def cancel(self, handle: RunHandle) -> None:
         """Stop the run (SIGINT, then harder); safe to call on a finished run."""
+
+    @abstractmethod
+    def active_runs(self) -> list[tuple[RunHandle, RunProgress]]:
+        """Runs launched on the node that have not ended yet, with their progress (for ``monitor``)."""
 
     def wait(
         self,
@@ -374,6 +430,36 @@ class BenchmarkRunner(ConfigurableResource, ABC):
     def discard(self, handle: RunHandle) -> None:
         """Remove the node's copy of a run folder after a successful ``collect`` (default: keep it)."""
 
+    def stop_hint(self, handle: RunHandle) -> str:
+        """How a person stops the run by hand (for messages about a run no orchestrator watches)."""
+        if handle.pid:
+            return f"stop it on node {handle.node} (kill -INT -{handle.pid}: the harness's process group)"
+        return f"stop it on node {handle.node}"
+
+    def close(self) -> None:
+        """Release connections; the runner reconnects when used again."""
+
     def run_dir_name(self, spec: RunSpec) -> str:
         """Run folder below the node's workdir: ``<run_id>/<mode>`` (one run id covers both modes)."""
         return f"{spec.run_id}/{spec.mode}"
+
+
+@contextmanager
+def replacing_folder(dest_dir: str | Path) -> Iterator[Path]:
+    """``with replacing_folder(dest) as tmp: <fill tmp>``: a temporary folder beside ``dest`` that replaces it when
+    the block succeeds and is removed when it fails, so a collected run folder is never seen half-copied."""
+    dest = Path(dest_dir).resolve()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -17,24 +17,26 @@ it, tests validate it against the ``kubernetes`` client's models). The pod:
 - ``backoffLimit: 0`` (a retried benchmark would be a second, different run), ``activeDeadlineSeconds`` if set,
   labels with run id, node, scenario and mode (sanitized to label syntax; the raw values are annotations).
 
-``start`` on a run whose Job already exists reattaches to it (an orchestrator restart does not duplicate runs).
+Any other pod-spec field comes from the node's ``pod_spec_overrides`` (V1PodSpec fields, merged by
+:func:`merge_pod_spec`), so a new pod knob needs no code. ``start`` on a run whose Job already exists reattaches to
+it (an orchestrator restart does not duplicate runs).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import shlex
 import tarfile
-import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-from pydantic import Field, PrivateAttr
+from mlperf_assets.config import KubernetesNode
 
 from .base import (
     CANCELLED,
@@ -44,13 +46,16 @@ from .base import (
     RUNNING,
     SUCCEEDED,
     BenchmarkRunner,
+    RunGone,
     RunHandle,
     RunnerError,
     RunProgress,
     RunSpec,
+    RunUnreachable,
+    replacing_folder,
     wrapped_argv,
 )
-from .ssh import DATASETS_DIR, parse_status_output, render_cancel_command, render_status_command, sha256_file
+from .remote_shell import DATASETS_DIR, parse_status_output, render_cancel_command, render_status_command, sha256_file
 
 LABEL_PREFIX = "mlperf-dagster"
 COMPONENT = "benchmark-run"
@@ -64,6 +69,14 @@ FATAL_WAITING_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
 
 class KubernetesRunnerError(RunnerError):
     """The Kubernetes runner could not build, submit, watch or collect a Job; one line naming the node."""
+
+
+class KubernetesApiError(KubernetesRunnerError, RunUnreachable):
+    """The API server could not be asked (no credentials, forbidden, unreachable, an error answer)."""
+
+
+class JobGone(KubernetesRunnerError, RunGone):
+    """The run's Job no longer exists in the namespace."""
 
 
 # ------------------------------------------------------------------------------------------ pure helpers
@@ -89,31 +102,27 @@ def job_name(run_id: str, mode: str) -> str:
     return f"{base[: 56 - 7].rstrip('-')}-{digest}"
 
 
-@dataclass(frozen=True)
 class PodSettings:
-    """What the manifest needs from a Kubernetes node's config (``config.KubernetesNode``)."""
+    """A Kubernetes node as the Job manifest sees it: its config model (``config.KubernetesNode``, the one list of
+    fields and defaults), with tolerations as plain mappings. ``PodSettings(node_model)``, or
+    ``PodSettings(node=NAME, **fields)`` to build the model from its fields."""
 
-    node: str
-    namespace: str
-    image: str
-    gpus: int = 1
-    node_selector: Mapping[str, str] = field(default_factory=dict)
-    tolerations: Sequence[Mapping[str, Any]] = ()
-    pvc: str | None = None
-    service_account: str | None = None
-    hf_token_secret: str | None = None
-    hf_token_secret_key: str = "HF_TOKEN"
-    cpu_request: str | None = None
-    memory_request: str | None = None
-    active_deadline_seconds: int | None = None
-    workdir: str = "/results"
-    python: str = "python"
-    image_pull_policy: str = "IfNotPresent"
-    shm_size: str = "16Gi"
-    exclusive_node: bool = True  # required (not preferred) anti-affinity: one benchmark pod per machine
-    stage_timeout_s: int = 3600
-    collect_window_s: int = 3600
-    ttl_seconds_after_finished: int | None = 7 * 24 * 3600
+    def __init__(self, node: KubernetesNode | str, **fields: Any) -> None:
+        self.model = node if isinstance(node, KubernetesNode) else KubernetesNode(name=node, runner="kubernetes", **fields)
+
+    @property
+    def node(self) -> str:
+        return self.model.name
+
+    @property
+    def tolerations(self) -> tuple[dict[str, Any], ...]:
+        return tuple(t.model_dump() for t in self.model.tolerations)
+
+    def __getattr__(self, name: str) -> Any:
+        model = self.__dict__.get("model")
+        if model is not None and name in KubernetesNode.model_fields:
+            return getattr(model, name)
+        raise AttributeError(f"'PodSettings' object has no attribute {name!r}")
 
 
 def _toleration(t: Mapping[str, Any]) -> dict[str, Any]:
@@ -174,12 +183,14 @@ def harness_script(run_dir: str, collect_window_s: int) -> str:
 
 def build_job_manifest(
     spec: RunSpec,
-    settings: PodSettings,
+    settings: PodSettings | KubernetesNode,
     *,
     dataset_name: str,
     dataset_sha256: str,
 ) -> dict[str, Any]:
     """The Job for one harness run, as a plain dict (camelCase keys, as ``kubectl`` takes it). Pure."""
+    if isinstance(settings, KubernetesNode):
+        settings = PodSettings(settings)
     engine = engine_args_for_gpus(spec, settings.gpus)
     spec = replace(spec, engine_args=engine)
     run_dir, datasets_dir, dataset_path = pod_paths(settings, spec, dataset_name)
@@ -271,6 +282,7 @@ def build_job_manifest(
         pod_spec["tolerations"] = tolerations
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
+    pod_spec = merge_pod_spec(pod_spec, settings.pod_spec_overrides)
 
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
@@ -293,6 +305,21 @@ def build_job_manifest(
     }
 
 
+def merge_pod_spec(generated: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` (camelCase, as ``config.KubernetesNode.pod_spec_overrides`` stores them) merged into a generated
+    pod spec: mappings key by key (recursively), lists appended to the generated ones, other values replaced."""
+    out = dict(generated)
+    for key, value in overrides.items():
+        mine = out.get(key)
+        if isinstance(mine, Mapping) and isinstance(value, Mapping):
+            out[key] = merge_pod_spec(mine, value)
+        elif isinstance(mine, list) and isinstance(value, list):
+            out[key] = [*mine, *value]
+        else:
+            out[key] = value
+    return out
+
+
 def manifest_to_model(manifest: Mapping[str, Any]) -> Any:
     """The manifest as a ``kubernetes.client.V1Job`` (the client's own deserializer: unknown or mistyped
     fields are dropped or rejected, which is what tests check against)."""
@@ -301,8 +328,6 @@ def manifest_to_model(manifest: Mapping[str, Any]) -> Any:
     class _Response:
         def __init__(self, data: str) -> None:
             self.data = data
-
-    import json
 
     return ApiClient().deserialize(_Response(json.dumps(manifest)), "V1Job")
 
@@ -320,85 +345,26 @@ def manifest_yaml(manifest: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------- runner
 class KubernetesRunner(BenchmarkRunner):
-    """Runs the harness as Kubernetes Jobs in ``namespace`` with ``image`` (see the module docstring).
+    """Runs the harness as Kubernetes Jobs, configured by a ``config.KubernetesNode`` (see the module docstring).
 
     ``kubeconfig``/``kube_context`` select the cluster (default: ``$KUBECONFIG`` / ``~/.kube/config``, or the
-    in-cluster service account when the orchestrator runs in the cluster).
+    in-cluster service account when the orchestrator runs in the cluster). Option ``cancel_grace_s``: how long
+    cancel waits after SIGINT before the Job is deleted.
     """
 
-    namespace: str = "default"
-    image: str
-    gpus: int = 1
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    pvc: str | None = None
-    service_account: str | None = None
-    hf_token_secret: str | None = None
-    hf_token_secret_key: str = "HF_TOKEN"
-    cpu_request: str | None = None
-    memory_request: str | None = None
-    active_deadline_seconds: int | None = None
-    workdir: str = "/results"
-    python: str = "python"
-    kube_context: str | None = None
-    kubeconfig: str | None = None
-    exclusive_node: bool = True
-    stage_timeout_s: int = 3600
-    collect_window_s: int = 3600
-    cancel_grace_s: float = 10.0
+    kind = "kubernetes"
+    settings_model = KubernetesNode
+    OPTIONS = ("poll_interval_s", "cancel_grace_s")
+    cancel_grace_s = 10.0
 
-    _client: Any = PrivateAttr(default=None)  # dagster_k8s DagsterKubernetesClient
-    _last: dict[str, RunProgress] = PrivateAttr(default_factory=dict)
-
-    @classmethod
-    def from_node_config(cls, node: Any, config: Any = None) -> "KubernetesRunner":
-        tolerations = [t.model_dump() if hasattr(t, "model_dump") else dict(t) for t in getattr(node, "tolerations", [])]
-        fields = {
-            "node": node.name,
-            "namespace": node.namespace,
-            "image": node.image,
-            "gpus": node.gpus,
-            "node_selector": dict(getattr(node, "node_selector", {}) or {}),
-            "tolerations": tolerations,
-            "pvc": getattr(node, "pvc", None),
-            "service_account": getattr(node, "service_account", None),
-            "hf_token_secret": getattr(node, "hf_token_secret", None),
-            "hf_token_secret_key": getattr(node, "hf_token_secret_key", None) or "HF_TOKEN",
-            "cpu_request": getattr(node, "cpu_request", None),
-            "memory_request": getattr(node, "memory_request", None),
-            "active_deadline_seconds": getattr(node, "active_deadline_seconds", None),
-            "workdir": getattr(node, "workdir", None) or "/results",
-            "python": getattr(node, "python", None) or "python",
-            "kube_context": getattr(node, "kube_context", None),
-            "kubeconfig": str(node.kubeconfig) if getattr(node, "kubeconfig", None) else None,
-            "exclusive_node": node.exclusive_node,
-            "stage_timeout_s": node.stage_timeout_s,
-            "collect_window_s": node.collect_window_s,
-        }
-        return cls(**fields)
+    def __init__(self, settings: KubernetesNode | None = None, /, **fields: Any) -> None:
+        super().__init__(settings, **fields)
+        self._client: Any = None  # dagster_k8s DagsterKubernetesClient
+        self._last: dict[str, RunProgress] = {}
 
     @property
     def pod_settings(self) -> PodSettings:
-        return PodSettings(
-            node=self.node,
-            namespace=self.namespace,
-            image=self.image,
-            gpus=self.gpus,
-            node_selector=dict(self.node_selector),
-            tolerations=tuple(self.tolerations),
-            pvc=self.pvc,
-            service_account=self.service_account,
-            hf_token_secret=self.hf_token_secret,
-            hf_token_secret_key=self.hf_token_secret_key,
-            cpu_request=self.cpu_request,
-            memory_request=self.memory_request,
-            active_deadline_seconds=self.active_deadline_seconds,
-            workdir=self.workdir,
-            python=self.python,
-            exclusive_node=self.exclusive_node,
-            stage_timeout_s=self.stage_timeout_s,
-            collect_window_s=self.collect_window_s,
-        )
+        return PodSettings(self.settings)
 
     def manifest(self, spec: RunSpec) -> dict[str, Any]:
         """The Job this runner would submit for ``spec`` (pure; reads the dataset only to hash it)."""
@@ -419,13 +385,15 @@ class KubernetesRunner(BenchmarkRunner):
                 if self.kubeconfig or self.kube_context or os.environ.get("KUBECONFIG") or Path("~/.kube/config").expanduser().exists():
                     configuration = kubernetes.client.Configuration()
                     kubernetes.config.load_kube_config(
-                        config_file=self.kubeconfig, context=self.kube_context, client_configuration=configuration
+                        config_file=str(self.kubeconfig) if self.kubeconfig else None,
+                        context=self.kube_context,
+                        client_configuration=configuration,
                     )
                 else:
                     configuration = kubernetes.client.Configuration()
                     kubernetes.config.load_incluster_config(client_configuration=configuration)
             except (kubernetes.config.ConfigException, OSError) as exc:
-                raise KubernetesRunnerError(
+                raise KubernetesApiError(
                     f"node {self.node}: no Kubernetes credentials ({exc}); set kubeconfig/kube_context in the node's config "
                     "or run the orchestrator in the cluster"
                 ) from None
@@ -435,7 +403,7 @@ class KubernetesRunner(BenchmarkRunner):
             )
         return self._client
 
-    def _api_error(self, what: str, exc: Exception) -> KubernetesRunnerError:
+    def _api_error(self, what: str, exc: Exception) -> KubernetesApiError:
         inner = getattr(exc, "k8s_api_exception", None) or exc  # dagster-k8s wraps the client's ApiException
         status = getattr(inner, "status", None)
         reason = getattr(inner, "reason", None) or (str(inner).splitlines() or [type(inner).__name__])[0]
@@ -444,7 +412,7 @@ class KubernetesRunner(BenchmarkRunner):
             hint = f" (the orchestrator's account needs create/get/list/delete on jobs and pods, and create on pods/exec, in {self.namespace})"
         elif status == 404:
             hint = f" (does namespace {self.namespace} exist?)"
-        return KubernetesRunnerError(f"node {self.node}: {what} failed: {status or ''} {reason}{hint}".replace("  ", " "))
+        return KubernetesApiError(f"node {self.node}: {what} failed: {status or ''} {reason}{hint}".replace("  ", " "))
 
     def exec(self, pod: str, container: str, command: str, *, stdin: bytes | None = None, timeout_s: float = 300) -> tuple[int, bytes, str]:
         """Run ``sh -c command`` in a container: (exit code, stdout bytes, stderr text)."""
@@ -559,7 +527,7 @@ class KubernetesRunner(BenchmarkRunner):
         except Exception as exc:  # noqa: BLE001
             raise self._api_error(f"reading Job {job}", exc) from None
         if status is None:
-            raise KubernetesRunnerError(f"node {self.node}: Job {job} no longer exists in {self.namespace}")
+            raise JobGone(f"node {self.node}: Job {job} no longer exists in {self.namespace}")
         pod = self._pod(handle)
         if pod is None:
             if status.failed:
@@ -609,25 +577,8 @@ class KubernetesRunner(BenchmarkRunner):
         if rc:
             raise KubernetesRunnerError(f"node {self.node}: reading {handle.run_dir} from the pod failed: {err.strip()[:300]}")
         dest = Path(dest_dir).resolve()
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-        try:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-                tar.extractall(tmp, filter="data")
-            if dest.exists():
-                old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
-                os.replace(dest, old)
-                os.replace(tmp, dest)
-                import shutil
-
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, dest)
-        except BaseException:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with replacing_folder(dest) as tmp, tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            tar.extractall(tmp, filter="data")
         # let the pod finish: its container exits with the harness's code once it sees the marker
         self.exec(pod.metadata.name, HARNESS_CONTAINER, f"touch {shlex.quote(handle.run_dir + '/' + COLLECTED_MARKER)}")
         return dest
@@ -645,6 +596,9 @@ class KubernetesRunner(BenchmarkRunner):
         except Exception as exc:  # noqa: BLE001
             if getattr(exc, "status", None) != 404:
                 raise self._api_error(f"deleting Job {job}", exc) from None
+
+    def stop_hint(self, handle: RunHandle) -> str:
+        return f"stop it (kubectl delete job -n {self.namespace} {handle.extra.get('job', job_name(handle.run_id, handle.mode))})"
 
     def log_tail(self, handle: RunHandle, lines: int = 20) -> str:
         pod = self._pod(handle)
@@ -689,6 +643,8 @@ class KubernetesRunner(BenchmarkRunner):
 
 
 __all__ = [
+    "JobGone",
+    "KubernetesApiError",
     "KubernetesRunner",
     "KubernetesRunnerError",
     "PodSettings",
@@ -698,4 +654,5 @@ __all__ = [
     "label_value",
     "manifest_to_model",
     "manifest_yaml",
+    "merge_pod_spec",
 ]

@@ -7,17 +7,16 @@ so a run started by an orchestrator that has since died is still judged correctl
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from pydantic import Field, PrivateAttr
+from mlperf_assets.config import LocalNode
 
 from .base import (
     CANCEL_MARKER_FILE,
@@ -31,6 +30,7 @@ from .base import (
     RunProgress,
     RunSpec,
     progress_from_texts,
+    replacing_folder,
     wrapped_argv,
 )
 
@@ -48,8 +48,9 @@ def _read_tail(path: Path, limit: int = _TAIL_BYTES) -> str | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie (zombies linger here for seconds: platform facts)."""
+def _pid_alive(pid: int, run_dir: str) -> bool:
+    """True if ``pid`` exists, is not a zombie (zombies linger here for seconds: platform facts) and is this run's
+    supervisor (``run_dir`` is one of its arguments), not another process that got the pid after a restart."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -58,33 +59,34 @@ def _pid_alive(pid: int) -> bool:
         return True
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        return run_dir.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, IndexError):
-        return True
+        return True  # no /proc: nothing better to go on
 
 
 class LocalRunner(BenchmarkRunner):
-    """Runs the harness on this machine.
+    """Runs the harness on this machine, configured by a ``config.LocalNode``.
 
-    ``workdir``: where run folders are created (absolute, or relative to the current directory);
-    ``python``: interpreter with the harness installed (default: the orchestrator's own);
-    ``cancel_grace_s``: how long cancel waits after SIGINT before SIGTERM, then SIGKILL;
-    ``env``: extra environment variables for the harness (names and values; no secrets in config files).
+    ``workdir``: where run folders are created (the config sets ``<artifact_root>/../work`` when absent);
+    ``python``: interpreter with the harness installed (default: the orchestrator's own).
+    Options: ``cancel_grace_s`` (how long cancel waits after SIGINT before SIGTERM, then SIGKILL) and ``env``
+    (extra environment variables for the harness).
     """
 
-    workdir: str
-    python: str = ""
-    cancel_grace_s: float = 10.0
-    env: dict[str, str] = Field(default_factory=dict)
+    kind = "local"
+    settings_model = LocalNode
+    OPTIONS = ("poll_interval_s", "cancel_grace_s", "env")
+    poll_interval_s = 0.25  # polling a local file is cheap: a short interval keeps the end-of-run latency low
+    cancel_grace_s = 10.0
+    env: dict[str, str] = {}
 
-    _procs: dict[int, subprocess.Popen] = PrivateAttr(default_factory=dict)
-
-    @classmethod
-    def from_node_config(cls, node: Any, config: Any) -> "LocalRunner":
-        """From a ``config.LocalNode`` (``workdir`` optional: default ``<artifact_root>/../work``)."""
-        workdir = node.workdir or str(Path(config.storage.artifact_root).parent / "work")
-        # Polling a local file is cheap: a short interval keeps the end-of-run latency low.
-        return cls(node=node.name, workdir=str(workdir), python=node.python or "", poll_interval_s=0.25)
+    def __init__(self, settings: LocalNode | None = None, /, **fields) -> None:
+        super().__init__(settings, **fields)
+        if self.settings.workdir is None:
+            raise ValueError(f"local node {self.node} has no workdir (a loaded config sets <artifact_root>/../work)")
+        self._procs: dict[int, subprocess.Popen] = {}
 
     def _python(self) -> str:
         return self.python or sys.executable
@@ -129,7 +131,7 @@ class LocalRunner(BenchmarkRunner):
         proc = self._procs.get(handle.pid)
         if proc is not None:
             return proc.poll() is None
-        return _pid_alive(handle.pid)
+        return _pid_alive(handle.pid, handle.run_dir)
 
     def poll(self, handle: RunHandle) -> RunProgress:
         run_dir = Path(handle.run_dir)
@@ -171,16 +173,8 @@ class LocalRunner(BenchmarkRunner):
             raise RunnerError(f"node {self.node}: run folder {src} is missing; nothing to collect")
         if src.resolve() == dest:
             return dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-        try:
+        with replacing_folder(dest) as tmp:
             shutil.copytree(src, tmp, dirs_exist_ok=True)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return dest
 
     def log_tail(self, handle: RunHandle, lines: int = 20) -> str:
@@ -195,3 +189,29 @@ class LocalRunner(BenchmarkRunner):
             run_dir.parent.rmdir()  # <workdir>/<run_id>, once both modes are gone
         except OSError:
             pass
+
+    def active_runs(self) -> list[tuple[RunHandle, RunProgress]]:
+        """Runs in the work folder that have a spec, no exit code, and a live supervisor or fresh progress."""
+        out = []
+        fresh_after = time.time() - max(30.0, 10 * self.poll_interval_s)
+        for spec_file in sorted(Path(self.workdir).glob(f"*/*/{SPEC_FILE}")):
+            run_dir = spec_file.parent
+            if (run_dir / EXIT_CODE_FILE).exists():
+                continue
+            progress_file = run_dir / PROGRESS_FILE
+            stamp = progress_file.stat().st_mtime if progress_file.exists() else spec_file.stat().st_mtime
+            if stamp < fresh_after:
+                continue  # abandoned (the process died without an exit code long ago)
+            try:
+                spec = json.loads(spec_file.read_text())
+            except ValueError:
+                spec = {}
+            handle = RunHandle(
+                run_id=spec.get("run_id", run_dir.parent.name),
+                node=self.node,
+                run_dir=str(run_dir),
+                scenario=spec.get("scenario", ""),
+                mode=spec.get("mode", run_dir.name),
+            )
+            out.append((handle, progress_from_texts(_read_tail(progress_file), None, alive=True)))
+        return out

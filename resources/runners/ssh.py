@@ -1,13 +1,14 @@
 """``SSHRunner``: the harness on a GPU node reached over SSH, detached so it outlives the connection.
 
 One run = one folder ``<workdir>/<run_id>/<mode>`` on the node holding ``run_spec.json``, ``pid``, the
-harness outputs (contract A), ``runner.log`` and ``exit_code`` (written by the exit-code supervisor of
+harness outputs, ``runner.log`` and ``exit_code`` (written by the exit-code supervisor of
 ``base.wrapped_argv``). The harness is started with ``setsid nohup ... &`` in its own session, so a dropped
 connection or a dead orchestrator does not stop it; everything the runner needs later is in that folder:
 
-- ``poll`` runs one small shell command that reports whether the pid is alive, the exit code and the tail of
-  ``progress.jsonl``. On a dropped connection it keeps returning the last progress (with a "reconnecting"
-  message) while reconnecting with exponential backoff, and raises only after ``reconnect_timeout_s``.
+- ``poll`` reads whether the pid is alive, the exit code and the tail of ``progress.jsonl`` (over SFTP and
+  ``/proc``, or with one shell command from ``remote_shell``). On a dropped connection it keeps returning the last
+  progress (``stale``, with a "reconnecting" message) while reconnecting with exponential backoff, and raises
+  only after ``reconnect_timeout_s``; a run folder that is gone raises ``RunGone``.
 - ``start`` on a run id whose folder already holds a launched run reattaches to it instead of starting a
   second harness (an orchestrator restarted mid-run picks the run up where it is).
 - ``collect`` copies the folder over SFTP into a temporary folder beside the destination, checks every file's
@@ -15,10 +16,13 @@ connection or a dead orchestrator does not stop it; everything the runner needs 
 - ``cancel`` signals the whole process group on the node (SIGINT, then SIGTERM, then SIGKILL).
 
 Security: host keys are checked against ``known_hosts`` and an unknown or changed key is refused (no
-silent accept); the key's passphrase comes from an environment variable named in the config; every value
-that reaches the remote shell goes through ``shlex.quote`` (the pure ``render_*`` functions build all of it).
+silent accept); every value that reaches the remote shell goes through ``shlex.quote`` (the pure ``render_*``
+functions build all of it). Secrets are names in the config, values in the orchestrator's environment: the key's
+passphrase is read from the variable ``key_passphrase_env`` names when the connection is made, and ``forward_env``
+values go to the node in a 0600 file. (Not ``dagster.EnvVar``: runners are plain clients built from the config
+file, which is the place a user names them; the value is read at use time on the orchestrator and never logged.)
 
-Container mode (``container_image`` set): the supervisor and harness run inside
+Container mode (``container`` set): the supervisor and harness run inside
 ``docker run --gpus N ...`` (or podman with CDI devices), with the run folder and the dataset folder
 mounted at the same paths, so paths and files are identical to the bare mode.
 """
@@ -33,14 +37,15 @@ import re
 import shlex
 import socket
 import stat
-import tempfile
 import time
 from dataclasses import dataclass, replace
+from getpass import getuser
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Sequence
 
 import paramiko
-from pydantic import Field, PrivateAttr
+
+from mlperf_assets.config import SSHNode
 
 from .base import (
     CANCEL_MARKER_FILE,
@@ -51,19 +56,28 @@ from .base import (
     RUNNING,
     SPEC_FILE,
     BenchmarkRunner,
+    RunGone,
     RunHandle,
     RunnerError,
     RunProgress,
     RunSpec,
-    progress_from_texts,
+    RunUnreachable,
+    replacing_folder,
     wrapped_argv,
 )
+from .remote_shell import (
+    DATASETS_DIR,
+    PID_FILE,
+    RemoteStatus,
+    parse_status_output,
+    render_cancel_command,
+    render_list_command,
+    render_status_command,
+    sha256_file,
+)
 
-PID_FILE = "pid"  # the supervisor's pid = its process group and session id
 SECRETS_FILE = ".forward.env"  # forwarded environment (0600), read and deleted by the launch command
-DATASETS_DIR = "_datasets"  # below the workdir; "_" cannot start a run id, so it never clashes with a run
 HARNESS_DIST = "mlperf-dagster"
-STATUS_MARK = "@@mlperf-status"
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -71,15 +85,15 @@ class SSHRunnerError(RunnerError):
     """Base of the SSH runner's errors; the message names the node."""
 
 
-class HostKeyError(SSHRunnerError):
+class HostKeyError(SSHRunnerError, RunUnreachable):
     """The node's host key is not in known_hosts, or differs from the one recorded there."""
 
 
-class SSHAuthError(SSHRunnerError):
+class SSHAuthError(SSHRunnerError, RunUnreachable):
     """The key was refused, cannot be read, or needs a passphrase that is not available."""
 
 
-class NodeUnreachableError(SSHRunnerError):
+class NodeUnreachableError(SSHRunnerError, RunUnreachable):
     """No TCP/SSH connection could be made (refused, timed out, name not resolved)."""
 
 
@@ -87,7 +101,7 @@ class HarnessNotInstalledError(SSHRunnerError):
     """The node's python cannot import the harness, or has an incompatible version of it."""
 
 
-class ConnectionLostError(SSHRunnerError):
+class ConnectionLostError(SSHRunnerError, RunUnreachable):
     """The connection dropped and could not be re-established within the reconnect timeout."""
 
 
@@ -227,121 +241,6 @@ def render_launch_command(run_dir: str, argv: Sequence[str], *, with_env_file: b
         f"i=0; while [ ! -s {PID_FILE} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; "
         f"cat {PID_FILE} 2>/dev/null || echo none"
     )
-
-
-def _alive_snippet(run_dir: str) -> str:
-    """Shell code setting ``a`` to 1 if the pid in ``pid`` runs (not a zombie) and belongs to this run folder
-    (one of its arguments mentions the folder: the supervisor's, or ``docker run -v DIR:DIR``'s)."""
-    q = shlex.quote(run_dir)
-    return (
-        f"p=$(cat {q}/{PID_FILE} 2>/dev/null); a=0; "
-        'if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then '
-        '  st=$(sed "s/.*) //" /proc/$p/stat 2>/dev/null | cut -d" " -f1); '
-        f'  if [ "$st" != Z ] && tr "\\000" "\\n" < /proc/$p/cmdline 2>/dev/null | grep -qF -- {q}; then a=1; '
-        f'  elif [ ! -e /proc/$p/cmdline ] && [ "$st" != Z ]; then a=1; fi; '
-        "fi; "
-    )
-
-
-def render_status_command(run_dir: str) -> str:
-    """One round trip: ``@@mlperf-status <dir-exists> <pid-file> <alive> <exit code|-> <cancel>`` then the
-    tail of progress.jsonl. ``alive`` is read before ``exit_code`` (the supervisor writes the file, then exits)."""
-    q = shlex.quote(run_dir)
-    return (
-        f"if [ ! -d {q} ]; then echo '{STATUS_MARK} 0 0 0 - 0'; exit 0; fi; "
-        + _alive_snippet(run_dir)
-        + f"e=$(cat {q}/{EXIT_CODE_FILE} 2>/dev/null | tr -d ' \\n'); [ -n \"$e\" ] || e=-; "
-        f"c=0; [ -f {q}/{CANCEL_MARKER_FILE} ] && c=1; "
-        f"f=0; [ -s {q}/{PID_FILE} ] && f=1; "
-        f'echo "{STATUS_MARK} 1 $f $a $e $c"; '
-        f"tail -c 8192 {q}/{PROGRESS_FILE} 2>/dev/null; true"
-    )
-
-
-@dataclass(frozen=True)
-class RemoteStatus:
-    exists: bool
-    launched: bool  # a pid file exists: the harness was started at some point
-    alive: bool
-    exit_code_text: str | None
-    cancel_requested: bool
-    progress_text: str
-
-    def progress(self) -> RunProgress:
-        return progress_from_texts(
-            self.progress_text or None,
-            self.exit_code_text,
-            alive=self.alive,
-            cancel_requested=self.cancel_requested,
-        )
-
-
-def parse_status_output(text: str) -> RemoteStatus:
-    head, _, rest = text.partition("\n")
-    parts = head.split()
-    if len(parts) != 6 or parts[0] != STATUS_MARK:
-        raise ValueError(f"unexpected status output: {head[:200]!r}")
-    _, exists, launched, alive, exit_code, cancel = parts
-    return RemoteStatus(
-        exists=exists == "1",
-        launched=launched == "1",
-        alive=alive == "1",
-        exit_code_text=None if exit_code == "-" else exit_code,
-        cancel_requested=cancel == "1",
-        progress_text=rest,
-    )
-
-
-def render_cancel_command(run_dir: str, *, grace_s: float, container: str | None = None, engine: str = "docker") -> str:
-    """Mark the run cancelled and signal its process group: SIGINT, wait ``grace_s``; SIGTERM, 3 s; SIGKILL.
-
-    Stops as soon as the supervisor has written ``exit_code`` or the group is gone. In container mode the
-    container is killed too (the ``docker run`` client's group may not reach the container's processes)."""
-    q = shlex.quote(run_dir)
-    steps = max(1, int(grace_s / 0.2))
-    script = (
-        f"cd {q} 2>/dev/null || exit 0; "
-        f"[ -f {EXIT_CODE_FILE} ] && exit 0; "
-        f"[ -f {CANCEL_MARKER_FILE} ] || date +%s > {CANCEL_MARKER_FILE}; "
-        f"p=$(cat {PID_FILE} 2>/dev/null); [ -n \"$p\" ] || exit 0; "
-    )
-    if container:
-        script += f"{shlex.quote(engine)} kill --signal INT {shlex.quote(container)} > /dev/null 2>&1; "
-    script += (
-        f"for s in INT:{steps} TERM:15 KILL:10; do "
-        "  sig=${s%%:*}; n=${s##*:}; "
-        '  kill -$sig -$p 2>/dev/null || break; '
-        "  i=0; while [ $i -lt $n ]; do "
-        f"    [ -f {EXIT_CODE_FILE} ] && break 2; "
-        '    kill -0 -$p 2>/dev/null || break 2; '
-        "    sleep 0.2; i=$((i+1)); "
-        "  done; "
-        "done; "
-    )
-    if container:
-        script += f"{shlex.quote(engine)} rm -f {shlex.quote(container)} > /dev/null 2>&1; "
-    script += "true"
-    return script
-
-
-def render_list_command(workdir: str) -> str:
-    """Run folders below ``workdir`` that were launched and have no exit code yet, one ``<run_id>/<mode>`` a line."""
-    return (
-        f"cd {shlex.quote(workdir)} 2>/dev/null || exit 0; "
-        f'for d in */*/; do [ -f "${{d}}{PID_FILE}" ] && [ ! -f "${{d}}{EXIT_CODE_FILE}" ] && echo "${{d%/}}"; done; true'
-    )
-
-
-def sha256_file(path: Path, _cache: dict[tuple[str, int, int], str] = {}) -> str:  # noqa: B006 - memo
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _cache[key] = h.hexdigest()
-    return _cache[key]
 
 
 # ------------------------------------------------------------------------------------------ connection
@@ -548,93 +447,56 @@ def _is_connection_error(exc: BaseException) -> bool:
 
 # ---------------------------------------------------------------------------------------------- runner
 class SSHRunner(BenchmarkRunner):
-    """Runs the harness on one SSH node.
+    """Runs the harness on one SSH node, configured by a ``config.SSHNode`` (its fields are documented there).
 
-    ``host``/``port``/``user``: where to log in; ``key_file``: private key (None: the SSH agent and the
-    default ``~/.ssh/id_*`` keys); ``key_passphrase_env``: name of the environment variable holding the
-    key's passphrase (never the passphrase itself); ``known_hosts``: host keys
-    to verify against (an unknown or changed key is refused); ``workdir``: run folders on the node;
-    ``python``: interpreter with the harness installed (inside the image in container mode);
-    ``forward_env``: names of orchestrator environment variables passed to the harness (``HF_TOKEN``),
-    through a 0600 file the launch reads and deletes, never the command line; ``container_engine`` and
-    ``container_image``: container mode; ``reconnect_timeout_s``: how long a lost connection is retried
-    (with backoff up to ``reconnect_backoff_max_s``) before the run is reported lost; the harness keeps
-    running on the node meanwhile and a later ``start`` of the same run id reattaches.
+    ``host``/``port``/``user``: where to log in (``user`` default: the local user name); ``key_file``: private key
+    (None: the SSH agent and the default ``~/.ssh/id_*`` keys); ``key_passphrase_env``: name of the environment
+    variable holding the key's passphrase (never the passphrase itself); ``known_hosts``: host keys to verify against
+    (an unknown or changed key is refused); ``workdir``: run folders on the node; ``python``: interpreter with the
+    harness installed (inside the image in container mode); ``forward_env``: names of orchestrator environment
+    variables passed to the harness (``HF_TOKEN``), through a 0600 file the launch reads and deletes, never the
+    command line; ``container``: container mode; ``reconnect_timeout_s``: how long a lost connection is retried
+    (with backoff up to ``reconnect_backoff_max_s``) before the run is reported lost; the harness keeps running on
+    the node meanwhile and a later ``start`` of the same run id reattaches. Option ``check_harness_version``: refuse
+    a node whose harness differs from the orchestrator's in major.minor (default true).
     """
 
-    host: str
-    port: int = 22
-    user: str = Field(default_factory=lambda: os.environ.get("USER", "root"))
-    key_file: str | None = None
-    key_passphrase_env: str | None = None
-    known_hosts: str = "~/.ssh/known_hosts"
-    workdir: str = "mlperf-runs"
-    python: str = "python3"
-    gpus: int | None = None
-    forward_env: list[str] = Field(default_factory=list)
-    connect_timeout_s: float = 15.0
-    command_timeout_s: float = 60.0
-    keepalive_s: float = 15.0
-    reconnect_timeout_s: float = 1800.0
-    reconnect_backoff_max_s: float = 30.0
-    cancel_grace_s: float = 10.0
-    check_harness_version: bool = True
-    container_engine: str | None = None
-    container_image: str | None = None
-    container_args: list[str] = Field(default_factory=list)
+    kind = "ssh"
+    settings_model = SSHNode
+    OPTIONS = ("poll_interval_s", "check_harness_version")
+    check_harness_version = True
 
-    _conn: Any = PrivateAttr(default=None)
-    _workdir_abs: str | None = PrivateAttr(default=None)
-    _harness_ok: bool = PrivateAttr(default=False)
-    _proc_over_sftp: bool | None = PrivateAttr(default=None)
-    _last: dict[str, RunProgress] = PrivateAttr(default_factory=dict)
-    _outage_since: float | None = PrivateAttr(default=None)
-    _next_attempt: float = PrivateAttr(default=0.0)
-    _backoff: float = PrivateAttr(default=0.0)
-    _outage_reason: str = PrivateAttr(default="")
+    def __init__(self, settings: SSHNode | None = None, /, **fields: Any) -> None:
+        super().__init__(settings, **fields)
+        self._conn: SSHConnection | None = None
+        self._workdir_abs: str | None = None
+        self._harness_ok = False
+        self._proc_over_sftp: bool | None = None
+        self._last: dict[str, RunProgress] = {}
+        self._outage_since: float | None = None
+        self._next_attempt = 0.0
+        self._backoff = 0.0
+        self._outage_reason = ""
 
-    # ---- construction
-    @classmethod
-    def from_node_config(cls, node: Any, config: Any = None) -> "SSHRunner":
-        """From a ``config`` SSH node. Optional fields the model may not have are read with defaults."""
-        fields = {
-            "node": node.name,
-            "host": node.host,
-            "port": getattr(node, "port", None) or 22,
-            "user": getattr(node, "user", None) or os.environ.get("USER", "root"),
-            "key_file": str(node.key_file) if getattr(node, "key_file", None) else None,
-            "known_hosts": str(getattr(node, "known_hosts", None) or "~/.ssh/known_hosts"),
-            "workdir": getattr(node, "workdir", None) or "mlperf-runs",
-            "python": getattr(node, "python", None) or "python3",
-            "gpus": getattr(node, "gpus", None),
-        }
-        optional = (
-            "key_passphrase_env", "forward_env", "connect_timeout_s", "command_timeout_s", "keepalive_s",
-            "reconnect_timeout_s", "reconnect_backoff_max_s", "cancel_grace_s", "poll_interval_s",
-            "check_harness_version", "container_engine", "container_image", "container_args",
-        )  # fmt: skip
-        for name in optional:
-            value = getattr(node, name, None)
-            if value is not None:
-                fields[name] = list(value) if isinstance(value, (list, tuple)) else value
-        container = getattr(node, "container", None)  # config.ContainerConfig {image, engine, extra_args}
-        if container:
-            get = container.get if isinstance(container, dict) else lambda k, d=None: getattr(container, k, d)
-            fields["container_engine"] = get("engine") or "docker"
-            fields["container_image"] = get("image")
-            fields["container_args"] = list(get("extra_args") or get("args") or ())
-        return cls(**fields)
+    # ---- the node model's fields in the form paramiko and the shell take
+    @property
+    def user(self) -> str:
+        return self.settings.user or getuser()
+
+    @property
+    def key_file(self) -> str | None:
+        return str(self.settings.key_file) if self.settings.key_file else None
+
+    @property
+    def known_hosts(self) -> str:
+        return str(self.settings.known_hosts)
 
     @property
     def container(self) -> ContainerSettings | None:
-        if not self.container_image:
+        c = self.settings.container
+        if c is None:
             return None
-        return ContainerSettings(
-            engine=self.container_engine or "docker",
-            image=self.container_image,
-            gpus=self.gpus,
-            extra_args=tuple(self.container_args),
-        )
+        return ContainerSettings(engine=c.engine, image=c.image, gpus=self.gpus, extra_args=tuple(c.extra_args))
 
     # ---- connection management
     def _new_connection(self) -> SSHConnection:
@@ -663,9 +525,6 @@ class SSHRunner(BenchmarkRunner):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-    def teardown_after_execution(self, context: Any) -> None:  # Dagster resource hook
-        self.close()
 
     def _call(self, what: str, fn: Any) -> Any:
         """``fn(conn)`` on a live connection; one reconnect on a dropped link, then a clear error."""
@@ -726,7 +585,8 @@ class SSHRunner(BenchmarkRunner):
             f"'{HARNESS_DIST}=={local_harness_version()}'` (or a wheel built with `pip wheel . -w dist` and copied over; "
             "see docs/setup-guide.md)"
         )
-        where = f"the image {self.container_image}" if self.container else "the node"
+        container = self.container
+        where = f"the image {container.image}" if container else "the node"
         if result.exit_code == 127 or (result.exit_code != 0 and "not found" in result.stderr):
             raise HarnessNotInstalledError(
                 f"node {self.node}: python {self.python!r} not found on {where} ({result.stderr.strip()[:200]}); "
@@ -940,7 +800,7 @@ class SSHRunner(BenchmarkRunner):
             return self._stale(last, time.monotonic())
         self._outage_since = None
         if not status.exists:
-            raise RunnerError(f"node {self.node}: run folder {handle.run_dir} no longer exists on the node")
+            raise RunGone(f"node {self.node}: run folder {handle.run_dir} no longer exists on the node")
         progress = status.progress()
         self._last[handle.run_dir] = progress
         return progress
@@ -956,11 +816,8 @@ class SSHRunner(BenchmarkRunner):
             last,
             state=RUNNING,
             message=f"connection lost {down_for:.0f} s ago ({self._outage_reason}); reconnecting",
+            stale=True,
         )
-
-    @property
-    def disconnected_for_s(self) -> float | None:
-        return None if self._outage_since is None else time.monotonic() - self._outage_since
 
     # ---- collect, cancel, logs
     def _walk(self, sftp: Any, remote_dir: str, prefix: str = "") -> Iterator[tuple[str, int]]:
@@ -973,36 +830,21 @@ class SSHRunner(BenchmarkRunner):
 
     def collect(self, handle: RunHandle, dest_dir: str | Path) -> Path:
         dest = Path(dest_dir).resolve()
-        dest.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.reconnect_timeout_s
         delay = 0.5
         while True:
-            tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
             try:
-                self._download(handle, tmp)
-                if dest.exists():
-                    old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
-                    os.replace(dest, old)
-                    os.replace(tmp, dest)
-                    _rmtree(old)
-                else:
-                    os.replace(tmp, dest)
+                with replacing_folder(dest) as tmp:
+                    self._download(handle, tmp)
                 return dest
             except ConnectionLostError:
-                _rmtree(tmp)
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(delay)
-                delay = min(self.reconnect_backoff_max_s, delay * 2)
             except (NodeUnreachableError, RemoteCommandError) as exc:
-                _rmtree(tmp)
                 if time.monotonic() > deadline:
                     raise ConnectionLostError(f"node {self.node}: collecting {handle.run_dir} failed: {exc}") from None
-                time.sleep(delay)
-                delay = min(self.reconnect_backoff_max_s, delay * 2)
-            except BaseException:
-                _rmtree(tmp)
-                raise
+            time.sleep(delay)
+            delay = min(self.reconnect_backoff_max_s, delay * 2)
 
     def _download(self, handle: RunHandle, tmp: Path) -> None:
         def fetch(conn: SSHConnection) -> None:
@@ -1010,7 +852,7 @@ class SSHRunner(BenchmarkRunner):
             try:
                 files = list(self._walk(sftp, handle.run_dir))
             except FileNotFoundError:
-                raise RunnerError(f"node {self.node}: run folder {handle.run_dir} is missing; nothing to collect") from None
+                raise RunGone(f"node {self.node}: run folder {handle.run_dir} is missing; nothing to collect") from None
             for rel, size in files:
                 local = tmp / rel
                 local.parent.mkdir(parents=True, exist_ok=True)
@@ -1101,12 +943,6 @@ def _sftp_makedirs(sftp: Any, path: str) -> None:
                 sftp.mkdir(current)
             except OSError:
                 sftp.stat(current)  # created meanwhile by someone else; else the error stands
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 __all__ = [

@@ -1,0 +1,439 @@
+"""Runs in flight and picking them up again: one partition's run (performance, then accuracy) through any runner.
+
+:class:`PartitionRun` starts, watches and collects the harness runs of one node x scenario partition
+(:class:`mlperf_assets.plan.PartitionPlan`) through the node's runner, using only the runner interface and its
+typed errors. The runs are collected into a staging folder and renamed into place only when every mode
+succeeded, so a failed run leaves nothing in the artifact store (its node-side folder is kept for debugging and
+named in the error).
+
+Surviving an orchestrator restart: while a partition's harness runs are in flight, and until they are collected,
+``<artifact_root>/.active/<node>/<scenario>.json`` (an :class:`ActiveRecord`) records their specs and runner
+handles. A new run of the same partition reads it first: if the recorded run was made with the same settings and
+the runner reports it still running, or finished but not collected, it *reattaches* (same run id, same node-side
+folder; no second harness) and collects it. A record whose run failed, was cancelled, is gone from the node
+(:class:`RunGone`) or used other settings is cleared, and a fresh run starts; one the runner cannot ask about
+(:class:`RunUnreachable`, or a stale answer) is kept. A run of another partition still going on the node
+(unwatched, its orchestrator gone) fails this partition with a message saying how to pick it up, rather than
+disturbing its measurement.
+
+One run per node at a time: a per-node file lock (``<artifact_root>/.locks/<node>.lock``) is held for the whole
+partition run, on top of the Dagster queue's per-node limit. No Dagster here: the asset turns a
+:class:`PartitionRunError` into a ``dagster.Failure``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from mlperf_assets.harness.files import write_atomic
+
+from .base import RUNNING, SUCCEEDED, BenchmarkRunner, RunGone, RunHandle, RunnerError, RunProgress, RunSpec
+
+ACTIVE_DIR = ".active"  # <artifact_root>/.active/<node>/<scenario>.json: runs in flight or not yet collected
+ACTIVE_SCHEMA = 2
+LOCK_DIR = ".locks"
+LOCK_NOTE_EVERY_S = 60.0  # while waiting for a busy node, say so this often
+
+ModeProgress = Callable[[str, RunProgress], None]  # fn(mode, progress): every observation of a harness run
+
+
+class Log(Protocol):
+    """Where a partition run reports what it decides (a Dagster context's ``log``, or a ``logging.Logger``)."""
+
+    def info(self, msg: str) -> Any: ...
+
+    def warning(self, msg: str) -> Any: ...
+
+
+class PartitionRunError(RunnerError):
+    """A partition run stopped; the message says why and what to do. ``run_folder``/``harness_output``: the node-side
+    folder kept for debugging and the harness's last lines, when a harness run failed. ``retry``: whether running
+    the partition again unchanged may succeed (a collection that failed half-way)."""
+
+    def __init__(
+        self, message: str, *, run_folder: str | None = None, harness_output: str | None = None, retry: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.run_folder, self.harness_output, self.retry = run_folder, harness_output, retry
+
+
+# ------------------------------------------------------------------------------------------------ the record
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class ModeRun:
+    """One harness run (mode) of a partition run: its spec, the runner's handle once launched, and whether its
+    folder is already collected into the staging folder."""
+
+    spec: dict[str, Any]
+    handle: dict[str, Any] | None = None
+    collected: bool = False
+
+    def run_spec(self) -> RunSpec:
+        return RunSpec.from_json(json.dumps(self.spec))
+
+    def run_handle(self) -> RunHandle | None:
+        return RunHandle.from_dict(self.handle) if self.handle else None
+
+
+@dataclass
+class ActiveRecord:
+    """``<artifact_root>/.active/<node>/<scenario>.json``: a partition run that is in flight or not yet collected."""
+
+    node: str
+    scenario: str
+    run_id: str
+    dagster_run_id: str  # the Dagster run that started it
+    started_at: str  # ISO 8601 UTC
+    dataset: dict[str, Any]  # {"path", "size", "mtime_ns"} of the prepared dataset it reads
+    runs: dict[str, ModeRun] = field(default_factory=dict)  # mode -> run, in the order they were started
+    reattached_by: list[str] = field(default_factory=list)  # Dagster runs that picked it up since
+
+    @property
+    def origin(self) -> str:
+        return f"run {self.run_id} started at {self.started_at} by Dagster run {self.dagster_run_id}"
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["schema"] = ACTIVE_SCHEMA
+        return json.dumps(data, indent=2, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ActiveRecord":
+        data = json.loads(text)
+        if data.pop("schema", None) != ACTIVE_SCHEMA:
+            raise ValueError("unknown record schema")
+        data["runs"] = {mode: ModeRun(**run) for mode, run in data.get("runs", {}).items()}
+        return cls(**data)
+
+
+def active_record_path(artifact_root: Path, node: str, scenario: str) -> Path:
+    return artifact_root / ACTIVE_DIR / node / f"{scenario}.json"
+
+
+def read_active(artifact_root: Path, node: str, scenario: str) -> ActiveRecord | None:
+    """The partition's record; None if there is none. An unreadable record raises ValueError."""
+    path = active_record_path(artifact_root, node, scenario)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        return ActiveRecord.from_json(text)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{path} is not a readable run record ({exc})") from None
+
+
+def write_active(artifact_root: Path, record: ActiveRecord) -> None:
+    write_atomic(active_record_path(artifact_root, record.node, record.scenario), record.to_json())
+
+
+def clear_active(artifact_root: Path, node: str, scenario: str) -> None:
+    active_record_path(artifact_root, node, scenario).unlink(missing_ok=True)
+
+
+def dataset_identity(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+# ------------------------------------------------------------------------------------- asking the runner
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the runner says about a recorded run: ``progress`` when it is running or finished successfully,
+    else ``problem`` (why it cannot be reattached). ``uncertain``: the runner could not ask the node (no connection,
+    API error, a stale answer), so the run may well be alive; its record must not be dropped."""
+
+    progress: RunProgress | None = None
+    problem: str | None = None
+    uncertain: bool = False
+
+
+def observe(runner: BenchmarkRunner, handle: RunHandle) -> Observation:
+    try:
+        progress = runner.poll(handle)
+    except RunGone as exc:  # the node answered: no trace of the run
+        return Observation(problem=f"is gone ({exc})")
+    except RunnerError as exc:  # RunUnreachable and the like: says nothing about the run itself
+        return Observation(problem=str(exc), uncertain=True)
+    if progress.stale:
+        return Observation(progress=progress, uncertain=True)
+    if progress.state in (RUNNING, SUCCEEDED):
+        return Observation(progress=progress)
+    return Observation(problem=f"{progress.state} ({progress.message or progress.describe()})")
+
+
+def describe_state(progress: RunProgress) -> str:
+    if progress.state == SUCCEEDED:
+        return "finished, not yet collected"
+    done = f"{progress.completed}/{progress.total}" if progress.total else str(progress.completed)
+    text = f"still running ({done} samples done after {progress.elapsed_s:.0f} s)"
+    return text + (f"; {progress.message}" if progress.message else "")
+
+
+def _spec_differences(recorded: RunSpec, wanted: RunSpec) -> list[str]:
+    return [f.name for f in dataclasses.fields(RunSpec) if getattr(recorded, f.name) != getattr(wanted, f.name)]
+
+
+# ------------------------------------------------------------------------------------- one partition run
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    run_id: str
+    folder: Path  # <artifact_root>/<node>/<scenario>/<run_id>, holding one folder per mode
+    started_by: str  # the Dagster run that launched the harness runs (another one, when this one reattached)
+
+
+class PartitionRun:
+    """The harness runs of one partition through ``runner``: reattach or start, watch, collect (module docstring).
+
+    ``plan``: a :class:`mlperf_assets.plan.PartitionPlan` (node, scenario, modes, dataset, specs, folders);
+    ``log``: where decisions are reported; ``dagster_run_id``: the run doing this, recorded in the ledger."""
+
+    def __init__(self, runner: BenchmarkRunner, plan: Any, *, log: Log, dagster_run_id: str) -> None:
+        self.runner, self.plan, self.log, self.dagster_run_id = runner, plan, log, dagster_run_id
+        self.root: Path = plan.artifact_root
+        self.node, self.scenario = plan.node, plan.scenario
+
+    def run(self, on_progress: ModeProgress | None = None) -> PartitionResult:
+        """Run (or pick up) every mode and collect them into the artifact store; :class:`PartitionRunError` if a
+        harness run did not succeed or the node is busy with an unwatched run."""
+        lock = self._lock()
+        staging: Path | None = None
+        handles: list[RunHandle] = []
+        try:
+            record = self._resume()
+            self._check_other_partitions()
+            if record is None:
+                record = ActiveRecord(
+                    node=self.node,
+                    scenario=self.scenario,
+                    run_id=self.plan.new_run_id(self.dagster_run_id),
+                    dagster_run_id=self.dagster_run_id,
+                    started_at=_utc_now(),
+                    dataset=dataset_identity(self.plan.dataset),
+                )
+            final = self.plan.run_folder(record.run_id)
+            staging = self.plan.staging_folder(record.run_id)
+            for mode in self.plan.modes:
+                handles.append(self._run_mode(record, self.plan.spec(record.run_id, mode), staging, on_progress))
+            if final.exists():  # collected before, by a run that died before clearing its record
+                shutil.rmtree(final)
+            os.replace(staging, final)
+            clear_active(self.root, self.node, self.scenario)
+        finally:
+            lock.release()
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+        for handle in handles:
+            if handle is not None:
+                self.runner.discard(handle)
+        return PartitionResult(run_id=record.run_id, folder=final, started_by=record.dagster_run_id)
+
+    # ---- one run per node
+    def _lock(self) -> Any:
+        from filelock import FileLock, Timeout
+
+        lock_dir = self.root / LOCK_DIR
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_dir / f"{self.node}.lock"))
+        started = time.monotonic()
+        next_note = 5.0
+        while True:
+            try:
+                lock.acquire(timeout=5)
+                return lock
+            except Timeout:
+                waited = time.monotonic() - started
+                if waited >= next_note:
+                    self.log.info(f"node {self.node} is busy with another run; waiting ({waited:.0f} s so far)")
+                    next_note = waited + LOCK_NOTE_EVERY_S
+
+    # ---- reattaching
+    def _resume(self) -> ActiveRecord | None:
+        """The partition's recorded run, if this run should reattach to it; else None (after clearing a stale record
+        and saying why). Mode runs recorded without a handle (the orchestrator died while launching) are started
+        again with the same spec: a runner that finds the run already launched adopts it."""
+        node, scenario, runner = self.node, self.scenario, self.runner
+        try:
+            record = read_active(self.root, node, scenario)
+        except ValueError as exc:
+            self.log.warning(f"{exc}; removing it and starting a new run")
+            clear_active(self.root, node, scenario)
+            return None
+        if record is None:
+            return None
+        same_dataset = record.dataset == dataset_identity(self.plan.dataset)
+        staging = self.plan.staging_folder(record.run_id)
+        why_not: str | None = None
+        observed: list[str] = []
+        for mode, entry in record.runs.items():
+            try:
+                recorded = entry.run_spec()
+            except (ValueError, TypeError) as exc:
+                why_not = f"its {mode} spec is unreadable ({exc})"
+                break
+            diffs = _spec_differences(recorded, self.plan.spec(record.run_id, mode))
+            diffs += [] if same_dataset else ["dataset file"]
+            staged = (staging / mode).is_dir()
+            if entry.collected and staged and not diffs:
+                observed.append(f"{mode} collected")
+                continue
+            handle = entry.run_handle()
+            if handle is None:
+                if diffs:
+                    why_not = f"it was made with different {', '.join(diffs)}"
+                    break
+                try:
+                    handle = runner.start(recorded)  # reattaches if the launch got through, else launches it now
+                except RunnerError as exc:
+                    why_not = f"its {mode} run cannot be adopted ({exc})"
+                    break
+                entry.handle = handle.to_dict()
+                write_active(self.root, record)
+            seen = observe(runner, handle)
+            progress = seen.progress
+            if seen.problem is not None and seen.uncertain:
+                raise PartitionRunError(
+                    f"{node}/{scenario}: cannot check {record.origin}: {seen.problem}. Its record "
+                    f"({active_record_path(self.root, node, scenario)}) is kept, so the next materialization can "
+                    "reattach to the run; delete that file if the run is gone for good"
+                )
+            if diffs:
+                if progress is not None and progress.state == RUNNING:
+                    raise PartitionRunError(
+                        f"node {node} is busy: {record.origin} ({mode}) is {describe_state(progress)} but was made "
+                        f"with different {', '.join(diffs)} than the config now asks for. Restore the earlier "
+                        f"config and materialize this partition again to collect it, or {runner.stop_hint(handle)} "
+                        "and retry"
+                    )
+                why_not = f"it was made with different {', '.join(diffs)}"
+                break
+            if seen.problem is not None:
+                why_not = f"its {mode} run {seen.problem}"
+                break
+            assert progress is not None
+            entry.collected = entry.collected and staged
+            observed.append(f"{mode} {describe_state(progress)}")
+        if why_not is None and not observed:
+            why_not = "no harness run of it was launched"
+        if why_not is not None:
+            self.log.warning(
+                f"{node}/{scenario}: not reattaching to {record.origin}: {why_not}. Its record is cleared and a new "
+                "run starts" + (" (its folder stays on the node for inspection)" if record.runs else "")
+            )
+            clear_active(self.root, node, scenario)
+            shutil.rmtree(staging, ignore_errors=True)
+            return None
+        record.reattached_by.append(self.dagster_run_id)
+        write_active(self.root, record)
+        self.log.info(f"{node}/{scenario}: reattaching to {record.origin} ({'; '.join(observed)})")
+        return record
+
+    def _check_other_partitions(self) -> None:
+        """Fail if a run of another partition is still going on the node with no orchestrator watching it: a
+        second harness would disturb its measurement (and ours). Finished ones wait for their own partition."""
+        folder = self.root / ACTIVE_DIR / self.node
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            other = path.stem
+            if other == self.scenario:
+                continue
+            try:
+                record = read_active(self.root, self.node, other)
+            except ValueError:
+                continue  # its own partition reports it
+            if record is None or not record.runs:
+                continue
+            mode, last = list(record.runs.items())[-1]
+            handle = last.run_handle()
+            if handle is None or last.collected:
+                continue
+            seen = observe(self.runner, handle)
+            progress = seen.progress
+            if progress is not None and progress.state == RUNNING and not seen.uncertain:
+                raise PartitionRunError(
+                    f"node {self.node} is busy: {record.origin} ({other} {mode}) is {describe_state(progress)}, "
+                    f"and no orchestrator is watching it. Materialize partition {self.node}|{other} to reattach and "
+                    f"collect it, or {self.runner.stop_hint(handle)} and retry"
+                )
+
+    # ---- running one mode
+    def _run_mode(
+        self, record: ActiveRecord, spec: RunSpec, staging: Path, on_progress: ModeProgress | None
+    ) -> RunHandle:
+        """Start (or adopt, from ``record``), watch and collect one harness run; PartitionRunError if it did not
+        succeed. ``record`` is kept up to date on disk: it is cleared when the run failed or was cancelled here, and
+        kept when the outcome is unknown (connection lost, collection failed) so a later run reattaches."""
+        runner, root = self.runner, self.root
+        node, scenario, mode = spec.node, spec.scenario, spec.mode
+        entry = record.runs.get(mode)
+        handle = entry.run_handle() if entry is not None else None
+        if entry is not None and entry.collected:
+            self.log.info(f"{node}/{scenario} {mode}: run {spec.run_id} was already collected")
+            return handle  # type: ignore[return-value]
+        if handle is not None:
+            self.log.info(f"{node}/{scenario} {mode}: watching run {spec.run_id} in {handle.run_dir} (reattached)")
+        else:
+            record.runs[mode] = entry = ModeRun(spec=json.loads(spec.to_json()))
+            write_active(root, record)  # before launching: a restart during the launch adopts what got started
+            try:
+                handle = runner.start(spec)
+            except RunnerError as exc:
+                del record.runs[mode]
+                if record.runs:
+                    write_active(root, record)
+                else:
+                    clear_active(root, node, scenario)
+                raise PartitionRunError(str(exc)) from None
+            entry.handle = handle.to_dict()
+            write_active(root, record)
+            self.log.info(f"{node}/{scenario} {mode}: started run {spec.run_id} in {handle.run_dir}")
+        report = (lambda progress: on_progress(mode, progress)) if on_progress is not None else None
+        try:
+            progress = runner.wait(handle, report, timeout_s=self.plan.timeout_s)
+        except RunnerError as exc:
+            seen = observe(runner, handle)
+            if seen.problem is not None and not seen.uncertain:  # it ended (cancelled on timeout): nothing to resume
+                clear_active(root, node, scenario)
+                raise PartitionRunError(str(exc)) from None
+            raise PartitionRunError(
+                f"{exc} (materializing {node}|{scenario} again reattaches to the run if it is still going)"
+            ) from None
+        except BaseException:
+            clear_active(root, node, scenario)  # interrupted: wait() has cancelled the run
+            raise
+        if progress.state != SUCCEEDED:
+            clear_active(root, node, scenario)
+            raise PartitionRunError(
+                f"{node}/{scenario} {mode} run {spec.run_id} {progress.state}: {progress.message}. "
+                f"Run folder kept on the node at {handle.run_dir}.",
+                run_folder=handle.run_dir,
+                harness_output=runner.log_tail(handle, 15),
+            )
+        try:
+            runner.collect(handle, staging / mode)
+        except (RunnerError, OSError) as exc:
+            raise PartitionRunError(
+                f"{node}/{scenario} {mode}: collecting the run folder failed: {exc} (the run is kept on the node; "
+                f"materializing {node}|{scenario} again collects it)",
+                retry=True,
+            ) from None
+        entry.collected = True
+        write_active(root, record)
+        return handle
+

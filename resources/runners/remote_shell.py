@@ -1,0 +1,145 @@
+"""Shell snippets and parsers shared by the remote runners (SSH, Kubernetes): pure functions, no connection.
+
+Both remote runners leave a run folder on the node (``<workdir>/<run_id>/<mode>``) holding the supervisor's
+``pid`` and ``exit_code``, ``progress.jsonl`` and, after ``cancel``, ``cancel_requested``; they read and steer it
+with the same POSIX ``sh`` code, run over SSH or with ``kubectl exec``:
+
+- :func:`render_status_command` / :func:`parse_status_output`: one round trip giving whether the folder exists,
+  whether the harness was launched and is alive, its exit code, and the tail of ``progress.jsonl``;
+- :func:`render_cancel_command`: SIGINT to the harness's process group, then SIGTERM, then SIGKILL;
+- :func:`render_list_command`: the run folders below a workdir that were launched and have not ended.
+
+Every value that reaches the shell goes through ``shlex.quote``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from mlperf_assets.harness.files import sha256_file  # noqa: F401 - re-exported: the dataset checksum both runners use
+
+from .base import CANCEL_MARKER_FILE, EXIT_CODE_FILE, PROGRESS_FILE, RunProgress, progress_from_texts
+
+PID_FILE = "pid"  # the supervisor's pid = its process group (and, over SSH, session) id
+DATASETS_DIR = "_datasets"  # below the workdir; "_" cannot start a run id, so it never clashes with a run
+STATUS_MARK = "@@mlperf-status"
+
+
+def _alive_snippet(run_dir: str) -> str:
+    """Shell code setting ``a`` to 1 if the pid in ``pid`` runs (not a zombie) and belongs to this run folder
+    (one of its arguments mentions the folder: the supervisor's, or ``docker run -v DIR:DIR``'s)."""
+    q = shlex.quote(run_dir)
+    return (
+        f"p=$(cat {q}/{PID_FILE} 2>/dev/null); a=0; "
+        'if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then '
+        '  st=$(sed "s/.*) //" /proc/$p/stat 2>/dev/null | cut -d" " -f1); '
+        f'  if [ "$st" != Z ] && tr "\\000" "\\n" < /proc/$p/cmdline 2>/dev/null | grep -qF -- {q}; then a=1; '
+        f'  elif [ ! -e /proc/$p/cmdline ] && [ "$st" != Z ]; then a=1; fi; '
+        "fi; "
+    )
+
+
+def render_status_command(run_dir: str) -> str:
+    """One round trip: ``@@mlperf-status <dir-exists> <pid-file> <alive> <exit code|-> <cancel>`` then the
+    tail of progress.jsonl. ``alive`` is read before ``exit_code`` (the supervisor writes the file, then exits)."""
+    q = shlex.quote(run_dir)
+    return (
+        f"if [ ! -d {q} ]; then echo '{STATUS_MARK} 0 0 0 - 0'; exit 0; fi; "
+        + _alive_snippet(run_dir)
+        + f"e=$(cat {q}/{EXIT_CODE_FILE} 2>/dev/null | tr -d ' \\n'); [ -n \"$e\" ] || e=-; "
+        f"c=0; [ -f {q}/{CANCEL_MARKER_FILE} ] && c=1; "
+        f"f=0; [ -s {q}/{PID_FILE} ] && f=1; "
+        f'echo "{STATUS_MARK} 1 $f $a $e $c"; '
+        f"tail -c 8192 {q}/{PROGRESS_FILE} 2>/dev/null; true"
+    )
+
+
+@dataclass(frozen=True)
+class RemoteStatus:
+    """A run folder's state on the node, as :func:`render_status_command` reports it."""
+
+    exists: bool
+    launched: bool  # a pid file exists: the harness was started at some point
+    alive: bool
+    exit_code_text: str | None
+    cancel_requested: bool
+    progress_text: str
+
+    def progress(self) -> RunProgress:
+        return progress_from_texts(
+            self.progress_text or None,
+            self.exit_code_text,
+            alive=self.alive,
+            cancel_requested=self.cancel_requested,
+        )
+
+
+def parse_status_output(text: str) -> RemoteStatus:
+    """The output of :func:`render_status_command`; ValueError if it is something else (a shell error)."""
+    head, _, rest = text.partition("\n")
+    parts = head.split()
+    if len(parts) != 6 or parts[0] != STATUS_MARK:
+        raise ValueError(f"unexpected status output: {head[:200]!r}")
+    _, exists, launched, alive, exit_code, cancel = parts
+    return RemoteStatus(
+        exists=exists == "1",
+        launched=launched == "1",
+        alive=alive == "1",
+        exit_code_text=None if exit_code == "-" else exit_code,
+        cancel_requested=cancel == "1",
+        progress_text=rest,
+    )
+
+
+def render_cancel_command(run_dir: str, *, grace_s: float, container: str | None = None, engine: str = "docker") -> str:
+    """Mark the run cancelled and signal its process group: SIGINT, wait ``grace_s``; SIGTERM, 3 s; SIGKILL.
+
+    Stops as soon as the supervisor has written ``exit_code`` or the group is gone. In container mode the
+    container is killed too (the ``docker run`` client's group may not reach the container's processes)."""
+    q = shlex.quote(run_dir)
+    steps = max(1, int(grace_s / 0.2))
+    script = (
+        f"cd {q} 2>/dev/null || exit 0; "
+        f"[ -f {EXIT_CODE_FILE} ] && exit 0; "
+        f"[ -f {CANCEL_MARKER_FILE} ] || date +%s > {CANCEL_MARKER_FILE}; "
+        f"p=$(cat {PID_FILE} 2>/dev/null); [ -n \"$p\" ] || exit 0; "
+    )
+    if container:
+        script += f"{shlex.quote(engine)} kill --signal INT {shlex.quote(container)} > /dev/null 2>&1; "
+    script += (
+        f"for s in INT:{steps} TERM:15 KILL:10; do "
+        "  sig=${s%%:*}; n=${s##*:}; "
+        '  kill -$sig -$p 2>/dev/null || break; '
+        "  i=0; while [ $i -lt $n ]; do "
+        f"    [ -f {EXIT_CODE_FILE} ] && break 2; "
+        '    kill -0 -$p 2>/dev/null || break 2; '
+        "    sleep 0.2; i=$((i+1)); "
+        "  done; "
+        "done; "
+    )
+    if container:
+        script += f"{shlex.quote(engine)} rm -f {shlex.quote(container)} > /dev/null 2>&1; "
+    script += "true"
+    return script
+
+
+def render_list_command(workdir: str) -> str:
+    """Run folders below ``workdir`` that were launched and have no exit code yet, one ``<run_id>/<mode>`` a line."""
+    return (
+        f"cd {shlex.quote(workdir)} 2>/dev/null || exit 0; "
+        f'for d in */*/; do [ -f "${{d}}{PID_FILE}" ] && [ ! -f "${{d}}{EXIT_CODE_FILE}" ] && echo "${{d%/}}"; done; true'
+    )
+
+
+__all__ = [
+    "DATASETS_DIR",
+    "PID_FILE",
+    "STATUS_MARK",
+    "RemoteStatus",
+    "parse_status_output",
+    "render_cancel_command",
+    "render_list_command",
+    "render_status_command",
+    "sha256_file",
+]
