@@ -52,7 +52,8 @@ def _flag(value: Any) -> bool:
 
 
 def _percent(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 100:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not 0 <= value <= 100:
         raise ValueError(f"must be a percentage between 0 and 100, got {value!r}")
     return float(value)
 
@@ -125,14 +126,17 @@ _ROWS = (
     LoadGenSetting("target_qps", RATE, "Server: Poisson arrival rate; Offline: expected QPS (sizes the single query)",
                    common=True),
     LoadGenSetting("target_latency", LATENCY, "Server: end-to-end latency bound (gpt-j); SingleStream: expected "
-                   "latency (keep it small for a fast backend, or LoadGen runs out of queries)", True, True),
-    LoadGenSetting("min_duration", DURATION, "minimum test duration (mlperf.conf: 600000)", True, True),
-    LoadGenSetting("max_duration", DURATION, "maximum test duration (0: no limit)", True, True),
+                   "latency (keep it small for a fast backend, or LoadGen runs out of queries)",
+                   unit_alias=True, common=True),
+    LoadGenSetting("min_duration", DURATION, "minimum test duration (mlperf.conf: 600000)",
+                   unit_alias=True, common=True),
+    LoadGenSetting("max_duration", DURATION, "maximum test duration (0: no limit)", unit_alias=True, common=True),
     LoadGenSetting("min_query_count", COUNT, "minimum number of queries", common=True),
     LoadGenSetting("max_query_count", COUNT, "maximum number of queries (0: no limit)", common=True),
-    LoadGenSetting("ttft_latency", LATENCY, "Server: time-to-first-token p99 limit", True, True),
-    LoadGenSetting("tpot_latency", LATENCY, "Server: time-per-output-token p99 limit", True, True),
-    LoadGenSetting("target_latency_percentile", PERCENT, "Server/SingleStream: percentile the latency bound applies to"),
+    LoadGenSetting("ttft_latency", LATENCY, "Server: time-to-first-token p99 limit", unit_alias=True, common=True),
+    LoadGenSetting("tpot_latency", LATENCY, "Server: time-per-output-token p99 limit", unit_alias=True, common=True),
+    LoadGenSetting("target_latency_percentile", PERCENT,
+                   "Server/SingleStream: percentile the latency bound applies to"),
     LoadGenSetting("max_async_queries", COUNT, "Server: queries in flight at most (0: no limit)"),
     LoadGenSetting("coalesce_queries", FLAG, "Server: merge queries that are due at once"),
     LoadGenSetting("performance_sample_count_override", COUNT, "samples held in memory for performance runs (the "

@@ -90,7 +90,8 @@ class BackendArgs:
             if value is None:
                 continue
             if f.key in engine and engine[f.key] != value:
-                log.info("%s: %s=%s overrides --engine-arg %s=%r", backend.name, f.flags[0], value, f.key, engine[f.key])
+                log.info("%s: %s=%s overrides --engine-arg %s=%r", backend.name, f.flags[0], value, f.key,
+                         engine[f.key])
             engine[f.key] = value
         return cls(engine, parse_key_values(getattr(ns, "sampling_args", None), "--sampling-arg"))
 
