@@ -1,7 +1,8 @@
 """Backend registry: name -> "module:Class", imported only when chosen (backend libraries are optional).
 
-Every backend's ``add_cli_args`` must work without its library installed (import the library inside ``start``), so
-``--help`` lists all engine options on any node.
+A backend module must import without its library installed (import the library inside ``start``), so ``--help``
+lists every backend's flags on any node. Adding a backend: its module and one line here; the ``--backend`` choices
+and the config's ``backend`` literal come from this table.
 """
 
 from __future__ import annotations
