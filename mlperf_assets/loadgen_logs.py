@@ -74,7 +74,11 @@ class NoRunsFoundError(LogFormatError):
 
 class SkippedRun(LogFormatError):
     """A run folder whose only files are of no form this parser knows (e.g. an unknown verification file): the
-    folder is skipped with this reason; :func:`parse_runs` records it and goes on with the other folders."""
+    folder is skipped; :func:`parse_runs` records each file (``skipped``) and goes on with the other folders."""
+
+    def __init__(self, message: str, skipped: list[Skipped] | None = None) -> None:
+        super().__init__(message)
+        self.skipped = list(skipped or [])
 
 
 @dataclass(frozen=True)
@@ -1086,7 +1090,7 @@ def _read_sources(folder: Path) -> _Sources:
     src.user_conf = _read_text(p) if (p := present(USER_CONF)) else None
     if src.detail is None and src.summary is None and src.manifest is None and not src.verify:
         if src.skipped:
-            raise SkippedRun("; ".join(f"{s.path}: {s.reason}" for s in src.skipped))
+            raise SkippedRun("; ".join(f"{s.path}: {s.reason}" for s in src.skipped), src.skipped)
         raise LogFormatError(
             f"{folder}: not a run folder (no {DETAIL_LOG}, {SUMMARY_LOG}, {RUN_MANIFEST}, {VERIFY_ACCURACY} "
             f"or {VERIFY_PERFORMANCE})"
@@ -1410,7 +1414,7 @@ def parse_runs(paths: Iterable[Path], *, skipped: list[Skipped] | None = None, *
         try:
             run = parse_run(p, **kw)
         except SkippedRun as exc:
-            out.append(Skipped(str(Path(os.path.abspath(p))), str(exc)))
+            out.extend(exc.skipped or [Skipped(str(Path(os.path.abspath(p))), str(exc))])
             continue
         out.extend(run.skipped)
         first = by_id.get(run.row["run_id"])

@@ -384,8 +384,9 @@ def _connect_retrying(db_path: Path, *, read_only: bool, timeout_s: float) -> "d
 
 def _open_failure(db_path: Path, exc: Exception) -> StoreError:
     msg = _first_line(exc)
-    if "no space left on device" in msg.lower():
-        return StoreError(f"{db_path}: no space left on device while opening the database; nothing was stored")
+    if "no space left on device" in msg.lower() or "file too large" in msg.lower():
+        return StoreError(f"{db_path}: no space left on device (or file size limit) while opening the database: "
+                          f"{msg}; nothing was stored")
     return StoreError(f"{db_path}: cannot open as a DuckDB database: {msg}")
 
 
@@ -714,6 +715,9 @@ def _write_failure(exc: Exception, db_path: Path, what: str) -> Exception:
     if "no space left on device" in msg.lower() or getattr(exc, "errno", None) == errno.ENOSPC:
         return StoreError(f"{db_path}: no space left on device while {what}; nothing was stored "
                           "(the database is unchanged): free some space and ingest again")
+    if "file too large" in msg.lower() or getattr(exc, "errno", None) == errno.EFBIG:
+        return StoreError(f"{db_path}: the file size limit was reached while {what}; nothing was stored "
+                          "(the database is unchanged)")
     if isinstance(exc, (duckdb.ConversionException, duckdb.OutOfRangeException, pa.ArrowInvalid, pa.ArrowTypeError,
                         OverflowError)):
         return StoreValueError(f"{what}: a value cannot be stored ({msg}); nothing was stored")
