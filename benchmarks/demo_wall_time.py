@@ -79,9 +79,8 @@ def direct(config_path: Path, scenario: str, work: Path) -> dict[str, float]:
     """The same partition by hand: two harness processes, ingestion, ROUGE. Seconds per step."""
     from mlperf_assets import store
     from mlperf_assets.accuracy import evaluate_accuracy_log
-    from mlperf_assets.assets.dataset import prepared_dataset_path
-    from mlperf_assets.assets.runs import build_spec
     from mlperf_assets.config import load_config
+    from mlperf_assets.plan import build_spec, prepared_dataset_path
 
     config = load_config(config_path, dataset_override=str(STORIES))
     dataset = prepared_dataset_path(config)

@@ -109,3 +109,66 @@ def test_dagster_yaml_limits_one_run_per_node(dagster_home, monkeypatch):
         assert Path(instance.root_directory) == dagster_home
     finally:
         instance.dispose()
+
+
+# ------------------------------------------------------------------------------- one config, one field list
+def test_assets_see_the_config_the_definitions_were_built_from(tmp_path):
+    """The config file is read once, when the definitions are built: editing it afterwards changes nothing a run
+    sees until the code location is reloaded (partitions, runners and settings stay consistent)."""
+    from mlperf_assets.definitions import build_definitions
+
+    path = tmp_path / "config.yaml"
+    path.write_text("nodes: [{name: box, runner: local}]\nbenchmark: {backend: extractive, checkpoint: null}\n")
+    local_copy = tmp_path / "cnn.jsonl"
+    local_copy.write_text('{"id": "a", "article": "x", "highlights": "y"}\n')
+    config = load_config(path, dataset_override=str(local_copy))  # provenance of an override is kept as-is
+    resource = build_definitions(config).resources["mlperf_config"]
+    path.write_text("nodes: [{name: other, runner: local}]\nbenchmark: {backend: replay, checkpoint: null}\n")
+
+    @dg.asset(required_resource_keys={"mlperf_config"})
+    def reads_config(context) -> dg.MaterializeResult:
+        cfg = context.resources.mlperf_config.load()
+        return dg.MaterializeResult(metadata={"backend": cfg.benchmark.backend, "nodes": ",".join(cfg.node_names),
+                                              "overridden_by": cfg.dataset_overridden_by or ""})  # fmt: skip
+
+    result = dg.materialize([reads_config], resources={"mlperf_config": resource})
+    [mat] = result.asset_materializations_for_node("reads_config")
+    assert (mat.metadata["backend"].value, mat.metadata["nodes"].value) == ("extractive", "box")
+    assert mat.metadata["overridden_by"].value == f"MLPERF_DAGSTER_DATASET={local_copy}"
+    assert resource.load() == config and resource.load().source_path == path.resolve()
+
+
+def test_runner_settings_and_defaults_come_from_the_node_model(tmp_path):
+    from mlperf_assets.config import SSHNode, parse_config
+    from resources.runners import LocalRunner, build_runner
+    from resources.runners.ssh import SSHRunner
+
+    config = parse_config(
+        "storage: {artifact_root: out/artifacts}\n"
+        "nodes: [{name: box, runner: local}, {name: gpu, runner: ssh, host: 10.0.0.9}]\n", tmp_path / "c.yaml"
+    )  # fmt: skip
+    local, ssh = (build_runner(n) for n in config.nodes)
+    assert isinstance(local, LocalRunner) and local.settings is config.node("box")
+    assert local.workdir == tmp_path / "out" / "work"  # the config's default, set on load
+    assert isinstance(ssh, SSHRunner) and ssh.settings is config.node("gpu")
+    defaults = SSHNode.model_fields
+    assert (ssh.workdir, ssh.connect_timeout_s) == (defaults["workdir"].default, defaults["connect_timeout_s"].default)
+    by_fields = SSHRunner(node="gpu", host="10.0.0.9", poll_interval_s=0.5)  # scripts and tests: the model's fields
+    loaded = config.node("gpu").model_dump(exclude={"known_hosts"})  # a loaded config also expands ~ in paths
+    assert by_fields.settings.model_dump(exclude={"known_hosts"}) == loaded and by_fields.poll_interval_s == 0.5
+    with pytest.raises(AttributeError):
+        _ = ssh.no_such_setting
+
+
+def test_openai_gets_the_checkpoint_as_api_model(tmp_path):
+    """One build_spec for the pipeline and render-k8s: the checkpoint reaches each backend as its own argument."""
+    from mlperf_assets.config import parse_config
+    from mlperf_assets.plan import build_spec
+
+    for backend, key in (("vllm", "model"), ("openai", "api_model")):
+        config = parse_config(
+            f"nodes: [{{name: box, runner: local}}]\nbenchmark: {{backend: {backend}, checkpoint: org/model-1}}\n",
+            tmp_path / "c.yaml",
+        )
+        spec = build_spec(config, run_id="r1", node="box", scenario="Offline", mode="performance", dataset=tmp_path)
+        assert spec.engine_args == {key: "org/model-1"}

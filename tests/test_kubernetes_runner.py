@@ -451,3 +451,94 @@ dataset: {source: huggingface}
     affinity = job.spec.template.spec.affinity.pod_anti_affinity
     assert affinity.required_during_scheduling_ignored_during_execution is None  # preferred only when not exclusive
     assert affinity.preferred_during_scheduling_ignored_during_execution
+
+
+# ---------------------------------------------------------------------------- the seams (issue 9)
+def test_kubernetes_runner_imports_without_paramiko():
+    """The Kubernetes runner shares the remote shell helpers through remote_shell.py, not through ssh.py: a machine
+    without paramiko can still drive Kubernetes nodes."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'paramiko' or name.startswith('paramiko.'):\n"
+        "            raise ImportError('paramiko is blocked for this test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import resources.runners.kubernetes as k\n"
+        "from mlperf_assets.config import KubernetesNode\n"
+        "k.KubernetesRunner(KubernetesNode(name='n', runner='kubernetes', image='i'))\n"
+        "assert 'paramiko' not in sys.modules and 'resources.runners.ssh' not in sys.modules\n"
+        "try:\n"
+        "    import resources.runners.ssh\n"
+        "except ImportError as exc:\n"
+        "    print('ssh blocked:', exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "ssh blocked: paramiko is blocked for this test" in out.stdout  # the block really bit
+
+
+def test_pod_spec_overrides_merge_into_a_valid_pod_spec(tmp_path):
+    from mlperf_assets.config import ConfigError, parse_config
+
+    text = """
+nodes:
+  - name: k8s-a100
+    runner: kubernetes
+    image: img:1
+    gpus: 2
+    tolerations: [{key: dedicated, operator: Equal, value: gpu, effect: NoSchedule}]
+    pod_spec_overrides:
+      priority_class_name: benchmark-high        # snake_case, as dagster-k8s takes it
+      hostIPC: true                              # camelCase, as kubectl takes it
+      security_context: {run_as_user: 1000, fs_group: 1000}
+      image_pull_secrets: [{name: regcred}]
+      tolerations: [{key: spot, operator: Exists, effect: NoExecute, toleration_seconds: 30}]
+      node_selector: {zone: eu-1}
+benchmark: {backend: vllm, checkpoint: meta-llama/Llama-3.1-8B-Instruct}
+"""
+    config = parse_config(text, tmp_path / "c.yaml")
+    runner = KubernetesRunner(config.node("k8s-a100"))
+    manifest = runner.manifest(spec_for(node="k8s-a100", dataset_path=str(tmp_path / "absent.json")))
+    job = manifest_to_model(manifest)
+    assert ApiClient().sanitize_for_serialization(job) == manifest  # every field is a real V1 field
+    pod = job.spec.template.spec
+    assert pod.priority_class_name == "benchmark-high" and pod.host_ipc is True
+    assert (pod.security_context.run_as_user, pod.security_context.fs_group) == (1000, 1000)
+    assert [s.name for s in pod.image_pull_secrets] == ["regcred"]
+    # lists are appended to, mappings merged: the generated parts stay
+    assert [(t.key, t.toleration_seconds) for t in pod.tolerations] == [
+        ("dedicated", None), (GPU_RESOURCE, None), ("spot", 30)
+    ]  # fmt: skip
+    assert pod.node_selector == {"zone": "eu-1"}
+    assert [c.name for c in pod.containers] == [HARNESS_CONTAINER] and pod.restart_policy == "Never"
+
+    bad = text.replace("priority_class_name:", "priorty_class_name:")
+    with pytest.raises(ConfigError, match=r"nodes\[0\]\.pod_spec_overrides: priorty_class_name: not a V1PodSpec "
+                                          r"field; did you mean 'priority_class_name'\?"):
+        parse_config(bad, tmp_path / "c.yaml")
+    nested = text.replace("run_as_user:", "run_as_usr:")
+    with pytest.raises(ConfigError, match=r"security_context\.run_as_usr: not a V1PodSecurityContext field"):
+        parse_config(nested, tmp_path / "c.yaml")
+
+
+def test_a_deleted_job_is_gone_and_api_errors_are_unreachable(tmp_path):
+    from kubernetes.client.rest import ApiException
+
+    from resources.runners.base import RunGone, RunHandle, RunUnreachable
+
+    runner, cluster = _runner(tmp_path)
+    job = job_name("gone-1", "performance")  # a run whose Job was deleted (or expired) meanwhile
+    handle = RunHandle(run_id="gone-1", node="k8s-cpu", run_dir=str(tmp_path / "pod" / "gone-1" / "performance"),
+                       scenario="Offline", mode="performance", extra={"job": job, "namespace": "mlperf"})  # fmt: skip
+    with pytest.raises(RunGone, match=f"Job {job} no longer exists in mlperf"):
+        runner.poll(handle)
+
+    def unavailable(*a, **k):
+        raise ApiException(status=503, reason="Service Unavailable")
+
+    cluster.read_namespaced_job_status = unavailable
+    with pytest.raises(RunUnreachable, match="503 Service Unavailable") as err:
+        runner.poll(handle)
+    assert not isinstance(err.value, RunGone)
+    assert runner.stop_hint(handle) == f"stop it (kubectl delete job -n mlperf {handle.extra['job']})"

@@ -211,3 +211,25 @@ def test_ui_without_the_dataset_override_reuses_the_prepared_dataset(pipeline):
     prepared = record.asset_materialization.metadata["path"].value
     [mat] = result.asset_materializations_for_node("scenario_run")
     assert mat.metadata["dataset"].value == prepared
+
+
+def test_progress_reaches_the_callback_given_to_the_definitions(pipeline):
+    """`mlperf-dagster run` draws its bars from the callback it gives build_definitions (no module-global listeners):
+    every observation of both harness runs of the partition reaches it, ending with each run's final line."""
+    from mlperf_assets.definitions import build_definitions
+
+    config, instance, outcome = pipeline
+    seen: list[tuple[str, str, str, object]] = []
+    defs = build_definitions(config, on_progress=lambda *event: seen.append(event))
+    result = defs.resolve_job_def("benchmark_job").execute_in_process(
+        instance=instance,
+        partition_key=dg.MultiPartitionKey({"node": "local", "scenario": "Offline"}),
+        asset_selection=[dg.AssetKey("scenario_run")],
+    )
+    assert result.success
+    assert {(node, scenario) for node, scenario, _, _ in seen} == {("local", "Offline")}
+    modes = [mode for _, _, mode, _ in seen]
+    assert modes == sorted(modes, key=["performance", "accuracy"].index)  # performance first, then accuracy
+    for mode in ("performance", "accuracy"):
+        last = [p for _, _, m, p in seen if m == mode][-1]
+        assert last.state == "succeeded" and last.final and last.completed == 8

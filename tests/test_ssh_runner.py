@@ -626,3 +626,37 @@ def test_monitor_shows_a_running_local_run_and_eta(dataset, tmp_path):
     assert MonitorRow(node="n", run_id="r", completed=250, total=1000, elapsed_s=50).eta_s == pytest.approx(150)
     assert MonitorRow(node="n", run_id="r", completed=250, total=None, elapsed_s=50).eta_s is None
     assert (format_duration(150), format_duration(3725), format_duration(None)) == ("2:30", "1:02:05", "-")
+
+
+# ------------------------------------------------------------------- typed errors, as the ledger reads them
+def test_outage_is_uncertain_and_a_removed_run_folder_is_gone(sshd, dataset, tmp_path):
+    """What reattaching relies on: while the node cannot be reached, the runner's answer is marked stale (the run may
+    be alive: keep its record); once the node answers that the folder is gone, that is RunGone (drop the record)."""
+    import shutil
+
+    from resources.runners.base import RunGone, RunUnreachable
+    from resources.runners.ledger import observe
+
+    runner = make_runner(sshd, tmp_path / "wd", reconnect_timeout_s=30)
+    handle = runner.start(make_spec(dataset, "typed-1", scenario="Server", backend="replay", settings=SLOW_SERVER))
+    wait_until(lambda: runner.poll(handle).completed > 0)
+    sshd.stop()
+    stale = runner.poll(handle)
+    assert stale.stale and stale.state == RUNNING and "reconnecting" in stale.message
+    seen = observe(runner, handle)
+    assert seen.uncertain and seen.progress is not None and seen.problem is None
+    down = make_runner(sshd, tmp_path / "wd", connect_timeout_s=2)  # a new orchestrator, while the node is down
+    assert down.poll(handle).stale and observe(down, handle).uncertain
+    with pytest.raises(RunUnreachable, match="connection refused"):  # asking it directly: unreachable, not gone
+        down.check_harness()
+    sshd.start()
+    assert runner.wait(handle).state == SUCCEEDED
+    fresh = runner.poll(handle)
+    assert not fresh.stale and observe(runner, handle).uncertain is False
+
+    shutil.rmtree(handle.run_dir)
+    with pytest.raises(RunGone, match="no longer exists on the node"):
+        runner.poll(handle)
+    gone = observe(runner, handle)
+    assert gone.problem.startswith("is gone (") and not gone.uncertain
+    runner.close()
