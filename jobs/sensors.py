@@ -10,6 +10,10 @@ them:
 Alerts go to the URL in the environment variable MLPERF_DAGSTER_WEBHOOK_URL when it is set, as Slack-compatible
 JSON `{"text": ...}`. The URL is a secret (Slack puts the token in the path): it is read at send time, never stored
 in a definition, a tag or a log line; logs show only `scheme://host/…`.
+
+Why not `dagster.EnvVar`: EnvVar fills a resource's config field, and sensors hold no resource here. A webhook
+resource would put the URL into resource config the UI and run storage handle; reading the variable by name in the
+sensor's own process, at send time, keeps the value in the environment only (docs/setup-guide.md, "Secrets").
 """
 
 
