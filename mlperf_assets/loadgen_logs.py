@@ -685,9 +685,9 @@ def normalize_benchmark(name: str) -> str:
 
     Names of the benchmark registry (``harness/benchmarks.py``) get its :func:`submission_name`
     (``llama3_1-8b`` -> ``llama3.1-8b``, ``llama3_1-8b-interactive`` -> ``llama3.1-8b-interactive``), except a
-    harness benchmark that has several submission names (``gptj``: gptj-99 or gptj-99.9), which is kept as
-    written. Names the registry does not know (llama2-70b, mixtral...) only get the ``_`` -> ``.``/``-``
-    spellings of Intel-style folders."""
+    harness benchmark that has several submission names (``gptj``/``gpt-j``: gptj-99 or gptj-99.9), which keeps
+    the harness name (``gptj``): the run alone does not say which target it was for. Names the registry does not
+    know (llama2-70b, mixtral...) only get the ``_`` -> ``.``/``-`` spellings of Intel-style folders."""
     n = name.strip()
     for bench in BENCHMARKS.values():
         if len(bench.accuracy_targets) > 1 and n.lower() in (bench.name, *bench.aliases):
@@ -1304,6 +1304,8 @@ def parse_run(
 
     for s in src.skipped:
         notes.append(f"{Path(s.path).name} skipped: {s.reason}")
+    if src.summary is not None and src.summary.truncated:
+        notes.append(f"{SUMMARY_LOG} ends inside a line (cut short); that last line was not read")
     acc_log = src.acc_log
     counted = acc_log is not None and acc_log.state != "submission-truncated"
     verdicts = [v.passed for v in src.verify]

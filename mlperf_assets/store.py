@@ -293,8 +293,6 @@ def _rekey_by_content(conn: "duckdb.DuckDBPyConnection") -> None:
         if not isinstance(files, list) or not files:
             continue
         new_id = content_key([f for f in files if isinstance(f, dict)], source_path)
-        if new_id == old_id:
-            continue
         if new_id in keep:
             drop.append(old_id)  # an older copy of the same run
         else:
@@ -304,6 +302,8 @@ def _rekey_by_content(conn: "duckdb.DuckDBPyConnection") -> None:
         for t in tables:
             conn.execute(f"DELETE FROM {t} WHERE run_id = ?", [old_id])
     for new_id, old_id in keep.items():
+        if new_id == old_id:
+            continue
         conn.execute("INSERT INTO runs SELECT * REPLACE (? AS run_id) FROM runs WHERE run_id = ?", [new_id, old_id])
         conn.execute("DELETE FROM runs WHERE run_id = ?", [old_id])
         for t in (*CHILD_TABLES, "accuracy_results"):
@@ -762,7 +762,7 @@ def check_storable(parsed: ParsedRun) -> None:
         elif typ == "DOUBLE" and isinstance(v, float):
             need(math.isfinite(v), f"{col} = {v}")
     for e in parsed.events:
-        need(fits(e.src_line, 32), f"{DETAIL_NAME} line {e.line_no}: metadata line_no {e.src_line}")
+        need(fits(e.src_line, 32), f"mlperf_log_detail.txt line {e.line_no}: metadata line_no {e.src_line}")
     st = parsed.samples
     if st is not None and st.qsl_idx:
         for name in ("qsl_idx", "issue_ns", "first_token_ns", "complete_ns", "output_tokens"):
@@ -781,9 +781,6 @@ def check_storable(parsed: ParsedRun) -> None:
             need(fits(as_int(p.get(key)), 64), f"progress.jsonl {key}")
     if parsed.accuracy_txt is not None:
         _accuracy_rows(str(parsed.row.get("run_id")), "accuracy.txt", parsed.accuracy_txt.results, None, None)
-
-
-DETAIL_NAME = "mlperf_log_detail.txt"
 
 
 def ingest_parsed(

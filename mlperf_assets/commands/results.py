@@ -36,9 +36,9 @@ known), and second copies of a run found in the same ingest, are skipped: one "s
 line each, and the rest is ingested.
 Prints one line per run: run id, scenario, mode, validity, headline figure.
 
-exit status: 0 every run found was stored (skipped files are listed); 2 nothing was stored (the message
-says why: bad input, no run found, database locked or unusable, disk full); 130 interrupted (nothing
-stored).
+exit status: 0 the runs listed were stored (skipped files and folders are listed with their reason);
+2 nothing was stored (the one-line message says why: bad input, no run found, database locked or
+unusable, disk full); 130 interrupted (nothing stored).
 
 examples:
   mlperf-dagster ingest artifacts/runs/2024-06-01T12-00 --db results.duckdb --node gpu-01
