@@ -558,91 +558,90 @@ def _write_run_rows(conn: "duckdb.DuckDBPyConnection", parsed: ParsedRun) -> lis
     run_id = row["run_id"]
     m = parsed.manifest or {}
     backend = m.get("backend") if isinstance(m.get("backend"), dict) else {}
-    if True:  # (indentation kept from when each run had its own transaction)
-        stale_groups = _drop_earlier_versions(conn, parsed) if not row.get("harness_run_id") else []
-        for t in CHILD_TABLES:
-            conn.execute(f"DELETE FROM {t} WHERE run_id = ?", [run_id])
-        conn.execute("DELETE FROM accuracy_results WHERE run_id = ? AND source = 'accuracy.txt'", [run_id])
-        old_group = conn.execute("SELECT group_id FROM runs WHERE run_id = ?", [run_id]).fetchone()
-        conn.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
-        conn.execute(
-            f"INSERT INTO runs ({', '.join(RUNS_COLUMN_NAMES)}) VALUES ({', '.join('?' * len(RUNS_COLUMN_NAMES))})",
-            [row.get(c) for c in RUNS_COLUMN_NAMES],
+    stale_groups = _drop_earlier_versions(conn, parsed) if not row.get("harness_run_id") else []
+    for t in CHILD_TABLES:
+        conn.execute(f"DELETE FROM {t} WHERE run_id = ?", [run_id])
+    conn.execute("DELETE FROM accuracy_results WHERE run_id = ? AND source = 'accuracy.txt'", [run_id])
+    old_group = conn.execute("SELECT group_id FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    conn.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+    conn.execute(
+        f"INSERT INTO runs ({', '.join(RUNS_COLUMN_NAMES)}) VALUES ({', '.join('?' * len(RUNS_COLUMN_NAMES))})",
+        [row.get(c) for c in RUNS_COLUMN_NAMES],
+    )
+    if parsed.events:
+        _arrow_insert(conn, "detail_events", _event_columns(run_id, parsed))
+    if parsed.settings:
+        s = parsed.settings
+        _arrow_insert(conn, "settings", {
+            "run_id": ([run_id] * len(s), pa.string()),
+            "kind": ([k for k, _, _ in s], pa.string()),
+            "key": ([k for _, k, _ in s], pa.string()),
+            "value_json": ([v for _, _, v in s], pa.string()),
+        })
+    conn.execute(
+        "INSERT INTO provenance VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            run_id,
+            json.dumps(m) if m else None,
+            m.get("harness_version"),
+            row.get("loadgen_version"),
+            json.dumps(backend.get("versions")) if backend.get("versions") is not None else None,
+            json.dumps(backend.get("engine_args")) if backend.get("engine_args") is not None else None,
+            json.dumps(m["dataset"]) if m.get("dataset") is not None else None,
+            json.dumps(m["host"]) if m.get("host") is not None else None,
+            json.dumps(m["gpus"]) if m.get("gpus") is not None else None,
+            json.dumps(parsed.files),
+            parsed.user_conf,
+        ],
+    )
+    if parsed.accuracy_txt is not None:
+        at = parsed.accuracy_txt
+        conn.executemany(
+            "INSERT INTO accuracy_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _accuracy_rows(run_id, "accuracy.txt", at.results, _published_checks(row.get("benchmark"), at.results),
+                           at.hash, at.raw),
         )
-        if parsed.events:
-            _arrow_insert(conn, "detail_events", _event_columns(run_id, parsed))
-        if parsed.settings:
-            s = parsed.settings
-            _arrow_insert(conn, "settings", {
-                "run_id": ([run_id] * len(s), pa.string()),
-                "kind": ([k for k, _, _ in s], pa.string()),
-                "key": ([k for _, k, _ in s], pa.string()),
-                "value_json": ([v for _, _, v in s], pa.string()),
-            })
-        conn.execute(
-            "INSERT INTO provenance VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                run_id,
-                json.dumps(m) if m else None,
-                m.get("harness_version"),
-                row.get("loadgen_version"),
-                json.dumps(backend.get("versions")) if backend.get("versions") is not None else None,
-                json.dumps(backend.get("engine_args")) if backend.get("engine_args") is not None else None,
-                json.dumps(m["dataset"]) if m.get("dataset") is not None else None,
-                json.dumps(m["host"]) if m.get("host") is not None else None,
-                json.dumps(m["gpus"]) if m.get("gpus") is not None else None,
-                json.dumps(parsed.files),
-                parsed.user_conf,
-            ],
-        )
-        if parsed.accuracy_txt is not None:
-            at = parsed.accuracy_txt
-            conn.executemany(
-                "INSERT INTO accuracy_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                _accuracy_rows(run_id, "accuracy.txt", at.results, _published_checks(row.get("benchmark"), at.results),
-                               at.hash, at.raw),
-            )
-        st = parsed.samples
-        if st is not None and st.qsl_idx:
-            n = len(st.qsl_idx)
-            _arrow_insert(conn, "sample_timings", {
-                "run_id": ([run_id] * n, pa.string()),
-                "qsl_idx": (st.qsl_idx, pa.int64()),
-                "issue_ns": (st.issue_ns, pa.int64()),
-                "first_token_ns": (st.first_token_ns, pa.int64()),
-                "complete_ns": (st.complete_ns, pa.int64()),
-                "output_tokens": (st.output_tokens, pa.int32()),
-            })
-        if parsed.progress:
-            from mlperf_assets.loadgen_logs import _parse_time
+    st = parsed.samples
+    if st is not None and st.qsl_idx:
+        n = len(st.qsl_idx)
+        _arrow_insert(conn, "sample_timings", {
+            "run_id": ([run_id] * n, pa.string()),
+            "qsl_idx": (st.qsl_idx, pa.int64()),
+            "issue_ns": (st.issue_ns, pa.int64()),
+            "first_token_ns": (st.first_token_ns, pa.int64()),
+            "complete_ns": (st.complete_ns, pa.int64()),
+            "output_tokens": (st.output_tokens, pa.int32()),
+        })
+    if parsed.progress:
+        from mlperf_assets.loadgen_logs import _parse_time
 
-            pr = parsed.progress
+        pr = parsed.progress
 
-            def col(k: str) -> list[Any]:
-                return [p.get(k) for p in pr]
+        def col(k: str) -> list[Any]:
+            return [p.get(k) for p in pr]
 
-            _arrow_insert(conn, "progress", {
-                "run_id": ([run_id] * len(pr), pa.string()),
-                "seq": (list(range(len(pr))), pa.int32()),
-                "time": ([_parse_time(p.get("time")) for p in pr], pa.timestamp("us")),
-                "elapsed_s": ([as_float(v) for v in col("elapsed_s")], pa.float64()),
-                "issued": ([as_int(v) for v in col("issued")], pa.int64()),
-                "completed": ([as_int(v) for v in col("completed")], pa.int64()),
-                "total": ([as_int(v) for v in col("total")], pa.int64()),
-                "output_tokens": ([as_int(v) for v in col("output_tokens")], pa.int64()),
-                "tokens_per_s": ([as_float(v) for v in col("tokens_per_s")], pa.float64()),
-                "final": ([bool(v) if v is not None else None for v in col("final")], pa.bool_()),
-            })
-        al = parsed.accuracy_log
-        if al is not None and al.qsl_idx:
-            n = len(al.qsl_idx)
-            _arrow_insert(conn, "accuracy_log_samples", {
-                "run_id": ([run_id] * n, pa.string()),
-                "seq_id": (al.seq_id, pa.int64()),
-                "qsl_idx": (al.qsl_idx, pa.int64()),
-                "data_bytes": (al.data_bytes, pa.int32()),
-                "token_count": (al.token_count, pa.int32()),
-            })
+        _arrow_insert(conn, "progress", {
+            "run_id": ([run_id] * len(pr), pa.string()),
+            "seq": (list(range(len(pr))), pa.int32()),
+            "time": ([_parse_time(p.get("time")) for p in pr], pa.timestamp("us")),
+            "elapsed_s": ([as_float(v) for v in col("elapsed_s")], pa.float64()),
+            "issued": ([as_int(v) for v in col("issued")], pa.int64()),
+            "completed": ([as_int(v) for v in col("completed")], pa.int64()),
+            "total": ([as_int(v) for v in col("total")], pa.int64()),
+            "output_tokens": ([as_int(v) for v in col("output_tokens")], pa.int64()),
+            "tokens_per_s": ([as_float(v) for v in col("tokens_per_s")], pa.float64()),
+            "final": ([bool(v) if v is not None else None for v in col("final")], pa.bool_()),
+        })
+    al = parsed.accuracy_log
+    if al is not None and al.qsl_idx:
+        n = len(al.qsl_idx)
+        _arrow_insert(conn, "accuracy_log_samples", {
+            "run_id": ([run_id] * n, pa.string()),
+            "seq_id": (al.seq_id, pa.int64()),
+            "qsl_idx": (al.qsl_idx, pa.int64()),
+            "data_bytes": (al.data_bytes, pa.int32()),
+            "token_count": (al.token_count, pa.int32()),
+        })
     return [row["group_id"], run_id, old_group[0] if old_group else None, *stale_groups]
 
 
