@@ -268,25 +268,16 @@ class CommandResult:
 class SSHConnection:
     """One authenticated paramiko connection to a node, with clear errors and a command timeout."""
 
-    def __init__(
-        self,
-        *,
-        node: str,
-        host: str,
-        port: int,
-        user: str,
-        key_file: str | None,
-        known_hosts: str,
-        passphrase_env: str | None,
-        connect_timeout_s: float,
-        command_timeout_s: float,
-        keepalive_s: float,
-    ) -> None:
-        self.node, self.host, self.port, self.user = node, host, port, user
-        self.key_file = os.path.expanduser(key_file) if key_file else None
-        self.known_hosts = os.path.expanduser(known_hosts)
-        self.passphrase_env = passphrase_env
-        self.connect_timeout_s, self.command_timeout_s, self.keepalive_s = connect_timeout_s, command_timeout_s, keepalive_s
+    def __init__(self, settings: SSHNode) -> None:
+        self.settings = settings
+        self.node, self.host, self.port = settings.name, settings.host, settings.port
+        self.user = settings.user or getuser()
+        self.key_file = os.path.expanduser(str(settings.key_file)) if settings.key_file else None
+        self.known_hosts = os.path.expanduser(str(settings.known_hosts))
+        self.passphrase_env = settings.key_passphrase_env  # the variable's NAME; its value is read in _load_key
+        self.connect_timeout_s = settings.connect_timeout_s
+        self.command_timeout_s = settings.command_timeout_s
+        self.keepalive_s = settings.keepalive_s
         self._client: Any = None
         self._sftp: Any = None
 
@@ -500,18 +491,7 @@ class SSHRunner(BenchmarkRunner):
 
     # ---- connection management
     def _new_connection(self) -> SSHConnection:
-        return SSHConnection(
-            node=self.node,
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            key_file=self.key_file,
-            known_hosts=self.known_hosts,
-            passphrase_env=self.key_passphrase_env,
-            connect_timeout_s=self.connect_timeout_s,
-            command_timeout_s=self.command_timeout_s,
-            keepalive_s=self.keepalive_s,
-        )
+        return SSHConnection(self.settings)
 
     def connection(self) -> SSHConnection:
         """The open connection, (re)connecting once if needed; raises the clear SSHRunnerError subclasses."""
