@@ -284,7 +284,7 @@ def _rekey_by_content(conn: "duckdb.DuckDBPyConnection") -> None:
         "WHERE r.harness_run_id IS NULL ORDER BY r.ingested_at DESC NULLS LAST, r.run_id"
     ).fetchall()
     keep: dict[str, str] = {}  # new id -> the old id whose rows survive
-    drop: list[str] = []
+    drop: list[tuple[str, str]] = []  # (old id of an older copy, new id)
     for old_id, source_path, files_json in rows:
         try:
             files = json.loads(files_json) if files_json else None
@@ -294,11 +294,17 @@ def _rekey_by_content(conn: "duckdb.DuckDBPyConnection") -> None:
             continue
         new_id = content_key([f for f in files if isinstance(f, dict)], source_path)
         if new_id in keep:
-            drop.append(old_id)  # an older copy of the same run
+            drop.append((old_id, new_id))  # an older copy of the same run
         else:
             keep[new_id] = old_id
     tables = ("runs", *CHILD_TABLES, "accuracy_results")
-    for old_id in drop:
+    for old_id, new_id in drop:
+        # scores recorded on an older copy survive when the kept copy has none
+        survivor = keep[new_id]
+        if not conn.execute("SELECT count(*) FROM accuracy_results WHERE run_id = ? AND source = 'scored'",
+                            [survivor]).fetchone()[0]:
+            conn.execute("UPDATE accuracy_results SET run_id = ? WHERE run_id = ? AND source = 'scored'",
+                         [survivor, old_id])
         for t in tables:
             conn.execute(f"DELETE FROM {t} WHERE run_id = ?", [old_id])
     for new_id, old_id in keep.items():

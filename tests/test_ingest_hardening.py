@@ -361,6 +361,9 @@ def test_f11_a_database_of_path_keyed_runs_migrates(tmp_path: Path, mlperf_logs_
         for t in tables:
             con.execute(f"DELETE FROM {t} WHERE run_id = ?", [run_id])
     con.execute("DELETE FROM schema_version WHERE version > 1")
+    # a score recorded on one of the two copies of the accuracy run (whichever copy the migration keeps)
+    con.execute("INSERT INTO accuracy_results VALUES (?, 'scored', 'rouge1', 43.5, '43.5', NULL, NULL, NULL, NULL, "
+                "now()::TIMESTAMP)", [_old_key(str(x / "accuracy"))])
     store.refresh_accuracy(con)
     con.close()
     assert store.query_rows(db, "SELECT count(*) FROM runs")[1] == [(4,)]  # the F11 state: every run twice
@@ -372,9 +375,10 @@ def test_f11_a_database_of_path_keyed_runs_migrates(tmp_path: Path, mlperf_logs_
     events = sum(len(ll.parse_detail_log(p).events) for p in x.glob("*/**/mlperf_log_detail.txt"))
     assert store.query_rows(db, "SELECT count(*) FROM detail_events")[1] == [(events,)]
     assert store.query_rows(db, "SELECT count(*), count(DISTINCT run_id) FROM provenance")[1] == [(2, 2)]
-    assert store.query_rows(db, "SELECT DISTINCT rouge1 FROM run_summary")[1] == [(42.9603,)]
+    assert store.query_rows(db, "SELECT DISTINCT rouge1 FROM run_summary")[1] == [(43.5,)]  # the score survived
     store.ingest_path(db, tmp_path / "Y")  # and a later ingest through either path replaces
     assert [r[0] for r in _runs(db)] == expected
+    assert store.query_rows(db, "SELECT count(*) FROM accuracy_results WHERE source = 'scored'")[1] == [(1,)]
 
 
 # -------------------------------------------------------------------- newcomer 3: figures = summary lines
