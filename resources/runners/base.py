@@ -371,8 +371,8 @@ class BenchmarkRunner(ABC):
 
     @abstractmethod
     def start(self, spec: RunSpec) -> RunHandle:
-        """Launch the harness for ``spec`` and return at once. A run id already launched on the node is adopted
-        (same spec) rather than started twice. Raises :class:`RunnerError`."""
+        """Launch the harness for ``spec`` and return at once; raises :class:`RunnerError`. A run id already launched
+        on the node is never started twice: a remote runner adopts it (same spec), the local runner refuses it."""
 
     @abstractmethod
     def poll(self, handle: RunHandle) -> RunProgress:
