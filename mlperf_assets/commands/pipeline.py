@@ -167,11 +167,13 @@ def run_pipeline(
     report: bool = True,
     progress: bool = True,
     verbose: bool = False,
-    out=sys.stderr,
+    out=None,
 ) -> PipelineOutcome:
     """Materialize the dataset (when needed), then each chosen node x scenario partition of ``benchmark_job``
     (one Dagster run each, one after the other), then ``report_job``; all in this process."""
     import dagster as dg
+
+    out = out if out is not None else sys.stderr  # bound at call time: sys.stderr may be replaced
 
     from jobs import BENCHMARK_JOB, DATASET_JOB, REPORT_JOB
     from mlperf_assets.definitions import build_definitions
