@@ -320,12 +320,33 @@ def _rekey_by_content(conn: "duckdb.DuckDBPyConnection") -> None:
 
 Migration = tuple[int, str, list[Any]]  # statements: SQL strings, or callables taking the connection
 
+# One row per step of a capacity search (mlperf_assets/search.py): the estimate (step 0), the probes, the
+# confirmation runs and the outcome (kind 'result'). Latencies in ns; the probe's LoadGen run is runs.run_id.
+QPS_SEARCH_COLUMNS: list[tuple[str, str]] = [
+    ("search_id", "VARCHAR NOT NULL"), ("step", "INTEGER NOT NULL"),
+    ("kind", "VARCHAR NOT NULL"),  # estimate | probe | confirm | result
+    ("node", "VARCHAR"), ("scenario", "VARCHAR"),  # scenario: Server | Interactive (the search's label)
+    ("lg_model_name", "VARCHAR"), ("benchmark", "VARCHAR"), ("backend", "VARCHAR"),
+    ("target_qps", "DOUBLE"), ("verdict", "VARCHAR"),  # pass | fail (probe, confirm); the status for 'result'
+    ("reason", "VARCHAR"), ("result_validity", "VARCHAR"),
+    ("ttft_p99_ns", "BIGINT"), ("tpot_p99_ns", "BIGINT"), ("latency_p99_ns", "BIGINT"),
+    ("ttft_limit_ns", "BIGINT"), ("tpot_limit_ns", "BIGINT"), ("latency_limit_ns", "BIGINT"),
+    ("margin", "DOUBLE"), ("completed_samples_per_second", "DOUBLE"), ("duration_s", "DOUBLE"),
+    ("run_id", "VARCHAR"), ("dagster_run_id", "VARCHAR"), ("settings_json", "VARCHAR"),
+    ("recorded_at", "TIMESTAMP NOT NULL"),
+]
+_MIGRATION_3_QPS_SEARCH = (
+    f"CREATE TABLE qps_search ({', '.join(f'{c} {t}' for c, t in QPS_SEARCH_COLUMNS)}, PRIMARY KEY (search_id, step))"
+)
+
 # Numbered migrations: never edit an applied one; append (N, description, statements).
 MIGRATIONS: list[Migration] = [
     (1, "initial schema: runs, detail_events, settings, accuracy_results, provenance, sample_timings, progress, "
         "accuracy_log_samples, accuracy_latest; views accuracy_summary, run_summary", _MIGRATION_1),
     (2, "runs without a harness manifest keyed by content (one row per run, whatever path it came from)",
         [_rekey_by_content]),
+    (3, "qps_search: every step of a capacity search (max_qps_search), keyed by search id and step",
+        [_MIGRATION_3_QPS_SEARCH]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -946,3 +967,47 @@ def query_rows(db_path: str | os.PathLike, sql: str, params: Sequence[Any] | Non
             return cols, cur.fetchall()
         except duckdb.Error as exc:
             raise StoreError(f"query failed: {_first_line(exc)}") from None
+
+
+# ------------------------------------------------------------------------------------- capacity search steps
+
+
+def save_qps_search_step(db_path: str | os.PathLike, row: dict[str, Any], *, lock_timeout_s: float = 30) -> None:
+    """Record one step of a capacity search (``mlperf_assets.search``) in ``qps_search``, replacing the row of the
+    same search id and step. ``row`` holds the columns of :data:`QPS_SEARCH_COLUMNS` (missing ones are NULL)."""
+    unknown = sorted(set(row) - {c for c, _ in QPS_SEARCH_COLUMNS})
+    if unknown:
+        raise ValueError(f"save_qps_search_step: unknown column(s) {unknown}")
+    values = {**row, "recorded_at": row.get("recorded_at") or _utcnow()}
+    columns = [c for c, _ in QPS_SEARCH_COLUMNS]
+    with open_for_write(db_path, lock_timeout_s=lock_timeout_s) as conn:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            conn.execute("DELETE FROM qps_search WHERE search_id = ? AND step = ?", [row["search_id"], row["step"]])
+            conn.execute(f"INSERT INTO qps_search ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+                         [values.get(c) for c in columns])
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            _rollback_quietly(conn)
+            if isinstance(exc, Exception):
+                raise _write_failure(exc, Path(os.path.abspath(db_path)), "saving a capacity-search step") from None
+            raise
+
+
+def read_qps_search(db_path: str | os.PathLike, where: str = "", params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """``qps_search`` rows (dicts, by search id and step) matching the optional SQL condition ``where``; [] when
+    the store or the table does not exist yet (a store made before schema version 3 that nothing wrote since)."""
+    import duckdb
+
+    if not Path(db_path).is_file():
+        return []
+    sql = f"SELECT * FROM qps_search {'WHERE ' + where if where else ''} ORDER BY search_id, step"
+    with open_read_only(db_path) as conn:
+        try:
+            cur = conn.execute(sql, list(params))
+        except duckdb.CatalogException:
+            return []
+        except duckdb.Error as exc:
+            raise StoreError(f"reading qps_search failed: {_first_line(exc)}") from None
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]

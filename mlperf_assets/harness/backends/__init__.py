@@ -20,6 +20,7 @@ BACKENDS: dict[str, str] = {
     "openai": "mlperf_assets.harness.backends.openai_backend:OpenAIBackend",
     "extractive": "mlperf_assets.harness.backends.extractive:ExtractiveBackend",
     "replay": "mlperf_assets.harness.backends.replay:ReplayBackend",
+    "sim": "mlperf_assets.harness.backends.sim:SimBackend",
 }
 
 BACKEND_NAMES = tuple(BACKENDS)  # the --backend choices and the config's backend literal
