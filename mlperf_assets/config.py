@@ -9,14 +9,19 @@ Which file: ``load_config(path)``, else ``$MLPERF_DAGSTER_CONFIG``, else the emb
 detected from the path (see :func:`detect_dataset_source`).
 
 Every problem becomes one line ``<file>: <field path>: <what is wrong>``; :class:`ConfigError` carries
-them all. Pure module: no Dagster imports.
+them all, found before anything runs: the file itself (unreadable, a folder, a symlink loop, binary, huge, nested
+too deep, a key given twice), each field, the storage paths (usable as a DuckDB file and folders), the engine
+arguments (asked of the backend, as the node will), and the cron (asked of Dagster, as the schedule will).
+Pure module: Dagster is imported only inside :func:`_dagster_accepts_cron`, for its cron check.
 """
 
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import re
+import stat as statmod
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -160,9 +165,20 @@ ScenarioSettings = create_model(
 
 
 class ScenariosConfig(_Model):
+    """A scenario runs when its key is present with a mapping of settings (``{}``: the defaults); ``false`` (or
+    leaving the key out) disables it. A key with no value (``Offline:`` then nothing) is refused: YAML reads it as
+    null, which would silently disable a scenario its author meant to run."""
+
     Offline: ScenarioSettings | None = None
     Server: ScenarioSettings | None = None
     SingleStream: ScenarioSettings | None = None
+
+    @field_validator(*SCENARIOS, mode="before")
+    @classmethod
+    def _present(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("empty; write {} to enable it with defaults or false to disable it")
+        return None if value is False else value
 
     def enabled(self) -> dict[str, ScenarioSettings]:
         """Scenario name -> settings, in MLPerf order, for the scenarios present in the file."""
@@ -362,19 +378,69 @@ class ScheduleConfig(_Model):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        fields = value.split()
-        if len(fields) != 5 or not all(re.fullmatch(r"[0-9A-Za-z*,/-]+", f) for f in fields):
-            raise ValueError(f"must be a 5-field cron expression such as '0 2 * * *', got {value!r}")
+        problem = cron_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"must be an IANA time zone such as UTC or Europe/Paris, got {value!r}") from None
+        problem = timezone_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+
+CRON_FIELDS = (  # name, values: what one field of a 5-field cron expression may hold
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-7 or SUN-SAT"),
+)
+CRON_EXPECTED = "must be a 5-field cron expression such as '0 2 * * *'"
+
+
+def _dagster_accepts_cron(value: str) -> bool:
+    """Dagster's own check, the one ``ScheduleDefinition`` raises on (``is_valid_cron_string``: its vendored
+    croniter, exactly 5 fields, no 30/31 February). Imported here, not at the top: this module stays free of
+    Dagster for everything but this one answer; without Dagster installed, the shape check stands in."""
+    try:
+        from dagster._utils.schedules import is_valid_cron_string
+    except ImportError:  # pragma: no cover - the orchestrator always has dagster
+        fields = value.split()
+        return len(fields) == 5 and all(re.fullmatch(r"[0-9A-Za-z*,/#?-]+", f) for f in fields)
+    try:
+        return bool(is_valid_cron_string(value))
+    except Exception:  # noqa: BLE001 - croniter raising on odd input is a "no" too
+        return False
+
+
+def cron_problem(value: str) -> str | None:
+    """None if Dagster will accept ``value`` as a schedule's cron, else one sentence saying which part is wrong."""
+    if _dagster_accepts_cron(value):
+        return None
+    fields = value.split()
+    if len(fields) != 5:
+        return f"{CRON_EXPECTED}, got {value!r}"
+    for i, (name, values) in enumerate(CRON_FIELDS):
+        alone = ["*"] * 5
+        alone[i] = fields[i]
+        if not _dagster_accepts_cron(" ".join(alone)):
+            return f"{CRON_EXPECTED}, got {value!r}: the {name} field {fields[i]!r} is not valid (allowed: {values})"
+    return f"{CRON_EXPECTED}, got {value!r}: Dagster refuses it (a date that never occurs, such as February 30)"
+
+
+def timezone_problem(value: str) -> str | None:
+    """None if ``value`` is an IANA time zone name (as Dagster loads ``execution_timezone``), else why not."""
+    if value in ("UTC", "utc"):
+        return None  # Dagster's get_timezone takes both spellings
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # unknown name, not a key, too long for a file name
+        return f"must be an IANA time zone such as UTC or Europe/Paris, got {value[:80]!r}"
+    return None
 
 
 class MlperfConfig(_Model):
@@ -554,7 +620,7 @@ def _resolve(base: Path, path: Path | None) -> Path | None:
     if path is None:
         return None
     path = Path(os.path.expanduser(str(path)))
-    return path if path.is_absolute() else (base / path).resolve()
+    return path if path.is_absolute() else _absolute(base / path)
 
 
 def _resolve_paths(config: MlperfConfig, base: Path) -> None:
@@ -609,7 +675,104 @@ def _cross_checks(config: MlperfConfig, raw: dict) -> list[tuple[str, str]]:
                 seen_env.add(name)
     if config.benchmark.backend in ("vllm", "openai") and not config.benchmark.checkpoint:
         problems.append(("benchmark.checkpoint", f"is required for the {config.benchmark.backend} backend"))
+    elif (engine_problem := _engine_problem(config.benchmark)) is not None:
+        problems.append(("benchmark.engine", engine_problem))
+    problems += _storage_problems(config)
     return problems
+
+
+# How the checkpoint reaches a backend as an engine argument; plan.build_spec adds it the same way.
+_CHECKPOINT_ENGINE_ARG = {"vllm": "model", "openai": "api_model"}
+
+
+def _engine_problem(benchmark: BenchmarkConfig) -> str | None:
+    """Why the backend would refuse an entry of the ``engine:`` mapping, asked of the backend itself (``from_args``,
+    the check the harness makes on the node) with the arguments exactly as the node gets them (``--engine-arg
+    KEY=VALUE``). Cheap: no backend library is imported. Only what the entries cause is reported here (the backend
+    accepts the same call without them); a required argument left out, and vLLM's own engine arguments (known only
+    with vLLM installed), are reported by the harness when the run starts."""
+    from mlperf_assets.harness.backends import backend_class
+    from mlperf_assets.harness.backends.base import BackendArgs, format_key_value, parse_key_values
+    from mlperf_assets.harness.errors import HarnessError
+
+    def refusal(engine: dict[str, Any]) -> str | None:
+        model_key = _CHECKPOINT_ENGINE_ARG.get(benchmark.backend)
+        if model_key and benchmark.checkpoint and model_key not in engine:
+            engine = {**engine, model_key: benchmark.checkpoint}
+        try:
+            as_sent = parse_key_values([format_key_value(str(k), v) for k, v in engine.items()], "--engine-arg")
+            backend_class(benchmark.backend).from_args(BackendArgs(engine_args=as_sent))
+        except HarnessError as exc:
+            return str(exc)
+        except (ValueError, TypeError) as exc:
+            return f"the {benchmark.backend} backend refuses it: {exc}"
+        return None
+
+    if not benchmark.engine:
+        return None
+    problem = refusal(dict(benchmark.engine))
+    return problem if problem is not None and refusal({}) is None else None
+
+
+def _storage_problems(config: MlperfConfig) -> list[tuple[str, str]]:
+    """Storage paths the orchestrator could not use, found before anything runs: the DuckDB file must be a file
+    (or creatable) and writable; the folders must be folders (or creatable)."""
+    s = config.storage
+    problems: list[tuple[str, str]] = []
+    db_problem = _path_problem(s.duckdb_path, folder=False)
+    if db_problem:
+        problems.append(("storage.duckdb_path", db_problem))
+    for field in ("artifact_root", "report_dir", "dataset_dir"):
+        path = getattr(s, field)
+        problem = _path_problem(path, folder=True) if path is not None else None
+        if problem:
+            problems.append((f"storage.{field}", problem))
+    for i, node in enumerate(config.nodes):
+        if isinstance(node, LocalNode) and node.workdir is not None:
+            problem = _path_problem(node.workdir, folder=True)
+            if problem:
+                problems.append((f"nodes[{i}].workdir", problem))
+    return problems
+
+
+def _path_problem(path: Path, *, folder: bool) -> str | None:
+    """Why ``path`` cannot be used as a folder (``folder``) or as the DuckDB file, or None. A path that does not
+    exist yet is fine if its nearest existing parent is a folder this process may write in."""
+    kind = "a folder" if folder else "a DuckDB file such as results/mlperf.duckdb"
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):  # not there yet (or below a file: said below)
+        st = None
+    except OSError as exc:  # a symlink loop, a component that is a file, a name too long
+        reason = "a symbolic link loop" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+        return f"{path} cannot be used: {reason}"
+    if st is not None:
+        if folder:
+            return None if statmod.S_ISDIR(st.st_mode) else f"{path} is a file, not a folder"
+        if statmod.S_ISDIR(st.st_mode):
+            return f"{path} is a folder; give {kind}"
+        if not statmod.S_ISREG(st.st_mode):
+            return f"{path} is not a regular file (a device, pipe or socket); give {kind}"
+        if not os.access(path, os.R_OK | os.W_OK):
+            return f"{path} is not writable by this user"
+        return None
+    parent = path.parent
+    while True:
+        try:
+            parent_st = parent.stat()
+            break
+        except (FileNotFoundError, NotADirectoryError):
+            if parent == parent.parent:
+                return f"{path} cannot be created: no existing parent folder"
+            parent = parent.parent
+        except OSError as exc:
+            reason = "a symbolic link loop" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+            return f"{path} cannot be created: {parent}: {reason}"
+    if not statmod.S_ISDIR(parent_st.st_mode):
+        return f"{path} cannot be created: {parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{path} cannot be created: {parent} is not writable by this user"
+    return None
 
 
 def detect_dataset_source(path: Path) -> tuple[str, Path]:
@@ -650,18 +813,145 @@ def config_path(path: str | os.PathLike | None = None) -> Path:
     return DEFAULT_CONFIG_PATH
 
 
+def _absolute(path: Path) -> Path:
+    """``path.resolve()``, or the plain absolute path where resolving fails (a symlink loop raises RuntimeError in
+    Python 3.11, a vanished working folder OSError): the file's own read then reports the problem in one line."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(path))
+
+
 def _display(path: Path) -> str:
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+        return str(_absolute(path).relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
         return str(path)
+
+
+# --- reading the YAML: what yaml.safe_load accepts silently or crashes on is refused in one line ----------
+
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KB; more is the wrong file (or /dev/zero)
+MAX_NESTING = 64  # the deepest real config (pod_spec_overrides) nests ~12 levels; PyYAML recurses ~3 frames a level
+MAX_VALUES = 100_000  # values after expanding aliases (a "billion laughs" file stops here)
+
+
+class _YAMLRefused(Exception):
+    """A YAML document PyYAML would load (or crash on), refused: ``problems`` are ``<field path or line N>: <why>``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(problems[0])
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with a nesting limit checked while composing (PyYAML recurses once per level, so a
+    file of 5,000 ``[`` is a RecursionError otherwise)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                line = self.peek_event().start_mark.line + 1
+                raise _YAMLRefused([f"line {line}: nested more than {MAX_NESTING} levels deep"])
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _key_text(node: yaml.Node) -> str | None:
+    return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
+def _check_yaml_tree(root: yaml.Node) -> list[str]:
+    """Duplicate keys in any mapping (``field path: key given twice (lines A and B)``), and alias trees that loop
+    or expand past :data:`MAX_VALUES` values or :data:`MAX_NESTING` levels. Walks the composed node graph,
+    where every key keeps its line; each distinct node once."""
+    problems: list[tuple[int, str]] = []  # (line, problem)
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) once done
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, str, bool]] = [(root, "", False)]
+    while stack:
+        node, path, done = stack.pop()
+        if done:
+            on_path.discard(id(node))
+            children = _children(node, path)
+            values = 1 + sum(sizes[id(c)][0] for c, _ in children)
+            depth = 1 + max((sizes[id(c)][1] for c, _ in children), default=0)
+            sizes[id(node)] = (values, depth)
+            where = path or f"line {node.start_mark.line + 1}"
+            if values > MAX_VALUES:
+                raise _YAMLRefused([f"{where}: expands to more than {MAX_VALUES:,} values (YAML aliases)"])
+            if depth > MAX_NESTING:
+                raise _YAMLRefused([f"{where}: nested more than {MAX_NESTING} levels deep (YAML aliases)"])
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in on_path:
+            where = path or f"line {node.start_mark.line + 1}"
+            raise _YAMLRefused([f"{where}: refers to itself (a recursive YAML alias)"])
+        on_path.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for key, _ in node.value:
+                text = _key_text(key)
+                if text is None or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                line = key.start_mark.line + 1
+                if (key.tag, text) in first:
+                    where = f"{path}.{text}" if path else text
+                    earlier = first[key.tag, text]
+                    lines = f"lines {earlier} and {line}" if earlier != line else f"both on line {line}"
+                    problems.append((line, f"{where}: key given twice ({lines}); YAML would keep only the last, "
+                                           "so remove one"))  # fmt: skip
+                else:
+                    first[key.tag, text] = line
+        stack.append((node, path, True))
+        for child, child_path in _children(node, path):
+            stack.append((child, child_path, False))
+    return [problem for _, problem in sorted(problems)]
+
+
+def _children(node: yaml.Node, path: str) -> list[tuple[yaml.Node, str]]:
+    if isinstance(node, yaml.SequenceNode):
+        return [(c, f"{path}[{i}]") for i, c in enumerate(node.value)]
+    if isinstance(node, yaml.MappingNode):
+        out = []
+        for key, value in node.value:
+            text = _key_text(key)
+            out.append((key, path))
+            out.append((value, f"{path}.{text}" if path and text is not None else (text or path)))
+        return out
+    return []
+
+
+def _load_yaml(text: str) -> Any:
+    """The document in ``text`` (None if empty). Raises ``yaml.YAMLError``, or :class:`_YAMLRefused` listing every
+    duplicate key (or the nesting / alias problem)."""
+    loader = _ConfigLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        duplicates = _check_yaml_tree(root)
+        if duplicates:
+            raise _YAMLRefused(duplicates)
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
 
 
 def parse_config(text: str, source_path: Path, *, dataset_override: str | None = None) -> MlperfConfig:
     """Validate a config file's text; relative paths resolve against ``source_path``'s folder."""
     shown = _display(source_path)
     try:
-        raw = yaml.safe_load(text)
+        raw = _load_yaml(text)
+    except _YAMLRefused as exc:
+        raise ConfigError([f"{shown}: {problem}" for problem in exc.problems]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -694,12 +984,12 @@ def parse_config(text: str, source_path: Path, *, dataset_override: str | None =
             if line not in lines:
                 lines.append(line)
         raise ConfigError(lines) from None
-    config.source_path = source_path.resolve()
-    _resolve_paths(config, source_path.resolve().parent)
+    config.source_path = _absolute(source_path)
+    _resolve_paths(config, config.source_path.parent)
     if dataset_override:
         try:
-            source, path = detect_dataset_source(Path(os.path.expanduser(dataset_override)).resolve())
-        except ValueError as exc:
+            source, path = detect_dataset_source(_absolute(Path(os.path.expanduser(dataset_override))))
+        except (ValueError, OSError) as exc:
             raise ConfigError([f"{DATASET_ENV}={dataset_override}: {exc}"]) from None
         config.dataset = config.dataset.model_copy(update={"source": source, "path": path})
         config.dataset_overridden_by = f"{DATASET_ENV}={dataset_override}"
@@ -721,15 +1011,35 @@ def load_config(
     Raises :class:`ConfigError` (one line per problem) for anything wrong, including a missing file.
     """
     file = config_path(path)
-    shown = _display(file)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        origin = "" if path else (f" (from ${CONFIG_ENV})" if os.environ.get(CONFIG_ENV) else "")
-        raise ConfigError([f"{shown}: no such config file{origin}"]) from None
-    except IsADirectoryError:
-        raise ConfigError([f"{shown}: is a folder, not a config file"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{shown}: cannot read: {exc}"]) from None
+    origin = "" if path else (f" (from ${CONFIG_ENV})" if os.environ.get(CONFIG_ENV) else "")
+    text = read_config_text(file, origin)
     override = dataset_override or (os.environ.get(DATASET_ENV) if use_env_dataset else None)
     return parse_config(text, file, dataset_override=override or None)
+
+
+def read_config_text(file: Path, origin: str = "") -> str:
+    """The text of a config file; :class:`ConfigError` with one line if it is missing, a folder, unreadable, a
+    symlink loop, larger than :data:`MAX_CONFIG_BYTES` (or endless, like ``/dev/zero``) or not UTF-8 text."""
+    shown = _display(file)
+    try:
+        with open(file, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError([f"{shown}: no such config file{origin}"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{shown}: is a folder, not a config file{origin}"]) from None
+    except PermissionError:
+        raise ConfigError([f"{shown}: cannot read: permission denied{origin}"]) from None
+    except OSError as exc:
+        reason = "a symbolic link loop" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+        raise ConfigError([f"{shown}: cannot read: {reason}{origin}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            [f"{shown}: is larger than {MAX_CONFIG_BYTES >> 20} MiB; a config file is a few KB: is this the right file?"]
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f"{shown}: is not a UTF-8 text file (offset {exc.start}); a config file is YAML text"]
+        ) from None
