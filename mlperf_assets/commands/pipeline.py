@@ -3,6 +3,10 @@
 ``run`` and ``demo`` execute the Dagster jobs in this process on a real Dagster instance (project-local
 ``DAGSTER_HOME=<project>/.dagster_home`` unless ``DAGSTER_HOME`` is set), so every run shows up in the UI
 (``make dev``) afterwards, with its logs, metadata and asset checks.
+
+Ctrl-C (SIGINT) or SIGTERM stops the whole command: the harness run in flight is cancelled on its node (through
+its runner), no further partition or report starts, one line names each cancelled run, and the exit code is
+130 (SIGINT) or 143 (SIGTERM). See :class:`StopSignals`.
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +88,7 @@ class PartitionOutcome:
     dagster_run_id: str
     seconds: float
     error: str | None = None
+    interrupted: bool = False  # stopped by Ctrl-C / SIGTERM (its harness run cancelled), not a failure of its own
 
 
 @dataclass
@@ -90,10 +97,92 @@ class PipelineOutcome:
     partitions: list[PartitionOutcome] = field(default_factory=list)
     report_path: Path | None = None
     errors: list[str] = field(default_factory=list)
+    # Ctrl-C / SIGTERM: the signal, what it stopped, the harness runs cancelled, the partitions never started
+    signal: int | None = None
+    stopped_while: str | None = None
+    cancelled: list[Any] = field(default_factory=list)  # ledger.CancelledRun
+    not_started: list[str] = field(default_factory=list)
 
     @property
     def success(self) -> bool:
-        return self.dataset_ok and not self.errors and all(p.success for p in self.partitions)
+        return (
+            self.signal is None and self.dataset_ok and not self.errors and all(p.success for p in self.partitions)
+        )
+
+    @property
+    def exit_code(self) -> int:
+        """0 if everything succeeded; 128 + the signal (130 Ctrl-C, 143 SIGTERM) if stopped by one; else 1."""
+        if self.signal is not None:
+            return 128 + self.signal
+        return 0 if self.success else 1
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopSignals:
+    """Which of Ctrl-C (SIGINT) and SIGTERM reached this process while ``run``/``demo`` execute Dagster jobs.
+
+    While a job executes, Dagster swaps in its own SIGINT/SIGTERM handler and turns the signal into an interrupt of
+    the step in progress (``scenario_run``'s ``runner.wait`` then cancels the harness run); the job's result is a
+    plain failure, and Dagster's handler keeps no note of which signal came. So every signal is also noted through
+    the interpreter's wakeup fd (``signal.set_wakeup_fd``), which it writes whichever Python handler is installed.
+    Between jobs this class's own handler is in place and only records, so the pipeline's own steps (the checks
+    before each job, cancelling the runs in flight) are never cut short: a second Ctrl-C cannot leave a harness
+    behind. ``received`` is the first stop signal so far, or None. Main thread only; elsewhere it is inert
+    (Python delivers signals to the main thread)."""
+
+    def __init__(self) -> None:
+        self._first: int | None = None
+        self._read_fd: int | None = None
+        self._write_fd: int | None = None
+        self._old_wakeup_fd = -1
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._old_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        for sig in STOP_SIGNALS:
+            self._saved[sig] = signal.signal(sig, self._note)
+        return self
+
+    @staticmethod
+    def _note(signo: int, frame: Any) -> None:  # noqa: ARG004 - the wakeup fd holds the signal already
+        return None
+
+    @property
+    def received(self) -> int | None:
+        if self._read_fd is not None:
+            while True:
+                try:
+                    data = os.read(self._read_fd, 512)
+                except (BlockingIOError, InterruptedError):
+                    break
+                if not data:
+                    break
+                for signo in data:
+                    if self._first is None and signo in STOP_SIGNALS:
+                        self._first = signo
+        return self._first
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._read_fd is None:
+            return
+        self.received  # noqa: B018 - drain the pipe: a signal that came last still counts
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._old_wakeup_fd)
+        os.close(self._read_fd)
+        os.close(self._write_fd)  # type: ignore[arg-type]
+        self._read_fd = self._write_fd = None
+
+
+def signal_name(signo: int) -> str:
+    return signal.Signals(signo).name
 
 
 def _run_config(verbose: bool) -> dict[str, Any]:
@@ -105,10 +194,14 @@ def failure_messages(result) -> list[str]:
     """One line per failed step of an in-process result: ``step: message``."""
     from jobs.failures import step_failure_message
 
+    def message(event) -> str:
+        data = event.step_failure_data
+        if data is not None and getattr(data.error_source, "name", None) == "INTERRUPT":
+            return "interrupted"  # Ctrl-C / SIGTERM reached the step: never the exception's class name
+        return step_failure_message(event)
+
     return [
-        f"{event.step_key}: {step_failure_message(event)}"
-        for event in result.all_events
-        if event.event_type_value == "STEP_FAILURE"
+        f"{event.step_key}: {message(event)}" for event in result.all_events if event.event_type_value == "STEP_FAILURE"
     ]
 
 
@@ -167,18 +260,21 @@ def run_pipeline(
     report: bool = True,
     progress: bool = True,
     verbose: bool = False,
-    out=None,
+    out=sys.stderr,
 ) -> PipelineOutcome:
     """Materialize the dataset (when needed), then each chosen node x scenario partition of ``benchmark_job``
-    (one Dagster run each, one after the other), then ``report_job``; all in this process."""
-    import dagster as dg
+    (one Dagster run each, one after the other), then ``report_job``; all in this process.
 
-    out = out if out is not None else sys.stderr  # bound at call time: sys.stderr may be replaced
+    Ctrl-C / SIGTERM (:class:`StopSignals`): the step in progress is interrupted and the harness run in flight
+    cancelled on its node; nothing further starts; ``outcome.signal`` says which signal, ``outcome.cancelled``
+    which runs were cancelled and ``outcome.not_started`` which partitions never ran."""
+    import dagster as dg
 
     from jobs import BENCHMARK_JOB, DATASET_JOB, REPORT_JOB
     from mlperf_assets.definitions import build_definitions
     from mlperf_assets.plan import NODE_DIM, SCENARIO_DIM, prepared_dataset_path
     from mlperf_assets.reporting import REPORT_NAME
+    from resources.runners.ledger import cancel_in_flight
 
     nodes = nodes or config.node_names
     scenarios = scenarios or config.scenario_names
@@ -196,49 +292,101 @@ def run_pipeline(
     run_config = _run_config(verbose)
     outcome = PipelineOutcome()
     bars = _ProgressBars(len(keys), enabled=progress)
-    defs = build_definitions(config, on_progress=bars.on_progress)
-    try:
-        if prepare_dataset is None:
-            prepare_dataset = not prepared_dataset_path(config).is_file()
-        if prepare_dataset:
-            print(f"preparing the dataset ({config.dataset.source}) ...", file=out)
-            result = defs.resolve_job_def(DATASET_JOB).execute_in_process(
-                instance=instance, run_config=run_config, raise_on_error=False
-            )
-            if not result.success:
-                outcome.dataset_ok = False
-                outcome.errors += failure_messages(result) or ["cnn_dailymail_dataset failed"]
-                return outcome
 
-        job = defs.resolve_job_def(BENCHMARK_JOB)
-        for node, scenario in keys:
-            started = time.monotonic()
-            result = job.execute_in_process(
-                instance=instance,
-                partition_key=dg.MultiPartitionKey({NODE_DIM: node, SCENARIO_DIM: scenario}),
-                run_config=run_config,
-                raise_on_error=False,
-            )
-            errors = failure_messages(result)
-            outcome.partitions.append(
-                PartitionOutcome(
-                    node, scenario, result.success, result.run_id, time.monotonic() - started,
-                    error="; ".join(errors) if errors else None,
+    with StopSignals() as stop:
+
+        def on_progress(node: str, scenario: str, mode: str, progress) -> None:
+            if stop.received is not None:
+                # A harness run launched after the signal, where Dagster did not see it (the signal came between
+                # two of its checkpoints): raising here makes runner.wait() cancel it at its first poll.
+                raise KeyboardInterrupt
+            bars.on_progress(node, scenario, mode, progress)
+
+        def stopped(what: str) -> bool:
+            if stop.received is None:
+                return False
+            outcome.signal = stop.received
+            outcome.stopped_while = outcome.stopped_while or what
+            return True
+
+        defs = build_definitions(config, on_progress=on_progress)
+        try:
+            if prepare_dataset is None:
+                prepare_dataset = not prepared_dataset_path(config).is_file()
+            if prepare_dataset and not stopped("starting"):
+                print(f"preparing the dataset ({config.dataset.source}) ...", file=out)
+                result = defs.resolve_job_def(DATASET_JOB).execute_in_process(
+                    instance=instance, run_config=run_config, raise_on_error=False
                 )
-            )
-            bars.partition_done(f"{node}/{scenario} {'ok' if result.success else 'FAILED'}")
-    finally:
-        bars.close()
+                if not stopped("preparing the dataset") and not result.success:
+                    outcome.dataset_ok = False
+                    outcome.errors += failure_messages(result) or ["cnn_dailymail_dataset failed"]
+                    return outcome
 
-    if report:
-        result = defs.resolve_job_def(REPORT_JOB).execute_in_process(
-            instance=instance, run_config=run_config, raise_on_error=False
-        )
-        if result.success:
-            outcome.report_path = config.storage.report_dir / REPORT_NAME
-        else:
-            outcome.errors += failure_messages(result) or ["benchmark_report failed"]
+            job = defs.resolve_job_def(BENCHMARK_JOB)
+            for node, scenario in keys:
+                if stopped("starting"):
+                    outcome.not_started.append(f"{node}/{scenario}")
+                    continue
+                started = time.monotonic()
+                result = job.execute_in_process(
+                    instance=instance,
+                    partition_key=dg.MultiPartitionKey({NODE_DIM: node, SCENARIO_DIM: scenario}),
+                    run_config=run_config,
+                    raise_on_error=False,
+                )
+                interrupted = stopped(f"running {node}/{scenario}") and not result.success
+                errors = failure_messages(result)
+                outcome.partitions.append(
+                    PartitionOutcome(
+                        node, scenario, result.success, result.run_id, time.monotonic() - started,
+                        error="; ".join(errors) if errors else None, interrupted=interrupted,
+                    )
+                )
+                bars.partition_done(
+                    f"{node}/{scenario} {'ok' if result.success else 'stopped' if interrupted else 'FAILED'}"
+                )
+
+            if report and not stopped("starting"):
+                result = defs.resolve_job_def(REPORT_JOB).execute_in_process(
+                    instance=instance, run_config=run_config, raise_on_error=False
+                )
+                if stopped("writing the report"):
+                    pass
+                elif result.success:
+                    outcome.report_path = config.storage.report_dir / REPORT_NAME
+                else:
+                    outcome.errors += failure_messages(result) or ["benchmark_report failed"]
+        finally:
+            bars.close()
+            if stop.received is not None:
+                # Whatever Dagster made of the interrupt: every harness run still in flight is cancelled on its
+                # node, with this class's handler in place (a further Ctrl-C is noted, not raised).
+                outcome.signal = stop.received
+                outcome.cancelled = cancel_in_flight()
     return outcome
+
+
+def _print_stopped(command: str, outcome: PipelineOutcome, *, report: bool) -> None:
+    """One line per cancelled harness run, then one line saying what the signal stopped (stderr)."""
+    for c in outcome.cancelled:
+        if c.problem is not None:
+            print(f"could not cancel {c.run}: {c.problem}; {c.hint}", file=sys.stderr)
+        elif c.run_dir is None:
+            print(f"cancelled {c.run} before it started", file=sys.stderr)
+        else:
+            print(f"cancelled {c.run} (its folder stays on node {c.run.spec.node} at {c.run_dir})", file=sys.stderr)
+    name = signal_name(outcome.signal) if outcome.signal is not None else "a signal"
+    text = f"mlperf-dagster {command}: stopped by {name}"
+    if outcome.stopped_while and outcome.stopped_while != "starting":
+        text += f" while {outcome.stopped_while}"
+    if not outcome.cancelled:
+        text += "; no benchmark run was in flight"
+    if outcome.not_started:
+        text += f"; not started: {', '.join(outcome.not_started)}"
+    if report and outcome.report_path is None:
+        text += "; no report written"
+    print(text, file=sys.stderr)
 
 
 def summary_rows(config, outcome: PipelineOutcome) -> list[dict[str, Any]]:
@@ -283,10 +431,12 @@ def _print_outcome(config, outcome: PipelineOutcome, started: float) -> None:
     if rows:
         print(format_summary(rows))
     for p in outcome.partitions:
-        if not p.success:
+        if not p.success and not p.interrupted:
             print(f"FAILED {p.node}/{p.scenario}: {p.error}", file=sys.stderr)
     for e in outcome.errors:
         print(f"FAILED {e}", file=sys.stderr)
+    if outcome.signal is not None:
+        return  # _print_stopped says the rest
     ok = sum(p.success for p in outcome.partitions)
     print(f"\n{ok}/{len(outcome.partitions)} partitions succeeded in {time.monotonic() - started:.1f} s")
     db = config.storage.duckdb_path
@@ -340,7 +490,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
     )
     _print_outcome(config, outcome, started)
-    return 0 if outcome.success else 1
+    if outcome.signal is not None:
+        _print_stopped("run", outcome, report=not args.no_report)
+    return outcome.exit_code
 
 
 def _prepared_exists(config) -> bool:
@@ -375,12 +527,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     outcome = run_pipeline(config, prepare_dataset=True, progress=not args.no_progress, verbose=args.verbose)
     print()
     _print_outcome(config, outcome, started)
+    if outcome.signal is not None:
+        _print_stopped("demo", outcome, report=True)
+        return outcome.exit_code
     if config.benchmark.is_baseline:
         print(
             f"note: backend {config.benchmark.backend} is a baseline (no model): figures show the harness and "
             "pipeline working, not a model's performance; see config/examples/ for GPU fleets."
         )
-    return 0 if outcome.success else 1
+    return outcome.exit_code
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

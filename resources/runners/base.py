@@ -246,11 +246,19 @@ class RunProgress:
         return min(1.0, self.completed / self.total)
 
     def describe(self) -> str:
-        """One short line for logs: ``running 120/400 samples (30%), 5,123 tokens/s, 12.0 s``."""
+        """One short line for logs: ``running 120/400 samples (30%), 5,123 tokens/s, 12.0 s``.
+
+        A stale observation (the node cannot be reached just now) leads with the runner's message and gives the
+        figures as the last ones seen, never as live: ``connection lost 12 s ago (...); reconnecting (last seen:
+        running 120/400 samples ...)``. A failed or cancelled run ends with its message."""
         count = f"{self.completed}/{self.total}" if self.total else f"{self.completed}"
         pct = f" ({self.fraction:.0%})" if self.fraction is not None else ""
         text = f"{self.state} {count} samples{pct}, {self.tokens_per_s:,.0f} tokens/s, {self.elapsed_s:.1f} s"
-        if self.exit_code is not None and self.state != SUCCEEDED:
+        if self.stale:
+            return f"{self.message or 'no answer from the node'} (last seen: {text})"
+        if self.message and self.state in (FAILED, CANCELLED):
+            text += f": {self.message}"
+        elif self.exit_code is not None and self.state != SUCCEEDED:
             text += f", exit code {self.exit_code}"
         return text
 

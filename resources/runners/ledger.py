@@ -26,7 +26,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -187,6 +189,110 @@ def describe_state(progress: RunProgress) -> str:
 
 def _spec_differences(recorded: RunSpec, wanted: RunSpec) -> list[str]:
     return [f.name for f in dataclasses.fields(RunSpec) if getattr(recorded, f.name) != getattr(wanted, f.name)]
+
+
+# -------------------------------------------------------------------------- harness runs in flight here
+
+
+@dataclass
+class InFlight:
+    """A harness run this process launched (or reattached to) and has not yet seen end: what
+    :func:`cancel_in_flight` stops when the whole command is interrupted. ``handle`` is None while the runner is
+    still launching it."""
+
+    runner: BenchmarkRunner
+    spec: RunSpec
+    handle: RunHandle | None = None
+
+    def __str__(self) -> str:
+        return f"{self.spec.node}/{self.spec.scenario} {self.spec.mode} run {self.spec.run_id}"
+
+
+@dataclass(frozen=True)
+class CancelledRun:
+    """What :func:`cancel_in_flight` did with one run: ``run_dir`` is its folder on the node (kept there);
+    ``problem`` says why it could not be cancelled (then ``hint`` says how to stop it by hand)."""
+
+    run: InFlight
+    run_dir: str | None = None
+    problem: str | None = None
+    hint: str | None = None
+
+
+_in_flight: dict[tuple[str, str, str], InFlight] = {}
+_in_flight_lock = threading.Lock()
+
+
+def _track(runner: BenchmarkRunner, spec: RunSpec, handle: RunHandle | None) -> InFlight:
+    entry = InFlight(runner, spec, handle)
+    with _in_flight_lock:
+        _in_flight[(spec.node, spec.run_id, spec.mode)] = entry
+    return entry
+
+
+def _untrack(entry: InFlight) -> None:
+    with _in_flight_lock:
+        key = (entry.spec.node, entry.spec.run_id, entry.spec.mode)
+        if _in_flight.get(key) is entry:
+            del _in_flight[key]
+
+
+def in_flight() -> list[InFlight]:
+    """The harness runs this process has in flight (normally one per partition being run)."""
+    with _in_flight_lock:
+        return list(_in_flight.values())
+
+
+def cancel_in_flight() -> list[CancelledRun]:
+    """Cancel every harness run this process has in flight, through its runner (``runner.cancel``: the harness's
+    process group gets SIGINT, then harder); a run whose launch was cut short is looked up among the runner's
+    ``active_runs()`` by run id. Safe to call again: a run that already ended is only reported. For a command
+    that was interrupted (``mlperf-dagster run``/``demo``) after Dagster has stopped the step: an interrupt that
+    reached ``runner.wait`` has already cancelled the run there, but one that came while the run was being
+    launched, or a second interrupt that cut the first cancel short, leaves work for this."""
+    with _in_flight_lock:
+        entries = list(_in_flight.values())
+        _in_flight.clear()
+    done: list[CancelledRun] = []
+    for entry in entries:
+        handle = entry.handle
+        try:
+            if handle is None:
+                handle = next(
+                    (h for h, _ in entry.runner.active_runs()
+                     if h.run_id == entry.spec.run_id and h.mode in ("", entry.spec.mode)),
+                    None,
+                )  # fmt: skip
+            if handle is None:
+                done.append(CancelledRun(entry))  # it never got launched
+                continue
+            entry.runner.cancel(handle)
+            done.append(CancelledRun(entry, run_dir=handle.run_dir))
+        except Exception as exc:  # noqa: BLE001 - report it and go on with the other runs
+            hint = entry.runner.stop_hint(handle) if handle is not None else f"stop it on node {entry.spec.node}"
+            done.append(CancelledRun(entry, run_dir=handle.run_dir if handle else None, problem=str(exc), hint=hint))
+    return done
+
+
+# ------------------------------------------------------------------------------------- why a harness failed
+
+_ERROR_LINE = re.compile(r"(?:^|: )error: (.+)$", re.IGNORECASE)  # the harness's `error: ...`, argparse's `prog: error:`
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b(?::.*)?$")  # a traceback's last line
+
+
+def failure_reason(output: str | None) -> str | None:
+    """The line of a harness's output that says why it failed: the last ``error: ...`` line (the harness's own
+    form, and argparse's ``prog: error: argument ...``), else the last line of a Python traceback
+    (``ValueError: ...``); None when there is neither."""
+    lines = [line.strip() for line in (output or "").splitlines() if line.strip()]
+    for line in reversed(lines):
+        match = _ERROR_LINE.search(line)
+        if match:
+            return match.group(1).strip()
+    for line in reversed(lines):
+        if _EXCEPTION_LINE.match(line):
+            return line
+    return None
 
 
 # ------------------------------------------------------------------------------------- one partition run
@@ -388,18 +494,22 @@ class PartitionRun:
             return handle  # type: ignore[return-value]
         if handle is not None:
             self.log.info(f"{node}/{scenario} {mode}: watching run {spec.run_id} in {handle.run_dir} (reattached)")
+            flight = _track(runner, spec, handle)
         else:
             record.runs[mode] = entry = ModeRun(spec=json.loads(spec.to_json()))
             write_active(root, record)  # before launching: a restart during the launch adopts what got started
+            flight = _track(runner, spec, None)  # an interrupt during the launch: cancel_in_flight() finds it
             try:
                 handle = runner.start(spec)
             except RunnerError as exc:
+                _untrack(flight)
                 del record.runs[mode]
                 if record.runs:
                     write_active(root, record)
                 else:
                     clear_active(root, node, scenario)
                 raise PartitionRunError(str(exc)) from None
+            flight.handle = handle
             entry.handle = handle.to_dict()
             write_active(root, record)
             self.log.info(f"{node}/{scenario} {mode}: started run {spec.run_id} in {handle.run_dir}")
@@ -407,6 +517,7 @@ class PartitionRun:
         try:
             progress = runner.wait(handle, report, timeout_s=self.plan.timeout_s)
         except RunnerError as exc:
+            _untrack(flight)
             seen = observe(runner, handle)
             if seen.problem is not None and not seen.uncertain:  # it ended (cancelled on timeout): nothing to resume
                 clear_active(root, node, scenario)
@@ -415,15 +526,22 @@ class PartitionRun:
                 f"{exc} (materializing {node}|{scenario} again reattaches to the run if it is still going)"
             ) from None
         except BaseException:
-            clear_active(root, node, scenario)  # interrupted: wait() has cancelled the run
+            # Interrupted (Ctrl-C, SIGTERM, Dagster run termination): wait() has cancelled the run. It stays in the
+            # in-flight list, so a caller's cancel_in_flight() makes sure of it (a second interrupt can cut the
+            # cancel short) and names it.
+            clear_active(root, node, scenario)
             raise
+        _untrack(flight)
         if progress.state != SUCCEEDED:
             clear_active(root, node, scenario)
+            output = runner.log_tail(handle, 15)
+            reason = failure_reason(output)
             raise PartitionRunError(
-                f"{node}/{scenario} {mode} run {spec.run_id} {progress.state}: {progress.message}. "
-                f"Run folder kept on the node at {handle.run_dir}.",
+                f"{node}/{scenario} {mode} run {spec.run_id} {progress.state}: {progress.message}"
+                + (f": {reason}" if reason else "")
+                + f". Run folder kept on the node at {handle.run_dir}.",
                 run_folder=handle.run_dir,
-                harness_output=runner.log_tail(handle, 15),
+                harness_output=output,
             )
         try:
             runner.collect(handle, staging / mode)

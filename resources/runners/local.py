@@ -66,6 +66,21 @@ def _pid_alive(pid: int, run_dir: str) -> bool:
         return True  # no /proc: nothing better to go on
 
 
+def _supervisor_pid(run_dir: str) -> int | None:
+    """The pid of the live supervisor running in ``run_dir`` (its argv names the folder), from /proc; None if none."""
+    wanted = str(Path(run_dir).resolve()).encode()
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 3 and argv[1] == b"-c" and argv[3] == wanted and _pid_alive(int(entry.name), run_dir):
+            return int(entry.name)
+    return None
+
+
 class LocalRunner(BenchmarkRunner):
     """Runs the harness on this machine, configured by a ``config.LocalNode``.
 
@@ -147,8 +162,11 @@ class LocalRunner(BenchmarkRunner):
         run_dir = Path(handle.run_dir)
         if run_dir.is_dir() and not (run_dir / EXIT_CODE_FILE).exists():
             (run_dir / CANCEL_MARKER_FILE).write_text(f"{time.time()}\n")
-        if handle.pid is None:
-            return
+        if handle.pid is None:  # e.g. a handle from active_runs(): find the run's supervisor by its run folder
+            pid = _supervisor_pid(handle.run_dir)
+            if pid is None:
+                return
+            handle = RunHandle(**{**handle.to_dict(), "pid": pid})
         for sig, grace in ((signal.SIGINT, self.cancel_grace_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
             if not self._alive(handle):
                 break
