@@ -1,20 +1,28 @@
 """``python -m mlperf_assets.harness {prepare-dataset,run}``: the node-side command line (parser and dispatch only;
 each subcommand's flags belong to its ``*Args`` dataclass in ``args.py``).
 
-Exit codes: 0 done (for ``run``: LoadGen finished), 1 failed (backend or harness error, see harness.log), 2 bad input
-(one line on stderr), 130 interrupted by Ctrl-C (143 by SIGTERM); an interrupted run folder is marked so in
-run_manifest.json.
+Exit codes (every outcome but 0 also prints one line on stderr, never a traceback):
+  0    done (for ``run``: LoadGen finished and every log was written; the manifest says ``completed``)
+  1    failed: the backend failed, or a file could not be written (``error: no space left on device writing FILE``);
+       the manifest says ``failed`` (see harness.log)
+  2    bad input: a dataset, user.conf or setting that is wrong or unreadable, an unusable --output-dir / --out
+       (``error: FILE...: what is wrong``); nothing is written (a run folder, if one was begun, says ``failed``)
+  130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM, at any moment after the interpreter started: the run folder's
+       manifest says ``interrupted``; prepare-dataset writes no file. During Python's own start-up (before this
+       package's ``__main__`` runs, tens of ms) the default dispositions apply: killed by the signal (a shell shows
+       130 / 143; ``subprocess`` and the runners' supervisor see -2 / -15) and nothing is written.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import signal
 import textwrap
 from typing import Callable, Sequence
 
+from . import interrupts
 from .args import PrepareArgs, RunArgs
-from .errors import HarnessError
+from .errors import HarnessError, say
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -53,15 +61,18 @@ RUN_EPILOG = textwrap.dedent("""\
           --dataset cnn_eval.json --output-dir runs/server --target-qps 5 \\
           --engine-arg tensor_parallel_size=1 --engine-arg gpu_memory_utilization=0.9
 
-    Exit codes: 0 LoadGen finished; 1 failed (see harness.log); 2 bad input; 130 Ctrl-C (143 SIGTERM).
+    Exit codes: 0 LoadGen finished (manifest "completed"); 1 failed, e.g. the backend or a full disk ("error: no
+    space left on device writing FILE"; manifest "failed", see harness.log); 2 bad input (one line naming the file);
+    130 SIGINT / 143 SIGTERM at any moment (manifest "interrupted").
     """)
 
 
 def prepare_main(args: PrepareArgs) -> int:
     from .dataset import prepare_dataset
 
-    out = prepare_dataset(args.source, args.path, args.out, benchmark=args.benchmark, tokenizer=args.tokenizer,
-                          max_samples=args.max_samples, seed=args.seed)
+    with interrupts.raising():  # reading and tokenizing can take minutes: a signal stops it at once (no file written)
+        out = prepare_dataset(args.source, args.path, args.out, benchmark=args.benchmark, tokenizer=args.tokenizer,
+                              max_samples=args.max_samples, seed=args.seed)
     print(f"wrote {out}")
     return 0
 
@@ -103,6 +114,8 @@ def _dispatch(args_cls, main_fn: Callable[..., int]) -> Callable[[argparse.Names
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The harness process's entry point (installs the SIGINT/SIGTERM handlers of ``interrupts``)."""
+    interrupts.install()
     parser = build_parser()
     ns = parser.parse_args(argv)
     if not getattr(ns, "func", None):
@@ -111,8 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return ns.func(ns)
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        if interrupts.pending() is None:
+            say(f"error: {exc}")
+            return exc.exit_code
+        signum = interrupts.pending()
+    except KeyboardInterrupt as exc:  # Interrupted, or a library's own (Ctrl-C)
+        signum = getattr(exc, "signum", None) or interrupts.pending() or signal.SIGINT
+    say(f"{interrupts.describe(signum)}: stopped; nothing written")
+    return interrupts.exit_code_for(signum)

@@ -18,6 +18,7 @@ Sources, all yielding ``(id, article, highlights)``:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -26,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from .benchmarks import BENCHMARKS, DEFAULT_BENCHMARK, HF_DATASET, Benchmark
-from .errors import DatasetError
-from .files import sha256_file, write_json_atomic
+from . import interrupts
+from .errors import DatasetError, OutputError
+from .files import NotUTF8, decode_utf8, sha256_file, write_json_atomic
 from .tokenizers import Tokenizer, load_tokenizer
 
 FORMAT = "mlperf-dagster-cnndm/1"
@@ -87,7 +89,7 @@ def read_stories(path: Path) -> list[RawSample]:
         raise DatasetError(f"stories folder {path} holds no .story files")
     out = []
     for f in files:
-        article, highlights = parse_story(f.read_text(encoding="utf-8"), str(f))
+        article, highlights = parse_story(_read_text(f, "a CNN .story file"), str(f))
         out.append(RawSample(f.stem, article, highlights))
     return out
 
@@ -95,15 +97,16 @@ def read_stories(path: Path) -> list[RawSample]:
 def read_jsonl(path: Path) -> list[RawSample]:
     _need_file(path)
     out = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{n}: not JSON ({exc.msg})") from None
-            out.append(_raw_from_record(obj, f"{path}:{n}", "article", "highlights", default_id=str(n)))
+    for n, line in enumerate(_read_text(path, "JSON lines").split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}:{n}: not JSON ({exc.msg})") from None
+        except RecursionError:
+            raise DatasetError(f"{path}:{n}: JSON nested too deeply") from None
+        out.append(_raw_from_record(obj, f"{path}:{n}", "article", "highlights", default_id=str(n)))
     if not out:
         raise DatasetError(f"{path} holds no samples")
     return out
@@ -190,13 +193,45 @@ def _need_file(path: Path) -> None:
         raise DatasetError(f"{path} is not a file")
 
 
-def _load_json_list(path: Path) -> list:
-    _need_file(path)
+def _read_bytes(path: Path) -> bytes:
     try:
-        with path.open(encoding="utf-8") as fh:
-            data = json.load(fh)
+        return path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A UTF-8 file's text; a DatasetError naming the file, line and byte otherwise."""
+    data = _read_bytes(path)
+    try:
+        return decode_utf8(data)
+    except NotUTF8 as exc:
+        raise DatasetError(f"{path}:{exc.line}: {exc}; expected {what}") from None
+
+
+def _read_json(path: Path, what: str) -> Any:
+    _need_file(path)
+    text = _read_text(path, what)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+        raise DatasetError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}); expected {what}") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: JSON nested too deeply; expected {what}") from None
+
+
+def _check_unicode(text: str, where: str, key: str) -> None:
+    """Text that cannot be written as UTF-8 (a lone surrogate from a JSON escape such as \\ud800) is refused here,
+    naming the sample, instead of failing later in a tokenizer, a backend or the atomic write."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DatasetError(f"{where}: {key!r} holds an unpaired surrogate {ascii(text[exc.start])} at character "
+                           f"{exc.start} (not valid Unicode text)") from None
+
+
+def _load_json_list(path: Path) -> list:
+    data = _read_json(path, "an MLCommons cnn_eval.json (a JSON list of samples)")
     if isinstance(data, dict) and "samples" in data:
         data = data["samples"]
     if not isinstance(data, list):
@@ -214,7 +249,10 @@ def _raw_from_record(obj: Any, where: str, article_key: str, summary_key: str, d
         raise DatasetError(f"{where}: empty or missing {article_key!r} (the article)")
     if not isinstance(summary, str) or not summary.strip():
         raise DatasetError(f"{where}: empty or missing {summary_key!r} (the reference summary)")
-    return RawSample(str(obj.get("id", default_id)), article, summary)
+    sample_id = str(obj.get("id", default_id))
+    for key, text in ((article_key, article), (summary_key, summary), ("id", sample_id)):
+        _check_unicode(text, where, key)
+    return RawSample(sample_id, article, summary)
 
 
 # ------------------------------------------------------------------------------------------------------- preparation
@@ -256,10 +294,15 @@ def prepare_dataset(
     max_samples: int | None = None,
     seed: int | None = None,
 ) -> Path:
-    """Read, subset, template and tokenize; write the prepared file atomically. Returns its path."""
+    """Read, subset, template and tokenize; write the prepared file atomically. Returns its path.
+
+    Bad input or an unusable ``out`` path: :class:`DatasetError` naming the file; ``out`` that cannot be written (disk
+    full): :class:`OutputError`. Either way no file is left at ``out`` (nor a temporary one beside it)."""
     check_benchmark(benchmark)
     if source not in SOURCES:
         raise DatasetError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+    out = Path(out)
+    check_output_file(out, "--out")
     tok = load_tokenizer(tokenizer)
     raw = read_source(source, path)
     chosen = select_subset(len(raw), max_samples, seed)
@@ -276,9 +319,25 @@ def prepare_dataset(
         "seed": seed,
         "samples": samples,
     }
-    out = Path(out)
-    write_json_atomic(out, doc)
+    interrupts.check()  # a signal during the (uninterruptible) preparation: write nothing
+    try:
+        write_json_atomic(out, doc)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise OutputError(out, exc) from None
+        raise DatasetError(f"--out {out}: cannot write it ({exc.strerror or exc})") from None
     return out
+
+
+def check_output_file(out: Path, flag: str) -> None:
+    """``out`` can become a file: it is not a folder and no existing parent of it is a file."""
+    if out.is_dir():
+        raise DatasetError(f"{flag} {out} is a folder: give a file name, e.g. {out / 'cnn_eval.json'}")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DatasetError(f"{flag} {out}: {parent} is a file, not a folder")
+            break
 
 
 # ------------------------------------------------------------------------------------------------------------ loading
@@ -336,12 +395,7 @@ def load_prepared(path: str | os.PathLike, *, benchmark: str | None = None, toke
     """Read a prepared file, or a bare MLCommons ``cnn_eval.json`` (then ``benchmark`` defaults to the registry's
     default benchmark and the tokenizer to that benchmark's reference model)."""
     path = Path(path)
-    _need_file(path)
-    try:
-        with path.open(encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    doc = _read_json(path, "a prepared dataset (prepare-dataset) or an MLCommons cnn_eval.json")
     if isinstance(doc, dict):
         if doc.get("format") != FORMAT:
             raise DatasetError(f"{path}: not a prepared dataset (format {doc.get('format')!r}, expected {FORMAT!r})")
@@ -363,4 +417,7 @@ def load_prepared(path: str | os.PathLike, *, benchmark: str | None = None, toke
             raise DatasetError(f"{path} sample {i}: missing or empty 'tok_input' (prompt token ids)")
         if not isinstance(s.get("input"), str) or not isinstance(s.get("output"), str):
             raise DatasetError(f"{path} sample {i}: 'input' (article) and 'output' (reference) must be strings")
+        for key in ("input", "output", "prompt"):
+            if isinstance(s.get(key), str):
+                _check_unicode(s[key], f"{path} sample {i}", key)
     return PreparedDataset(path, bench, tok_name, tok_kind, source, samples)

@@ -1,5 +1,6 @@
-"""File helpers shared by the harness and the orchestrator: a file's sha256, and atomic writes (a temporary file in
-the same folder, then ``os.replace``, so a reader sees the old file or the new one, never half of one).
+"""File helpers shared by the harness and the orchestrator: a file's sha256, atomic writes (a temporary file in
+the same folder, then ``os.replace``, so a reader sees the old file or the new one, never half of one), and strict
+UTF-8 decoding that says where a file stops being text.
 
 Standard library only (the node side imports it).
 """
@@ -57,6 +58,25 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, mode: int = DEFA
     with atomic_writer(path, text=isinstance(data, str), mode=mode) as fh:
         fh.write(data)
     return Path(path)
+
+
+class NotUTF8(ValueError):
+    """Bytes that are not UTF-8 text: the 1-based line, the offending byte and its offset."""
+
+    def __init__(self, line: int, byte: int, offset: int) -> None:
+        super().__init__(line, byte, offset)
+        self.line, self.byte, self.offset = line, byte, offset
+
+    def __str__(self) -> str:
+        return f"not UTF-8 text (byte 0x{self.byte:02x} at offset {self.offset})"
+
+
+def decode_utf8(data: bytes) -> str:
+    """``data`` as UTF-8 text, or :class:`NotUTF8` naming the line and byte where it is not."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotUTF8(data.count(b"\n", 0, exc.start) + 1, data[exc.start], exc.start) from None
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:

@@ -1,8 +1,17 @@
-"""run_manifest.json: provenance of one harness run, written atomically at start ("running") and at the end."""
+"""run_manifest.json: provenance of one harness run, written atomically at start ("running") and at the end.
+
+The final record must reach the disk even when the disk is full (finding F7: a manifest left ``running`` after the
+harness exited). So ``begin`` also writes a small reserve file (``.run_manifest.reserve``) that ``finish`` deletes
+just before the final write, and if the atomic write still fails, ``finish`` overwrites the existing manifest in place
+with the compact JSON record padded with spaces to the old length (overwriting allocated bytes needs no new space).
+Only if both fail does ``finish`` raise :class:`OutputError`; the harness then still exits non-zero.
+"""
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
+import json
 import os
 import platform
 import shutil
@@ -13,10 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import OutputError
 from .files import write_json_atomic
 from .progress import utc_now
 
 MANIFEST_FILE = "run_manifest.json"
+RESERVE_FILE = ".run_manifest.reserve"
+RESERVE_BYTES = 64 * 1024
 SCHEMA = 1
 GPU_QUERY = "index,name,uuid,memory.total,driver_version"
 
@@ -91,17 +103,60 @@ class RunManifest:
         data.update(fields)
         m = cls(out_dir / MANIFEST_FILE, data)
         m.write()
+        m._make_reserve()
         return m
+
+    @property
+    def reserve_path(self) -> Path:
+        return self.path.parent / RESERVE_FILE
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
 
     def write(self) -> None:
-        write_json_atomic(self.path, self.data, indent=2)
+        """Atomically; :class:`OutputError` naming the manifest if it cannot be written."""
+        try:
+            write_json_atomic(self.path, self.data, indent=2)
+        except OSError as exc:
+            raise OutputError(self.path, exc) from None
 
     def finish(self, status: str, error: str | None = None, **fields: Any) -> None:
+        """The final record; on a full disk through the reserve, then in place (see the module docstring)."""
         self.data.update(fields)
         self.data["exit_status"] = status
         self.data["error"] = error
         self.data["finished_at"] = utc_now()
-        self.write()
+        self._drop_reserve()
+        try:
+            self.write()
+        except OutputError as first:
+            try:
+                self._write_in_place()
+            except OSError:
+                raise first from None
+
+    def _make_reserve(self) -> None:
+        text = b"space kept free for the final record of run_manifest.json; deleted when the run ends\n"
+        try:
+            with open(self.reserve_path, "wb") as fh:
+                fh.write(text.ljust(RESERVE_BYTES, b" "))
+        except OSError:
+            self._drop_reserve()  # a disk this full fails the run at its next write anyway
+
+    def _drop_reserve(self) -> None:
+        try:
+            self.reserve_path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+    def _write_in_place(self) -> None:
+        """Overwrite the manifest's existing bytes with the compact record, padded with spaces (valid JSON)."""
+        new = json.dumps(self.data, ensure_ascii=False).encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            old = os.fstat(fd).st_size
+            if len(new) + 1 > old:
+                raise OSError(errno.ENOSPC, "the final record is longer than the manifest it replaces")
+            os.pwrite(fd, new + b" " * (old - len(new) - 1) + b"\n", 0)
+        finally:
+            os.close(fd)

@@ -3,6 +3,11 @@
 Every ``interval_s`` the thread appends one progress line and drains the SUT's buffered per-sample timings into
 samples.jsonl; ``stop`` writes the last of both, with ``"final": true`` on the progress line. A tqdm bar on stderr is
 shown only when stderr is a terminal.
+
+A write that fails (disk full, I/O error) stops the thread without a traceback: the first failure is kept as
+``error`` (an :class:`OutputError` naming the file), nothing more is written, and the run loop ends the run as
+``failed`` (a run whose timings cannot be recorded must not claim success; on a full disk LoadGen's own logs are
+being lost too). ``stop`` raises that error after closing both files.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from .errors import OutputError
 from .sut import HarnessSUT, drain_sample_lines
 
 PROGRESS_FILE = "progress.jsonl"
@@ -32,8 +38,18 @@ class ProgressWriter:
         self.sut = sut
         self.t0 = t0_ns
         self.interval = max(0.05, float(interval_s))
-        self._progress: TextIO = open(out_dir / PROGRESS_FILE, "a", encoding="utf-8")
-        self._samples: TextIO = open(out_dir / SAMPLES_FILE, "a", encoding="utf-8", buffering=1 << 20)
+        self.progress_path = out_dir / PROGRESS_FILE
+        self.samples_path = out_dir / SAMPLES_FILE
+        self.error: OutputError | None = None  # the first write that failed
+        try:
+            self._progress: TextIO = open(self.progress_path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(self.progress_path, exc) from None
+        try:
+            self._samples: TextIO = open(self.samples_path, "a", encoding="utf-8", buffering=1 << 20)
+        except OSError as exc:
+            self._progress.close()
+            raise OutputError(self.samples_path, exc) from None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
         self._write_lock = threading.Lock()
@@ -52,7 +68,10 @@ class ProgressWriter:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.write(final=False)
+            try:
+                self.write(final=False)
+            except OutputError:
+                return  # kept in self.error; the run loop ends the run
 
     def snapshot(self, final: bool) -> dict:
         issued, completed, tokens = self.sut.counters()
@@ -68,14 +87,29 @@ class ProgressWriter:
             "final": final,
         }
 
+    def _failed(self, path: Path, exc: OSError) -> OutputError:
+        if self.error is None:
+            self.error = OutputError(path, exc)
+        return self.error
+
     def write(self, final: bool) -> dict | None:
+        """One progress line (and the samples drained so far); :class:`OutputError` if a file cannot be written,
+        and after that nothing is written any more."""
         with self._write_lock:
             if self._closed:
                 return None
-            self._drain_samples(final)
+            if self.error is not None:
+                raise self.error
+            try:
+                self._drain_samples(final)
+            except OSError as exc:
+                raise self._failed(self.samples_path, exc) from None
             snap = self.snapshot(final)
-            self._progress.write(json.dumps(snap) + "\n")
-            self._progress.flush()
+            try:
+                self._progress.write(json.dumps(snap) + "\n")
+                self._progress.flush()
+            except OSError as exc:
+                raise self._failed(self.progress_path, exc) from None
             if self._bar is not None:
                 if snap["total"] is not None and self._bar.total != snap["total"]:
                     self._bar.total = snap["total"]
@@ -94,16 +128,25 @@ class ProgressWriter:
         self._samples.flush()
 
     def stop(self) -> dict | None:
-        """Stop the thread and write the final lines (idempotent)."""
+        """Stop the thread and write the final lines (idempotent); the files are closed even if that fails, then
+        :class:`OutputError` is raised."""
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
-        snap = self.write(final=True)
+        try:
+            snap = self.write(final=True)
+        except OutputError:
+            snap = None
         with self._write_lock:
             if not self._closed:
                 self._closed = True
-                self._progress.close()
-                self._samples.close()
+                for fh, path in ((self._progress, self.progress_path), (self._samples, self.samples_path)):
+                    try:
+                        fh.close()  # flushes what is buffered: may fail too
+                    except OSError as exc:
+                        self._failed(path, exc)
                 if self._bar is not None:
                     self._bar.close()
+        if self.error is not None:
+            raise self.error
         return snap

@@ -1,13 +1,22 @@
 """One LoadGen test in this process: clean run folder, user.conf, backend, SUT/QSL, progress, manifest.
 
 LoadGen's ``StartTest`` blocks in C++ for the whole test, so it runs in a helper thread while the main thread waits in
-short slices: Ctrl-C (SIGINT) and SIGTERM then reach Python at once, and so does a backend failure. LoadGen cannot
-be stopped mid-test, so on either the harness writes the final progress line and the manifest ("interrupted" or
-"failed"), releases the backend and leaves with ``os._exit``.
+short slices, checking for a signal (SIGINT / SIGTERM, recorded by ``interrupts``), a backend failure and a file that
+could not be written (disk full). LoadGen cannot be stopped mid-test, so on any of them the harness writes the final
+progress line and the manifest ("interrupted" or "failed"), releases the backend and leaves with ``os._exit``.
+
+Signals are never lost (``interrupts``): they are checked once the run folder and manifest exist, after the backend
+started (during its ``start`` they also interrupt at once), while LoadGen runs, and just before the run is declared
+``completed``; exit 130 (SIGINT) or 143 (SIGTERM) with the manifest ``interrupted``.
+
+A full disk (or any write error) never ends in a traceback: the progress thread stops and the run fails, LoadGen logs
+cut short fail the run, harness.log errors are kept rather than printed; one line ``error: no space left on device
+writing FILE`` and exit 1; the manifest's final record reaches the disk through a reserve (``manifest.py``).
 """
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -18,13 +27,15 @@ import time
 import uuid
 from pathlib import Path
 
+from . import interrupts
 from .args import RunArgs
 from .backends import backend_class
 from .benchmarks import BENCHMARKS
 from .dataset import PreparedDataset, load_prepared
-from .errors import HarnessError
+from .errors import NO_SPACE, HarnessError, OutputError, output_error_text, say
 from .files import sha256_file
-from .manifest import RunManifest
+from .interrupts import Interrupted
+from .manifest import RESERVE_FILE, RunManifest
 from .progress import PROGRESS_FILE, SAMPLES_FILE, ProgressWriter
 from .settings import (
     RunSettings,
@@ -40,27 +51,74 @@ log = logging.getLogger("mlperf_assets.harness")
 
 LOADGEN_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json", "mlperf_log_trace.json")
 RUN_FILES = (*LOADGEN_FILES, "user.conf", PROGRESS_FILE, SAMPLES_FILE, "run_manifest.json", "harness.log")
-EXIT_OK, EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 130, 143
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C."""
+EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_SIGINT, EXIT_SIGTERM = interrupts.EXIT_SIGINT, interrupts.EXIT_SIGTERM
+# How each LoadGen log ends when LoadGen wrote all of it (its C++ streams fail silently on a full disk): the summary's
+# last line is "No errors encountered during test." or "N ERRORS encountered. See detailed log."
+LOG_ENDINGS = {"mlperf_log_summary.txt": b"encountered", "mlperf_log_detail.txt": b"}", "mlperf_log_accuracy.json": b"]"}
 
 
 class _BackendFailed(Exception):
     pass
 
 
-def prepare_output_dir(out: Path, overwrite: bool) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+def prepare_output_dir(out: Path, overwrite: bool) -> Path | None:
+    """Create ``out`` (a clean run folder); returns the topmost folder it created, if any. Unusable paths (a file, a
+    folder under a file, one that cannot be created or written) are bad input: :class:`HarnessError`."""
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                where = "is a file" if parent == out else f"is under {parent}, which is a file"
+                raise HarnessError(f"--output-dir {out} {where}, not a folder")
+            break
+    top = None
+    for parent in (out, *out.parents):
+        if parent.exists() or parent.is_symlink():
+            break
+        top = parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarnessError(f"--output-dir {out} cannot be created ({exc.strerror or exc})") from None
     if (out / "audit.config").exists():
         raise HarnessError(f"{out / 'audit.config'} exists: LoadGen would silently apply it (compliance overrides); "
                            "remove it or use another --output-dir")
-    present = [f for f in RUN_FILES if (out / f).exists()]
+    present = [f for f in (*RUN_FILES, RESERVE_FILE) if (out / f).exists()]
     if present and not overwrite:
         raise HarnessError(f"{out} already holds a run ({', '.join(present)}): use a new --output-dir or --overwrite")
     for f in present:
-        (out / f).unlink()
+        try:
+            (out / f).unlink()
+        except OSError as exc:
+            raise HarnessError(f"--output-dir {out}: cannot remove the earlier {f} ({exc.strerror or exc})") from None
+    return top
+
+
+def _write_run_file(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        if exc.errno in (*NO_SPACE, errno.EIO):
+            raise OutputError(path, exc) from None
+        raise HarnessError(f"--output-dir {path.parent} is not writable ({exc.strerror or exc})") from None
+
+
+def _remove_partial(out: Path, top: Path | None, files: tuple[str, ...]) -> None:
+    """Undo a run folder that never got its manifest: the files written so far, and the folders created for it."""
+    for f in files:
+        try:
+            (out / f).unlink(missing_ok=True)
+        except OSError:
+            pass
+    if top is None:
+        return
+    for folder in (out, *out.parents):
+        try:
+            folder.rmdir()  # only if empty
+        except OSError:
+            return
+        if folder == top:
+            return
 
 
 def resolve_benchmark(dataset: PreparedDataset, wanted: str | None) -> str:
@@ -73,8 +131,33 @@ def resolve_benchmark(dataset: PreparedDataset, wanted: str | None) -> str:
     return wanted
 
 
-def _setup_logging(out: Path) -> logging.Handler:
-    handler = logging.FileHandler(out / "harness.log", encoding="utf-8")
+class _RunLogHandler(logging.FileHandler):
+    """harness.log. A record that cannot be written (disk full) is dropped without printing logging's traceback; the
+    first such error is kept and fails the run."""
+
+    error: OutputError | None = None
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            if self.error is None:
+                self.error = OutputError(self.baseFilename, exc)
+            return
+        super().handleError(record)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError as exc:  # the final flush
+            if self.error is None:
+                self.error = OutputError(self.baseFilename, exc)
+
+
+def _setup_logging(out: Path) -> _RunLogHandler:
+    try:
+        handler = _RunLogHandler(out / "harness.log", encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(out / "harness.log", exc) from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
@@ -83,19 +166,10 @@ def _setup_logging(out: Path) -> logging.Handler:
     return handler
 
 
-def _install_signal_handlers() -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def on_term(signum, frame):  # noqa: ARG001
-        raise _Terminated()
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 def run(args: RunArgs) -> int:
-    """Run one LoadGen test; returns the exit code (or leaves with ``os._exit`` if LoadGen is still running)."""
+    """Run one LoadGen test; returns the exit code (or leaves with ``os._exit`` if LoadGen is still running or the run
+    was interrupted). Bad input raises :class:`HarnessError` before anything is written."""
+    interrupts.install()  # already done by __main__ (first thing) and cli.main; here for other entry points
     out = Path(args.output_dir).resolve()
     dataset_path = Path(args.dataset).resolve()
     user_conf_src = Path(args.user_conf).resolve() if args.user_conf else None
@@ -109,10 +183,49 @@ def run(args: RunArgs) -> int:
     cls = backend_class(args.backend)
     backend = cls.from_args(args.backend_args)
 
-    prepare_output_dir(out, args.overwrite)
-    (out / "user.conf").write_text(user_conf.text, encoding="utf-8")
-    handler = _setup_logging(out)
-    manifest = RunManifest.begin(
+    top = prepare_output_dir(out, args.overwrite)
+    handler: _RunLogHandler | None = None
+    try:
+        _write_run_file(out / "user.conf", user_conf.text)
+        handler = _setup_logging(out)
+        manifest = _begin_manifest(args, out, cls, benchmark, lg_name, dataset, dataset_path, settings, user_conf)
+    except BaseException:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        _remove_partial(out, top, ("user.conf", "harness.log"))
+        raise
+    log.info("run %s: %s %s %s backend=%s samples=%d -> %s", manifest.data["run_id"], lg_name, args.scenario,
+             args.mode, args.backend, len(dataset), out)
+    if user_conf.performance_sample_count_note:
+        log.warning(user_conf.performance_sample_count_note)
+
+    state = _RunState(out, manifest, backend, handler)
+    try:
+        interrupts.check()  # a signal while the inputs were read: the run folder now says "interrupted"
+        return _run_loadgen(args, out, dataset, settings, backend, manifest, state)
+    except KeyboardInterrupt as exc:  # Interrupted, or a library's own KeyboardInterrupt (Ctrl-C)
+        signum = exc.signum if isinstance(exc, Interrupted) else (interrupts.pending() or signal.SIGINT)
+        return state.abort("interrupted", interrupts.describe(signum), interrupts.exit_code_for(signum))
+    except _BackendFailed as exc:
+        return state.abort("failed", str(exc), EXIT_FAILED)
+    except HarnessError as exc:  # bad input found late (exit 2 before LoadGen started), or OutputError (exit 1)
+        return state.abort("failed", str(exc), exc.exit_code if not state.loadgen_started else EXIT_FAILED)
+    except OSError as exc:  # an OS error of ours not turned into an OutputError where it happened
+        log.exception("harness failed")
+        where = exc.filename or out
+        return state.abort("failed", output_error_text(where, exc), EXIT_FAILED)
+    except Exception as exc:  # noqa: BLE001 - recorded, then reported as a failed run
+        log.exception("harness failed")
+        return state.abort("failed", f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _begin_manifest(args: RunArgs, out: Path, cls, benchmark: str, lg_name: str, dataset: PreparedDataset,
+                    dataset_path: Path, settings: RunSettings, user_conf) -> RunManifest:
+    return RunManifest.begin(
         out,
         run_id=args.run_id or str(uuid.uuid4()),
         node=args.node or os.uname().nodename,
@@ -129,66 +242,75 @@ def run(args: RunArgs) -> int:
         performance_sample_count=user_conf.performance_sample_count,
         performance_sample_count_note=user_conf.performance_sample_count_note,
     )
-    log.info("run %s: %s %s %s backend=%s samples=%d -> %s", manifest.data["run_id"], lg_name, args.scenario,
-             args.mode, args.backend, len(dataset), out)
-    if user_conf.performance_sample_count_note:
-        log.warning(user_conf.performance_sample_count_note)
-
-    _install_signal_handlers()
-    state = _RunState(manifest, backend)
-    try:
-        return _run_loadgen(args, out, dataset, settings, backend, manifest, state)
-    except KeyboardInterrupt as exc:
-        code = EXIT_SIGTERM if isinstance(exc, _Terminated) else EXIT_SIGINT
-        return state.abort("interrupted", "terminated (SIGTERM)" if code == EXIT_SIGTERM else "interrupted (Ctrl-C)", code)
-    except _BackendFailed as exc:
-        return state.abort("failed", str(exc), EXIT_FAILED)
-    except HarnessError as exc:
-        return state.abort("failed", str(exc), EXIT_FAILED if state.loadgen_started else 2, user_error=True)
-    except Exception as exc:  # noqa: BLE001 - recorded, then reported as a failed run
-        log.exception("harness failed")
-        return state.abort("failed", f"{type(exc).__name__}: {exc}", EXIT_FAILED)
-    finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
 
 
 class _RunState:
     """What must be finished off if the run ends early."""
 
-    def __init__(self, manifest: RunManifest, backend) -> None:
+    def __init__(self, out: Path, manifest: RunManifest, backend, log_handler: _RunLogHandler) -> None:
+        self.out = out
         self.manifest = manifest
         self.backend = backend
+        self.log_handler = log_handler
+        self._stopper: threading.Thread | None = None
         self.progress: ProgressWriter | None = None
         self.loadgen_started = False
         self.loadgen_running: threading.Event | None = None  # set when StartTest has returned
 
-    def abort(self, status: str, error: str, code: int, user_error: bool = False) -> int:
+    def abort(self, status: str, error: str, code: int) -> int:
+        """Record the outcome, say it in one line on stderr, release the backend; leave with ``os._exit`` if LoadGen
+        is still running or the run was interrupted (nothing of the run is left to wait for)."""
+        interrupts.stop_raising()
         log.error("run %s: %s", status, error)
         if self.progress is not None:
             try:
                 self.progress.stop()
+            except OutputError as exc:
+                log.error("could not write the final progress line: %s", exc)
+                if status != "interrupted" and not error.startswith(("no space", "disk quota", "cannot write")):
+                    error = f"{error}; {exc}"
             except Exception:  # noqa: BLE001
                 log.exception("could not write the final progress line")
-        self.manifest.finish(status, error)
-        _stop_backend(self.backend)
-        if user_error and not self.loadgen_started:
-            raise HarnessError(error)
-        if self.loadgen_running is not None and not self.loadgen_running.is_set():
+        line = f"{error}: run marked interrupted in {self.manifest.path}" if status == "interrupted" else f"error: {error}"
+        try:
+            self.manifest.finish(status, error)
+        except OutputError as exc:
+            log.error("%s", exc)
+            line += f" (and {exc}: it may still say 'running')"
+        interrupts.leave_on_signal(code)  # the outcome is written: a second signal need not wait for the backend
+        say(line)
+        _drop_empty_trace(self.out)
+        self.stop_backend()
+        if status == "interrupted" or (self.loadgen_running is not None and not self.loadgen_running.is_set()):
             # LoadGen cannot be stopped mid-test: leave now; everything of ours is on disk.
             logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+            interrupts._leave(code)
         return code
 
 
-def _stop_backend(backend, timeout_s: float = 30.0) -> None:
-    t = threading.Thread(target=_safe_stop, args=(backend,), name="backend-stop", daemon=True)
-    t.start()
-    t.join(timeout_s)
-    if t.is_alive():
-        log.warning("backend.stop() did not return within %.0f s", timeout_s)
+    def stop_backend(self, timeout_s: float = 30.0, interruptible: bool = False) -> None:
+        """``backend.stop()`` once, on a helper thread, waited for at most ``timeout_s`` (or until a signal, if
+        ``interruptible``; a later call waits for the same stop)."""
+        if self._stopper is None:
+            self._stopper = threading.Thread(target=_safe_stop, args=(self.backend,), name="backend-stop", daemon=True)
+            self._stopper.start()
+        t = self._stopper
+        end = time.monotonic() + timeout_s
+        while t.is_alive() and time.monotonic() < end:
+            if interruptible and interrupts.pending() is not None:
+                return
+            t.join(0.1)
+        if t.is_alive():
+            log.warning("backend.stop() did not return within %.0f s", timeout_s)
+
+
+def _drop_empty_trace(out: Path) -> None:
+    trace = out / "mlperf_log_trace.json"
+    try:
+        if trace.exists() and trace.stat().st_size == 0:  # LoadGen opens it even with tracing off
+            trace.unlink()
+    except OSError:
+        pass
 
 
 def _safe_stop(backend) -> None:
@@ -216,7 +338,9 @@ def _run_loadgen(args: RunArgs, out: Path, dataset: PreparedDataset, settings: R
 
     streaming = args.scenario != "Offline"
     t_load = time.monotonic()
-    backend.start(dataset, streaming)
+    with interrupts.raising():  # a model may load for minutes: a signal interrupts it at once
+        backend.start(dataset, streaming)
+    interrupts.check()  # the record, if the raise was dropped by a finalizer inside start()
     log.info("backend %s ready in %.1f s", backend.name, time.monotonic() - t_load)
     _record_provenance(manifest, backend)
 
@@ -268,27 +392,67 @@ def _run_loadgen(args: RunArgs, out: Path, dataset: PreparedDataset, settings: R
     thread.start()
     # Wait on an Event, not Thread.join: a Ctrl-C inside join() marks the thread stopped in Python 3.11.
     while not finished.wait(0.1):
-        if sut.failed.is_set():
-            raise _BackendFailed(f"backend {backend.name} failed: {type(sut.error).__name__}: {sut.error}")
+        _check_run(sut, backend, progress, state)
     if failure:
         raise failure[0]
-    if sut.failed.is_set():
-        raise _BackendFailed(f"backend {backend.name} failed: {type(sut.error).__name__}: {sut.error}")
+    _check_run(sut, backend, progress, state)
 
     thread.join()
     state.loadgen_running = None
-    trace = out / "mlperf_log_trace.json"
-    if trace.exists() and trace.stat().st_size == 0:  # LoadGen opens it even with tracing off
-        trace.unlink()
+    _drop_empty_trace(out)
     snap = progress.stop()
     state.progress = None
     sut.destroy()
     qsl.destroy()
+    check_loadgen_logs(out)
     _record_provenance(manifest, backend)  # some facts (e.g. exact or re-tokenized ids) are known only now
-    _stop_backend(backend)
+    state.stop_backend(interruptible=True)
     if sut.duplicates:
         log.warning("backend reported %d duplicate first-token/completion callbacks (ignored)", sut.duplicates)
+    log.info("LoadGen finished: %s samples, %s output tokens", snap and snap["completed"], snap and snap["output_tokens"])
+    if state.log_handler.error is not None:
+        raise state.log_handler.error
+    interrupts.check()  # the last safe point: a signal before it makes the run "interrupted", never "completed"
     manifest.finish("completed", None, completed_samples=snap["completed"] if snap else None,
                     output_tokens=snap["output_tokens"] if snap else None)
-    log.info("LoadGen finished: %s samples, %s output tokens", snap and snap["completed"], snap and snap["output_tokens"])
+    interrupts.leave_on_signal(EXIT_OK)
     return EXIT_OK
+
+
+def _check_run(sut: HarnessSUT, backend, progress: ProgressWriter, state: _RunState) -> None:
+    """One look, while LoadGen runs, at everything that ends the run early."""
+    interrupts.check()
+    if sut.failed.is_set():
+        raise _BackendFailed(f"backend {backend.name} failed: {type(sut.error).__name__}: {sut.error}")
+    if progress.error is not None:
+        raise progress.error
+    if state.log_handler.error is not None:
+        raise state.log_handler.error
+
+
+def check_loadgen_logs(out: Path) -> None:
+    """LoadGen writes its logs through C++ streams that fail silently: a log that does not end as LoadGen ends it was
+    cut short (a full disk, most likely) and fails the run."""
+    for name, ending in LOG_ENDINGS.items():
+        path = out / name
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as fh:
+                fh.seek(max(0, size - 256))
+                tail = fh.read().rstrip()
+        except OSError:
+            size, tail = 0, b""
+        complete = ending in tail.rsplit(b"\n", 1)[-1] if name == "mlperf_log_summary.txt" else tail.endswith(ending)
+        if complete:
+            continue
+        if _disk_full(out):
+            raise OutputError(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+        raise OutputError(path, OSError(errno.EIO, f"LoadGen's log is incomplete ({size} bytes, cut short)"))
+
+
+def _disk_full(folder: Path, slack_bytes: int = 1 << 20) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < slack_bytes

@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 
 from .benchmarks import BENCHMARKS, LG_MODEL_NAMES, LOADGEN_MODELS, MODES, SCENARIOS
 from .errors import SettingsError
+from .files import NotUTF8, decode_utf8
 
 
 # ------------------------------------------------------------------------------------------------- value kinds
@@ -285,7 +286,12 @@ def read_user_conf(path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise SettingsError(f"--user-conf {path} does not exist" if not path.exists() else f"--user-conf {path} is not a file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = decode_utf8(path.read_bytes())
+    except NotUTF8 as exc:
+        raise SettingsError(f"{path}:{exc.line}: {exc}; expected a LoadGen user.conf") from None
+    except OSError as exc:
+        raise SettingsError(f"--user-conf {path}: cannot read it ({exc.strerror or exc})") from None
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
