@@ -7,7 +7,9 @@ with the same POSIX ``sh`` code, run over SSH or with ``kubectl exec``:
 - :func:`render_status_command` / :func:`parse_status_output`: one round trip giving whether the folder exists,
   whether the harness was launched and is alive, its exit code, and the tail of ``progress.jsonl``;
 - :func:`render_cancel_command`: SIGINT to the harness's process group, then SIGTERM, then SIGKILL;
-- :func:`render_list_command`: the run folders below a workdir that were launched and have not ended.
+- :func:`render_list_command`: the run folders below a workdir that were launched and have not ended;
+- :func:`render_free_space_command` / :func:`parse_free_space`: the bytes free where a write failed (a full disk
+  is told apart from other refusals: SFTP's ``SSH_FX_FAILURE`` carries no errno).
 
 Every value that reaches the shell goes through ``shlex.quote``.
 """
@@ -124,6 +126,19 @@ def render_cancel_command(run_dir: str, *, grace_s: float, container: str | None
     return script
 
 
+def render_free_space_command(path: str) -> str:
+    """Bytes available to this user on the file system holding ``path`` (POSIX ``df -P``, in 1024-byte blocks)."""
+    return f"df -Pk {shlex.quote(path)} 2>/dev/null | tail -n 1"
+
+
+def parse_free_space(text: str) -> int | None:
+    """Bytes available from :func:`render_free_space_command`'s output, or None if it is not a ``df -P`` line."""
+    fields = text.split()
+    if len(fields) < 6 or not fields[3].isdigit():
+        return None
+    return int(fields[3]) * 1024
+
+
 def render_list_command(workdir: str) -> str:
     """Run folders below ``workdir`` that were launched and have no exit code yet, one ``<run_id>/<mode>`` a line."""
     return (
@@ -137,8 +152,10 @@ __all__ = [
     "PID_FILE",
     "STATUS_MARK",
     "RemoteStatus",
+    "parse_free_space",
     "parse_status_output",
     "render_cancel_command",
+    "render_free_space_command",
     "render_list_command",
     "render_status_command",
     "sha256_file",

@@ -30,6 +30,7 @@ mounted at the same paths, so paths and files are identical to the bare mode.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -38,6 +39,7 @@ import shlex
 import socket
 import stat
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from getpass import getuser
 from pathlib import Path, PurePosixPath
@@ -69,8 +71,10 @@ from .remote_shell import (
     DATASETS_DIR,
     PID_FILE,
     RemoteStatus,
+    parse_free_space,
     parse_status_output,
     render_cancel_command,
+    render_free_space_command,
     render_list_command,
     render_status_command,
     sha256_file,
@@ -107,6 +111,16 @@ class ConnectionLostError(SSHRunnerError, RunUnreachable):
 
 class RemoteCommandError(SSHRunnerError):
     """A remote helper command failed or timed out."""
+
+
+class DiskFullError(SSHRunnerError):
+    """No space left where the runner writes: the node's workdir (uploading the dataset, writing the run folder)
+    or, collecting, the orchestrator's artifact folder. An answer, not a lost link: never retried; what was
+    half-written is removed."""
+
+
+class RemoteWriteError(SSHRunnerError):
+    """The node's SFTP server refused a write for another reason (a quota, a read-only file system, an I/O error)."""
 
 
 # ------------------------------------------------------------------------------------- pure helpers
@@ -428,12 +442,46 @@ class SSHConnection:
 
 
 _CONNECTION_ERRORS = (OSError, EOFError, TimeoutError)  # socket errors, dropped links, command timeouts
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+FREE_SPACE_MARGIN = 1 << 20  # a refused write with less than this free (or less than the file) is a full disk
+
+
+def _is_write_refusal(exc: BaseException) -> bool:
+    """A live SFTP server's answer that a write did not succeed, as paramiko raises it: an OSError with errno
+    ENOSPC/EDQUOT; ``IOError("Failure")`` (SSH_FX_FAILURE: OpenSSH's sftp-server sends it for ENOSPC, as SFTP v3 has
+    no code for a full disk); ``IOError("size mismatch in put!  N != M")`` (``put`` pipelines its writes and drops
+    the server's refusals; its confirming ``stat`` finds the short file); a server's own "no space" text."""
+    if not isinstance(exc, OSError) or isinstance(exc, (ConnectionError, TimeoutError)):
+        return False
+    if exc.errno in _DISK_ERRNOS:
+        return True
+    text = str(exc.args[0]) if exc.errno is None and exc.args else ""
+    return text == "Failure" or text.startswith("size mismatch in put") or "no space" in text.lower()
 
 
 def _is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, (RunnerError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False  # a file-level answer from a live server, not a broken link
+    if _is_write_refusal(exc):
+        return False  # a full disk: retrying cannot help, and it is not a lost connection
     return isinstance(exc, _CONNECTION_ERRORS + (paramiko.SSHException,))
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "? bytes"
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _remove_quietly(sftp: Any, path: str) -> None:
+    """Remove a temporary file after a failed write; a link that is gone meanwhile leaves it (named ``.*.tmp``)."""
+    try:
+        sftp.remove(path)
+    except Exception:  # noqa: BLE001 - best effort: the write's own error is the one reported
+        pass
 
 
 # ---------------------------------------------------------------------------------------------- runner
@@ -646,19 +694,59 @@ class SSHRunner(BenchmarkRunner):
         except (OSError, IndexError):
             pass
         tmp = f"{remote_dir}/.{local.name}.{os.getpid()}.{time.time_ns()}.tmp"
-        sftp.put(str(local), tmp, confirm=True)
-        sftp.posix_rename(tmp, remote)
-        self._put_text(sftp, remote + ".sha256", f"{digest}  {local.name}\n")
+        with self._writes(conn, remote_dir, f"uploading the dataset {local.name}", local.stat().st_size):
+            try:
+                sftp.put(str(local), tmp, confirm=True)
+                sftp.posix_rename(tmp, remote)
+            except BaseException:
+                _remove_quietly(sftp, tmp)
+                raise
+            self._put_text(sftp, remote + ".sha256", f"{digest}  {local.name}\n")
         return remote
 
     @staticmethod
     def _put_text(sftp: Any, remote: str, text: str, mode: int | None = None) -> None:
         tmp = f"{remote}.{time.time_ns()}.tmp"
-        with sftp.open(tmp, "w") as f:
-            if mode is not None:
-                f.chmod(mode)
-            f.write(text.encode())
-        sftp.posix_rename(tmp, remote)
+        try:
+            with sftp.open(tmp, "w") as f:
+                if mode is not None:
+                    f.chmod(mode)
+                f.write(text.encode())
+            sftp.posix_rename(tmp, remote)
+        except BaseException:
+            _remove_quietly(sftp, tmp)
+            raise
+
+    @contextmanager
+    def _writes(self, conn: SSHConnection, directory: str, what: str, size: int = 0) -> Iterator[None]:
+        """Writes into ``directory`` on the node: a refusal (:func:`_is_write_refusal`) becomes DiskFullError, or
+        RemoteWriteError when the file system has room, after the block has removed its temporary files."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - classified here, re-raised otherwise
+            if not _is_write_refusal(exc):
+                raise
+            raise self._write_refused(conn, directory, what, size, exc) from None
+
+    def _write_refused(self, conn: SSHConnection, directory: str, what: str, size: int, exc: OSError) -> SSHRunnerError:
+        free = None
+        try:  # one round trip, only on a failure: SFTP v3 cannot say why a write failed, df can say what is free
+            answer = conn.run(render_free_space_command(directory), timeout_s=min(self.command_timeout_s, 30.0))
+            free = parse_free_space(answer.stdout)
+        except Exception:  # noqa: BLE001 - without df the error's own text decides
+            pass
+        text = str(exc.args[0]) if exc.args else str(exc)
+        full = (exc.errno in _DISK_ERRNOS or "no space" in text.lower()
+                or (free is not None and free < max(size, FREE_SPACE_MARGIN))
+                or (free is None and text.startswith("size mismatch in put")))  # fmt: skip
+        if full:
+            return DiskFullError(
+                f"node {self.node}: no space left on device in {directory} ({what}: {_size(size)}, {_size(free)} "
+                "free); free space there or set the node's workdir to a larger disk"
+            )
+        room = f" ({_size(free)} free there)" if free is not None else ""
+        return RemoteWriteError(f"node {self.node}: cannot write in {directory} ({what}): the node answered "
+                                f"{text!r}{room}")  # fmt: skip
 
     def launch_argv(self, spec: RunSpec, run_dir: str, dataset_remote: str, datasets_dir: str) -> list[str]:
         """The argv started on the node: supervisor + harness, wrapped in ``docker run`` in container mode."""
@@ -695,17 +783,26 @@ class SSHRunner(BenchmarkRunner):
         datasets_dir = f"{self.remote_workdir()}/{DATASETS_DIR}"
 
         def prepare(conn: SSHConnection) -> str:  # idempotent: retried after a dropped link
-            _sftp_makedirs(conn.sftp(), run_dir)
-            _sftp_makedirs(conn.sftp(), datasets_dir)
+            with self._writes(conn, run_dir, "creating the run folder"):
+                _sftp_makedirs(conn.sftp(), run_dir)
+            with self._writes(conn, datasets_dir, "creating the dataset folder"):
+                _sftp_makedirs(conn.sftp(), datasets_dir)
             dataset_remote = self._ensure_dataset(conn, dataset, datasets_dir)
             sftp = conn.sftp()
-            self._put_text(sftp, f"{run_dir}/{SPEC_FILE}", spec.to_json())
+            spec_text = spec.to_json()
+            with self._writes(conn, run_dir, f"writing {SPEC_FILE}", len(spec_text.encode())):
+                self._put_text(sftp, f"{run_dir}/{SPEC_FILE}", spec_text)
             if self.forward_env:
                 env_text = "".join(f"{name}={shlex.quote(os.environ[name])}\n" for name in self.forward_env)
-                self._put_text(sftp, f"{run_dir}/{SECRETS_FILE}", env_text, mode=0o600)
+                with self._writes(conn, run_dir, "writing the forwarded environment", len(env_text.encode())):
+                    self._put_text(sftp, f"{run_dir}/{SECRETS_FILE}", env_text, mode=0o600)
             return dataset_remote
 
-        dataset_remote = self._call("preparing the run folder", prepare)
+        try:
+            dataset_remote = self._call("preparing the run folder", prepare)
+        except (DiskFullError, RemoteWriteError):
+            self._remove_unlaunched(run_dir)  # nothing half-written stays: the run never started
+            raise
         argv = self.launch_argv(spec, run_dir, dataset_remote, datasets_dir)
         command = render_launch_command(run_dir, argv, with_env_file=bool(self.forward_env))
         try:  # not retried blindly: the link may have dropped after the harness started
@@ -722,6 +819,16 @@ class SSHRunner(BenchmarkRunner):
             raise RemoteCommandError(f"node {self.node}: the harness did not start in {run_dir} (no pid recorded)")
         handle.pid = int(pid_text)
         return handle
+
+    def _remove_unlaunched(self, run_dir: str) -> None:
+        """Remove a run folder whose harness was never launched (its preparation failed), and its empty parent."""
+        parent = str(PurePosixPath(run_dir).parent)
+        command = (f"[ -s {shlex.quote(run_dir + '/' + PID_FILE)} ] || rm -rf {shlex.quote(run_dir)}; "
+                   f"rmdir {shlex.quote(parent)} 2>/dev/null; true")  # fmt: skip
+        try:
+            self._call("removing the unlaunched run folder", lambda c: c.run(command))
+        except RunnerError:
+            pass  # the refused write is what gets reported
 
     def _reattach(self, handle: RunHandle, spec: RunSpec, existing: RemoteStatus) -> RunHandle:
         """The run id was launched on this node before: check it is the same run, then adopt it."""
@@ -835,8 +942,16 @@ class SSHRunner(BenchmarkRunner):
                 raise RunGone(f"node {self.node}: run folder {handle.run_dir} is missing; nothing to collect") from None
             for rel, size in files:
                 local = tmp / rel
-                local.parent.mkdir(parents=True, exist_ok=True)
-                sftp.get(f"{handle.run_dir}/{rel}", str(local))
+                try:
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    sftp.get(f"{handle.run_dir}/{rel}", str(local))
+                except OSError as exc:
+                    if exc.errno not in _DISK_ERRNOS:
+                        raise
+                    raise DiskFullError(
+                        f"node {self.node}: no space left on device in {tmp.parent} on the orchestrator, collecting "
+                        f"{handle.run_dir} ({rel}: {_size(size)}); nothing half-copied was kept"
+                    ) from None
                 got = local.stat().st_size
                 if got < size:  # files only grow (logs); a shorter copy is a broken transfer
                     raise OSError(f"short copy of {rel}: {got} of {size} bytes")
@@ -935,6 +1050,8 @@ __all__ = [
     "HarnessNotInstalledError",
     "ConnectionLostError",
     "RemoteCommandError",
+    "DiskFullError",
+    "RemoteWriteError",
     "ContainerSettings",
     "render_container_argv",
     "render_launch_command",
