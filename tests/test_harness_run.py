@@ -364,3 +364,143 @@ def test_harness_imports_no_dagster_nor_backend_libraries():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------------ F7: a full disk
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """A real 300 KiB tmpfs (mounted as root, unmounted afterwards): ``(folder, "tmpfs", None)``. Where mounting is
+    impossible the test falls back to a 300 KiB RLIMIT_FSIZE in the child: ``(folder, "rlimit", preexec_fn)``; the
+    write then fails with EFBIG ("File too large") instead of ENOSPC, and the test says so."""
+    mnt = tmp_path / "T"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode == 0:
+        try:
+            yield mnt, "tmpfs", None
+        finally:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+        return
+    import resource
+
+    print(f"cannot mount a tmpfs ({r.stderr.strip()}): using RLIMIT_FSIZE = 300 KiB in the child instead")
+    yield mnt, "rlimit", lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (300 * 1024, 300 * 1024))
+
+
+def _fill(path: Path) -> None:
+    """Append to ``path`` until the file system is full (unbuffered: nothing left to flush at close)."""
+    with path.open("ab", buffering=0) as fh:
+        for chunk in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    fh.write(b"x" * chunk)
+            except OSError:
+                pass
+
+
+def _full_disk_line(kind: str, path_re: str) -> str:
+    return (rf"error: no space left on device writing {path_re}" if kind == "tmpfs"
+            else rf"error: cannot write {path_re}: File too large")
+
+
+def test_full_disk_mid_run_fails_the_run_in_one_line(tmp_path: Path, dataset: Path, small_disk):
+    import re
+
+    disk, kind, preexec = small_disk
+    out = disk / "df"
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "mlperf_assets.harness", "run", "--scenario", "Server", "--mode",
+                        "performance", "--backend", "extractive", "--dataset", str(dataset), "--target-qps", "2000",
+                        "--min-duration-ms", "5000", "--min-query-count", "100", "--output-dir", str(out),
+                        "--progress-interval-s", "0.2"],
+                       capture_output=True, text=True, cwd=PROJECT, timeout=120, preexec_fn=preexec)
+    took = time.monotonic() - t0
+    print(f"{kind}: rc {r.returncode} after {took:.1f} s; stderr: {r.stderr.strip()}")
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "Exception" not in r.stderr and "Logging error" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(_full_disk_line(kind, re.escape(str(out)) + r"/[\w.]+"), lines[0]), lines
+    m = json.loads((out / "run_manifest.json").read_text())  # complete JSON, never "running"
+    assert m["exit_status"] == "failed" and m["finished_at"] and m["error"] == lines[0].removeprefix("error: ")
+    assert not (out / ".run_manifest.reserve").exists()
+    if kind == "tmpfs":
+        assert took < 5, "the run went on for its whole 5 s although its files could not be written"
+
+
+def test_full_disk_at_the_start_leaves_no_run_folder(tmp_path: Path, dataset: Path, small_disk):
+    disk, kind, _ = small_disk
+    if kind != "tmpfs":
+        pytest.skip("needs a tmpfs to fill up (RLIMIT_FSIZE limits one file, not the disk)")
+    _fill(disk / "filler")
+    out = disk / "run"
+    r = harness("--scenario", "Offline", "--mode", "performance", "--backend", "extractive", "--dataset",
+                str(dataset), "--output-dir", str(out), "--min-duration-ms", "100")
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: no space left on device writing {out}/"), r.stderr
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # the folder it created is gone again
+
+
+def test_prepare_dataset_on_a_full_disk(tmp_path: Path, stories_dir: Path, small_disk):
+    disk, kind, preexec = small_disk
+    big = tmp_path / "big.jsonl"
+    article = " ".join(p.read_text().split("@highlight")[0] for p in sorted(stories_dir.glob("*.story"))[:5])
+    big.write_text("".join(json.dumps({"id": str(i), "article": article, "highlights": "A ."}) + "\n"
+                           for i in range(30)))
+    out = disk / "prepared.json"
+    r = subprocess.run([sys.executable, "-m", "mlperf_assets.harness", "prepare-dataset", "--source", "jsonl",
+                        "--path", str(big), "--out", str(out)], capture_output=True, text=True, cwd=PROJECT,
+                       timeout=120, preexec_fn=preexec)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().splitlines() == [_full_disk_line(kind, str(out))], r.stderr
+    assert list(disk.iterdir()) == []  # no partial file, no temporary file
+
+
+def test_manifest_final_record_reaches_a_full_disk(tmp_path: Path, small_disk):
+    """The manifest's final record is written on a full disk: through the reserve, or else in place."""
+    from mlperf_assets.harness.manifest import RunManifest
+
+    disk, kind, _ = small_disk
+    if kind != "tmpfs":
+        pytest.skip("needs a tmpfs to fill up")
+    filler = disk / "filler"
+    manifests = []
+    for name in ("a", "b"):
+        (disk / name).mkdir()
+        manifests.append(RunManifest.begin(disk / name, run_id=name, settings={f"k{i}": i for i in range(100)}))
+    _fill(filler)
+    a, b = manifests
+    a.finish("failed", "no space left on device writing x")  # through a's reserve
+    assert json.loads(a.path.read_text())["exit_status"] == "failed"
+    for m in manifests:  # b's reserve went to a's record; fill what a's reserve left
+        m.reserve_path.unlink(missing_ok=True)
+    _fill(filler)
+    b.finish("interrupted", "terminated (SIGTERM)")  # in place: compact JSON padded with spaces
+    data = json.loads(b.path.read_text())
+    assert data["exit_status"] == "interrupted" and data["run_id"] == "b" and data["settings"]["k99"] == 99
+    assert b.path.read_bytes().endswith(b" \n")  # the in-place form: padded to the old length
+
+
+def test_loadgen_logs_cut_short_fail_the_run(tmp_path: Path, small_disk):
+    """LoadGen's C++ streams fail silently: a log that does not end as LoadGen ends it fails the run."""
+    from mlperf_assets.harness.errors import OutputError
+    from mlperf_assets.harness.run import check_loadgen_logs
+
+    complete = {"mlperf_log_summary.txt": "...\nNo warnings encountered during test.\n\nNo errors encountered during "
+                "test.\n", "mlperf_log_detail.txt": ':::MLLOG {"key": "num_errors", "value": 0}\n',
+                "mlperf_log_accuracy.json": "[\n]\n"}
+    for name, text in complete.items():
+        (tmp_path / name).write_text(text)
+    check_loadgen_logs(tmp_path)
+    (tmp_path / "mlperf_log_summary.txt").write_text("...\n2 ERRORS encountered. See detailed log.\n")
+    check_loadgen_logs(tmp_path)
+    (tmp_path / "mlperf_log_detail.txt").write_text(':::MLLOG {"key": "num_errors", "val')
+    with pytest.raises(OutputError, match=r"cannot write .*/mlperf_log_detail.txt: LoadGen's log is incomplete "
+                       r"\(35 bytes, cut short\)"):
+        check_loadgen_logs(tmp_path)
+    disk, kind, _ = small_disk
+    if kind == "tmpfs":
+        (disk / "mlperf_log_summary.txt").write_text("")
+        _fill(disk / "filler")
+        with pytest.raises(OutputError, match=f"^no space left on device writing {disk}/mlperf_log_summary.txt$"):
+            check_loadgen_logs(disk)
