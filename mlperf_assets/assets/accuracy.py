@@ -1,4 +1,4 @@
-"""``accuracy_scores``: ROUGE of the partition's latest accuracy-mode run, the MLPerf way (contract C).
+"""``accuracy_scores``: ROUGE of the partition's latest accuracy-mode run, the MLPerf way.
 
 Writes ``accuracy.txt`` beside the accuracy log, stores the scores in DuckDB, and checks them against the
 MLPerf target with a *blocking* asset check:
@@ -59,7 +59,7 @@ def build_accuracy_scores(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
         context: dg.AssetExecutionContext, mlperf_config: MlperfConfigResource, store: ResultsStore
     ) -> dg.MaterializeResult:
         from mlperf_assets.accuracy import AccuracyError, evaluate_accuracy_log, write_accuracy_txt
-        from mlperf_assets.harness.dataset import file_sha256
+        from mlperf_assets.harness.files import sha256_file
         from mlperf_assets.loadgen_logs import parse_run_manifest
 
         cfg = mlperf_config.load()
@@ -85,7 +85,7 @@ def build_accuracy_scores(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
         manifest_path = folder / "run_manifest.json"
         manifest = parse_run_manifest(manifest_path) if manifest_path.is_file() else {}
         recorded = (manifest.get("dataset") or {}).get("sha256")
-        if recorded and dataset.is_file() and file_sha256(dataset) != recorded:
+        if recorded and dataset.is_file() and sha256_file(dataset) != recorded:
             raise dg.Failure(
                 description=f"{dataset} changed since run {manifest.get('run_id')} used it: rerun scenario_run",
                 allow_retries=False,

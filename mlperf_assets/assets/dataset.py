@@ -1,4 +1,4 @@
-"""``cnn_dailymail_dataset``: the prepared CNN/DailyMail validation file every run reads (contract A format).
+"""``cnn_dailymail_dataset``: the prepared CNN/DailyMail validation file every run reads (the harness's prepared-dataset format).
 
 The harness's own ``prepare_dataset`` does the work (read the source, subset, template prompts, tokenize,
 write atomically); this asset picks the file name, records provenance, and checks the result:
@@ -13,11 +13,11 @@ from typing import Any
 import dagster as dg
 
 from mlperf_assets.config import HF_DATASET, MlperfConfig
+from mlperf_assets.harness.benchmarks import FULL_VALIDATION_SIZE
 from mlperf_assets.plan import how_to_supply_dataset, prepared_dataset_path
 from resources.mlperf_config import MlperfConfigResource
 
 DATASET_KEY = dg.AssetKey("cnn_dailymail_dataset")
-FULL_VALIDATION_SIZE = 13368
 
 
 def _percentile(values: list[int], q: float) -> float:
@@ -92,7 +92,8 @@ def _prepare(config: MlperfConfig, out: Path) -> None:
 def cnn_dailymail_dataset(
     context: dg.AssetExecutionContext, mlperf_config: MlperfConfigResource
 ) -> dg.MaterializeResult:
-    from mlperf_assets.harness.dataset import file_sha256, load_prepared
+    from mlperf_assets.harness.dataset import load_prepared
+    from mlperf_assets.harness.files import sha256_file
     from mlperf_assets.harness.errors import HarnessError
 
     config = mlperf_config.load()
@@ -150,7 +151,7 @@ def cnn_dailymail_dataset(
         "benchmark": prepared.benchmark,
         "tokenizer": prepared.tokenizer_name,
         "tokenizer_kind": prepared.tokenizer_kind,
-        "sha256": file_sha256(out),
+        "sha256": sha256_file(out),
         "prompt_tokens_mean": float(prompt_stats["mean"]),
         "prompt_tokens_max": int(prompt_stats["max"]),
     }

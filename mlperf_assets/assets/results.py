@@ -1,4 +1,4 @@
-"""``loadgen_results``: a partition's latest run folders parsed into the DuckDB store (contract B).
+"""``loadgen_results``: a partition's latest run folders parsed into the DuckDB store.
 
 Re-materializing a partition re-ingests the same run folders: the store replaces their rows (keyed by the
 harness run id and mode), so nothing is duplicated. History across materializations of ``scenario_run``
@@ -7,9 +7,10 @@ harness run id and mode), so nothing is duplicated. History across materializati
 
 
 import dagster as dg
+import pandas as pd
 
 from mlperf_assets.assets.runs import SCENARIO_RUN_KEY, latest_run_folder, split_partition
-from mlperf_assets.reporting.text import fmt_ms, fmt_number, fmt_text
+from mlperf_assets.reporting.text import fmt_ms, fmt_number, fmt_text, markdown_table
 from resources.mlperf_config import MlperfConfigResource
 from resources.store import ResultsStore
 
@@ -56,16 +57,12 @@ def build_loadgen_results(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
             "FROM run_summary WHERE list_contains(?, run_id) ORDER BY mode DESC",
             [ids],
         )
-        table = [
-            "| run_id | mode | validity | samples/s | tokens/s | TTFT p99 ms | TPOT p99 ms |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in rows.to_dict("records"):
-            table.append(
-                f"| {r['run_id']} | {r['mode']} | {fmt_text(r['result_validity'])} | "
-                f"{fmt_number(r['samples_per_second'])} | {fmt_number(r['tokens_per_second'])} | "
-                f"{fmt_ms(r['ttft_p99_ns'])} | {fmt_ms(r['tpot_p99_ns'])} |"
-            )
+        table = markdown_table(pd.DataFrame(
+            [{"run_id": r["run_id"], "mode": r["mode"], "validity": fmt_text(r["result_validity"]),
+              "samples/s": fmt_number(r["samples_per_second"]), "tokens/s": fmt_number(r["tokens_per_second"]),
+              "TTFT p99 ms": fmt_ms(r["ttft_p99_ns"]), "TPOT p99 ms": fmt_ms(r["tpot_p99_ns"])}
+             for r in rows.to_dict("records")]
+        ), empty="_no rows_")
         baseline = cfg.benchmark.is_baseline
         check = dg.AssetCheckResult(
             check_name="loadgen_result_valid",
@@ -81,7 +78,7 @@ def build_loadgen_results(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
                 "result_validity": validity or "unknown",
                 "duckdb": dg.MetadataValue.path(store.path),
                 "source": dg.MetadataValue.path(str(folder)),
-                "summary": dg.MetadataValue.md("\n".join(table)),
+                "summary": dg.MetadataValue.md(table),
             },
             check_results=[check],
         )
