@@ -747,8 +747,10 @@ def _path_problem(path: Path, *, folder: bool) -> str | None:
         reason = "a symbolic link loop" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
         return f"{path} cannot be used: {reason}"
     if st is not None:
+        if folder and not statmod.S_ISDIR(st.st_mode):
+            return f"{path} is a file, not a folder"
         if folder:
-            return None if statmod.S_ISDIR(st.st_mode) else f"{path} is a file, not a folder"
+            return None if os.access(path, os.W_OK | os.X_OK) else f"{path} is not writable by this user"
         if statmod.S_ISDIR(st.st_mode):
             return f"{path} is a folder; give {kind}"
         if not statmod.S_ISREG(st.st_mode):

@@ -55,7 +55,7 @@ MALFORMED = {
     ),
     "unknown_backend": (
         "benchmark: {backend: vlm}\n" + NODE,
-        ["{f}: benchmark.backend: must be one of vllm, openai, extractive, replay, got 'vlm'; did you mean 'vllm'?"],
+        ["{f}: benchmark.backend: must be one of vllm, openai, extractive, replay, sim, got 'vlm'; did you mean 'vllm'?"],
     ),
     "misspelt_scenario": (
         "benchmark: {backend: extractive, scenarios: {Ofline: {min_duration_ms: 10}}}\n" + NODE,
@@ -84,6 +84,27 @@ MALFORMED = {
     "bad_cron": (
         "schedule: {cron: every night}\n" + NODE,
         ["{f}: schedule.cron: must be a 5-field cron expression such as '0 2 * * *', got 'every night'"],
+    ),
+    "cron_dagster_refuses": (  # the shape was fine; Dagster refused it when the code location loaded (F5)
+        "schedule: {cron: '99 2 * * *'}\n" + NODE,
+        ["{f}: schedule.cron: must be a 5-field cron expression such as '0 2 * * *', got '99 2 * * *': the minute "
+         "field '99' is not valid (allowed: 0-59)"],
+    ),
+    "key_given_twice": (  # YAML kept the last one silently (F15)
+        NODE + "benchmark: {backend: extractive, checkpoint: null}\n" + NODE,
+        ["{f}: nodes: key given twice (lines 1 and 3); YAML would keep only the last, so remove one"],
+    ),
+    "scenario_without_value": (  # was read as null = disabled (F15)
+        "benchmark:\n  backend: extractive\n  scenarios:\n    Offline:\n    Server: {target_qps: 5}\n" + NODE,
+        ["{f}: benchmark.scenarios.Offline: empty; write {{}} to enable it with defaults or false to disable it"],
+    ),
+    "engine_arg_the_backend_refuses": (  # the harness refused it on the node, after the run had started (F13)
+        "benchmark: {backend: replay, checkpoint: null, engine: {max_num_seqs: 8}}\n" + NODE,
+        ["{f}: benchmark.engine: replay backend takes no --engine-arg (got ['max_num_seqs'])"],
+    ),
+    "duckdb_path_is_a_folder": (  # ingest failed after the benchmark had run (F14)
+        "storage: {duckdb_path: /}\n" + NODE,
+        ["{f}: storage.duckdb_path: / is a folder; give a DuckDB file such as results/mlperf.duckdb"],
     ),
     "k8s_bad_namespace": (
         "nodes: [{name: k, runner: kubernetes, namespace: ML_Perf, image: reg/img:1}]\n",
@@ -286,9 +307,9 @@ def test_runner_resource_keys_are_identifiers():
     assert runner_resource_key("local") == "runner_local"
 
 
-def test_parse_config_keeps_secrets_out():
-    config = parse_config(
-        "nodes: [{name: s, runner: ssh, host: 10.0.0.2, key_passphrase_env: MY_PASS}]\n", Path("/x/c.yaml")
+def test_parse_config_keeps_secrets_out(tmp_path):
+    config = parse_config(  # a real folder: storage paths must be creatable (a non-root user cannot write in /)
+        "nodes: [{name: s, runner: ssh, host: 10.0.0.2, key_passphrase_env: MY_PASS}]\n", tmp_path / "c.yaml"
     )
     dumped = config.model_dump_json()
     assert "MY_PASS" in dumped  # the variable's name is configuration ...

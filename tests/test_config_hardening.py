@@ -330,6 +330,15 @@ def test_storage_in_a_folder_this_user_cannot_write(tmp_path):
     out = cli("validate-config", str(path), prefix=_without_root_powers())
     assert_one_line_refusal(out, f"{path}: storage.duckdb_path: {locked}/m.duckdb cannot be created: {locked} is not "
                                  "writable by this user")  # fmt: skip
+    path.write_text(f"storage: {{artifact_root: locked}}\n{BASE}")  # an existing folder this user cannot write in
+    out = cli("validate-config", str(path), prefix=_without_root_powers())
+    assert_one_line_refusal(out, f"{path}: storage.artifact_root: {locked} is not writable by this user")
+    db = tmp_path / "ro.duckdb"  # an existing results store this user may only read
+    db.touch()
+    db.chmod(0o444)
+    path.write_text(f"storage: {{duckdb_path: ro.duckdb}}\n{BASE}")
+    out = cli("validate-config", str(path), prefix=_without_root_powers())
+    assert_one_line_refusal(out, f"{path}: storage.duckdb_path: {db} is not writable by this user")
 
 
 def test_storage_on_a_read_only_file_system(tmp_path):
