@@ -44,14 +44,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
+from mlperf_assets.harness.backends.base import format_key_value
+from mlperf_assets.harness.benchmarks import MODES, SCENARIOS
 from mlperf_assets.harness.settings import settings_argv, validate_settings
 
 HARNESS_MODULE = "mlperf_assets.harness"
-SCENARIOS = ("Offline", "Server", "SingleStream")
-MODES = ("performance", "accuracy")
-BACKENDS = ("vllm", "openai", "extractive", "replay")
 
-# Files a runner relies on inside the run folder (the harness writes the rest, contract A).
+# Files a runner relies on inside the run folder (the harness writes the rest).
 EXIT_CODE_FILE = "exit_code"  # written by the supervisor: the harness's exit code, or -N if killed by signal N
 RUNNER_LOG_FILE = "runner.log"  # the harness's stdout and stderr
 CANCEL_MARKER_FILE = "cancel_requested"  # written by cancel(): a later poll reports "cancelled", not "failed"
@@ -61,7 +60,7 @@ PROGRESS_FILE = "progress.jsonl"
 # LoadGen scenario settings pass through as one mapping keyed by LoadGen's user.conf keys: the table, its one
 # validation and the harness flags they become are in harness/settings.py (LOADGEN_SETTINGS).
 
-# Exit codes the harness uses (contract A): 0 = LoadGen finished; 130 = interrupted (Ctrl-C, cancel).
+# Exit codes the harness uses (harness/cli.py): 0 = LoadGen finished; 130 = interrupted (Ctrl-C, cancel).
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130
 
@@ -80,30 +79,16 @@ class RunUnreachable(RunnerError):
     still be going. Asking again later may succeed."""
 
 
-def _json_value(value: Any) -> str:
-    """How an engine argument is written after ``KEY=`` (the harness parses VALUE as JSON when it can).
-
-    Strings stay bare unless they would parse as JSON (``"1"``, ``"true"``), which are quoted so they
-    arrive as strings; everything else is JSON.
-    """
-    if isinstance(value, str):
-        try:
-            json.loads(value)
-        except ValueError:
-            return value
-    return json.dumps(value)
-
-
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything one harness process needs; renders its argv (contract A)."""
+    """Everything one harness process needs; renders its argv."""
 
     run_id: str
     node: str
     scenario: str  # Offline | Server | SingleStream
     mode: str  # performance | accuracy
-    benchmark: str  # llama3.1-8b | llama3.1-8b-edge | gptj
-    backend: str  # vllm | openai | extractive | replay
+    benchmark: str  # a harness/benchmarks.py name
+    backend: str  # a harness/backends registry name
     dataset_path: str  # the prepared dataset on the orchestrator; a remote runner maps it to its copy
     engine_args: Mapping[str, Any] = field(default_factory=dict)
     # LoadGen scenario settings (harness/settings.py: LoadGen keys or their config spelling; None values dropped),
@@ -143,7 +128,7 @@ class RunSpec:
             args += ["--max-samples", str(int(self.max_samples))]
         args += settings_argv(self.settings)
         for key, value in self.engine_args.items():
-            args += ["--engine-arg", f"{key}={_json_value(value)}"]
+            args += ["--engine-arg", format_key_value(key, value)]
         args += list(self.extra_args)
         return args
 
