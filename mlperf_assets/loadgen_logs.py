@@ -12,7 +12,7 @@ What is read, and which source wins:
   scripts write: TEST06 ``verify_accuracy.txt`` (``... check pass: True``), TEST01 ``verify_accuracy.txt``
   (``num_... = N`` counters, ``TEST PASS``), TEST01/TEST04 ``verify_performance.txt`` (scores, ``TEST PASS``).
   A verification file of no known form is skipped with a reason (:class:`Skipped`); it never stops an ingest.
-* Our harness (contract A): ``run_manifest.json``, ``progress.jsonl``, ``samples.jsonl``.
+* Our harness: ``run_manifest.json``, ``progress.jsonl``, ``samples.jsonl``.
 
 :func:`discover_runs` finds every LoadGen run below a folder and :func:`parse_run` turns one into a
 :class:`ParsedRun` with canonical typed figures (latencies in ns, throughput per second). Nothing here writes.
@@ -563,7 +563,7 @@ def parse_verify_accuracy(path: str | os.PathLike) -> VerifyAccuracy:
     return VerifyAccuracy(path=path, checks=checks, complete=complete, test=test, kind=kind, values=values)
 
 
-# ------------------------------------------------------------------------------- harness files (contract A)
+# ------------------------------------------------------------------------------- harness files
 
 
 def parse_run_manifest(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``ResultsStore``: the DuckDB results store (contract B, ``mlperf_assets.store``) as a Dagster resource.
+"""``ResultsStore``: the DuckDB results store (``mlperf_assets.store``) as a Dagster resource.
 
 A thin wrapper: it holds the database path and lock timeout and forwards to the pure store functions,
 which open a connection per call (DuckDB allows one writer process; the store serializes writers with a

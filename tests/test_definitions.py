@@ -1,4 +1,4 @@
-"""The code location loads (through Dagster's own CLI) and holds every asset, check, job and resource of issue 4."""
+"""The code location loads (through Dagster's own CLI) and holds every asset, check, job and resource of the platform."""
 
 from __future__ import annotations
 

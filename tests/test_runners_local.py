@@ -1,4 +1,4 @@
-"""The runner interface (contract D) and LocalRunner, driving the real harness on real CNN/DM stories."""
+"""The runner interface and LocalRunner, driving the real harness on real CNN/DM stories."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The DuckDB store: every real log folder ingests and run_summary equals MANIFEST.json; bad input and
-locked databases leave the file unchanged; harness run folders (contract A) land in their tables."""
+locked databases leave the file unchanged; harness run folders land in their tables."""
 
 from __future__ import annotations
 
