@@ -1,4 +1,4 @@
-"""``mlperf-dagster render-k8s`` and ``mlperf-dagster monitor``: remote nodes seen from the orchestrator."""
+"""``mlperf-dagster render-k8s``, ``render-docker`` and ``monitor``: remote nodes seen from the orchestrator."""
 
 from __future__ import annotations
 
@@ -26,10 +26,23 @@ anti-affinity), reads HF_TOKEN from the node's Secret by reference, and stores t
 (or an emptyDir the runner collects from). Labels: mlperf-dagster/run-id, /node, /scenario, /mode.
 """
 
+RENDER_DOCKER_HELP = """\
+Print the container that a `runner: docker` node would be given for one scenario, as YAML: the Docker SDK's
+containers.create() keywords (nothing is created; no engine is needed):
+
+  mlperf-dagster render-docker --config config/examples/docker.yaml --node docker-h100 --scenario Offline
+
+It shows the image, the command (the harness under its exit-code supervisor), the GPU device request (`gpus`: a
+count, all, or device ids; vLLM's tensor_parallel_size set to a count), ipc, shm_size, network, the volumes
+(model cache, datasets, harness_source), the user, and the labels the runner finds the run by after a restart
+(mlperf-dagster.run-id, .node, .scenario, .mode). Environment variables listed in the node's `env` appear by name
+only: their values are read from the orchestrator's environment when the run starts.
+"""
 MONITOR_HELP = """\
 Show the runs in progress on every node of the config, with a progress bar each: node, run, scenario and
 mode, samples done/total, tokens/s, ETA and elapsed time. Read from the runners themselves: a local node's
-work folder, an SSH node's run folders (progress.jsonl over SSH), a Kubernetes node's Jobs. A node that
+work folder, an SSH node's run folders (progress.jsonl over SSH), a Kubernetes node's Jobs, a Docker node's
+containers (found by their labels; progress.jsonl read inside them). A node that
 cannot be reached shows its error in its row; the others carry on.
 
 examples:
@@ -53,6 +66,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(default: the config's prepared dataset path; a placeholder hash if it does not exist yet)")
     r.set_defaults(func=cmd_render_k8s)
 
+    d = subparsers.add_parser(
+        "render-docker", help="print the container spec a docker node would get",
+        description=RENDER_DOCKER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    d.add_argument("--config", help="config file (default: $MLPERF_DAGSTER_CONFIG or the embedded config/config.yaml)")
+    d.add_argument("--node", required=True, help="name of a node with runner: docker")
+    d.add_argument("--scenario", required=True, choices=("Offline", "Server", "SingleStream"))
+    d.add_argument("--mode", default="performance", choices=("performance", "accuracy"))
+    d.add_argument("--run-id", help="run id to render (default: a timestamped example id)")
+    d.add_argument("--dataset", help="prepared dataset file whose name goes in the spec (default: the config's)")
+    d.set_defaults(func=cmd_render_docker)
+
     m = subparsers.add_parser(
         "monitor", help="live progress of the runs in progress on every node",
         description=MONITOR_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -74,18 +99,17 @@ def _load(path: str | None) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ render-k8s
-def cmd_render_k8s(args: argparse.Namespace) -> int:
+def _render_target(args: argparse.Namespace, runner: str) -> tuple[Any, Any]:
+    """(node model, RunSpec) for ``render-k8s``/``render-docker``: the named node, which must use ``runner``."""
     from mlperf_assets.plan import build_spec, prepared_dataset_path
-    from resources.runners.base import RunnerError
-    from resources.runners.kubernetes import KubernetesRunner, manifest_yaml
 
     config = _load(args.config)
     try:
         node = config.node(args.node)
     except KeyError:
         raise UserError(f"no node {args.node!r} in {config.source_path}; nodes: {', '.join(config.node_names)}") from None
-    if node.runner != "kubernetes":
-        raise UserError(f"node {node.name} in {config.source_path} has runner: {node.runner}, not kubernetes")
+    if node.runner != runner:
+        raise UserError(f"node {node.name} in {config.source_path} has runner: {node.runner}, not {runner}")
     if args.scenario not in config.scenario_names:
         raise UserError(
             f"scenario {args.scenario} is not configured in {config.source_path} (benchmark.scenarios has "
@@ -97,10 +121,41 @@ def cmd_render_k8s(args: argparse.Namespace) -> int:
         raise UserError(f"--dataset {dataset}: no such file")
     try:
         spec = build_spec(config, run_id=run_id, node=node.name, scenario=args.scenario, mode=args.mode, dataset=dataset)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return node, spec
+
+
+def cmd_render_k8s(args: argparse.Namespace) -> int:
+    from resources.runners.base import RunnerError
+    from resources.runners.kubernetes import KubernetesRunner, manifest_yaml
+
+    node, spec = _render_target(args, "kubernetes")
+    try:
         manifest = KubernetesRunner(node).manifest(spec)
     except (RunnerError, ValueError) as exc:
         raise UserError(str(exc)) from None
     sys.stdout.write(manifest_yaml(manifest))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- render-docker
+def cmd_render_docker(args: argparse.Namespace) -> int:
+    from resources.runners.base import RunnerError
+    from resources.runners.docker import DockerRunner, spec_yaml
+
+    node, spec = _render_target(args, "docker")
+    try:
+        container = DockerRunner(node).container_spec(spec)
+    except (RunnerError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    engine = node.docker_host or "the local engine ($DOCKER_HOST or /var/run/docker.sock)"
+    sys.stdout.write(
+        f"# the container node {node.name} gets for {spec.scenario} {spec.mode} on {engine}: Docker SDK\n"
+        "# containers.create() keywords. env_from_orchestrator: names whose values are read from the orchestrator's\n"
+        "# environment at start. Before it starts, the run spec and the prepared dataset are copied into it.\n"
+    )
+    sys.stdout.write(spec_yaml(container))
     return 0
 
 

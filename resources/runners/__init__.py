@@ -34,6 +34,7 @@ RUNNER_CLASSES: dict[str, str] = {
     "local": "resources.runners.local:LocalRunner",
     "ssh": "resources.runners.ssh:SSHRunner",
     "kubernetes": "resources.runners.kubernetes:KubernetesRunner",
+    "docker": "resources.runners.docker:DockerRunner",
 }
 
 
