@@ -28,7 +28,16 @@ from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from mlperf_assets.harness.backends import BACKEND_NAMES
 from mlperf_assets.harness.benchmarks import BENCHMARK_NAMES, DEFAULT_BENCHMARK, LG_MODEL_NAMES, SCENARIOS
@@ -45,7 +54,7 @@ BENCHMARKS = BENCHMARK_NAMES
 BACKENDS = BACKEND_NAMES
 BASELINE_BACKENDS = ("extractive", "replay")  # not a model: figures labelled as baseline / harness ceiling
 DATASET_SOURCES = ("huggingface", "mlcommons-json", "stories", "jsonl", "local")
-RUNNER_KINDS = ("local", "ssh", "kubernetes")
+RUNNER_KINDS = ("local", "ssh", "kubernetes", "docker")
 HF_DATASET = _HF_DATASET[0]  # "abisee/cnn_dailymail"
 
 
@@ -368,7 +377,134 @@ def k8s_camel_case(model: str, value: Any, where: str = "") -> Any:
     return out
 
 
-NodeConfig = Annotated[Union[LocalNode, SSHNode, KubernetesNode], Field(discriminator="runner")]
+DOCKER_VOLUME_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+DOCKER_SIZE_RE = re.compile(r"[0-9]+(\.[0-9]+)?[bkmgBKMG]?")
+
+
+class DockerNode(_NodeBase):
+    """A Docker engine: this machine's, or a remote one (``ssh://``, or ``tcp://`` with TLS). Each run is a container
+    started from ``image`` (``resources/runners/docker.py``; ``mlperf-dagster render-docker`` prints its spec)."""
+
+    runner: Literal["docker"]
+    image: str  # an image with the harness installed (docker/Dockerfile), or any image plus harness_source
+    # None: the local engine ($DOCKER_HOST, else /var/run/docker.sock); unix:///path; ssh://user@host[:port] (host key
+    # checked against known_hosts, as for ssh nodes); tcp://host:port with TLS (tls_ca_cert, client cert and key)
+    docker_host: str | None = None
+    pull: Literal["never", "missing", "always"] = "missing"  # missing: pull only when the engine lacks the image
+    gpus: NonNegativeInt | Literal["all"] | list[str] = 0  # a count, "all", or device ids/UUIDs (a GPU device request)
+    shm_size: str | None = None  # /dev/shm size such as 16g (with an ipc mode other than host)
+    ipc: str = "host"  # host (what vLLM images expect), private, shareable, container:NAME
+    network: str = "host"  # host (what MLPerf GPU images expect), none, or a network on the engine
+    volumes: list[str] = Field(default_factory=list)  # "SOURCE:TARGET[:ro]": engine-host path or named volume
+    env: list[EnvName] = Field(default_factory=list)  # NAMES of orchestrator variables; values read at start
+    user: str | None = None  # uid[:gid] or a user name of the image; default: the image's user
+    workdir: str = "/mlperf-dagster"  # run folders inside the container: <workdir>/<run_id>/<mode>
+    python: str = "python3"  # interpreter inside the image
+    harness_source: str | None = None  # the project's source on the engine's host, mounted read-only on PYTHONPATH
+    datasets_volume: str | None = None  # named volume caching prepared datasets (else copied into each container)
+    init: bool = True  # docker's init as PID 1 (reaps the engine's orphaned workers)
+    key_file: Path | None = None  # ssh:// engines: private key (default: the SSH agent / ~/.ssh keys)
+    key_passphrase_env: str | None = None  # ssh:// engines: NAME of the variable holding the key's passphrase
+    known_hosts: Path = Path("~/.ssh/known_hosts")  # ssh:// engines: an unknown or changed host key is refused
+    tls_ca_cert: Path | None = None  # tcp:// engines: CA that signed the engine's certificate (required)
+    tls_client_cert: Path | None = None  # tcp:// engines: client certificate and key, if the engine asks for one
+    tls_client_key: Path | None = None
+    connect_timeout_s: PositiveFloat = 10.0
+    api_timeout_s: PositiveFloat = 120.0  # one Docker API call (copying a run folder out streams within it)
+    reconnect_timeout_s: PositiveFloat = 600.0  # how long an unreachable engine is retried before the run is reported lost
+    cancel_grace_s: PositiveFloat = 10.0  # after SIGTERM, how long cancel waits before SIGKILL
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value or not all(isinstance(v, (str, int)) and not isinstance(v, bool) and str(v).strip() for v in value):
+                raise ValueError(f"must be a GPU count, 'all', or a list of device ids such as ['0', '1'], got {value!r}")
+            return [str(v).strip() for v in value]
+        if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return value
+        raise ValueError(f"must be a GPU count, 'all', or a list of device ids such as ['0', '1'], got {value!r}")
+
+    @field_validator("docker_host")
+    @classmethod
+    def _docker_host(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if re.fullmatch(r"unix:///\S+", value):
+            return value
+        if re.fullmatch(r"ssh://([A-Za-z0-9_.-]+@)?[A-Za-z0-9_.\[\]:-]+", value) or re.fullmatch(
+            r"tcp://[A-Za-z0-9_.\[\]-]+(:[0-9]{1,5})?", value
+        ):
+            return value
+        raise ValueError(f"must be unix:///PATH, ssh://[USER@]HOST[:PORT] or tcp://HOST:PORT, got {value!r}")
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parts = item.split(":")
+            ok = len(parts) in (2, 3) and parts[1].startswith("/") and (len(parts) == 2 or parts[2] in ("ro", "rw"))
+            ok = ok and (parts[0].startswith("/") or bool(DOCKER_VOLUME_NAME_RE.fullmatch(parts[0])))
+            if not ok:
+                raise ValueError(
+                    f"{item!r} must be SOURCE:TARGET or SOURCE:TARGET:ro, SOURCE an absolute path on the engine's host "
+                    "or a volume name, TARGET an absolute path in the container"
+                )
+        return value
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm_size(cls, value: str | None) -> str | None:
+        if value is not None and not DOCKER_SIZE_RE.fullmatch(str(value)):
+            raise ValueError(f"must be a size such as 16g or 512m, got {value!r}")
+        return value
+
+    @field_validator("workdir", "harness_source")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or value.rstrip("/") == ""):
+            raise ValueError(f"must be an absolute path other than /, got {value!r}")
+        return value.rstrip("/") if value else value
+
+    @field_validator("datasets_volume")
+    @classmethod
+    def _volume_name(cls, value: str | None) -> str | None:
+        if value is not None and not DOCKER_VOLUME_NAME_RE.fullmatch(value):
+            raise ValueError(f"must be a Docker volume name (letters, digits, '_', '.', '-'), got {value!r}")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?", value):
+            raise ValueError(f"must be uid[:gid] or a user name, got {value!r}")
+        return value
+
+    @field_validator("key_passphrase_env")
+    @classmethod
+    def _passphrase_env(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME_RE.fullmatch(value):
+            raise ValueError(f"must be an environment variable NAME (the secret stays in the environment), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "DockerNode":
+        if self.shm_size is not None and self.ipc == "host":
+            raise ValueError("shm_size needs an ipc mode other than host (with ipc: host the container uses the host's /dev/shm)")
+        if self.docker_host and self.docker_host.startswith("tcp://") and self.tls_ca_cert is None:
+            raise ValueError(
+                f"docker_host {self.docker_host} needs tls_ca_cert (and tls_client_cert/tls_client_key if the engine asks "
+                "for a client certificate): a plain tcp:// engine gives root on its host to anyone who can reach it"
+            )
+        if (self.tls_client_cert is None) != (self.tls_client_key is None):
+            raise ValueError("tls_client_cert and tls_client_key go together")
+        duplicates = sorted({name for name in self.env if self.env.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"env lists {', '.join(duplicates)} more than once")
+        return self
+
+
+NodeConfig = Annotated[Union[LocalNode, SSHNode, KubernetesNode, DockerNode], Field(discriminator="runner")]
 
 
 class ScheduleConfig(_Model):
@@ -464,7 +600,7 @@ class MlperfConfig(_Model):
 
     # -- convenience ---------------------------------------------------------------------------------
 
-    def node(self, name: str) -> LocalNode | SSHNode | KubernetesNode:
+    def node(self, name: str) -> LocalNode | SSHNode | KubernetesNode | DockerNode:
         for node in self.nodes:
             if node.name == name:
                 return node
@@ -494,7 +630,7 @@ class MlperfConfig(_Model):
 
 # --- loading ----------------------------------------------------------------------------------------
 
-_NODE_CLASSES = {"local": LocalNode, "ssh": SSHNode, "kubernetes": KubernetesNode}
+_NODE_CLASSES = {"local": LocalNode, "ssh": SSHNode, "kubernetes": KubernetesNode, "docker": DockerNode}
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
@@ -638,6 +774,12 @@ def _resolve_paths(config: MlperfConfig, base: Path) -> None:
             node.known_hosts = _resolve(base, node.known_hosts)
         elif isinstance(node, KubernetesNode):
             node.kubeconfig = _resolve(base, node.kubeconfig)
+        elif isinstance(node, DockerNode):  # orchestrator-side files; image paths and harness_source are the engine's
+            node.key_file = _resolve(base, node.key_file)
+            node.known_hosts = _resolve(base, node.known_hosts)
+            node.tls_ca_cert = _resolve(base, node.tls_ca_cert)
+            node.tls_client_cert = _resolve(base, node.tls_client_cert)
+            node.tls_client_key = _resolve(base, node.tls_client_key)
 
 
 def _cross_checks(config: MlperfConfig, raw: dict) -> list[tuple[str, str]]:
