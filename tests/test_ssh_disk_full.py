@@ -115,15 +115,17 @@ SIZE = r"[0-9.]+ (bytes|KiB|MiB)"
 def test_write_refusals_are_not_connection_errors():
     """How paramiko reports a full disk, as the runner classifies it: never a lost link (which is retried and
     reported as "connection lost"); the real link errors still are."""
-    refusals = [
+    full = [
         OSError("size mismatch in put!  0 != 561189"),  # what put raised in the finding
-        OSError("Failure"),  # SSH_FX_FAILURE: OpenSSH's sftp-server answer to ENOSPC
         OSError(errno.ENOSPC, "No space left on device"),
         OSError(errno.EDQUOT, "Disk quota exceeded"),
         OSError("No space left on device"),  # an SFTP v5+ server's text
     ]
-    for exc in refusals:
+    for exc in full:
         assert _is_write_refusal(exc) and not _is_connection_error(exc), exc
+    # SSH_FX_FAILURE, OpenSSH's sftp-server answer to ENOSPC: a refusal when a write gets it (the runner then asks
+    # df whether the disk is full); on a read (a /proc file of a process that just ended) it stays transient
+    assert _is_write_refusal(OSError("Failure")) and _is_connection_error(OSError("Failure"))
     links = [ConnectionResetError("reset"), EOFError(), socket.timeout("timed out"), OSError("Socket is closed"),
              paramiko.SSHException("Server connection dropped: ")]  # fmt: skip
     for exc in links:

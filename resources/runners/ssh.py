@@ -446,23 +446,33 @@ _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 FREE_SPACE_MARGIN = 1 << 20  # a refused write with less than this free (or less than the file) is a full disk
 
 
-def _is_write_refusal(exc: BaseException) -> bool:
-    """A live SFTP server's answer that a write did not succeed, as paramiko raises it: an OSError with errno
-    ENOSPC/EDQUOT; ``IOError("Failure")`` (SSH_FX_FAILURE: OpenSSH's sftp-server sends it for ENOSPC, as SFTP v3 has
-    no code for a full disk); ``IOError("size mismatch in put!  N != M")`` (``put`` pipelines its writes and drops
+def _error_text(exc: OSError) -> str:
+    return str(exc.args[0]) if exc.errno is None and exc.args else ""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """An error that says the disk is full, wherever it comes from: errno ENOSPC/EDQUOT (a local write, or a server
+    that sends it); paramiko's ``IOError("size mismatch in put!  N != M")`` (``put`` pipelines its writes and drops
     the server's refusals; its confirming ``stat`` finds the short file); a server's own "no space" text."""
     if not isinstance(exc, OSError) or isinstance(exc, (ConnectionError, TimeoutError)):
         return False
-    if exc.errno in _DISK_ERRNOS:
-        return True
-    text = str(exc.args[0]) if exc.errno is None and exc.args else ""
-    return text == "Failure" or text.startswith("size mismatch in put") or "no space" in text.lower()
+    text = _error_text(exc)
+    return exc.errno in _DISK_ERRNOS or text.startswith("size mismatch in put") or "no space" in text.lower()
+
+
+def _is_write_refusal(exc: BaseException) -> bool:
+    """A live SFTP server's answer that a write did not succeed: a full disk (:func:`_is_disk_full`), or
+    ``IOError("Failure")``: SSH_FX_FAILURE, OpenSSH's sftp-server answer to ENOSPC (SFTP v3 has no code for a full
+    disk) and to other failed writes. Only writes are judged by this; a read's "Failure" stays a transient error."""
+    if not isinstance(exc, OSError) or isinstance(exc, (ConnectionError, TimeoutError)):
+        return False
+    return _is_disk_full(exc) or _error_text(exc) == "Failure"
 
 
 def _is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, (RunnerError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False  # a file-level answer from a live server, not a broken link
-    if _is_write_refusal(exc):
+    if _is_disk_full(exc):
         return False  # a full disk: retrying cannot help, and it is not a lost connection
     return isinstance(exc, _CONNECTION_ERRORS + (paramiko.SSHException,))
 
