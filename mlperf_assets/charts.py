@@ -33,7 +33,7 @@ TARGET_COLOR = "#333333"
 NS_PER_MS = 1e6
 
 # How each kind of backend is labelled wherever its figures appear (a model's runs carry no label).
-BACKEND_KIND_LABELS = {"baseline": "baseline", "harness-ceiling": "harness ceiling"}
+BACKEND_KIND_LABELS = {"baseline": "baseline", "harness-ceiling": "harness ceiling", "simulation": "simulation"}
 PERCENTILES = ("p50", "p90", "p99")
 PERCENTILE_SYMBOLS = {"p50": ("circle-open", "o"), "p90": ("diamond", "D"), "p99": ("square", "s")}
 ROUGE_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -914,3 +914,134 @@ def progress_timeline(progress: pd.DataFrame, runs: pd.DataFrame, colors: Mappin
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return Chart(key=key, title=title, figure=fig, mpl=fig_m, needs_harness_data=True)
+
+
+# ---------------------------------------------------------------------------------------------- capacity search
+
+QPS_SEARCH_KEY = "qps_search"
+QPS_SEARCH_TITLE = "Capacity search: target QPS against p99 TTFT / TPOT"
+_SEARCH_PANELS = (("TTFT p99", "ttft"), ("TPOT p99", "tpot"), ("latency p99", "latency"))
+
+
+def latest_searches(steps: pd.DataFrame) -> pd.DataFrame:
+    """The `qps_search` rows of the latest search (by its newest step) of each node and scenario."""
+    if steps.empty:
+        return steps
+    last = steps.groupby("search_id")["recorded_at"].max()
+    heads = steps.drop_duplicates("search_id").set_index("search_id")[["node", "scenario"]].assign(last=last)
+    keep = heads.sort_values("last").groupby(["node", "scenario"], dropna=False).tail(1).index
+    return steps[steps["search_id"].isin(keep)].sort_values(["node", "scenario", "step"], kind="stable")
+
+
+def _search_label(rows: pd.DataFrame) -> str:
+    first = rows.iloc[0]
+    backend = "" if isnull(first.get("backend")) else str(first.get("backend"))
+    kind = None
+    if backend:
+        try:
+            from mlperf_assets.harness.backends import backend_class
+
+            kind = BACKEND_KIND_LABELS.get(backend_class(backend).kind)
+        except Exception:  # noqa: BLE001 - an unknown or unimportable backend is shown by its name only
+            kind = None
+    shown = f"{backend} ({kind})" if kind else backend
+    return f"{first.get('node')} · {first.get('scenario')}" + (f" · {shown}" if shown else "")
+
+
+def qps_search_chart(steps: pd.DataFrame, colors: Mapping[str, str] | None = None) -> Chart:
+    """Every probe and confirmation run of the latest capacity search per node and scenario (`qps_search` rows):
+    target QPS against its p99 TTFT and TPOT (ms). Filled markers passed, crosses failed, diamonds are the
+    full-length confirmation runs, the star is the chosen rate; dashed lines are the limits and dotted ones the
+    limits less the search's safety margin (what a probe must stay under)."""
+    import plotly.graph_objects as go
+    from matplotlib.figure import Figure
+    from plotly.subplots import make_subplots
+
+    key, title = QPS_SEARCH_KEY, QPS_SEARCH_TITLE
+    if steps is None or steps.empty:
+        return _missing(key, title, "no capacity search in the store (run `mlperf-dagster search-qps`)")
+    steps = latest_searches(steps)
+    measured = steps[steps["kind"].isin(["probe", "confirm"])]
+    def has(column: str) -> bool:
+        return column in measured.columns and bool(measured[column].notna().any())
+
+    # the p99s the searches were judged by (those with a limit), else whatever was measured
+    panels = [(name, prefix) for name, prefix in _SEARCH_PANELS if has(f"{prefix}_limit_ns") and has(f"{prefix}_p99_ns")]
+    panels = panels or [(name, prefix) for name, prefix in _SEARCH_PANELS if has(f"{prefix}_p99_ns")]
+    if measured.empty or not panels:
+        return _missing(key, title, "the stored searches have no measured probe yet")
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.1)
+    fig_m = Figure(figsize=(5.2 * len(panels) + 2.8, 4.8))
+    fig_m.subplots_adjust(left=0.9 / fig_m.get_figwidth(), right=1 - 2.9 / fig_m.get_figwidth(), bottom=0.16,
+                          top=0.86, wspace=0.3)
+    axes = fig_m.subplots(1, len(panels), squeeze=False)[0]
+    notes: list[str] = []
+    for n, (search_id, rows) in enumerate(steps.groupby("search_id", sort=False)):
+        label = _search_label(rows)
+        color = (colors or {}).get(str(rows.iloc[0].get("node"))) if n == 0 else None
+        color = color or PALETTE[n % len(PALETTE)]
+        result = rows[rows["kind"] == "result"]
+        chosen = None if result.empty or isnull(result.iloc[-1]["target_qps"]) else float(result.iloc[-1]["target_qps"])
+        if not result.empty:
+            notes.append(f"{label}: {result.iloc[-1]['reason']}")
+        pts = rows[rows["kind"].isin(["probe", "confirm"])]
+        for col, (panel, prefix) in enumerate(panels, start=1):
+            ax = axes[col - 1]
+            for kind, verdict, symbol, marker in (("probe", "pass", "circle", "o"), ("probe", "fail", "x", "x"),
+                                                  ("confirm", "pass", "diamond", "D"),
+                                                  ("confirm", "fail", "diamond-open", "d")):
+                sel = pts[(pts["kind"] == kind) & (pts["verdict"] == verdict) & pts[f"{prefix}_p99_ns"].notna()]
+                if sel.empty:
+                    continue
+                xs = [float(v) for v in sel["target_qps"]]
+                ys = [float(v) / NS_PER_MS for v in sel[f"{prefix}_p99_ns"]]
+                hover = [f"{label}<br>step {int(s)} {kind}: {verdict}<br>{q:,.2f} QPS<br>{panel} {y:,.2f} ms"
+                         f"<br>{r}" for s, q, y, r in zip(sel["step"], xs, ys, sel["reason"])]
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=f"{label}: {kind} {verdict}",
+                                         legendgroup=search_id, showlegend=col == 1, hovertext=hover,
+                                         hoverinfo="text", marker=dict(symbol=symbol, size=10, color=color)),
+                              row=1, col=col)
+                style = ({"color": color} if marker in ("o", "D", "x") else {"facecolors": "none", "edgecolors": color})
+                ax.scatter(xs, ys, marker=marker, s=40, label=f"{label}: {kind} {verdict}" if col == 1 else None,
+                           **style)
+            if chosen is not None:
+                at = pts[(pts["kind"] == "confirm") & (pts["verdict"] == "pass")]
+                at = at[(at["target_qps"] - chosen).abs() <= 1e-9 * max(chosen, 1.0)]
+                if not at.empty and not isnull(at.iloc[-1][f"{prefix}_p99_ns"]):
+                    y = float(at.iloc[-1][f"{prefix}_p99_ns"]) / NS_PER_MS
+                    fig.add_trace(go.Scatter(x=[chosen], y=[y], mode="markers", name=f"{label}: chosen {chosen:,.2f} QPS",
+                                             legendgroup=search_id, showlegend=col == 1,
+                                             marker=dict(symbol="star", size=18, color=color,
+                                                         line=dict(width=1, color="#333"))), row=1, col=col)
+                    ax.scatter([chosen], [y], marker="*", s=220, color=color, edgecolors="#333", zorder=5,
+                               label=f"{label}: chosen {chosen:,.2f} QPS" if col == 1 else None)
+    for col, (panel, prefix) in enumerate(panels, start=1):
+        ax = axes[col - 1]
+        limits = measured[[f"{prefix}_limit_ns", "margin"]].dropna(subset=[f"{prefix}_limit_ns"]).drop_duplicates()
+        for limit_ns, margin in limits.itertuples(index=False):
+            limit = float(limit_ns) / NS_PER_MS
+            fig.add_hline(y=limit, line=dict(color=LIMIT_COLOR, dash="dash"), annotation_text=f"limit {limit:g} ms",
+                          annotation_position="top left", row=1, col=col)
+            ax.axhline(limit, color=LIMIT_COLOR, linestyle="--", linewidth=1.2)
+            ax.annotate(f"limit {limit:g} ms", xy=(0, limit), xycoords=("axes fraction", "data"), fontsize=7,
+                        color=LIMIT_COLOR, va="bottom")
+            if not isnull(margin) and float(margin) > 0:
+                inner = limit * (1 - float(margin))
+                fig.add_hline(y=inner, line=dict(color=LIMIT_COLOR, dash="dot"),
+                              annotation_text=f"with {float(margin):.0%} margin", annotation_position="bottom left",
+                              row=1, col=col)
+                ax.axhline(inner, color=LIMIT_COLOR, linestyle=":", linewidth=1.0)
+        fig.update_xaxes(title_text="target QPS", row=1, col=col)
+        fig.update_yaxes(title_text=f"{panel} (ms)", rangemode="tozero", row=1, col=col)
+        ax.set_title(panel)
+        ax.set_xlabel("target QPS")
+        ax.set_ylabel(f"{panel} (ms)")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    fig.update_layout(title=dict(text=title, x=0.01), paper_bgcolor="white", plot_bgcolor="white", height=480,
+                      legend=dict(font=dict(size=10)))
+    fig_m.suptitle(title)
+    handles, names = axes[0].get_legend_handles_labels()
+    if handles:
+        fig_m.legend(handles, names, fontsize=6, loc="upper left", bbox_to_anchor=(1 - 2.75 / fig_m.get_figwidth(), 0.86))
+    return Chart(key=key, title=title, figure=fig, mpl=fig_m, notes=notes)

@@ -52,7 +52,7 @@ DATASET_ENV = "MLPERF_DAGSTER_DATASET"
 # Choices come from the harness's registries (benchmarks.py, backends/__init__.py); SCENARIOS is imported above.
 BENCHMARKS = BENCHMARK_NAMES
 BACKENDS = BACKEND_NAMES
-BASELINE_BACKENDS = ("extractive", "replay")  # not a model: figures labelled as baseline / harness ceiling
+BASELINE_BACKENDS = ("extractive", "replay", "sim")  # not a model: labelled baseline / harness ceiling / simulation
 DATASET_SOURCES = ("huggingface", "mlcommons-json", "stories", "jsonl", "local")
 RUNNER_KINDS = ("local", "ssh", "kubernetes", "docker")
 HF_DATASET = _HF_DATASET[0]  # "abisee/cnn_dailymail"
@@ -579,6 +579,48 @@ def timezone_problem(value: str) -> str | None:
     return None
 
 
+def _fraction_pct(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 100:
+        raise ValueError(f"must be a percentage >= 0 and < 100, got {value!r}")
+    return float(value)
+
+
+class SearchConfig(_Model):
+    """``max_qps_search`` / ``mlperf-dagster search-qps``: the highest Server (or Interactive) target_qps that stays
+    VALID, found by short probes (bracketing, then bisection) and one full-length confirmation run
+    (``mlperf_assets/search.py``). Changing any of these starts a new search; the same ones resume the stored one."""
+
+    probe_duration_s: PositiveFloat = 60.0  # LoadGen min_duration of each probe
+    confirm_duration_s: PositiveFloat = 600.0  # the confirmation run's min_duration (MLPerf's 600 s)
+    min_queries: NonNegativeInt = 600  # min_query_count of probes and confirmations (early stopping needs ~460)
+    start_qps: PositiveFloat | None = None  # first estimate (samples/s); None: the node's latest Offline run, else a probe
+    start_fraction: PositiveFloat = 0.9  # first probe at this fraction of the estimate
+    growth: PositiveFloat = 1.5  # while probes pass, the next one is this many times higher
+    shrink: PositiveFloat = 0.7  # while probes fail, the next one is this fraction of the last
+    tolerance_pct: PositiveFloat = 3.0  # stop when the highest pass and the lowest fail are this close
+    max_probes: PositiveInt = 8
+    margin_pct: Annotated[float, BeforeValidator(_fraction_pct)] = 10.0  # p99s must stay this far under the limits
+    min_qps: PositiveFloat = 0.5  # never probe below this: the target is unreachable
+    confirm_attempts: PositiveInt = 3  # confirmation runs at most (each INVALID one steps down)
+    step_down_pct: Annotated[float, BeforeValidator(_fraction_pct)] = 5.0
+    offline_probe_duration_s: PositiveFloat = 10.0  # the estimate's Offline probe, when no Offline run is stored
+    offline_probe_queries: PositiveInt = 1000
+
+    @field_validator("growth")
+    @classmethod
+    def _growth(cls, value: float) -> float:
+        if value <= 1:
+            raise ValueError(f"must be > 1 (the next probe after a pass is higher), got {value!r}")
+        return value
+
+    @field_validator("shrink")
+    @classmethod
+    def _shrink(cls, value: float) -> float:
+        if value >= 1:
+            raise ValueError(f"must be < 1 (the next probe after a failure is lower), got {value!r}")
+        return value
+
+
 class MlperfConfig(_Model):
     """A whole config file. ``source_path`` is the file it came from (not part of the file)."""
 
@@ -587,6 +629,7 @@ class MlperfConfig(_Model):
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
     nodes: list[NodeConfig]
     schedule: ScheduleConfig | None = None
+    search: SearchConfig = Field(default_factory=SearchConfig)  # capacity search (max_qps_search)
 
     source_path: Path | None = Field(default=None, exclude=True)
     dataset_overridden_by: str | None = Field(default=None, exclude=True)  # "MLPERF_DAGSTER_DATASET=..." if so
