@@ -5,6 +5,8 @@ Built from the config file chosen by ``$MLPERF_DAGSTER_CONFIG`` (default ``confi
 (tests, ``mlperf-dagster run``). The node x scenario partitions are built once here and shared by the assets and
 the nightly schedule.
 
+``max_qps_search`` (capacity search, ``assets/search.py``) has partitions of its own: node x {Server, Interactive}.
+
 Resources: ``mlperf_config`` (the config the definitions were built from), ``store`` (DuckDB results store) and one
 runner per node, ``runner_<node>`` (local, ssh or kubernetes, built from the node's config model).
 Schedules and sensors (``jobs/schedules.py``, ``jobs/sensors.py``): the nightly schedule (when the config has
@@ -21,6 +23,7 @@ from jobs import BENCHMARK_JOB, REPORT_JOB, build_jobs
 from jobs.schedules import build_nightly_schedule
 from jobs.sensors import build_failure_sensor, build_regression_alert_sensor, build_report_on_success_sensor
 from mlperf_assets.assets import PartitionProgress, build_asset_checks, build_assets
+from mlperf_assets.assets.search import build_max_qps_search, search_partitions
 from mlperf_assets.config import MlperfConfig, load_config, runner_resource_key
 from mlperf_assets.plan import NODE_DIM, SCENARIO_DIM
 from resources.mlperf_config import MlperfConfigResource
@@ -70,7 +73,7 @@ def build_definitions(config: MlperfConfig, *, on_progress: PartitionProgress | 
     partitions = node_scenario_partitions(config)
     jobs = {job.name: job for job in build_jobs(config)}
     return dg.Definitions(
-        assets=build_assets(config, partitions, on_progress),
+        assets=[*build_assets(config, partitions, on_progress), build_max_qps_search(config, search_partitions(config))],
         asset_checks=build_asset_checks(config),
         jobs=list(jobs.values()),
         schedules=build_schedules(config, jobs, partitions),
