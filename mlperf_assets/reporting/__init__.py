@@ -35,12 +35,13 @@ from mlperf_assets.reporting.regression import (
     latest_run_ids,
 )
 from mlperf_assets.reporting.text import fmt_ms, markdown_table, notes_section
+from mlperf_assets.search import drop_probe_runs, search_charts
 
 REPORT_NAME = "report.md"
 DASHBOARD_NAME = "dashboard.html"
 CHART_KEYS = (
     "throughput_over_time", "server_ttft_tpot", "latency_percentiles", "latency_distribution",
-    "throughput_timeline", "rouge_vs_target", "node_comparison",
+    "throughput_timeline", "rouge_vs_target", "node_comparison", "qps_search",
 )
 # Columns outside the public run_summary view that make the charts better when the store has them (p90s, and the
 # LoadGen model name and logged TTFT/TPOT limits that say which limits a Server run is judged against).
@@ -97,7 +98,7 @@ def load_summary(db_path: str | os.PathLike) -> pd.DataFrame:
         if "no such database" in str(exc):
             raise
         df = store.query(db_path, "SELECT * FROM run_summary")
-    return fill_missing_labels(_plain_dtypes(df))
+    return drop_probe_runs(db_path, fill_missing_labels(_plain_dtypes(df)))  # capacity-search probes stay out
 
 
 def _plain_dtypes(df: pd.DataFrame) -> pd.DataFrame:
@@ -240,6 +241,7 @@ def build_report(
         ch.progress_timeline(progress, progress_runs, colors),
         ch.rouge_vs_target(summary, colors=colors),
         ch.node_comparison_table(summary, flags_by_run(current_flags)),
+        *search_charts(db_path, colors),  # the capacity search (max_qps_search), when the store has one
     ]
     timings["charts_s"] = time.perf_counter() - t1
 
