@@ -706,3 +706,34 @@ def probe_run_ids(db_path: str | Path) -> set[str]:
 
     rows = store.read_qps_search(db_path, "kind IN ('probe', 'estimate') AND run_id IS NOT NULL")
     return {str(r["run_id"]) for r in rows}
+
+
+def drop_probe_runs(source: Any, summary: Any) -> Any:
+    """``summary`` (a run_summary DataFrame) without the search's short probes and estimate probes: they stay in
+    the store, but are not a node's latest result (nor history for its regression checks). ``source``: an open
+    DuckDB connection or the store's path. Unchanged for a store without capacity searches."""
+    import duckdb
+
+    if summary.empty or "run_id" not in summary.columns:
+        return summary
+    if isinstance(source, (str, Path)):
+        ids = probe_run_ids(source)
+    else:
+        try:
+            rows = source.execute(
+                "SELECT run_id FROM qps_search WHERE kind IN ('probe', 'estimate') AND run_id IS NOT NULL").fetchall()
+        except duckdb.Error:  # a store made before the qps_search table
+            return summary
+        ids = {str(r[0]) for r in rows}
+    return summary[~summary["run_id"].astype(str).isin(ids)] if ids else summary
+
+
+def search_charts(db_path: str | Path, colors: Mapping[str, str] | None = None) -> list:
+    """The report's capacity-search chart (``charts.qps_search_chart``), or [] when the store holds no search."""
+    import pandas as pd
+
+    from mlperf_assets import charts
+    from mlperf_assets import store
+
+    rows = store.read_qps_search(db_path)
+    return [charts.qps_search_chart(pd.DataFrame(rows), colors)] if rows else []

@@ -64,6 +64,12 @@ def notes_section(rows: Sequence[Mapping[str, Any]]) -> str:
             "Rows marked *harness ceiling* come from the replay backend (answers with the reference tokens "
             "instantly): the upper bound of the harness itself, never a model's figure."
         )
+    if "simulation" in kinds:
+        notes.append(
+            "Rows marked *simulation* come from the sim backend: a simulated server whose timing follows a "
+            "configured capacity model (no model runs, the answers are reference tokens): figures that test the "
+            "platform and the capacity search, never a GPU's."
+        )
     invalid = [f"{r.get('node')}/{r.get('scenario')}" for r in rows if r.get("result_validity") == "INVALID"]
     if invalid:
         notes.append(

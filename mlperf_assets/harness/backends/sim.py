@@ -205,6 +205,68 @@ def poisson_arrivals(rate: float, count: int, seed: int = 0) -> np.ndarray:
     return np.cumsum(np.random.default_rng(seed).exponential(1.0 / rate, count))
 
 
+def modelled_max_qps(
+    model: CapacityModel,
+    *,
+    ttft_limit_s: float | None,
+    tpot_limit_s: float | None,
+    duration_s: float,
+    min_queries: int = 0,
+    prompt_tokens: Sequence[int],
+    reference_tokens: Sequence[int],
+    schedules: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    seeds: Sequence[int] = tuple(range(8)),
+    iterations: int = 20,
+) -> float:
+    """The highest arrival rate whose p99 TTFT and TPOT stay within the limits in a run of ``duration_s`` (at least
+    ``min_queries`` queries), according to the model, by bisection in virtual time.
+
+    ``schedules``: arrival schedules as (gaps at rate 1, dataset indices), e.g. LoadGen's own (its Server schedule
+    is drawn from fixed seeds and scales as 1/rate, so one run's issue times give it: :func:`unit_schedule`); the
+    median over them is returned. Without them, Poisson schedules of ``seeds`` with uniformly drawn samples."""
+    answers = [model.answer_length(r) for r in reference_tokens]
+    prompts = list(prompt_tokens)
+    ceiling = 2.0 * model.offline_samples_per_s(float(np.mean(answers)), float(np.mean(prompts)))
+    if schedules is None:
+        size = max(int(ceiling * duration_s), min_queries, 1) + 1
+        schedules = []
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            schedules.append((rng.exponential(1.0, size), rng.integers(0, len(prompts), size)))
+
+    def passes(rate: float, gaps: np.ndarray, picks: np.ndarray) -> bool:
+        times = np.cumsum(gaps) / rate
+        n = max(int(np.searchsorted(times, duration_s, side="right")), min_queries, 1)
+        if n > len(times):
+            raise ValueError(f"the schedule holds {len(times)} arrivals; {n} are needed at {rate:.1f}/s")
+        idx = picks[:n]
+        run = simulate(model, times[:n], [prompts[i] for i in idx], [answers[i] for i in idx])
+        if ttft_limit_s is not None and SimulatedRun.percentile(run.ttft, 0.99) > ttft_limit_s:
+            return False
+        return tpot_limit_s is None or SimulatedRun.percentile(run.tpot, 0.99) <= tpot_limit_s
+
+    results = []
+    for gaps, picks in schedules:
+        usable = min(ceiling, (np.sum(gaps) / duration_s) if len(gaps) else ceiling)
+        lo, hi = 0.0, usable
+        for _ in range(iterations):
+            mid = (lo + hi) / 2
+            if passes(mid, gaps, picks):
+                lo = mid
+            else:
+                hi = mid
+        results.append(lo)
+    return float(np.median(results))
+
+
+def unit_schedule(issue_ns: Sequence[int], indices: Sequence[int], rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """A run's arrival schedule at rate 1: (gaps x rate, the dataset indices in issue order), from its issue times."""
+    order = np.argsort(np.asarray(issue_ns, dtype=np.int64), kind="stable")
+    times = np.asarray(issue_ns, dtype=np.float64)[order] / 1e9
+    gaps = np.diff(times, prepend=times[0]) * rate
+    return gaps, np.asarray(indices)[order]
+
+
 # --------------------------------------------------------------------------------------------- the backend
 
 
