@@ -942,6 +942,9 @@ def _path_problem(path: Path, *, folder: bool) -> str | None:
             return f"{path} is not a regular file (a device, pipe or socket); give {kind}"
         if not os.access(path, os.R_OK | os.W_OK):
             return f"{path} is not writable by this user"
+        with open(path, "rb") as f:  # DuckDB opens only its own files (bytes 8-11 "DUCK"), not even an empty one
+            if f.read(12)[8:12] != b"DUCK":
+                return f"{path} is not a DuckDB database; give a new file name or an existing results store"
         return None
     parent = path.parent
     while True:

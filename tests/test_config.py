@@ -43,11 +43,11 @@ MALFORMED = {
     ),
     "unknown_runner": (
         "nodes:\n  - {name: a, runner: sshh, host: h}\n",
-        ["{f}: nodes[0].runner: must be one of local, ssh, kubernetes, got 'sshh'; did you mean 'ssh'?"],
+        ["{f}: nodes[0].runner: must be one of local, ssh, kubernetes, docker, got 'sshh'; did you mean 'ssh'?"],
     ),
     "missing_runner": (
         "nodes:\n  - {name: a}\n",
-        ["{f}: nodes[0].runner: is required (one of local, ssh, kubernetes)"],
+        ["{f}: nodes[0].runner: is required (one of local, ssh, kubernetes, docker)"],
     ),
     "duplicate_node": (
         "nodes:\n  - {name: gpu1, runner: local}\n  - {name: gpu1, runner: ssh, host: h}\n",

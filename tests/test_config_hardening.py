@@ -303,12 +303,22 @@ def test_unusable_storage_paths_refused(tmp_path):
         "report_dir: afile": f"storage.report_dir: {tmp_path}/afile is a file, not a folder",
         "dataset_dir: afile": f"storage.dataset_dir: {tmp_path}/afile is a file, not a folder",
     }  # fmt: skip
+    (tmp_path / "empty.duckdb").touch()
+    cases["duckdb_path: c.yaml"] = (f"storage.duckdb_path: {tmp_path}/c.yaml is not a DuckDB database; give a new "
+                                    "file name or an existing results store")  # the config itself, clobbered later
+    cases["duckdb_path: empty.duckdb"] = (f"storage.duckdb_path: {tmp_path}/empty.duckdb is not a DuckDB database; "
+                                          "give a new file name or an existing results store")  # fmt: skip
     path = tmp_path / "c.yaml"
     for storage, message in cases.items():
         path.write_text(f"storage: {{{storage}}}\n{BASE}")
         assert problems_of(path) == [f"{path}: {message}"], storage
     path.write_text(f"storage: {{duckdb_path: new/deeper/m.duckdb, artifact_root: a/b/c}}\n{BASE}")
     assert load_config(path).storage.duckdb_path == tmp_path / "new" / "deeper" / "m.duckdb"  # created when used
+    import duckdb
+
+    duckdb.connect(str(tmp_path / "store.duckdb")).close()  # an existing results store is fine
+    path.write_text(f"storage: {{duckdb_path: store.duckdb}}\n{BASE}")
+    assert load_config(path).storage.duckdb_path == tmp_path / "store.duckdb"
 
 
 def test_empty_duckdb_path_refused_by_run_before_the_benchmark(tmp_path):
@@ -333,8 +343,10 @@ def test_storage_in_a_folder_this_user_cannot_write(tmp_path):
     path.write_text(f"storage: {{artifact_root: locked}}\n{BASE}")  # an existing folder this user cannot write in
     out = cli("validate-config", str(path), prefix=_without_root_powers())
     assert_one_line_refusal(out, f"{path}: storage.artifact_root: {locked} is not writable by this user")
+    import duckdb
+
     db = tmp_path / "ro.duckdb"  # an existing results store this user may only read
-    db.touch()
+    duckdb.connect(str(db)).close()
     db.chmod(0o444)
     path.write_text(f"storage: {{duckdb_path: ro.duckdb}}\n{BASE}")
     out = cli("validate-config", str(path), prefix=_without_root_powers())
