@@ -150,6 +150,8 @@ def test_failing_run_fails_the_asset_and_writes_nothing(stories_dir, tmp_path):
         assert not part.success
         assert "scenario_run: local/Offline performance run" in part.error and "failed" in part.error
         assert "exited with code 2" in part.error
+        # the harness's own reason, not only its exit code (F13): from the node's runner.log
+        assert "exited with code 2: LoadGen model name 'gptj' does not fit benchmark 'llama3.1-8b'." in part.error
         for key in ("scenario_run", "loadgen_results", "accuracy_scores"):
             records = instance.fetch_materializations(dg.AssetKey(key), limit=1).records
             assert records == [], key
@@ -233,3 +235,156 @@ def test_progress_reaches_the_callback_given_to_the_definitions(pipeline):
     for mode in ("performance", "accuracy"):
         last = [p for _, _, m, p in seen if m == mode][-1]
         assert last.state == "succeeded" and last.final and last.completed == 8
+
+
+# ------------------------------------------------------------------------ what a failed or unreachable run says
+def test_harness_reason_reaches_the_failure_description(stories_dir, tmp_path):
+    """F13: a harness that refuses its input (exit code 2: here an engine argument the node's backend does not know,
+    as when the node's harness is older than the orchestrator's) fails the partition with the harness's own reason
+    line, through the real local runner; the log tail stays in the error for the metadata."""
+    import dataclasses
+
+    from mlperf_assets.harness.dataset import prepare_dataset
+    from mlperf_assets.plan import PartitionPlan
+    from resources.runners import build_runner
+    from resources.runners.ledger import PartitionRun, PartitionRunError
+
+    @dataclasses.dataclass(frozen=True)
+    class NewerOrchestratorPlan(PartitionPlan):
+        def spec(self, run_id, mode):
+            return dataclasses.replace(super().spec(run_id, mode), engine_args={"sentences": 3, "bogus_arg": 1})
+
+    config = load_config(
+        _write_config(tmp_path, stories_dir, scenarios="    Offline: {min_duration_ms: 200, min_query_count: 8}\n"),
+        use_env_dataset=False,
+    )
+    dataset = prepare_dataset("stories", stories_dir, tmp_path / "prepared.json", benchmark="llama3.1-8b",
+                              tokenizer="byte", max_samples=8)  # fmt: skip
+    runner = build_runner(config.node("local"))
+    log = _ListLog()
+    run = PartitionRun(runner, NewerOrchestratorPlan(config, "local", "Offline", dataset), log=log, dagster_run_id="d1")
+    with pytest.raises(PartitionRunError) as caught:
+        run.run()
+    message = str(caught.value)
+    assert "performance run" in message and "failed: the harness exited with code 2: " in message
+    assert "extractive backend: unknown --engine-arg key(s) ['bogus_arg']" in message
+    assert message.endswith(f"Run folder kept on the node at {caught.value.run_folder}.")
+    assert "bogus_arg" in caught.value.harness_output
+
+
+def test_failure_reason_picks_the_harness_error_line(tmp_path, stories_dir):
+    """The reason line from real harness output: argparse's refusal of a NaN rate (what `target_qps: .nan` in a
+    config used to reach), and the last line of a traceback when the harness crashed."""
+    import subprocess
+    import sys
+
+    from resources.runners.ledger import failure_reason
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlperf_assets.harness", "run", "--scenario", "Server", "--mode", "performance",
+         "--backend", "extractive", "--dataset", str(tmp_path / "none.json"), "--output-dir", str(tmp_path / "o"),
+         "--target-qps", "nan"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    reason = failure_reason(proc.stdout + proc.stderr)
+    assert reason is not None and reason.startswith("argument --target-qps: ") and "nan" in reason
+    crash = "INFO run x: ...\nTraceback (most recent call last):\n  File \"x.py\", line 1\nRuntimeError: CUDA out of memory"
+    assert failure_reason(crash) == "RuntimeError: CUDA out of memory"
+    assert failure_reason("") is None and failure_reason("LoadGen finished\n") is None
+
+
+def test_progress_line_says_when_the_node_cannot_be_reached():
+    """F9: while the node cannot be reached the runner repeats its last answer marked stale, with its own message;
+    the log line leads with that message and gives the figures as the last ones seen, never as live."""
+    from resources.runners.base import RunProgress
+
+    live = RunProgress(state="running", elapsed_s=4.0, completed=192, total=400, tokens_per_s=19497.2)
+    assert live.describe() == "running 192/400 samples (48%), 19,497 tokens/s, 4.0 s"
+    stale = dataclasses_replace(live, stale=True, message="connection lost 12 s ago (Connection refused); reconnecting")
+    assert stale.describe() == (
+        "connection lost 12 s ago (Connection refused); reconnecting "
+        "(last seen: running 192/400 samples (48%), 19,497 tokens/s, 4.0 s)"
+    )
+    assert dataclasses_replace(live, stale=True).describe().startswith("no answer from the node (last seen: running")
+    failed = RunProgress(state="failed", exit_code=2, message="the harness exited with code 2")
+    assert failed.describe() == "failed 0 samples, 0 tokens/s, 0.0 s: the harness exited with code 2"
+    assert RunProgress(state="failed", exit_code=1).describe().endswith(", exit code 1")
+
+
+def test_ssh_outage_shows_in_the_dagster_log(sshd, stories_dir, tmp_path):
+    """F9 end to end: an SSH node's sshd stops for a few seconds in the middle of a run (`mlperf-dagster run`'s
+    path, in-process); the scenario_run log says the connection is lost and being re-established, with the last
+    figures marked as such; the run survives and is collected."""
+    import re
+    import sys
+    import threading
+    import time
+
+    from mlperf_assets.commands.pipeline import run_pipeline
+
+    workdir = tmp_path / "node"
+    config_path = _write_config(
+        tmp_path, stories_dir, extra_benchmark="  accuracy: false\n",
+        scenarios="    Server: {target_qps: 20, min_duration_ms: 8000, min_query_count: 1}\n",
+    )  # fmt: skip
+    text = config_path.read_text().replace(
+        "nodes: [{name: local, runner: local}]",
+        f"nodes: [{{name: gpu-a, runner: ssh, host: 127.0.0.1, port: {sshd.port}, user: {sshd.user}, "
+        f"key_file: {sshd.client_key}, known_hosts: {sshd.known_hosts}, workdir: {workdir}, "
+        f"python: {sys.executable}, reconnect_backoff_max_s: 0.5}}]",
+    )
+    config_path.write_text(text)
+    config = load_config(config_path, use_env_dataset=False)
+    outage: dict[str, float] = {}
+
+    def cut_the_connection() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not list(workdir.glob("*/performance/progress.jsonl")):
+            time.sleep(0.1)
+        time.sleep(1.0)
+        sshd.stop()
+        outage["down"] = time.time()
+        time.sleep(3.0)
+        sshd.start()
+        outage["up"] = time.time()
+
+    cutter = threading.Thread(target=cut_the_connection, daemon=True)
+    cutter.start()
+    try:
+        with dg.instance_for_test() as instance:
+            outcome = run_pipeline(config, instance=instance, progress=False, report=False)
+            cutter.join(timeout=60)
+            assert outcome.success, [p.error for p in outcome.partitions] + outcome.errors
+            logs = instance.all_logs(outcome.partitions[0].dagster_run_id)
+    finally:
+        cutter.join(timeout=60)
+        if sshd._proc is None:  # the module's other tests need it back
+            sshd.start()
+    assert "up" in outage, "the harness never started"
+    lines = [(e.timestamp, e.user_message) for e in logs if e.step_key == "scenario_run"]
+    during = [m for t, m in lines if outage["down"] + 1.5 < t < outage["up"]]
+    assert during, lines
+    pattern = re.compile(
+        r"^gpu-a/Server performance: connection lost \d+ s ago \(.+\); reconnecting "
+        r"\(last seen: running \d+(/\d+)? samples.*\)$"
+    )
+    assert all(pattern.match(m) for m in during), during  # never the last figures as if live
+    assert any(m.startswith("gpu-a/Server performance: succeeded") for _, m in lines), lines
+
+
+class _ListLog:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, msg: str) -> None:
+        self.lines.append(msg)
+
+    def warning(self, msg: str) -> None:
+        self.lines.append(msg)
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
