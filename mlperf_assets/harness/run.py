@@ -265,10 +265,8 @@ class _RunState:
         if self.progress is not None:
             try:
                 self.progress.stop()
-            except OutputError as exc:
+            except OutputError as exc:  # the outcome's own cause is what is reported
                 log.error("could not write the final progress line: %s", exc)
-                if status != "interrupted" and not error.startswith(("no space", "disk quota", "cannot write")):
-                    error = f"{error}; {exc}"
             except Exception:  # noqa: BLE001
                 log.exception("could not write the final progress line")
         line = f"{error}: run marked interrupted in {self.manifest.path}" if status == "interrupted" else f"error: {error}"
@@ -283,10 +281,8 @@ class _RunState:
         self.stop_backend()
         if status == "interrupted" or (self.loadgen_running is not None and not self.loadgen_running.is_set()):
             # LoadGen cannot be stopped mid-test: leave now; everything of ours is on disk.
-            logging.shutdown()
-            interrupts._leave(code)
+            interrupts.leave(code)
         return code
-
 
     def stop_backend(self, timeout_s: float = 30.0, interruptible: bool = False) -> None:
         """``backend.stop()`` once, on a helper thread, waited for at most ``timeout_s`` (or until a signal, if
@@ -340,6 +336,8 @@ def _run_loadgen(args: RunArgs, out: Path, dataset: PreparedDataset, settings: R
     t_load = time.monotonic()
     with interrupts.raising():  # a model may load for minutes: a signal interrupts it at once
         backend.start(dataset, streaming)
+    if interrupts.reclaim():
+        log.warning("backend %s replaced the SIGINT/SIGTERM handlers; the harness's are restored", backend.name)
     interrupts.check()  # the record, if the raise was dropped by a finalizer inside start()
     log.info("backend %s ready in %.1f s", backend.name, time.monotonic() - t_load)
     _record_provenance(manifest, backend)
