@@ -92,7 +92,7 @@ def test_prepare_out_must_be_a_writable_file_path(tmp_path: Path, stories_dir: P
     one_error_line(harness(*base, "--out", str(afile / "x.json")), f"{afile} is a file, not a folder")
     one_error_line(harness(*base, "--out", "/proc/x/y.json"), "--out /proc/x/y.json: cannot write it")
     assert listing(tmp_path) == sorted([*before, "afile"]) and afile.read_text() == "keep me"
-    assert not [p for p in PROJECT.iterdir() if p.name.startswith(".")  and p.name.endswith(".tmp")]
+    assert not [p for p in PROJECT.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
 
 
 # ----------------------------------------------------------------------------------------------------- run input
