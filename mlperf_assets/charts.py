@@ -6,17 +6,28 @@ the interactive dashboard and a matplotlib figure (Agg canvas, no pyplot state) 
 metadata. A builder that finds nothing to draw returns a `Chart` with `available=False` and the reason, so a report
 can say what is missing and why instead of drawing an empty box.
 
+Both renderings are cheap to ask for and paid only when used: the plotly figure is a plain dict
+(`Chart.figure_dict`; `Chart.figure` wraps it in a validated `plotly.graph_objects.Figure` on first use), and the
+matplotlib figure is drawn by `Chart.render` when a PNG is wanted, so a report can skip a picture whose data did
+not change and draw the others in worker processes.
+
+Each run is judged by its own rules: the latency limits a Server run is held to come from its own LoadGen log,
+else from its benchmark's entry in `harness/benchmarks.py` (`latency_rules`), and accuracy targets from its
+benchmark's entry (`rouge_minimums`), drawn per run, never one benchmark's constants for everyone.
+
 Conventions: latencies are stored in ns and shown in ms; throughput in tokens/s; one colour per node, the same in
 every chart (`node_colors`); runs of baseline and harness-ceiling backends carry that label in every legend.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -30,6 +41,7 @@ PALETTE = (
 )
 LIMIT_COLOR = "#d62728"
 TARGET_COLOR = "#333333"
+PUBLISHED_COLOR = "#8c8c8c"
 NS_PER_MS = 1e6
 
 # How each kind of backend is labelled wherever its figures appear (a model's runs carry no label).
@@ -37,30 +49,94 @@ BACKEND_KIND_LABELS = {"baseline": "baseline", "harness-ceiling": "harness ceili
 PERCENTILES = ("p50", "p90", "p99")
 PERCENTILE_SYMBOLS = {"p50": ("circle-open", "o"), "p90": ("diamond", "D"), "p99": ("square", "s")}
 ROUGE_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+SCENARIO_DASHES = {"Offline": ("solid", "-"), "Server": ("dash", "--"), "Interactive": ("dot", ":"),
+                   "SingleStream": ("dashdot", "-.")}
+SCENARIO_SYMBOLS = {"Offline": ("circle", "o"), "Server": ("square", "s"), "Interactive": ("diamond", "D"),
+                    "SingleStream": ("triangle-up", "^")}
 
 
-@dataclass
 class Chart:
-    """One picture in two renderings; `available=False` (with `reason`) when the data was not there."""
+    """One picture in two renderings; `available=False` (with `reason`) when the data was not there.
 
-    key: str
-    title: str
-    available: bool = True
-    reason: str | None = None
-    needs_harness_data: bool = False
-    figure: object | None = None  # plotly.graph_objects.Figure
-    mpl: object | None = None  # matplotlib.figure.Figure
-    table: pd.DataFrame | None = None  # tabular charts also keep their table (for markdown)
-    notes: list[str] = field(default_factory=list)
+    Builders give the plotly side as `figure_dict` (a plain figure dict) or `figure` (a plotly Figure), and the
+    matplotlib side as `render` (a function drawing it) or `mpl` (a drawn Figure). Whichever side is asked for and
+    was not given is made on first use: `figure` from `figure_dict`, `mpl` by calling `render`.
+    """
+
+    def __init__(self, key: str, title: str, available: bool = True, reason: str | None = None,
+                 needs_harness_data: bool = False, figure: object | None = None, mpl: object | None = None,
+                 table: pd.DataFrame | None = None, notes: list[str] | None = None, *,
+                 figure_dict: dict | None = None, render: Callable[[], object] | None = None) -> None:
+        self.key = key
+        self.title = title
+        self.available = available
+        self.reason = reason
+        self.needs_harness_data = needs_harness_data
+        self.table = table  # tabular charts also keep their table (for markdown)
+        self.notes = list(notes or [])
+        self._figure = figure
+        self._figure_dict = figure_dict
+        self._mpl = mpl
+        self.render = render
+
+    def __repr__(self) -> str:
+        state = "available" if self.available else f"missing: {self.reason}"
+        return f"Chart({self.key!r}, {state})"
+
+    @property
+    def has_figure(self) -> bool:
+        return self._figure is not None or self._figure_dict is not None
+
+    @property
+    def figure(self):
+        """The plotly Figure (validated; made from `figure_dict` on first use), or None."""
+        if self._figure is None and self._figure_dict is not None:
+            import plotly.graph_objects as go
+
+            self._figure = go.Figure(self._figure_dict)
+        return self._figure
+
+    @figure.setter
+    def figure(self, value) -> None:
+        self._figure, self._figure_dict = value, None
+
+    @property
+    def figure_dict(self) -> dict | None:
+        """The plotly figure as a plain dict (what the dashboard embeds), or None."""
+        if self._figure_dict is None and self._figure is not None:
+            data = self._figure.to_plotly_json()
+            for trace in data.get("data", []):
+                trace.pop("uid", None)
+            self._figure_dict = data
+        return self._figure_dict
+
+    @property
+    def mpl(self):
+        """The matplotlib Figure (drawn by `render` on first use), or None."""
+        if self._mpl is None and self.render is not None:
+            self._mpl = self.render()
+        return self._mpl
+
+    @mpl.setter
+    def mpl(self, value) -> None:
+        self._mpl = value
+
+    @property
+    def can_render(self) -> bool:
+        return self._mpl is not None or self.render is not None
 
     def png(self, dpi: int = 100) -> bytes:
-        if self.mpl is None:
+        if not self.can_render:
             raise ValueError(f"chart {self.key!r} has nothing to render: {self.reason}")
+        import matplotlib
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-        FigureCanvasAgg(self.mpl)  # attach an Agg canvas: no pyplot, no global backend switch
+        figure = self.mpl
+        FigureCanvasAgg(figure)  # attach an Agg canvas: no pyplot, no global backend switch
         buf = io.BytesIO()
-        self.mpl.savefig(buf, format="png", dpi=dpi)
+        # Unhinted glyphs: text is most of a chart's drawing time, and hinting adds a third to it.
+        with matplotlib.rc_context({"text.hinting": "none"}):
+            figure.savefig(buf, format="png", dpi=dpi)
         return buf.getvalue()
 
 
@@ -131,7 +207,7 @@ def run_label(row: Mapping) -> str:
 def scenario_kind(row: Mapping) -> str:
     """The scenario as MLPerf reports it, except that Interactive (a Server run with tighter limits) is named."""
     label = row.get("scenario_label")
-    if not isnull(label) and str(label):
+    if not isnull(label) and str(label) and not (str(label) == "Server" and is_interactive(row)):
         return str(label)
     scenario = str(row.get("scenario") or "?")
     if scenario == "Server" and is_interactive(row):
@@ -162,23 +238,77 @@ def headline_tokens_per_second(row: Mapping) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class LatencyRules:
+    """The p99 latency limits (ms) one run is held to, and where they come from.
+
+    MLPerf judges latency limits in the Server scenario only (Interactive is a Server run with tighter limits):
+    TTFT and TPOT for benchmarks with token latencies, the end-to-end target latency otherwise (gpt-j)."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    latency_ms: float | None = None
+    source: str | None = None  # "LoadGen log", or "benchmark table (<LoadGen model name>)"
+    why_none: str | None = None  # why a run has no limit (Offline, a benchmark nobody knows...)
+
+    def as_dict(self) -> dict[str, float]:
+        values = {"ttft": self.ttft_ms, "tpot": self.tpot_ms, "latency": self.latency_ms}
+        return {name: value for name, value in values.items() if value is not None}
+
+    def describe(self) -> str:
+        """`TTFT 2,000 ms · TPOT 200 ms (LoadGen log)`, or why there is none."""
+        parts = [f"{label} {fmt_limit(value)} ms" for label, value in
+                 (("TTFT", self.ttft_ms), ("TPOT", self.tpot_ms), ("latency", self.latency_ms)) if value is not None]
+        if not parts:
+            return self.why_none or "–"
+        return " · ".join(parts) + (f" ({self.source})" if self.source else "")
+
+
+def fmt_limit(ms: float) -> str:
+    """A limit in ms as people write it: `2,000`, `30`, `20,000`, `0.5`."""
+    return f"{ms:,.0f}" if float(ms).is_integer() else f"{ms:,.4g}"
+
+
+def latency_rules(row: Mapping) -> LatencyRules:
+    """The p99 limits a run is held to: those its own LoadGen log states (`ttft_latency_ns`, `tpot_latency_ns`, or
+    `target_latency_ns` when the run has no token latencies), else its benchmark's in the benchmark registry for its
+    LoadGen model name or benchmark (an Interactive run gets the interactive limits). Only Server runs have limits;
+    a limit nobody knows (llama2-70b without its log's figures) is left out, never borrowed from another benchmark."""
+    scenario = row.get("scenario")
+    if isnull(scenario) or str(scenario) != "Server":
+        return LatencyRules(why_none="–" if isnull(scenario) else f"none ({scenario_kind(row)})")
+    logged = {name: _ms(row.get(f"{name}_latency_ns")) for name in ("ttft", "tpot")}
+    logged = {name: value for name, value in logged.items() if value is not None and value > 0}
+    target = _ms(row.get("target_latency_ns"))
+    name, known = _registry_limits_ns(row)
+    table_source = f"benchmark table ({name})" if name else None
+    if logged:
+        source = "LoadGen log"
+        for limit in ("ttft", "tpot"):
+            if limit not in logged and _ms(known.get(f"{limit}_latency_ns")) is not None:
+                logged[limit] = _ms(known.get(f"{limit}_latency_ns"))
+                source = f"LoadGen log; {limit.upper()} from the {table_source}"
+        return LatencyRules(ttft_ms=logged.get("ttft"), tpot_ms=logged.get("tpot"), source=source)
+    if target is not None and target > 0:
+        return LatencyRules(latency_ms=target, source="LoadGen log")
+    ttft, tpot = _ms(known.get("ttft_latency_ns")), _ms(known.get("tpot_latency_ns"))
+    latency = _ms(known.get("target_latency_ns"))
+    if ttft is not None or tpot is not None:
+        return LatencyRules(ttft_ms=ttft, tpot_ms=tpot, source=table_source)
+    if latency is not None:
+        return LatencyRules(latency_ms=latency, source=table_source)
+    return LatencyRules(why_none=f"unknown ({row.get('benchmark') or 'benchmark'} not in the benchmark table, "
+                                 "no limit in its log)")
+
+
 def limits_for(row: Mapping) -> dict[str, float]:
-    """The p99 TTFT/TPOT limits (ms) a Server run is judged against, as {"ttft": .., "tpot": ..}.
-
-    The run's own limits when its LoadGen log has them (`ttft_latency` / `tpot_latency`), else the benchmark
-    registry's for its LoadGen model name or benchmark (an Interactive run gets the interactive limits). A limit
-    nobody knows (gpt-j has none on tokens; llama2-70b is not in the registry) is left out: {} when neither is known.
-    """
-    limits = {name: _ms(row.get(f"{name}_latency_ns")) for name in ("ttft", "tpot")}
-    if any(value is None for value in limits.values()):
-        known = _registry_limits_ns(row)
-        for name, value in limits.items():
-            if value is None:
-                limits[name] = _ms(known.get(f"{name}_latency_ns"))
-    return {name: value for name, value in limits.items() if value is not None}
+    """The p99 limits (ms) a Server run is held to, as {"ttft": .., "tpot": ..} or {"latency": ..} (gpt-j's
+    end-to-end target); {} when none applies or none is known. See `latency_rules`."""
+    return latency_rules(row).as_dict()
 
 
-def _registry_limits_ns(row: Mapping) -> Mapping[str, int | None]:
+def _registry_limits_ns(row: Mapping) -> tuple[str | None, Mapping[str, int | None]]:
+    """(LoadGen model name, its Server limits in ns) from the registry, for the run's model or benchmark."""
     names = [str(row[k]) for k in ("lg_model_name", "benchmark") if not isnull(row.get(k)) and str(row[k])]
     if is_interactive(row):  # "llama3.1-8b" measured under the interactive limits
         names = [f"{canonical}-interactive" for n in names
@@ -186,8 +316,34 @@ def _registry_limits_ns(row: Mapping) -> Mapping[str, int | None]:
     for name in names:
         limits = registry.latency_limits_ns(name)
         if limits is not None:
-            return limits
-    return {}
+            return _lg_model_of(name), limits
+    return None, {}
+
+
+def _lg_model_of(name: str) -> str:
+    if name in registry.LOADGEN_MODELS:
+        return name
+    canonical = registry.submission_name(name)
+    for model in registry.LOADGEN_MODELS.values():
+        if model.submission_name == canonical:
+            return model.name
+    target = registry.accuracy_target(name)
+    return registry.BENCHMARKS[target.family].default_lg_model_name if target else name
+
+
+def accuracy_rules(benchmark: object) -> str:
+    """The accuracy targets a run of `benchmark` is held to, from the benchmark registry, as one line (`–` when
+    the registry does not know the benchmark: such runs get no verdict)."""
+    target = registry.accuracy_target(benchmark)
+    if target is None:
+        return f"none known for {benchmark}" if not isnull(benchmark) else "–"
+    parts = []
+    for metric, (low, high) in target.thresholds().items():
+        if metric == "gen_len":
+            parts.append(f"gen_len {low:,.0f}–{high:,.0f}" if high else f"gen_len ≥ {low:,.0f}")
+        else:
+            parts.append(f"{metric} ≥ {low:.4f}")
+    return f"{target.benchmark} ({target.fraction:.1%} of the reference): " + ", ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------------- data helpers
@@ -308,20 +464,69 @@ def _side_legend(fig_m, handles=None, labels=None, *, fontsize: float = 6) -> No
 
 
 def _plotly_layout(fig, title: str, height: int = 460) -> None:
+    """The shared styling, on a plotly Figure (builders that make plain dicts use `_layout_dict`)."""
     # Explicit styling rather than template="plotly_white": a named template is deep-copied into every figure.
-    fig.update_layout(
-        title=dict(text=title, x=0.01),
-        paper_bgcolor="white",
-        plot_bgcolor="white",
-        font=dict(family="system-ui, sans-serif", size=12, color="#2a3f5f"),
-        colorway=list(PALETTE),
-        height=height,
-        margin=dict(l=70, r=30, t=60, b=60),
-        legend=dict(font=dict(size=11)),
-        hoverlabel=dict(align="left"),
-    )
-    fig.update_xaxes(gridcolor="#ebf0f8", linecolor="#b0b8c8", zerolinecolor="#ebf0f8", automargin=True)
-    fig.update_yaxes(gridcolor="#ebf0f8", linecolor="#b0b8c8", zerolinecolor="#ebf0f8", automargin=True)
+    layout = _layout_dict(title, height)
+    axis = layout.pop("xaxis")
+    layout.pop("yaxis")
+    fig.update_layout(**layout)
+    fig.update_xaxes(**axis)
+    fig.update_yaxes(**axis)
+
+
+_AXIS_STYLE = {"gridcolor": "#ebf0f8", "linecolor": "#b0b8c8", "zerolinecolor": "#ebf0f8", "automargin": True}
+
+
+def _layout_dict(title: str, height: int = 460) -> dict:
+    return {
+        "title": {"text": title, "x": 0.01}, "paper_bgcolor": "white", "plot_bgcolor": "white",
+        "font": {"family": "system-ui, sans-serif", "size": 12, "color": "#2a3f5f"}, "colorway": list(PALETTE),
+        "height": height, "margin": {"l": 70, "r": 30, "t": 60, "b": 60}, "legend": {"font": {"size": 11}},
+        "hoverlabel": {"align": "left"}, "xaxis": dict(_AXIS_STYLE), "yaxis": dict(_AXIS_STYLE),
+    }
+
+
+def _subplots_dict(title: str, titles: list[str], height: int, spacing: float) -> dict:
+    """A layout of one row of subplots (what `make_subplots(rows=1, cols=n)` builds), as a plain dict: axes
+    `x`/`y`, `x2`/`y2`, ... side by side, and the subplot titles as annotations."""
+    layout = _layout_dict(title, height)
+    n = max(len(titles), 1)
+    width = (1 - spacing * (n - 1)) / n
+    layout["annotations"] = []
+    for i, text in enumerate(titles):
+        suffix = _axis_suffix(i)
+        x0 = i * (width + spacing)
+        layout[f"xaxis{suffix}"] = {**_AXIS_STYLE, "domain": [x0, x0 + width], "anchor": f"y{suffix}"}
+        layout[f"yaxis{suffix}"] = {**_AXIS_STYLE, "domain": [0.0, 1.0], "anchor": f"x{suffix}"}
+        layout["annotations"].append({"text": text, "x": x0 + width / 2, "xref": "paper", "y": 1.0, "yref": "paper",
+                                      "xanchor": "center", "yanchor": "bottom", "showarrow": False,
+                                      "font": {"size": 16}})
+    return layout
+
+
+def _axis_suffix(i: int) -> str:
+    return "" if i == 0 else str(i + 1)
+
+
+def _x_values(df: pd.DataFrame) -> tuple[list, list, str]:
+    """(x for plotly, x for matplotlib, axis title): run start times (ISO text / datetimes) when every run has
+    one, else the order in the store."""
+    stamps = pd.to_datetime(_col(df, "started_at"), errors="coerce", utc=True)
+    if len(df) and stamps.notna().all():
+        naive = stamps.dt.tz_localize(None)
+        return list(naive.dt.strftime("%Y-%m-%d %H:%M:%S")), list(naive.dt.to_pydatetime()), "run start (UTC)"
+    order = list(range(1, len(df) + 1))
+    return order, order, "run (order in the store)"
+
+
+def _clean(values: Iterable) -> list:
+    """Plain floats with None for missing values (NaN is not JSON)."""
+    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in values]
+
+
+def _log_scale(values: Iterable[float | None]) -> bool:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > 100
 
 
 def _hover_text(row: Mapping, extra: Mapping[str, str] | None = None) -> str:
@@ -336,163 +541,214 @@ def _hover_text(row: Mapping, extra: Mapping[str, str] | None = None) -> str:
     return "<br>".join(lines)
 
 
+def headline_series(df: pd.DataFrame) -> pd.Series:
+    """`headline_tokens_per_second` of every row at once."""
+    tps = pd.to_numeric(_col(df, "tokens_per_second"), errors="coerce").astype("float64")
+    completed = pd.to_numeric(_col(df, "completed_tokens_per_second"), errors="coerce").astype("float64")
+    server = _col(df, "scenario").astype(str) == "Server"
+    return pd.Series(np.where(server, completed.fillna(tps), tps.fillna(completed)), index=df.index)
+
+
 # ------------------------------------------------------------------------------------------------------ the charts
 
 
 def throughput_over_time(summary: pd.DataFrame, colors: Mapping[str, str] | None = None) -> Chart:
     """Tokens/s of every performance run, one line per node/scenario/backend, over run start time."""
-    import plotly.graph_objects as go
-
     key, title = "throughput_over_time", "Throughput per node and scenario over time"
     runs = performance_runs(summary)
     if not runs.empty:
-        runs = runs.assign(_tps=[headline_tokens_per_second(r) for _, r in _iterrows(runs)])
+        runs = runs.assign(_tps=headline_series(runs))
         runs = runs[runs["_tps"].notna()]
     if runs.empty:
         return _missing(key, title, "no performance run reports tokens/s")
     colors = dict(colors or node_colors(runs["node"]))
-    x_all, x_label = _time_axis(runs)
-    runs = runs.assign(_x=x_all)
+    x_plotly, x_mpl, x_label = _x_values(runs)
     multi_benchmark = runs["benchmark"].nunique(dropna=True) > 1 if "benchmark" in runs else False
-    values = runs["_tps"].astype(float)
-    log_y = values.min() > 0 and values.max() / values.min() > 100
+    log_y = _log_scale(runs["_tps"].astype(float))
     y_label = "tokens/s (log scale)" if log_y else "tokens/s"
-
-    fig = go.Figure()
-    fig_m = _mpl_figure(9.0 + 3.6, 4.8, right=3.8, bottom=1.0)
-    ax = fig_m.add_subplot()
-    dashes = {"Offline": ("solid", "-"), "Server": ("dash", "--"), "Interactive": ("dot", ":"),
-              "SingleStream": ("dashdot", "-.")}
-    symbols = {"Offline": ("circle", "o"), "Server": ("square", "s"), "Interactive": ("diamond", "D"),
-               "SingleStream": ("triangle-up", "^")}
-    for _, group in runs.groupby(group_keys(runs), sort=True):
-        first = group.iloc[0].to_dict()
+    samples_per_s = [_fmt(v, 3) for v in _clean(pd.to_numeric(_col(runs, "samples_per_second"), errors="coerce"))]
+    custom = list(zip(runs["run_id"].astype(str), [str(s) for s in _col(runs, "started_at")],
+                      [str(v) for v in _col(runs, "result_validity")], samples_per_s))
+    tps = _clean(runs["_tps"])
+    traces, series = [], []
+    for _, positions in sorted(runs.reset_index(drop=True).groupby(group_keys(runs).to_numpy()).indices.items()):
+        first = runs.iloc[positions[0]].to_dict()
         name = series_label(first, with_benchmark=multi_benchmark)
         color = colors.get(str(first["node"]), PALETTE[0])
         kind = scenario_kind(first)
-        hover = [_hover_text(r, {"tokens/s": _fmt(r["_tps"]),
-                                 "samples/s": _fmt(_num(r.get("samples_per_second")), 3)})
-                 for _, r in _iterrows(group)]
-        fig.add_trace(go.Scatter(
-            x=list(group["_x"]), y=list(group["_tps"]), name=name, mode="lines+markers",
-            line=dict(color=color, dash=dashes.get(kind, ("solid", "-"))[0]),
-            marker=dict(symbol=symbols.get(kind, ("circle", "o"))[0], size=8, color=color),
-            hovertext=hover, hoverinfo="text",
-        ))
-        ax.plot(list(group["_x"]), list(group["_tps"]), label=_short(name, 58), color=color,
-                linestyle=dashes.get(kind, ("solid", "-"))[1], marker=symbols.get(kind, ("circle", "o"))[1])
-    fig.update_xaxes(title_text=x_label)
-    fig.update_yaxes(title_text=y_label, type="log" if log_y else "linear")
-    _plotly_layout(fig, title)
-    ax.set_title(title)
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(y_label)
-    if log_y:
-        ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig_m.autofmt_xdate(bottom=1.0 / 4.8)
-    return Chart(key=key, title=title, figure=fig, mpl=fig_m)
+        dash, symbol = SCENARIO_DASHES.get(kind, ("solid", "-")), SCENARIO_SYMBOLS.get(kind, ("circle", "o"))
+        ys = [tps[i] for i in positions]
+        traces.append({
+            "type": "scatter", "mode": "lines+markers", "name": name, "x": [x_plotly[i] for i in positions], "y": ys,
+            "line": {"color": color, "dash": dash[0]}, "marker": {"symbol": symbol[0], "size": 8, "color": color},
+            "customdata": [custom[i] for i in positions],
+            "hovertemplate": (f"run %{{customdata[0]}}<br>{_escape_template(name)}<br>started %{{customdata[1]}}"
+                              "<br>validity %{customdata[2]}<br>tokens/s %{y:,.1f}<br>samples/s %{customdata[3]}"
+                              "<extra></extra>"),
+        })
+        series.append((_short(name, 58), color, dash[1], symbol[1], [x_mpl[i] for i in positions], ys))
+    layout = _layout_dict(title)
+    layout["xaxis"]["title"] = {"text": x_label}
+    layout["yaxis"].update(title={"text": y_label}, type="log" if log_y else "linear")
+
+    def render():
+        fig_m = _mpl_figure(9.0 + 3.6, 4.8, right=3.8, bottom=1.0)
+        ax = fig_m.add_subplot()
+        for label, color, dash, marker, xs, ys in series:
+            ax.plot(xs, [np.nan if y is None else y for y in ys], label=label, color=color, linestyle=dash,
+                    marker=marker)
+        ax.set_title(title)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        if log_y:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        fig_m.autofmt_xdate(bottom=1.0 / 4.8)
+        return fig_m
+
+    return Chart(key=key, title=title, figure_dict={"data": traces, "layout": layout}, render=render)
+
+
+def _escape_template(text: str) -> str:
+    """Literal text inside a plotly hovertemplate (`%{` would start a placeholder)."""
+    return str(text).replace("%{", "%\u200b{")
 
 
 def _num(value: object) -> float | None:
     return None if isnull(value) else float(value)
 
 
+_LIMIT_LABELS = {"ttft": "TTFT", "tpot": "TPOT", "latency": "latency"}
+
+
 def _percentile_dot_chart(
     key: str, title: str, runs: pd.DataFrame, panels: list[tuple[str, str, str]],
     colors: Mapping[str, str], limits: bool,
 ) -> Chart:
-    """Shared shape of the latency charts: one column per run, p50/p90/p99 as symbols, one colour per node.
+    """Shared shape of the latency charts: one column per run, p50/p90/p99 as symbols, one colour per node, and
+    (with `limits`) a red bar at each run's own p99 limit (`latency_rules`), so runs held to different limits are
+    drawn side by side, each against its own.
 
     `panels` = (panel title, column prefix, limit name) with columns `{prefix}_{p50,p90,p99}_ns`.
     """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    labels = unique_labels([run_label(r) for _, r in _iterrows(runs)])
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.1)
-    fig_m = _mpl_figure(5.0 * len(panels) + 1.0 + LEGEND_WIDTH_IN, 5.2, left=1.4, right=LEGEND_WIDTH_IN,
-                        bottom=1.7, wspace=0.4)
-    axes = fig_m.subplots(1, len(panels), squeeze=False)[0]
-    legend_seen: set[str] = set()
-    mpl_nodes: dict[str, str] = {}
+    rows = [r for _, r in _iterrows(runs)]
+    labels = unique_labels([run_label(r) for r in rows])
+    rules = [latency_rules(r) if limits else LatencyRules() for r in rows]
+    nodes = [str(r.get("node")) for r in rows]
+    layout = _subplots_dict(title, [p[0] for p in panels], 520, 0.1)
+    traces: list[dict] = []
     for pct in PERCENTILES:  # legend keys for the symbols (colour says the node)
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=pct, legendgroup=f"_{pct}",
-                                 marker=dict(symbol=PERCENTILE_SYMBOLS[pct][0], size=10, color="#777"),
-                                 hoverinfo="skip"), row=1, col=1)
-    for col, (panel_title, prefix, limit_name) in enumerate(panels, start=1):
-        ax = axes[col - 1]
+        traces.append({"type": "scatter", "x": [None], "y": [None], "mode": "markers", "name": pct,
+                       "legendgroup": f"_{pct}", "hoverinfo": "skip", "xaxis": "x", "yaxis": "y",
+                       "marker": {"symbol": PERCENTILE_SYMBOLS[pct][0], "size": 10, "color": "#777"}})
+    legend_seen: set[str] = set()
+    mpl_panels = []
+    for col, (panel_title, prefix, limit_name) in enumerate(panels):
+        suffix = _axis_suffix(col)
         values_all: list[float] = []
-        position = {label: i for i, label in enumerate(labels)}
-        for node, group in runs.groupby("node", sort=True):
-            color = colors.get(str(node), PALETTE[0])
-            name = str(node)
-            rows = list(_iterrows(group))
-            xs, ys, symbols, hover = [], [], [], []
-            for pct in PERCENTILES:  # one trace per node and panel; the symbol says the percentile
-                column = f"{prefix}_{pct}_ns"
-                if column not in runs.columns:
-                    continue
-                pct_x, pct_y = [], []
-                for (i, r) in rows:
-                    y = _ms(r.get(column))
-                    if y is None:
-                        continue
-                    x = labels[runs.index.get_loc(i)]
-                    xs.append(x)
-                    ys.append(y)
-                    symbols.append(PERCENTILE_SYMBOLS[pct][0])
-                    hover.append(_hover_text(r, {f"{panel_title} {pct}": f"{_fmt(y)} ms"}))
-                    pct_x.append(position[x])
-                    pct_y.append(y)
-                if pct_y:
-                    ax.scatter(pct_x, pct_y, color=color, marker=PERCENTILE_SYMBOLS[pct][1], s=45,
-                               facecolors="none" if pct == "p50" else color)
-            if not ys:
+        points = []  # (pct, run position, y) for matplotlib
+        by_node: dict[str, dict[str, list]] = {}
+        for pct in PERCENTILES:
+            column = f"{prefix}_{pct}_ns"
+            if column not in runs.columns:
                 continue
-            fig.add_trace(go.Scatter(
-                x=xs, y=ys, mode="markers", name=name, legendgroup=name, showlegend=name not in legend_seen,
-                marker=dict(symbol=symbols, size=11, color=color, line=dict(width=2, color=color)),
-                hovertext=hover, hoverinfo="text",
-            ), row=1, col=col)
-            legend_seen.add(name)
-            values_all += ys
-            mpl_nodes[name] = color
-        if limits:  # one line per distinct limit of the runs shown
-            drawn = {(scenario_kind(r), limits_for(r).get(limit_name)) for _, r in _iterrows(runs)}
-            for kind, limit in sorted((k, v) for k, v in drawn if v is not None):
-                text = f"{kind} limit (p99): {limit:g} ms"
-                fig.add_hline(y=limit, line=dict(color=LIMIT_COLOR, dash="dash" if kind == "Server" else "dot"),
-                              annotation_text=text, annotation_position="top left", row=1, col=col)
-                ax.axhline(limit, color=LIMIT_COLOR, linestyle="--" if kind == "Server" else ":", linewidth=1.2)
-                ax.annotate(text, xy=(0, limit), xycoords=("axes fraction", "data"), fontsize=7,
-                            color=LIMIT_COLOR, va="bottom")
-                values_all.append(limit)
-        log_y = bool(values_all) and min(values_all) > 0 and max(values_all) / min(values_all) > 100
+            for i, r in enumerate(rows):
+                y = _ms(r.get(column))
+                if y is None:
+                    continue
+                limit = rules[i].as_dict().get(limit_name)
+                verdict = ""
+                if limit is not None and pct == "p99":
+                    verdict = (f"<br>{'within' if y <= limit else 'OVER'} its p99 limit {fmt_limit(limit)} ms "
+                               f"({rules[i].source})")
+                node = by_node.setdefault(nodes[i], {"x": [], "y": [], "symbol": [], "text": []})
+                node["x"].append(labels[i])
+                node["y"].append(y)
+                node["symbol"].append(PERCENTILE_SYMBOLS[pct][0])
+                node["text"].append(_hover_text(r, {f"{panel_title} {pct}": f"{_fmt(y)} ms"}) + verdict)
+                points.append((pct, i, y))
+                values_all.append(y)
+        for node, data in sorted(by_node.items()):
+            color = colors.get(node, PALETTE[0])
+            traces.append({"type": "scatter", "mode": "markers", "name": node, "legendgroup": node,
+                           "showlegend": node not in legend_seen, "x": data["x"], "y": data["y"],
+                           "marker": {"symbol": data["symbol"], "size": 11, "color": color,
+                                      "line": {"width": 2, "color": color}},
+                           "hovertext": data["text"], "hoverinfo": "text", "xaxis": f"x{suffix}",
+                           "yaxis": f"y{suffix}"})
+            legend_seen.add(node)
+        limit_points = [(i, rules[i].as_dict()[limit_name]) for i in range(len(rows))
+                        if limit_name and limit_name in rules[i].as_dict()]
+        if limit_points:
+            traces.append({
+                "type": "scatter", "mode": "markers", "name": "p99 limit (each run's own)", "legendgroup": "_limit",
+                "showlegend": "_limit" not in legend_seen, "x": [labels[i] for i, _ in limit_points],
+                "y": [v for _, v in limit_points], "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
+                "marker": {"symbol": "line-ew-open", "size": 30, "color": LIMIT_COLOR, "line": {"width": 3,
+                                                                                               "color": LIMIT_COLOR}},
+                "hovertext": [f"{labels[i]}<br>p99 {_LIMIT_LABELS[limit_name]} limit {fmt_limit(v)} ms<br>from the "
+                              f"{rules[i].source}" for i, v in limit_points], "hoverinfo": "text"})
+            legend_seen.add("_limit")
+            values_all += [v for _, v in limit_points]
+        log_y = _log_scale(values_all)
         y_label = f"{panel_title} (ms{', log scale' if log_y else ''})"
-        fig.update_yaxes(title_text=y_label, type="log" if log_y else "linear", rangemode="tozero", row=1, col=col)
-        fig.update_xaxes(title_text="run", tickangle=30, type="category", row=1, col=col)
-        ax.set_title(panel_title)
-        ax.set_ylabel(y_label)
-        ax.set_xlabel("run")
-        if log_y:
-            ax.set_yscale("log")
-        else:
-            ax.set_ylim(bottom=0)
-        ax.set_xticks(range(len(labels)), [_short(lbl, 32) for lbl in labels], rotation=30, ha="right", fontsize=7)
-        ax.set_xlim(-0.5, len(labels) - 0.5)
-        ax.grid(alpha=0.3)
-    _plotly_layout(fig, title, height=520)
-    fig_m.suptitle(title)
-    if mpl_nodes:
+        layout[f"yaxis{suffix}"].update(title={"text": y_label}, type="log" if log_y else "linear",
+                                        rangemode="tozero")
+        layout[f"xaxis{suffix}"].update(title={"text": "run"}, tickangle=30, type="category",
+                                        categoryorder="array", categoryarray=labels)
+        mpl_panels.append((panel_title, y_label, log_y, points, limit_points))
+    colors_by_run = [colors.get(n, PALETTE[0]) for n in nodes]
+    node_handles = {n: colors.get(n, PALETTE[0]) for n in sorted(set(nodes))}
+
+    def render():
         from matplotlib.lines import Line2D
 
+        # Panels stacked over one shared run axis: the run labels are drawn once (text is most of the cost).
+        width = max(7.0, 0.3 * len(labels) + 2.0)
+        fig_m = _mpl_figure(width + LEGEND_WIDTH_IN, 2.6 * len(panels) + 2.3, left=1.5, right=LEGEND_WIDTH_IN,
+                            bottom=1.8, top=0.6)
+        fig_m.subplots_adjust(hspace=0.25)
+        axes = fig_m.subplots(len(panels), 1, squeeze=False, sharex=True)[:, 0]
+        short = [_short(lbl, 32) for lbl in labels]
+        for ax, (panel_title, y_label, log_y, points, limit_points) in zip(axes, mpl_panels):
+            for pct in PERCENTILES:  # one scatter per percentile: the colour of each point says its node
+                mine = [(i, y) for p, i, y in points if p == pct]
+                if not mine:
+                    continue
+                point_colors = [colors_by_run[i] for i, _ in mine]
+                ax.scatter([i for i, _ in mine], [y for _, y in mine], marker=PERCENTILE_SYMBOLS[pct][1], s=45,
+                           facecolors="none" if pct == "p50" else point_colors, edgecolors=point_colors)
+            if limit_points:
+                ax.scatter([i for i, _ in limit_points], [v for _, v in limit_points], marker="_", s=500,
+                           color=LIMIT_COLOR, linewidths=2.5, zorder=3)
+            ax.set_ylabel(y_label)
+            if log_y:
+                ax.set_yscale("log")
+            else:
+                ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+        axes[-1].set_xticks(range(len(labels)), short, rotation=30, ha="right", fontsize=7)
+        axes[-1].set_xlim(-0.5, len(labels) - 0.5)
+        axes[-1].set_xlabel("run")
+        fig_m.suptitle(title)
         handles = [Line2D([], [], linestyle="", marker=PERCENTILE_SYMBOLS[p][1], color="#777",
                           markerfacecolor="none" if p == "p50" else "#777", label=p) for p in PERCENTILES]
-        handles += [Line2D([], [], linestyle="", marker="s", color=c, label=n) for n, c in mpl_nodes.items()]
+        handles += [Line2D([], [], linestyle="", marker="s", color=c, label=_short(n, 44))
+                    for n, c in node_handles.items()]
+        if any(limit_points for *_, limit_points in mpl_panels):
+            handles.append(Line2D([], [], linestyle="", marker="_", markersize=14, markeredgewidth=2.5,
+                                  color=LIMIT_COLOR, label="p99 limit (each run's own)"))
         _side_legend(fig_m, handles)
-    return Chart(key=key, title=title, figure=fig, mpl=fig_m)
+        return fig_m
+
+    notes = []
+    if limits:
+        held = sorted({(scenario_kind(r), rule.describe()) for r, rule in zip(rows, rules) if rule.as_dict()})
+        if held:
+            notes.append("Each run is drawn against its own p99 limits (red bars): "
+                         + "; ".join(f"{kind}: {text}" for kind, text in held) + ".")
+    return Chart(key=key, title=title, figure_dict={"data": traces, "layout": layout}, render=render, notes=notes)
 
 
 def _short(label: str, limit: int = 38) -> str:
@@ -504,8 +760,9 @@ def _short(label: str, limit: int = 38) -> str:
 
 
 def server_latency_vs_limits(summary: pd.DataFrame, colors: Mapping[str, str] | None = None) -> Chart:
-    """TTFT and TPOT p50/p90/p99 (ms) of the latest Server/Interactive run per group, against the MLPerf limits."""
-    key, title = "server_ttft_tpot", "Server TTFT and TPOT against the MLPerf limits"
+    """TTFT and TPOT p50/p90/p99 (ms) of the latest Server/Interactive run per group, each against its own p99
+    limits (its LoadGen log's, else its benchmark's: `latency_rules`)."""
+    key, title = "server_ttft_tpot", "Server and Interactive TTFT and TPOT against each run's own limits"
     runs = performance_runs(summary)
     if not runs.empty:
         runs = runs[(_col(runs, "scenario") == "Server")]
@@ -519,7 +776,8 @@ def server_latency_vs_limits(summary: pd.DataFrame, colors: Mapping[str, str] | 
 
 
 def latency_percentiles(summary: pd.DataFrame, colors: Mapping[str, str] | None = None) -> Chart:
-    """End-to-end sample latency p50/p90/p99 (ms) of the latest run per group, from the LoadGen summaries."""
+    """End-to-end sample latency p50/p90/p99 (ms) of the latest run per group, from the LoadGen summaries; a Server
+    run judged on end-to-end latency (gpt-j) is drawn against its own target latency."""
     key, title = "latency_percentiles", "Sample latency percentiles (latest run per node and scenario)"
     runs = performance_runs(summary)
     if not runs.empty:
@@ -527,16 +785,13 @@ def latency_percentiles(summary: pd.DataFrame, colors: Mapping[str, str] | None 
     if runs.empty:
         return _missing(key, title, "no performance run reports latency percentiles")
     colors = dict(colors or node_colors(runs["node"]))
-    return _percentile_dot_chart(key, title, runs, [("latency", "latency", "")], colors, limits=False)
+    return _percentile_dot_chart(key, title, runs, [("latency", "latency", "latency")], colors, limits=True)
 
 
 def rouge_vs_target(summary: pd.DataFrame, colors: Mapping[str, str] | None = None) -> Chart:
-    """ROUGE-1/2/L/Lsum of every accuracy result, one panel per metric, with the 99% targets of its benchmark
-    (`rouge_minimums`)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    key, title = "rouge_vs_target", "ROUGE per run against the 99% targets"
+    """ROUGE-1/2/L/Lsum of every accuracy result, one panel per metric, each run against the minimums of its own
+    benchmark (`rouge_minimums`: 99% of the reference for llama3.1-8b and gptj-99, 99.9% for gptj-99.9)."""
+    key, title = "rouge_vs_target", "ROUGE per run against its benchmark's accuracy targets"
     runs = summary[_col(summary, "rouge1").notna()] if not summary.empty else summary
     # The store shows a scenario's accuracy on all its runs: draw it once, on the accuracy run.
     accuracy_mode = _col(runs, "mode").astype(str).str.lower() == "accuracy"
@@ -544,60 +799,99 @@ def rouge_vs_target(summary: pd.DataFrame, colors: Mapping[str, str] | None = No
         runs = runs[accuracy_mode]
     if runs.empty:
         return _missing(key, title, "no run has accuracy (ROUGE) results")
-    runs = sort_by_time(runs)
+    runs = sort_by_time(runs).reset_index(drop=True)
     colors = dict(colors or node_colors(runs["node"]))
-    x_all, x_label = _time_axis(runs)  # a time axis scales to hundreds of nightly runs
-    labels = list(x_all)
+    x_plotly, x_mpl, x_label = _x_values(runs)  # a time axis scales to hundreds of nightly runs
     metrics = [m for m in ROUGE_METRICS if m in runs.columns and runs[m].notna().any()]
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics, horizontal_spacing=0.06)
-    fig_m = _mpl_figure(3.4 * len(metrics) + 0.6 + LEGEND_WIDTH_IN, 5.0, right=LEGEND_WIDTH_IN, bottom=1.2,
-                        wspace=0.45)
-    axes = fig_m.subplots(1, len(metrics), squeeze=False)[0]
+    benchmarks = [None if isnull(b) else str(b) for b in _col(runs, "benchmark")]
+    minimums = {b: rouge_minimums(b) for b in set(benchmarks)}
+    target_names = {b: (t.benchmark, t.fraction) for b in minimums if (t := registry.accuracy_target(b))}
+    verdicts = {"True": "PASS", "False": "FAIL", "None": "no verdict"}
+    verdict = [verdicts[str(accuracy_verdict(r))] for _, r in _iterrows(runs)]
+    run_ids = runs["run_id"].astype(str).tolist()
+    nodes = runs["node"].astype(str).tolist()
+    layout = _subplots_dict(title, metrics, 500, 0.06)
+    traces: list[dict] = []
     seen: set[str] = set()
-    missing_targets: set[str] = set()
-    for col, metric in enumerate(metrics, start=1):
-        ax = axes[col - 1]
-        for node, group in runs.groupby("node", sort=True):
-            color = colors.get(str(node), PALETTE[0])
-            xs = [labels[runs.index.get_loc(i)] for i in group.index]
-            ys = [_num(v) for v in group[metric]]
-            passed = [accuracy_verdict(r) for _, r in _iterrows(group)]
-            hover = [_hover_text(r, {metric: _fmt(y, 4), "accuracy passed": str(p)})
-                     for (_, r), y, p in zip(_iterrows(group), ys, passed)]
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=str(node), legendgroup=str(node),
-                                     showlegend=str(node) not in seen, marker=dict(color=color, size=10),
-                                     hovertext=hover, hoverinfo="text"), row=1, col=col)
-            seen.add(str(node))
-            ax.scatter(xs, ys, color=color, s=40, label=str(node) if col == 1 else None)
-        tx, ty = [], []
-        for i, (_, r) in enumerate(_iterrows(runs)):
-            bench_targets = rouge_minimums(r.get("benchmark"))
-            if not bench_targets:
-                missing_targets.add(str(r.get("benchmark")))
+    mpl_panels = []
+    by_node = runs.groupby(runs["node"].astype(str).to_numpy()).indices
+    by_benchmark = pd.Series(benchmarks, dtype=object).groupby(
+        pd.Series([b or "" for b in benchmarks])).indices
+    for col, metric in enumerate(metrics):
+        suffix = _axis_suffix(col)
+        values = _clean(pd.to_numeric(runs[metric], errors="coerce"))
+        for node, positions in sorted(by_node.items()):
+            color = colors.get(node, PALETTE[0])
+            custom = [[run_ids[i], benchmarks[i] or "?", _target_text(minimums.get(benchmarks[i]), metric),
+                       verdict[i]] for i in positions]
+            traces.append({"type": "scatter", "mode": "markers", "name": node, "legendgroup": node,
+                           "showlegend": node not in seen, "x": [x_plotly[i] for i in positions],
+                           "y": [values[i] for i in positions], "marker": {"color": color, "size": 10},
+                           "customdata": custom, "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
+                           "hovertemplate": (f"run %{{customdata[0]}}<br>node {_escape_template(node)} · "
+                                             f"%{{customdata[1]}}<br>{metric} %{{y:.4f}}<br>target "
+                                             "%{customdata[2]}<br>accuracy %{customdata[3]}<extra></extra>")})
+            seen.add(node)
+        segments = []  # one target per benchmark, spanning its runs
+        for bench, positions in sorted(by_benchmark.items()):
+            target = minimums.get(bench or None, {}).get(metric)
+            if target is None:
                 continue
-            if metric not in bench_targets:  # gpt-j has no rougeLsum target
-                continue
-            tx.append(labels[i])
-            ty.append(float(bench_targets[metric]))
-        if tx:
-            fig.add_trace(go.Scatter(x=tx, y=ty, mode="markers", name="99% target", legendgroup="target",
-                                     showlegend=col == 1, marker=dict(symbol="line-ew-open", size=26,
-                                                                      color=TARGET_COLOR, line=dict(width=2)),
-                                     hovertemplate="99%% target: %{y:.4f}<extra></extra>"), row=1, col=col)
-            ax.scatter(tx, ty, marker="_", s=300, color=TARGET_COLOR, linewidths=2,
-                       label="99% target" if col == 1 else None)
-        fig.update_yaxes(title_text=f"{metric} (F1 × 100)", row=1, col=col)
-        fig.update_xaxes(title_text=x_label, tickangle=30, row=1, col=col)
-        ax.set_title(metric)
-        ax.set_ylabel(f"{metric} (F1 × 100)")
-        ax.set_xlabel(x_label, fontsize=8)
-        ax.tick_params(axis="x", labelrotation=35, labelsize=6)
-        ax.grid(alpha=0.3)
-    _plotly_layout(fig, title, height=500)
-    fig_m.suptitle(title)
-    _side_legend(fig_m)
-    notes = [f"no 99% target known for: {', '.join(sorted(missing_targets))}"] if missing_targets else []
-    return Chart(key=key, title=title, figure=fig, mpl=fig_m, notes=notes)
+            name, fraction = target_names[bench]
+            xs = sorted({x_plotly[i] for i in positions})
+            label = f"{name} target ({fraction:.1%})"
+            traces.append({"type": "scatter", "mode": "lines+markers", "name": label, "legendgroup": f"_t{name}",
+                           "showlegend": f"_t{name}" not in seen, "x": [xs[0], xs[-1]], "y": [target, target],
+                           "line": {"color": TARGET_COLOR, "width": 2, "dash": "dash"},
+                           "marker": {"symbol": "line-ew-open", "size": 22, "color": TARGET_COLOR,
+                                      "line": {"width": 2, "color": TARGET_COLOR}},
+                           "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
+                           "hovertemplate": f"{label}: {metric} ≥ {target:.4f}<extra></extra>"})
+            seen.add(f"_t{name}")
+            mpl_x = sorted({x_mpl[i] for i in positions})
+            segments.append((label, target, mpl_x[0], mpl_x[-1]))
+        layout[f"yaxis{suffix}"]["title"] = {"text": f"{metric} (F1 × 100)"}
+        layout[f"xaxis{suffix}"].update(title={"text": x_label}, tickangle=30)
+        mpl_panels.append((metric, values, segments))
+    point_colors = [colors.get(n, PALETTE[0]) for n in nodes]
+    node_handles = {n: colors.get(n, PALETTE[0]) for n in sorted(set(nodes))}
+
+    def render():
+        from matplotlib.lines import Line2D
+
+        fig_m = _mpl_figure(3.4 * len(metrics) + 0.6 + LEGEND_WIDTH_IN, 5.0, right=LEGEND_WIDTH_IN, bottom=1.2,
+                            wspace=0.45)
+        axes = fig_m.subplots(1, len(metrics), squeeze=False)[0]
+        target_labels: dict[str, str] = {}
+        for ax, (metric, values, segments) in zip(axes, mpl_panels):
+            keep = [i for i, v in enumerate(values) if v is not None]
+            ax.scatter([x_mpl[i] for i in keep], [values[i] for i in keep], c=[point_colors[i] for i in keep], s=40)
+            for label, target, x0, x1 in segments:
+                ax.plot([x0, x1], [target, target], color=TARGET_COLOR, linestyle="--", marker="_", markersize=16,
+                        markeredgewidth=2, linewidth=1.5)
+                target_labels[label] = label
+            ax.set_title(metric)
+            ax.set_ylabel(f"{metric} (F1 × 100)")
+            ax.set_xlabel(x_label, fontsize=8)
+            ax.tick_params(axis="x", labelrotation=35, labelsize=6)
+            ax.grid(alpha=0.3)
+        fig_m.suptitle(title)
+        handles = [Line2D([], [], linestyle="", marker="o", color=c, label=_short(n, 44))
+                   for n, c in node_handles.items()]
+        handles += [Line2D([], [], linestyle="--", marker="_", color=TARGET_COLOR, label=label)
+                    for label in target_labels]
+        _side_legend(fig_m, handles)
+        return fig_m
+
+    unknown = sorted({b or "unknown" for b in benchmarks if not minimums.get(b)})
+    notes = [f"no accuracy target known for: {', '.join(unknown)} (drawn without a target, no verdict)"] if unknown \
+        else []
+    return Chart(key=key, title=title, figure_dict={"data": traces, "layout": layout}, render=render, notes=notes)
+
+
+def _target_text(minimums: Mapping[str, float] | None, metric: str) -> str:
+    value = (minimums or {}).get(metric)
+    return "none known" if value is None else f"≥ {value:.4f}"
 
 
 def rouge_minimums(benchmark: object) -> dict[str, float]:
@@ -609,6 +903,12 @@ def rouge_minimums(benchmark: object) -> dict[str, float]:
     return {m: float(low) for m, (low, _high) in target.thresholds().items() if m in ROUGE_METRICS}
 
 
+@functools.lru_cache(maxsize=256)
+def _thresholds(benchmark: str) -> dict[str, tuple[float, float | None]] | None:
+    target = registry.accuracy_target(benchmark)
+    return None if target is None else target.thresholds()
+
+
 def accuracy_verdict(row: Mapping) -> bool | None:
     """`accuracy_passed` from the store; when it is absent (logs ingested without scoring, or the benchmark only
     known from the path), the run's figures against the benchmark's MLPerf thresholds (ROUGE minimums and gen_len
@@ -618,14 +918,236 @@ def accuracy_verdict(row: Mapping) -> bool | None:
         return bool(stored)
     if isnull(row.get("rouge1")) or isnull(row.get("benchmark")):
         return None
-    target = registry.accuracy_target(row.get("benchmark"))
-    if target is None:  # unknown benchmark (llama2-70b, mixtral...)
+    thresholds = _thresholds(str(row.get("benchmark")))
+    if thresholds is None:  # unknown benchmark (llama2-70b, mixtral...)
         return None
-    thresholds = target.thresholds()
     checked = [(float(row.get(m)), low, high) for m, (low, high) in thresholds.items() if not isnull(row.get(m))]
     if not checked:
         return None
     return all(value >= low and (high is None or value <= high) for value, low, high in checked)
+
+
+# ------------------------------------------------------------------------------- your runs vs published results
+
+_NO_ACCELERATOR = {"", "n/a", "na", "none", "null", "-", "–", "cpu", "not applicable"}
+
+
+def accelerator_family(name: object) -> str | None:
+    """The accelerator model a name denotes, for matching runs on the same GPU: `NVIDIA H200-SXM-141GB`,
+    `NVIDIA H200` -> `H200`; `AMD Instinct MI300X` -> `MI300X`; `NVIDIA GeForce RTX 4090` -> `RTX 4090`. A name
+    without a model number is kept whole; None for no accelerator (`N/A`, CPU-only systems)."""
+    if isnull(name):
+        return None
+    text = str(name).strip()
+    if text.lower() in _NO_ACCELERATOR:
+        return None
+    prefix = ""
+    for token in re.split(r"[\s_/,()+-]+", text.lower()):
+        if token in ("rtx", "gtx"):
+            prefix = token.upper() + " "
+            continue
+        if re.fullmatch(r"[a-z]{0,3}\d{2,4}[a-z]{0,3}", token) and not re.fullmatch(r"\d+(gb|g|tb|w)", token):
+            return prefix + token.upper()
+    return text
+
+
+def workload(benchmark: object) -> str | None:
+    """The benchmark a run's performance compares under: its accuracy variant (-99, -99.9) and the Interactive
+    label set aside (`gptj-99.9` -> `gptj`, `llama3.1-8b-interactive` -> `llama3.1-8b`, `llama2-70b-99` ->
+    `llama2-70b`); the registry's harness benchmark for names it knows."""
+    if isnull(benchmark):
+        return None
+    target = registry.accuracy_target(benchmark)
+    if target is not None:
+        return target.family
+    name = str(benchmark).strip().lower()
+    name = re.sub(r"-interactive$", "", name)
+    return re.sub(r"-99(\.9)?$", "", name) or None
+
+
+def is_published(row: Mapping) -> bool:
+    """A run from a published MLPerf results tree (a submitter or a results round is known), not one of yours."""
+    return any(not isnull(row.get(k)) and str(row.get(k)) for k in ("submitter", "round"))
+
+
+def accelerator_count(row: Mapping) -> int | None:
+    """Accelerators the run used in all: accelerators per node x nodes (None when unknown or zero)."""
+    per_node = _num(row.get("accelerators_per_node"))
+    nodes = _num(row.get("number_of_nodes")) or 1.0
+    if per_node is None or per_node <= 0:
+        return None
+    return int(per_node * max(nodes, 1.0))
+
+
+def tokens_per_accelerator(row: Mapping) -> float | None:
+    """Headline tokens/s per accelerator: run_summary's `tokens_per_second_per_accelerator`, else computed."""
+    stored = _num(row.get("tokens_per_second_per_accelerator"))
+    if stored is not None:
+        return stored
+    count, tps = accelerator_count(row), headline_tokens_per_second(row)
+    return None if count is None or tps is None else tps / count
+
+
+def published_context(summary: pd.DataFrame, colors: Mapping[str, str] | None = None) -> Chart:
+    """Your runs beside the published MLPerf results for the same benchmark, scenario and accelerator:
+    tokens/s per accelerator, with the submitter, round and division of each published point.
+
+    Your runs are the latest performance run of each node/scenario/benchmark/backend that does not come from a
+    published results tree (`is_published`); accelerators match by model (`accelerator_family`). When none of
+    your runs has a known accelerator, the published results are shown by themselves. `.table` holds the rows,
+    `.notes` says which runs have no known accelerator and why."""
+    key, title = "published_context", "Your runs vs published results (tokens/s per accelerator)"
+    runs = performance_runs(summary)
+    if runs.empty:
+        return _missing(key, title, "no performance runs")
+    rows = []
+    unknown: dict[tuple[str, str], int] = {}
+    for _, r in _iterrows(runs):
+        published = is_published(r)
+        family = accelerator_family(r.get("accelerator"))
+        per_acc = tokens_per_accelerator(r)
+        if family is None or per_acc is None:
+            why = r.get("system_note")
+            if isnull(why) or not str(why):
+                why = ("the system names no accelerator" if family is None and not isnull(r.get("accelerator"))
+                       else "no systems JSON or GPU list known" if family is None
+                       else "no accelerator count or tokens/s")
+            who = "published" if published else "yours"
+            unknown[(who, str(why))] = unknown.get((who, str(why)), 0) + 1
+            continue
+        rows.append({**r, "_published": published, "_family": family, "_per_acc": per_acc,
+                     "_group": (workload(r.get("benchmark")) or "?", scenario_kind(r), family)})
+    notes = []
+    for who in ("yours", "published"):
+        reasons = {why: n for (w, why), n in unknown.items() if w == who}
+        if reasons:
+            total = sum(reasons.values())
+            label = "of your runs" if who == "yours" else "published runs"
+            notes.append(f"Accelerator unknown for {total} {label} (left out): "
+                         + "; ".join(f"{why} ({n})" for why, n in sorted(reasons.items())) + ".")
+    yours_all = pd.DataFrame([r for r in rows if not r["_published"]])
+    yours = latest_per_group(yours_all) if not yours_all.empty else yours_all
+    published = [r for r in rows if r["_published"]]
+    groups = sorted({r["_group"] for _, r in _iterrows(yours)}) if not yours.empty else \
+        sorted({r["_group"] for r in published})
+    if not groups:
+        missing = _missing(key, title, "no run with a known accelerator and tokens/s (systems JSON of a results "
+                                       "tree, or the GPU list in run_manifest.json)")
+        missing.notes = notes
+        return missing
+    colors = dict(colors or node_colors([r["node"] for r in rows]))
+    table_rows, points = [], []
+    for group in groups:
+        mine = [r for _, r in _iterrows(yours) if r["_group"] == group] if not yours.empty else []
+        theirs = sorted((r for r in published if r["_group"] == group), key=lambda r: -r["_per_acc"])
+        best_mine = max((r["_per_acc"] for r in mine), default=None)
+        for r in [*sorted(mine, key=lambda r: -r["_per_acc"]), *theirs]:
+            mine_row = not r["_published"]
+            count = accelerator_count(r)
+            vs = "–" if best_mine is None or mine_row else f"{r['_per_acc'] / best_mine:,.2f}×"
+            table_rows.append({
+                "benchmark": group[0], "scenario": group[1], "accelerator": group[2],
+                "run": "yours" if mine_row else "published",
+                "node / system": str(r.get("node") if mine_row else (r.get("system") or r.get("node"))),
+                "submitter": "–" if mine_row or isnull(r.get("submitter")) else str(r.get("submitter")),
+                "round": "–" if isnull(r.get("round")) else str(r.get("round")),
+                "division": "–" if isnull(r.get("division")) else str(r.get("division")),
+                "accelerators": f"{count} × {r.get('accelerator')}",
+                "validity": "–" if isnull(r.get("result_validity")) else str(r.get("result_validity")),
+                "tokens/s": _fmt(headline_tokens_per_second(r)),
+                "tokens/s per accelerator": _fmt(r["_per_acc"]),
+                "vs your best": vs,
+            })
+            points.append((" · ".join(group), mine_row, r, count))
+    table = pd.DataFrame(table_rows)
+    if not any(mine for _, mine, _, _ in points):
+        notes.insert(0, "None of your runs has a known accelerator: the published results are shown by themselves.")
+    return _published_figure(key, title, groups, points, colors, table, notes)
+
+
+def _published_figure(key: str, title: str, groups: list[tuple], points: list[tuple], colors: Mapping[str, str],
+                      table: pd.DataFrame, notes: list[str]) -> Chart:
+    labels = [" · ".join(g) for g in groups]
+    values = [r["_per_acc"] for _, _, r, _ in points]
+    log_x = _log_scale(values)
+    traces: list[dict] = []
+    division_symbols = {"closed": ("circle", "o"), "open": ("diamond", "D")}
+    published_sets: dict[str, dict[str, list]] = {}
+    mine_sets: dict[str, dict[str, list]] = {}
+    for label, mine, r, count in points:
+        if mine:
+            node = str(r.get("node"))
+            data = mine_sets.setdefault(node, {"x": [], "y": [], "custom": []})
+            data["custom"].append([str(r.get("run_id")), backend_label(r) or "?", str(r.get("started_at")),
+                                   f"{count} × {r.get('accelerator')}", _fmt(headline_tokens_per_second(r))])
+        else:
+            division = str(r.get("division") or "").lower()
+            name = f"published ({division})" if division else "published"
+            data = published_sets.setdefault(name, {"x": [], "y": [], "custom": [], "division": division})
+            data["custom"].append([str(r.get("system") or r.get("node")), str(r.get("submitter") or "?"),
+                                   str(r.get("round") or "?"), str(r.get("division") or "?"),
+                                   f"{count} × {r.get('accelerator')}", _fmt(headline_tokens_per_second(r))])
+        data["x"].append(r["_per_acc"])
+        data["y"].append(label)
+    for name, data in sorted(published_sets.items()):
+        symbol = division_symbols.get(data["division"], ("square", "s"))[0]
+        traces.append({"type": "scatter", "mode": "markers", "name": name, "x": data["x"], "y": data["y"],
+                       "marker": {"symbol": symbol, "size": 11, "color": PUBLISHED_COLOR, "opacity": 0.85,
+                                  "line": {"width": 1, "color": "#555"}},
+                       "customdata": data["custom"],
+                       "hovertemplate": ("%{customdata[0]}<br>submitter %{customdata[1]} · round %{customdata[2]} · "
+                                         "division %{customdata[3]}<br>%{customdata[4]}<br>tokens/s "
+                                         "%{customdata[5]}<br>per accelerator %{x:,.1f}<extra>published</extra>")})
+    for node, data in sorted(mine_sets.items()):
+        color = colors.get(node, PALETTE[0])
+        traces.append({"type": "scatter", "mode": "markers", "name": f"{node} (yours)", "x": data["x"],
+                       "y": data["y"], "customdata": data["custom"],
+                       "marker": {"symbol": "star", "size": 16, "color": color, "line": {"width": 1, "color": "#222"}},
+                       "hovertemplate": (f"{_escape_template(node)} · run %{{customdata[0]}}<br>backend "
+                                         "%{customdata[1]} · started %{customdata[2]}<br>%{customdata[3]}<br>"
+                                         "tokens/s %{customdata[4]}<br>per accelerator %{x:,.1f}"
+                                         "<extra>yours</extra>")})
+    height = 180 + 46 * len(labels)
+    layout = _layout_dict(title, height)
+    layout["margin"]["l"] = 90
+    layout["xaxis"].update(title={"text": "tokens/s per accelerator" + (" (log scale)" if log_x else "")},
+                           type="log" if log_x else "linear")
+    layout["yaxis"].update(type="category", categoryorder="array", categoryarray=labels[::-1],
+                           title={"text": "benchmark · scenario · accelerator"})
+    mpl_published = [(data["division"], data["x"], data["y"]) for _, data in sorted(published_sets.items())]
+    mpl_mine = [(node, colors.get(node, PALETTE[0]), data["x"], data["y"]) for node, data in sorted(mine_sets.items())]
+
+    def render():
+        from matplotlib.lines import Line2D
+
+        fig_m = _mpl_figure(7.5 + 2.6 + LEGEND_WIDTH_IN, 1.6 + 0.45 * len(labels), left=2.6, right=LEGEND_WIDTH_IN,
+                            bottom=0.8, top=0.5)
+        ax = fig_m.add_subplot()
+        position = {label: i for i, label in enumerate(labels[::-1])}
+        handles = []
+        for division, xs, ys in mpl_published:
+            marker = division_symbols.get(division, ("square", "s"))[1]
+            ax.scatter(xs, [position[y] for y in ys], marker=marker, s=50, color=PUBLISHED_COLOR, edgecolors="#555",
+                       linewidths=0.6, alpha=0.85)
+            handles.append(Line2D([], [], linestyle="", marker=marker, color=PUBLISHED_COLOR,
+                                  label=f"published ({division})" if division else "published"))
+        for node, color, xs, ys in mpl_mine:
+            ax.scatter(xs, [position[y] for y in ys], marker="*", s=160, color=color, edgecolors="#222",
+                       linewidths=0.6, zorder=3)
+            handles.append(Line2D([], [], linestyle="", marker="*", markersize=10, color=color,
+                                  label=_short(f"{node} (yours)", 40)))
+        ax.set_yticks(range(len(labels)), [_short(lbl, 44) for lbl in labels[::-1]], fontsize=7)
+        ax.set_ylim(-0.6, len(labels) - 0.4)
+        ax.set_xlabel("tokens/s per accelerator" + (" (log scale)" if log_x else ""))
+        if log_x:
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        ax.set_title(title)
+        _side_legend(fig_m, handles)
+        return fig_m
+
+    return Chart(key=key, title=title, figure_dict={"data": traces, "layout": layout}, render=render, table=table,
+                 notes=notes)
 
 
 def node_comparison_table(summary: pd.DataFrame, regressions: Mapping[str, list[str]] | None = None) -> Chart:
@@ -672,7 +1194,9 @@ def node_comparison_table(summary: pd.DataFrame, regressions: Mapping[str, list[
 def summary_table(summary: pd.DataFrame, regressions: Mapping[str, list[str]] | None = None) -> pd.DataFrame:
     """Latest performance run per node/scenario/benchmark/backend, formatted for people (units in the headers).
 
-    Accuracy is taken from the newest accuracy result of the same group when the performance row has none.
+    Accuracy is taken from the newest accuracy result of the same group when the performance row has none, and
+    judged against the run's own benchmark's targets; `held to (p99 limits)` says which latency limits the run was
+    held to and where they come from (`latency_rules`).
     """
     runs = performance_runs(summary)
     if runs.empty:
@@ -702,6 +1226,7 @@ def summary_table(summary: pd.DataFrame, regressions: Mapping[str, list[str]] | 
             "p99 latency (ms)": _fmt(_ms(r.get("latency_p99_ns"))),
             "p99 TTFT (ms)": _fmt(_ms(r.get("ttft_p99_ns"))),
             "p99 TPOT (ms)": _fmt(_ms(r.get("tpot_p99_ns")), 2),
+            "held to (p99 limits)": latency_rules(r).describe(),
         }
         if regressions is not None:
             row["regression"] = "; ".join(regressions.get(str(r.get("run_id")), [])) or "–"
@@ -720,19 +1245,30 @@ def _stamp(value: object) -> str:
 
 def per_sample_latencies(samples: pd.DataFrame) -> pd.DataFrame:
     """Per-sample latency, TTFT and TPOT in ms (LoadGen's definitions) from `sample_timings` rows."""
-    issue = samples["issue_ns"].astype("float64")
-    complete = samples["complete_ns"].astype("float64")
-    first = pd.to_numeric(_col(samples, "first_token_ns"), errors="coerce").astype("float64")
-    tokens = pd.to_numeric(_col(samples, "output_tokens"), errors="coerce").astype("float64")
+    issue = _float_array(samples, "issue_ns")
+    complete = _float_array(samples, "complete_ns")
+    first = _float_array(samples, "first_token_ns")
+    tokens = _float_array(samples, "output_tokens")
     ttft = first - issue
-    tpot = (complete - first) / (tokens - 1)
-    tpot = tpot.where(tokens > 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tpot = np.where(tokens > 1, (complete - first) / (tokens - 1), np.nan)
     return pd.DataFrame({
-        "run_id": samples["run_id"].values,
-        "latency_ms": (complete - issue).values / NS_PER_MS,
-        "ttft_ms": ttft.values / NS_PER_MS,
-        "tpot_ms": tpot.values / NS_PER_MS,
+        "run_id": samples["run_id"].to_numpy(dtype=object),
+        "latency_ms": (complete - issue) / NS_PER_MS,
+        "ttft_ms": ttft / NS_PER_MS,
+        "tpot_ms": tpot / NS_PER_MS,
     })
+
+
+def _float_array(df: pd.DataFrame, name: str) -> np.ndarray:
+    """A numeric column as float64 with NaN for missing values (nullable ints included), or all NaN if absent."""
+    if name not in df.columns:
+        return np.full(len(df), np.nan)
+    column = df[name]
+    try:
+        return column.to_numpy(dtype="float64", na_value=np.nan)
+    except (TypeError, ValueError):
+        return pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _box_stats(values: np.ndarray) -> dict[str, float] | None:
@@ -751,9 +1287,6 @@ def latency_distribution(
 
     `runs` holds the run_summary rows of the runs to draw (for labels and colours).
     """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     key, title = "latency_distribution", "Per-sample latency distributions (box p25–p75, whiskers p1–p99)"
     if samples is None or samples.empty or runs.empty:
         return _missing(key, title, "no per-sample timings (samples.jsonl from our harness)", needs_harness_data=True)
@@ -764,18 +1297,19 @@ def latency_distribution(
     colors = dict(colors or node_colors(runs["node"]))
     panels = [("latency", "latency_ms"), ("TTFT", "ttft_ms"), ("TPOT", "tpot_ms")]
     panels = [p for p in panels if per_sample[p[1]].notna().any()]
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.08)
-    fig_m = _mpl_figure(4.6 * len(panels) + 1.5, 5.2, left=1.4, bottom=1.6, wspace=0.4)
-    axes = fig_m.subplots(1, len(panels), squeeze=False)[0]
+    layout = _subplots_dict(title, [p[0] for p in panels], 520, 0.08)
     by_run = {rid: g for rid, g in per_sample.groupby("run_id")}
-    labels = unique_labels([run_label(r) for _, r in _iterrows(runs)])
+    rows = [r for _, r in _iterrows(runs)]
+    labels = unique_labels([run_label(r) for r in rows])
+    traces: list[dict] = []
     seen: set[str] = set()
-    for col, (panel, column) in enumerate(panels, start=1):
-        ax = axes[col - 1]
+    mpl_panels = []
+    for col, (panel, column) in enumerate(panels):
+        suffix = _axis_suffix(col)
         stats_list, positions, box_colors = [], [], []
         boxes: dict[str, dict] = {}
         all_values: list[float] = []
-        for i, (_, r) in enumerate(_iterrows(runs)):
+        for i, r in enumerate(rows):
             stats = _box_stats(by_run[r["run_id"]][column].to_numpy(dtype="float64"))
             if stats is None:
                 continue
@@ -790,35 +1324,47 @@ def latency_distribution(
             all_values += [stats["whislo"], stats["whishi"]]
         for name, box in boxes.items():  # one box trace per node and panel (runs along x)
             st = box["stats"]
-            fig.add_trace(go.Box(
-                x=box["x"], q1=[b["q1"] for b in st], median=[b["med"] for b in st], q3=[b["q3"] for b in st],
-                lowerfence=[b["whislo"] for b in st], upperfence=[b["whishi"] for b in st],
-                mean=[b["mean"] for b in st], customdata=box["custom"],
-                name=name, legendgroup=name, showlegend=name not in seen, marker_color=box["color"],
-                line_color=box["color"],
-                hovertemplate=("%{x}<br>run %{customdata[0]}<br>n=%{customdata[1]}<br>"
-                               "p1 %{lowerfence:.2f} · p25 %{q1:.2f} · p50 %{median:.2f}<br>"
-                               "p75 %{q3:.2f} · p99 %{upperfence:.2f} · mean %{mean:.2f} ms<extra></extra>"),
-            ), row=1, col=col)
+            traces.append({
+                "type": "box", "x": box["x"], "q1": [float(b["q1"]) for b in st],
+                "median": [float(b["med"]) for b in st], "q3": [float(b["q3"]) for b in st],
+                "lowerfence": [float(b["whislo"]) for b in st], "upperfence": [float(b["whishi"]) for b in st],
+                "mean": [float(b["mean"]) for b in st], "customdata": box["custom"], "name": name,
+                "legendgroup": name, "showlegend": name not in seen, "marker": {"color": box["color"]},
+                "line": {"color": box["color"]}, "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
+                "hovertemplate": ("%{x}<br>run %{customdata[0]}<br>n=%{customdata[1]}<br>"
+                                  "p1 %{lowerfence:.2f} · p25 %{q1:.2f} · p50 %{median:.2f}<br>"
+                                  "p75 %{q3:.2f} · p99 %{upperfence:.2f} · mean %{mean:.2f} ms<extra></extra>"),
+            })
             seen.add(name)
-        log_y = bool(all_values) and min(all_values) > 0 and max(all_values) / min(all_values) > 100
+        log_y = _log_scale(all_values)
         y_label = f"{panel} (ms{', log scale' if log_y else ''})"
-        fig.update_yaxes(title_text=y_label, type="log" if log_y else "linear", row=1, col=col)
-        fig.update_xaxes(tickangle=30, type="category", row=1, col=col)
-        if stats_list:
-            artists = ax.bxp(stats_list, positions=positions, showfliers=False, patch_artist=True, showmeans=True)
-            for patch, color in zip(artists["boxes"], box_colors):
-                patch.set_facecolor(color)
-                patch.set_alpha(0.55)
-        ax.set_title(panel)
-        ax.set_ylabel(y_label)
-        if log_y:
-            ax.set_yscale("log")
-        ax.set_xticks(range(len(labels)), [_short(lbl, 30) for lbl in labels], rotation=30, ha="right", fontsize=7)
-        ax.grid(alpha=0.3)
-    _plotly_layout(fig, title, height=520)
-    fig_m.suptitle(title)
-    return Chart(key=key, title=title, figure=fig, mpl=fig_m, needs_harness_data=True)
+        layout[f"yaxis{suffix}"].update(title={"text": y_label}, type="log" if log_y else "linear")
+        layout[f"xaxis{suffix}"].update(tickangle=30, type="category")
+        mpl_panels.append((panel, y_label, log_y, stats_list, positions, box_colors))
+
+    def render():
+        # Panels stacked over one shared run axis: the run labels are drawn once.
+        fig_m = _mpl_figure(max(7.0, 0.45 * len(labels) + 2.0), 2.3 * len(panels) + 2.2, left=1.0, bottom=1.7)
+        fig_m.subplots_adjust(hspace=0.2)
+        axes = fig_m.subplots(len(panels), 1, squeeze=False, sharex=True)[:, 0]
+        for ax, (panel, y_label, log_y, stats_list, positions, box_colors) in zip(axes, mpl_panels):
+            if stats_list:
+                artists = ax.bxp(stats_list, positions=positions, showfliers=False, patch_artist=True,
+                                 showmeans=True)
+                for patch, color in zip(artists["boxes"], box_colors):
+                    patch.set_facecolor(color)
+                    patch.set_alpha(0.55)
+            ax.set_ylabel(y_label)
+            if log_y:
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+        axes[-1].set_xticks(range(len(labels)), [_short(lbl, 30) for lbl in labels], rotation=30, ha="right",
+                            fontsize=7)
+        fig_m.suptitle(title)
+        return fig_m
+
+    return Chart(key=key, title=title, figure_dict={"data": traces, "layout": layout}, render=render,
+                 needs_harness_data=True)
 
 
 # Per-run figures for the dashboard's run view: plain plotly figure dicts (hundreds of runs; plotly's objects
@@ -836,14 +1382,16 @@ def run_histogram_figure(samples: pd.DataFrame, run: Mapping, color: str, bins: 
     if samples is None or samples.empty:
         return None
     per_sample = per_sample_latencies(samples)
+    columns = {c: per_sample[c].to_numpy(dtype="float64") for c in ("latency_ms", "ttft_ms", "tpot_ms")}
+    columns = {c: v[~np.isnan(v)] for c, v in columns.items()}
     panels = [(p, c) for p, c in (("latency", "latency_ms"), ("TTFT", "ttft_ms"), ("TPOT", "tpot_ms"))
-              if per_sample[c].notna().any()]
+              if columns[c].size]
     layout = _dict_axes(f"Per-sample latencies of {run_label(run)}", 380)
     layout["grid"] = {"rows": 1, "columns": len(panels), "pattern": "independent"}
     data = []
     for i, (panel, column) in enumerate(panels):
         suffix = "" if i == 0 else str(i + 1)
-        counts, edges = np.histogram(per_sample[column].dropna().to_numpy(dtype="float64"), bins=bins)
+        counts, edges = np.histogram(columns[column], bins=bins)
         centers = (edges[:-1] + edges[1:]) / 2
         data.append({"type": "bar", "x": centers.round(4).tolist(), "y": counts.tolist(),
                      "width": float(edges[1] - edges[0]) or None, "marker": {"color": color}, "name": panel,
@@ -873,8 +1421,6 @@ def run_progress_figure(progress: pd.DataFrame, run: Mapping, color: str, max_po
 def progress_timeline(progress: pd.DataFrame, runs: pd.DataFrame, colors: Mapping[str, str] | None = None,
                       max_points: int = 400) -> Chart:
     """Tokens/s within each run over elapsed time, from the harness's progress lines."""
-    import plotly.graph_objects as go
-
     key, title = "throughput_timeline", "Throughput within a run (from progress)"
     if progress is None or progress.empty or runs.empty:
         return _missing(key, title, "no progress data (progress.jsonl from our harness)", needs_harness_data=True)
@@ -882,12 +1428,8 @@ def progress_timeline(progress: pd.DataFrame, runs: pd.DataFrame, colors: Mappin
     if runs.empty:
         return _missing(key, title, "no progress data (progress.jsonl from our harness)", needs_harness_data=True)
     colors = dict(colors or node_colors(runs["node"]))
-    dashes = {"Offline": ("solid", "-"), "Server": ("dash", "--"), "Interactive": ("dot", ":"),
-              "SingleStream": ("dashdot", "-.")}
-    fig = go.Figure()
-    fig_m = _mpl_figure(9.0 + 3.4, 4.8, right=3.6)
-    ax = fig_m.add_subplot()
     by_run = {rid: g.sort_values("elapsed_s") for rid, g in progress.groupby("run_id")}
+    traces, lines = [], []
     for _, r in _iterrows(runs):
         points = by_run[r["run_id"]]
         if len(points) > max_points:  # keep the figure small: even thinning, last point kept
@@ -895,25 +1437,32 @@ def progress_timeline(progress: pd.DataFrame, runs: pd.DataFrame, colors: Mappin
             points = points.iloc[idx]
         name = run_label(r)
         color = colors.get(str(r["node"]), PALETTE[0])
-        dash = dashes.get(scenario_kind(r), ("solid", "-"))
-        completed = _col(points, "completed").tolist()
-        fig.add_trace(go.Scatter(
-            x=points["elapsed_s"].tolist(), y=points["tokens_per_s"].tolist(), name=name, mode="lines",
-            line=dict(color=color, dash=dash[0]), customdata=completed,
-            hovertemplate=f"{name}<br>%{{x:.1f}} s: %{{y:,.1f}} tokens/s<br>%{{customdata}} samples done"
-                          "<extra></extra>",
-        ))
-        ax.plot(points["elapsed_s"], points["tokens_per_s"], color=color, linestyle=dash[1], label=_short(name, 60))
-    fig.update_xaxes(title_text="elapsed (s)")
-    fig.update_yaxes(title_text="tokens/s", rangemode="tozero")
-    _plotly_layout(fig, title)
-    ax.set_title(title)
-    ax.set_xlabel("elapsed (s)")
-    ax.set_ylabel("tokens/s")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    return Chart(key=key, title=title, figure=fig, mpl=fig_m, needs_harness_data=True)
+        dash = SCENARIO_DASHES.get(scenario_kind(r), ("solid", "-"))
+        xs, ys = _clean(points["elapsed_s"]), _clean(points["tokens_per_s"])
+        traces.append({"type": "scatter", "x": xs, "y": ys, "name": name, "mode": "lines",
+                       "line": {"color": color, "dash": dash[0]}, "customdata": _clean(_col(points, "completed")),
+                       "hovertemplate": f"{_escape_template(name)}<br>%{{x:.1f}} s: %{{y:,.1f}} tokens/s<br>"
+                                        "%{customdata} samples done<extra></extra>"})
+        lines.append((xs, ys, color, dash[1], _short(name, 60)))
+    layout = _layout_dict(title)
+    layout["xaxis"]["title"] = {"text": "elapsed (s)"}
+    layout["yaxis"].update(title={"text": "tokens/s"}, rangemode="tozero")
+
+    def render():
+        fig_m = _mpl_figure(9.0 + 3.4, 4.8, right=3.6)
+        ax = fig_m.add_subplot()
+        for xs, ys, color, dash, label in lines:
+            ax.plot(xs, [np.nan if y is None else y for y in ys], color=color, linestyle=dash, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("elapsed (s)")
+        ax.set_ylabel("tokens/s")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        return fig_m
+
+    return Chart(key=key, title=title, figure_dict={"data": traces, "layout": layout}, render=render,
+                 needs_harness_data=True)
 
 
 # ---------------------------------------------------------------------------------------------- capacity search

@@ -743,7 +743,137 @@ def _under_compliance(run_folder: str | os.PathLike) -> bool:
     return any(p.lower() == "compliance" for p in Path(os.path.abspath(run_folder)).parts)
 
 
+# ------------------------------------------------------------------ systems JSON: what the run ran on, which round
+
+SYSTEMS_DIR = "systems"
+_SYSTEM_JSON_MAX_BYTES = 1 << 20
+# `.../inference_results_v5.1/...`, a `v5.1` folder, or a flattened copy named `<source>-v5.1__<system>__...`
+_ROUND_PATTERNS = (re.compile(r"^inference_results_(v\d+\.\d+)$", re.IGNORECASE),
+                   re.compile(r"^(v\d+\.\d+)$", re.IGNORECASE),
+                   re.compile(r"^[A-Za-z0-9_.]*-(v\d+\.\d+)__", re.IGNORECASE))
+_NO_VALUE = {"", "n/a", "na", "none", "null", "-", "not applicable"}
+
+
+def results_round(folder: str | os.PathLike) -> str | None:
+    """The MLPerf round (`v5.1`) a run folder's path names, nearest folder first; None when none does."""
+    for part in reversed(Path(os.path.abspath(folder)).parts):
+        for pattern in _ROUND_PATTERNS:
+            if (m := pattern.match(part)) is not None:
+                return m.group(1).lower()
+    return None
+
+
+def parse_system_json(path: str | os.PathLike) -> dict[str, Any]:
+    """A submission's ``systems/<system>.json`` as a dict. Raises :class:`LogFormatError` (naming the file) for a
+    file that is too big, not UTF-8, not JSON, or not a JSON object."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()[: _SYSTEM_JSON_MAX_BYTES + 1]
+    except OSError as exc:
+        raise LogFormatError(f"{p}: cannot be read ({exc.strerror or exc})") from None
+    if len(raw) > _SYSTEM_JSON_MAX_BYTES:
+        raise LogFormatError(f"{p}: larger than {_SYSTEM_JSON_MAX_BYTES} bytes, not a systems description")
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise LogFormatError(f"{p}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise LogFormatError(f"{p}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise LogFormatError(f"{p}: not a JSON object (a {type(data).__name__})")
+    return data
+
+
+def _system_text(value: Any) -> str | None:
+    if value is None or isinstance(value, (dict, list, bool)):
+        return None
+    text = " ".join(str(value).split())
+    return None if text.lower() in _NO_VALUE else text
+
+
+def _system_count(value: Any) -> int | None:
+    """A count given as a number or a string of digits ("8"); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value < 2**31 else None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and 0 <= value < 2**31 else None
+    if isinstance(value, str) and value.strip().isdigit():
+        n = int(value.strip())
+        return n if n < 2**31 else None
+    return None
+
+
+def system_context(folder: str | os.PathLike, manifest: dict[str, Any] | None = None,
+                   info: PathInfo | None = None) -> dict[str, Any]:
+    """What a run ran on and where it was published, as the ``run_systems`` columns: from the submission tree's
+    ``<division>/<submitter>/systems/<system>.json`` (accelerator model and count per node, nodes, host CPU,
+    framework, division), or for a harness run from the GPU list in its ``run_manifest.json`` (nvidia-smi);
+    the results round from the path. Never raises: a missing or malformed systems JSON leaves the accelerator
+    unknown and says why in ``system_note``."""
+    folder = Path(os.path.abspath(folder))
+    info = info if info is not None else path_info(folder)
+    row: dict[str, Any] = {
+        "system_source": None, "system_json": None, "system_name": info.system, "accelerator": None,
+        "accelerators_per_node": None, "number_of_nodes": None, "host_processor": None, "framework": None,
+        "division": info.division, "round": results_round(folder), "system_note": None,
+    }
+    notes: list[str] = []
+    if manifest:
+        gpus = manifest.get("gpus")
+        names = [n for g in gpus if isinstance(g, dict) and (n := _system_text(g.get("name")))] \
+            if isinstance(gpus, list) else []
+        backend = manifest.get("backend") if isinstance(manifest.get("backend"), dict) else {}
+        name = _system_text(backend.get("name"))
+        versions = backend.get("versions") if isinstance(backend.get("versions"), dict) else {}
+        row["framework"] = f"{name} {versions[name]}" if name and _system_text(versions.get(name)) else name
+        if names:
+            row.update(system_source="run_manifest.json (nvidia-smi)", accelerators_per_node=len(names),
+                       number_of_nodes=1, accelerator=names[0] if len(set(names)) == 1 else
+                       " + ".join(sorted(set(names))))
+        else:
+            notes.append("run_manifest.json lists no GPU (no nvidia-smi on the node, or it found none)")
+    elif info.system is None:
+        notes.append("not in a results tree (<division>/<submitter>/results/<system>/...), so no systems JSON")
+    else:
+        parts = folder.parts
+        roots = [i for i in range(len(parts) - 1) if parts[i] in ("results", "compliance") and parts[i + 1] == info.system]
+        systems = Path(*parts[: roots[-1]]) / SYSTEMS_DIR if roots else None
+        path = systems / f"{info.system}.json" if systems is not None else None
+        if path is None or not path.is_file():
+            notes.append(f"no {SYSTEMS_DIR}/{info.system}.json in the results tree")
+        else:
+            row["system_json"] = str(path)
+            try:
+                data = parse_system_json(path)
+            except LogFormatError as exc:
+                notes.append(f"{SYSTEMS_DIR}/{info.system}.json unusable: {_reason(exc, path)}")
+                data = None
+            if data is not None:
+                row["system_source"] = "systems JSON"
+                row["system_name"] = _system_text(data.get("system_name")) or info.system
+                row["host_processor"] = _system_text(data.get("host_processor_model_name"))
+                row["framework"] = _system_text(data.get("framework"))
+                row["division"] = info.division or _system_text(data.get("division"))
+                row["number_of_nodes"] = _system_count(data.get("number_of_nodes"))
+                accelerator = _system_text(data.get("accelerator_model_name"))
+                count = _system_count(data.get("accelerators_per_node"))
+                if accelerator is None:
+                    notes.append(f"{SYSTEMS_DIR}/{info.system}.json names no accelerator (accelerator_model_name "
+                                 f"{data.get('accelerator_model_name')!r})")
+                elif count is None or count == 0:
+                    notes.append(f"{SYSTEMS_DIR}/{info.system}.json: accelerators_per_node "
+                                 f"{data.get('accelerators_per_node')!r} is not a count of accelerators")
+                    row["accelerator"] = accelerator
+                else:
+                    row["accelerator"], row["accelerators_per_node"] = accelerator, count
+    row["system_note"] = "; ".join(notes) or None
+    return row
+
+
 # ------------------------------------------------------------------------------------------ discovery
+
 
 _RUN_MARKERS = (DETAIL_LOG, SUMMARY_LOG, RUN_MANIFEST, VERIFY_ACCURACY, VERIFY_PERFORMANCE)
 
@@ -845,6 +975,7 @@ class ParsedRun:
     user_conf: str | None
     notes: list[str]
     skipped: list[Skipped] = field(default_factory=list)  # files of the folder left out, with the reason
+    system: dict[str, Any] | None = None  # what it ran on and where it was published (:func:`system_context`)
 
 
 # ------------------------------------------------------------------------------------- figures
@@ -1376,6 +1507,7 @@ def parse_run(
         user_conf=src.user_conf,
         notes=notes,
         skipped=list(src.skipped),
+        system=system_context(folder, src.manifest, info),
     )
 
 

@@ -340,6 +340,84 @@ _MIGRATION_3_QPS_SEARCH = (
 )
 
 # Numbered migrations: never edit an applied one; append (N, description, statements).
+# What each run ran on (migration 4): from the submission tree's systems/<system>.json, or the GPU list in a harness
+# run's run_manifest.json (loadgen_logs.system_context); one row per run, written with the run.
+RUN_SYSTEMS_COLUMNS: list[tuple[str, str]] = [
+    ("run_id", "VARCHAR NOT NULL"),
+    ("system_source", "VARCHAR"),
+    ("system_json", "VARCHAR"),
+    ("system_name", "VARCHAR"),
+    ("accelerator", "VARCHAR"),
+    ("accelerators_per_node", "INTEGER"),
+    ("number_of_nodes", "INTEGER"),
+    ("host_processor", "VARCHAR"),
+    ("framework", "VARCHAR"),
+    ("division", "VARCHAR"),
+    ("round", "VARCHAR"),
+    ("system_note", "VARCHAR"),
+]
+RUN_SYSTEMS_COLUMN_NAMES = [c for c, _ in RUN_SYSTEMS_COLUMNS]
+
+# Columns migration 4 appends to run_summary (their SQL, and their documentation).
+RUN_SUMMARY_SYSTEM_COLUMNS: list[tuple[str, str, str]] = [
+    ("accelerator", "s.accelerator",
+     "accelerator model: the results tree's systems JSON (accelerator_model_name), or the GPUs nvidia-smi listed "
+     "in a harness run's run_manifest.json; NULL when unknown (system_note says why)"),
+    ("accelerators_per_node", "s.accelerators_per_node", "accelerators per node (systems JSON, or GPUs listed)"),
+    ("number_of_nodes", "s.number_of_nodes", "nodes of the system (systems JSON; 1 for harness runs)"),
+    ("tokens_per_second_per_accelerator",
+     "CASE WHEN s.accelerators_per_node > 0 THEN (CASE WHEN r.scenario = 'Server' "
+     "THEN coalesce(r.completed_tokens_per_second, r.tokens_per_second) "
+     "ELSE coalesce(r.tokens_per_second, r.completed_tokens_per_second) END) "
+     "/ (s.accelerators_per_node * greatest(coalesce(s.number_of_nodes, 1), 1)) END",
+     "the scored tokens/s (Server: completed) / (accelerators_per_node x number_of_nodes)"),
+    ("host_processor", "s.host_processor", "host CPU model (systems JSON host_processor_model_name)"),
+    ("framework", "s.framework", "software framework (systems JSON), or the harness backend and its version"),
+    ("division", "coalesce(r.division, s.division)", "closed | open: from the results tree path, else systems JSON"),
+    ("round", "s.round", "MLPerf round from the path (inference_results_v5.1/..., <source>-v5.1__...), e.g. v5.1"),
+    ("system_source", "s.system_source", "where accelerator came from: systems JSON | run_manifest.json (nvidia-smi)"),
+    ("system_note", "s.system_note",
+     "why the accelerator is unknown (systems JSON missing or malformed, no GPU listed), else NULL"),
+]
+
+
+def _backfill_run_systems(conn: "duckdb.DuckDBPyConnection") -> None:
+    """Migration 4 on a store that already holds runs: their systems rows, from the files still on disk."""
+    from mlperf_assets.loadgen_logs import system_context
+
+    rows = conn.execute(
+        "SELECT r.run_id, r.source_path, p.manifest_json FROM runs r LEFT JOIN provenance p USING (run_id)"
+    ).fetchall()
+    for run_id, source_path, manifest_json in rows:
+        try:
+            manifest = json.loads(manifest_json) if manifest_json else None
+        except json.JSONDecodeError:
+            manifest = None
+        _write_system(conn, run_id, system_context(source_path, manifest if isinstance(manifest, dict) else None))
+
+
+def _write_system(conn: "duckdb.DuckDBPyConnection", run_id: str, system: dict[str, Any] | None) -> None:
+    """The ingest hook of migration 4: replace one run's ``run_systems`` row (inside the caller's transaction)."""
+    conn.execute("DELETE FROM run_systems WHERE run_id = ?", [run_id])
+    if system:
+        values = [run_id, *(system.get(c) for c in RUN_SYSTEMS_COLUMN_NAMES[1:])]
+        conn.execute(f"INSERT INTO run_systems ({', '.join(RUN_SYSTEMS_COLUMN_NAMES)}) "
+                     f"VALUES ({', '.join('?' for _ in values)})", values)
+
+
+_MIGRATION_4_SYSTEMS = [
+    f"CREATE TABLE run_systems ({', '.join(f'{c} {t}' for c, t in RUN_SYSTEMS_COLUMNS)}, PRIMARY KEY (run_id))",
+    _backfill_run_systems,
+    f"""CREATE OR REPLACE VIEW run_summary AS
+    SELECT
+      {_RUN_SUMMARY_SELECT},
+      {", ".join(f"{sql} AS {name}" for name, sql, _ in RUN_SUMMARY_SYSTEM_COLUMNS)}
+    FROM runs r LEFT JOIN accuracy_latest a ON a.group_id = r.group_id LEFT JOIN run_systems s ON s.run_id = r.run_id""",
+]
+# run_summary's documented columns, as migration 4 leaves the view (migration 1 above used the list before this)
+RUN_SUMMARY_COLUMNS.extend((name, doc) for name, _, doc in RUN_SUMMARY_SYSTEM_COLUMNS)
+
+
 MIGRATIONS: list[Migration] = [
     (1, "initial schema: runs, detail_events, settings, accuracy_results, provenance, sample_timings, progress, "
         "accuracy_log_samples, accuracy_latest; views accuracy_summary, run_summary", _MIGRATION_1),
@@ -347,6 +425,9 @@ MIGRATIONS: list[Migration] = [
         [_rekey_by_content]),
     (3, "qps_search: every step of a capacity search (max_qps_search), keyed by search id and step",
         [_MIGRATION_3_QPS_SEARCH]),
+    (4, "run_systems: accelerator, count, host CPU, framework, division and round of each run (systems JSON, or "
+        "the harness manifest's GPU list); run_summary gains them and tokens/s per accelerator",
+        _MIGRATION_4_SYSTEMS),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -595,6 +676,7 @@ def _write_run_rows(conn: "duckdb.DuckDBPyConnection", parsed: ParsedRun) -> lis
         f"INSERT INTO runs ({', '.join(RUNS_COLUMN_NAMES)}) VALUES ({', '.join('?' * len(RUNS_COLUMN_NAMES))})",
         [row.get(c) for c in RUNS_COLUMN_NAMES],
     )
+    _write_system(conn, run_id, getattr(parsed, "system", None))
     if parsed.events:
         _arrow_insert(conn, "detail_events", _event_columns(run_id, parsed))
     if parsed.settings:
@@ -706,6 +788,7 @@ def _write_runs(conn: "duckdb.DuckDBPyConnection", db_path: Path, runs: list[Par
         for current in runs:
             groups += _write_run_rows(conn, current)
         current = None
+        conn.execute("DELETE FROM run_systems WHERE run_id NOT IN (SELECT run_id FROM runs)")  # replaced copies
         refresh_accuracy(conn, groups)
         conn.execute("COMMIT")
     except BaseException as exc:

@@ -55,6 +55,23 @@ def mpl_labels(chart: ch.Chart) -> list[str]:
     return [ax.get_ylabel() for ax in chart.mpl.axes]
 
 
+LIMIT_TRACE = "p99 limit (each run's own)"
+
+
+def limit_markers(fig, yaxis: str) -> dict[str, float]:
+    """x label (run) -> the p99 limit marker drawn for that run in the panel of `yaxis`."""
+    found: dict[str, float] = {}
+    for trace in fig.data:
+        if trace.name == LIMIT_TRACE and (trace.yaxis or "y") == yaxis:
+            found.update(zip(trace.x, trace.y))
+    return found
+
+
+def marker_of(markers: dict[str, float], system: str) -> float:
+    (value,) = [v for x, v in markers.items() if x.startswith(system)]
+    return value
+
+
 # Literal values from ../shared/testdata/mlperf_logs/MANIFEST.md (performance/run_1 summaries)
 DELL_INTERACTIVE_TPS = 102906.82
 CISCO_OFFLINE_TPS = 58304.3
@@ -102,12 +119,17 @@ def test_server_latency_against_limits(summary) -> None:
     assert any(y == pytest.approx(INTEL_GNR_TPOT_P99_NS / 1e6) for y in ys)
     symbols = {t.name: t.marker.symbol for t in fig.data if t.name in ("p50", "p90", "p99")}
     assert set(symbols) == {"p50", "p90", "p99"}
-    # MLPerf limits: Server 2 s / 100 ms, Interactive 0.5 s / 30 ms (the Dell and AMD folders are Interactive)
-    lines = sorted((s.yref, s.y0) for s in fig.layout.shapes)
-    assert ("y", 2000.0) in lines and ("y", 500.0) in lines
-    assert ("y2", 100.0) in lines and ("y2", 30.0) in lines
-    texts = " ".join(a.text for a in fig.layout.annotations)
-    assert "2000 ms" in texts and "30 ms" in texts
+    # Each run's own p99 limits, as its LoadGen log states them (MANIFEST.md: ttft_latency / tpot_latency (ns)):
+    # llama3.1-8b Server 2 s / 100 ms, llama3.1-8b Interactive 0.5 s / 30 ms, llama2-70b Server 2 s / 200 ms,
+    # llama2-70b Interactive (v6.0) 450 ms / 40 ms; the harness's replay runs ran as llama3_1-8b Server.
+    ttft, tpot = limit_markers(fig, "y"), limit_markers(fig, "y2")
+    expected = {"Intel-1-node-2S-GNR_128C": (2000.0, 100.0), "Dell-XE9680L_B200_SXM_180GBx8_TRT": (500.0, 30.0),
+                "Lenovo-SR680a_V3_B200SXMx8_TRT": (2000.0, 200.0), "AMD-8xMI355X_2xEPYC_9575F": (450.0, 40.0),
+                "node-a": (2000.0, 100.0)}
+    for system, (ttft_ms, tpot_ms) in expected.items():
+        assert marker_of(ttft, system) == ttft_ms and marker_of(tpot, system) == tpot_ms, system
+    assert len(ttft) == len(tpot) == len(expected)  # one marker per run and panel
+    assert "Interactive" in " ".join(chart.notes) and "LoadGen log" in " ".join(chart.notes)
     # Server runs only: no Offline system appears
     xs = {x for t in fig.data for x in (t.x or []) if x}
     assert not any("Cisco" in x for x in xs) and any("Intel-1-node-2S-GNR" in x for x in xs)
@@ -131,12 +153,16 @@ def test_rouge_against_targets(summary) -> None:
     fig = chart.figure
     assert [fig.layout[f"yaxis{i or ''}"].title.text.split()[0] for i in ("", 2, 3, 4)] == [
         "rouge1", "rouge2", "rougeL", "rougeLsum"]
-    node_traces = [t for t in fig.data if t.name != "99% target" and t.xaxis == "x"]
+    node_traces = [t for t in fig.data if "target" not in t.name and t.xaxis == "x"]
     assert any(y == pytest.approx(CISCO_ROUGE1) for t in node_traces for y in t.y)
-    targets = [t for t in fig.data if t.name == "99% target" and t.xaxis == "x"]
-    assert targets and any(y == pytest.approx(LLAMA_ROUGE1_99, abs=1e-4) for y in targets[0].y)
+    targets = {t.name: set(t.y) for t in fig.data if "target" in t.name and t.xaxis == "x"}
+    # each benchmark's own minimum (spec: llama3.1-8b 38.3914, -edge 38.6694, gptj-99 42.5566, gptj-99.9 42.9435)
+    assert {name: round(next(iter(ys)), 4) for name, ys in targets.items()} == {
+        "llama3.1-8b target (99.0%)": pytest.approx(LLAMA_ROUGE1_99, abs=1e-4),
+        "llama3.1-8b-edge target (99.0%)": 38.6694, "gptj-99 target (99.0%)": 42.5566,
+        "gptj-99.9 target (99.9%)": 42.9435}
     # llama2-70b and mixtral are not in our target table: said, not guessed
-    assert any("llama2-70b" in note for note in chart.notes)
+    assert any("llama2-70b" in note and "mixtral" in note for note in chart.notes)
     assert len(chart.mpl.axes) == 4
     png_size(chart)
 
@@ -145,7 +171,8 @@ def test_node_comparison_table(summary) -> None:
     chart = ch.node_comparison_table(summary)
     assert chart.available
     table = chart.table
-    for column in ("validity", "accuracy", "tokens/s", "p99 TTFT (ms)", "p99 TPOT (ms)", "p99 latency (ms)"):
+    for column in ("validity", "accuracy", "tokens/s", "p99 TTFT (ms)", "p99 TPOT (ms)", "p99 latency (ms)",
+                   "held to (p99 limits)"):
         assert column in table.columns
     header = [h.replace("<b>", "").replace("</b>", "") for h in chart.figure.data[0].header.values]
     assert header == list(table.columns)
@@ -154,6 +181,7 @@ def test_node_comparison_table(summary) -> None:
     assert dell["tokens/s"] == "102,906.8"
     assert dell["p99 TTFT (ms)"] == "328.9"  # 328857803 ns
     assert dell["accuracy"] == "PASS"  # 38.4887 >= 38.3914 ...
+    assert dell["held to (p99 limits)"] == "TTFT 500 ms · TPOT 30 ms (LoadGen log)"
     # open-division edge run on 4761 samples: rouge2 15.9281 < 15.9536
     assert table[table["node"].str.startswith("GATEOverflow")].iloc[0]["accuracy"] == "FAIL"
     # the latest of node-a's two nights, labelled as the harness ceiling it is
@@ -278,24 +306,29 @@ def server_run(node: str, benchmark: str, lg_model_name: str, ttft_ms: float, tp
 
 def test_server_limits_are_each_runs_own() -> None:
     """Each run is drawn against its benchmark's limits (mlperf.conf: llama3_1-8b-interactive 500 ms TTFT / 30 ms
-    TPOT; gpt-j has none on tokens), or the limits its own LoadGen log states, never llama3.1-8b's for everyone."""
+    TPOT; gpt-j's end-to-end 20 s), or the limits its own LoadGen log states, never llama3.1-8b's for everyone."""
     import pandas as pd
 
     interactive = server_run("edge-box", "llama3.1-8b", "llama3_1-8b-interactive", 400, 25)
     gptj = server_run("gptj-box", "gptj-99", "gptj", 900, 40)
     assert ch.limits_for(interactive) == {"ttft": 500.0, "tpot": 30.0}
-    assert ch.limits_for(gptj) == {}
+    assert ch.latency_rules(interactive).source == "benchmark table (llama3_1-8b-interactive)"
+    assert ch.limits_for(gptj) == {"latency": 20000.0}  # no token limits: the end-to-end target
     chart = ch.server_latency_vs_limits(pd.DataFrame([interactive, gptj]))
     assert chart.available
-    assert sorted((s.yref, s.y0) for s in chart.figure.layout.shapes) == [("y", 500.0), ("y2", 30.0)]
-    texts = " ".join(a.text for a in chart.figure.layout.annotations)
-    assert "Interactive limit (p99): 500 ms" in texts and "2000 ms" not in texts and "100 ms" not in texts
+    assert list(limit_markers(chart.figure, "y").values()) == [500.0]
+    assert list(limit_markers(chart.figure, "y2").values()) == [30.0]
 
     # a run whose log states its own TTFT limit is drawn against it; its TPOT limit comes from its benchmark
     own = server_run("lab", "llama3.1-8b", "llama3_1-8b", 900, 40, ttft_latency_ns=1_500_000_000)
     assert ch.limits_for(own) == {"ttft": 1500.0, "tpot": 100.0}
-    chart = ch.server_latency_vs_limits(pd.DataFrame([own]))
-    assert sorted((s.yref, s.y0) for s in chart.figure.layout.shapes) == [("y", 1500.0), ("y2", 100.0)]
+    assert ch.latency_rules(own).describe() == ("TTFT 1,500 ms · TPOT 100 ms (LoadGen log; TPOT from the benchmark "
+                                                "table (llama3_1-8b))")
     # an Interactive run known only by its folder and benchmark name still gets the interactive limits
     folder = server_run("dell", "llama3.1-8b", None, 300, 20, source_path="/r/dell/llama3.1-8b-interactive/Server")
     assert ch.limits_for(folder) == {"ttft": 500.0, "tpot": 30.0}
+    # a benchmark the registry does not know gets no limit rather than another benchmark's
+    unknown = server_run("x", "llama2-70b-99", None, 300, 20)
+    assert ch.limits_for(unknown) == {} and "not in the benchmark table" in ch.latency_rules(unknown).describe()
+    # limits apply to Server runs only
+    assert ch.limits_for({**own, "scenario": "Offline"}) == {}

@@ -156,11 +156,10 @@ RENDERED = "document.body.getAttribute('data-rendered-charts') || document.body.
 @needs_chromium
 def test_every_chart_renders_offline(browser: Browser, full_report) -> None:
     assert set(full_report.charts_drawn) == {"throughput_over_time", "server_ttft_tpot", "latency_percentiles",
-                                             "latency_distribution", "throughput_timeline", "rouge_vs_target",
-                                             "node_comparison"}
+                                             "latency_distribution", "throughput_timeline", "rouge_vs_target"}
     browser.open(full_report.dashboard_path)
     assert browser.wait_for(RENDERED) == str(len(full_report.charts_drawn))
-    counts = browser.evaluate("""Array.from(document.querySelectorAll('#charts .chart')).map(d =>
+    counts = browser.evaluate("""Array.from(document.querySelectorAll('.chart[data-chart]')).map(d =>
         [d.id, d.classList.contains('js-plotly-plot'), d.querySelectorAll('.main-svg').length,
          d.querySelectorAll('.trace, .table').length])""")
     assert sorted(c[0] for c in counts) == sorted(f"chart-{k}" for k in full_report.charts_drawn)
@@ -204,7 +203,8 @@ def test_run_selector_shows_the_chosen_run(browser: Browser, full_report) -> Non
 def test_submission_only_dashboard_and_report(browser: Browser, submission_report) -> None:
     result = submission_report
     assert len(result.charts_drawn) >= 4
-    assert set(result.charts_missing) == {"latency_distribution", "throughput_timeline"}
+    # no systems JSON beside the flattened logs: the accelerator is unknown, the published view says so
+    assert set(result.charts_missing) == {"latency_distribution", "throughput_timeline", "published_context"}
     browser.open(result.dashboard_path)
     assert browser.wait_for(RENDERED) == str(len(result.charts_drawn))
     missing = browser.evaluate("document.getElementById('missing').textContent")
@@ -218,6 +218,9 @@ def test_submission_only_dashboard_and_report(browser: Browser, submission_repor
         png = result.out_dir / f"{key}.png"
         assert f"]({key}.png)" in text and png.read_bytes()[:4] == b"\x89PNG"
     assert "needs our harness's data" in text
+    assert "## Your runs vs published results" in text and "Accelerator unknown for 12 published runs" in text
+    published = browser.evaluate("document.getElementById('published').textContent")
+    assert "Not drawn" in published and "Accelerator unknown for 12 published runs" in published
     # summary table: the Dell Interactive run, VALID, accuracy 38.4887 etc. above the llama3.1-8b 99% targets
     row = next(line for line in text.splitlines() if line.startswith("| Dell-XE9680L_B200_SXM_180GBx8_TRT |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -252,14 +255,39 @@ def test_user_text_is_escaped(browser: Browser, tmp_path: Path) -> None:
 def test_stale_pictures_are_removed_and_files_are_whole(base: Path, mlperf_logs_dir: Path, stories_dir: Path,
                                                          tmp_path: Path) -> None:
     out = tmp_path / "report"
+    (out / "node_comparison.png").parent.mkdir()
+    (out / "node_comparison.png").write_bytes(b"a picture an earlier version drew")
     first = build_report(full_store(base, mlperf_logs_dir, stories_dir), out)
-    assert (out / "latency_distribution.png").is_file()
+    assert (out / "latency_distribution.png").is_file() and not (out / "node_comparison.png").exists()
     second = build_report(submission_store(base, mlperf_logs_dir), out)
     assert not (out / "latency_distribution.png").exists() and not (out / "throughput_timeline.png").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{k}.png" for k in second.charts_drawn] + ["report.md", "dashboard.html"])  # no temp files left
+        [f"{k}.png" for k in second.charts_drawn] + ["report.md", "dashboard.html", ".png-cache"])  # no temp files
+    # the PNG cache holds this report's pictures only, each named by what it shows
+    cached = sorted(p.name for p in (out / ".png-cache").iterdir())
+    assert len(cached) == len(second.charts_drawn) and all(n.endswith(".png") for n in cached)
     assert first.n_runs > second.n_runs
     assert oct((out / "report.md").stat().st_mode & 0o777) != oct(0o600)
+
+
+def test_pictures_of_unchanged_data_are_reused(base: Path, mlperf_logs_dir: Path, stories_dir: Path,
+                                               tmp_path: Path) -> None:
+    db = submission_store(base, mlperf_logs_dir)
+    first = build_report(db, tmp_path / "r", render_workers=2)
+    assert first.pngs_reused == []
+    pictures = {k: p.read_bytes() for k, p in first.png_paths.items()}
+    again = build_report(db, tmp_path / "r", render_workers=1)
+    assert sorted(again.pngs_reused) == sorted(first.charts_drawn)  # nothing changed: nothing drawn again
+    assert {k: p.read_bytes() for k, p in again.png_paths.items()} == pictures
+    # drawn in-process or by workers, a picture is the same file
+    serial = build_report(db, tmp_path / "serial", render_workers=1)
+    assert {k: p.read_bytes() for k, p in serial.png_paths.items()} == pictures
+    # the same folder after the harness runs joined the store: the charts they change are drawn again, the ROUGE
+    # chart (they are performance runs: its data is unchanged) is reused
+    changed = build_report(full_store(base, mlperf_logs_dir, stories_dir), tmp_path / "r")
+    assert "rouge_vs_target" in changed.pngs_reused
+    assert not {"throughput_over_time", "server_ttft_tpot", "latency_distribution"} & set(changed.pngs_reused)
+    assert changed.png_paths["throughput_over_time"].read_bytes() != pictures["throughput_over_time"]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -1,7 +1,12 @@
 """The results report from a DuckDB store: `report.md`, one PNG per chart beside it, and `dashboard.html`.
 
 The package: `build_report` here; `text` (formatters, markdown tables, caveats), `dashboard` (the offline HTML
-page), `regression` (each run against the median of its earlier runs). Figures come from `mlperf_assets.charts`.
+page), `regression` (each run against the median of its earlier runs), `render` (PNGs: cached by what they show,
+drawn in worker processes). Figures come from `mlperf_assets.charts`.
+
+Every run is judged by its own rules: the report's tables say which p99 limits each run was held to (its LoadGen
+log's, else its benchmark's) and which accuracy targets its benchmark has; runs of a published results tree with
+a systems JSON are set beside yours on the same accelerator ("Your runs vs published results").
 
 `build_report(db_path, out_dir)` works on any store: one filled by our pipeline (per-sample timings and progress
 included) or one filled by `mlperf-dagster ingest` from submission logs alone, in which case the charts that need
@@ -9,7 +14,8 @@ our harness's data are listed as such. No Dagster here: the `benchmark_report` a
 call this function.
 
 Every file is written to a temporary name in `out_dir` and renamed into place, PNGs first and `report.md` last, so
-a reader never sees a half-written file or a report pointing at a missing picture.
+a reader never sees a half-written file or a report pointing at a missing picture. PNGs whose data did not change
+since the last report into the same folder are reused from `<out_dir>/.png-cache/` (`render`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import pandas as pd
 
 from mlperf_assets import charts as ch
 from mlperf_assets.harness.files import write_atomic
+from mlperf_assets.loadgen_logs import normalize_benchmark
 from mlperf_assets.reporting.regression import (
     DEFAULT_THRESHOLD_PCT,
     DEFAULT_WINDOW,
@@ -41,11 +48,16 @@ REPORT_NAME = "report.md"
 DASHBOARD_NAME = "dashboard.html"
 CHART_KEYS = (
     "throughput_over_time", "server_ttft_tpot", "latency_percentiles", "latency_distribution",
-    "throughput_timeline", "rouge_vs_target", "node_comparison", "qps_search",
+    "throughput_timeline", "rouge_vs_target", "published_context", "qps_search",
 )
-# Columns outside the public run_summary view that make the charts better when the store has them (p90s, and the
-# LoadGen model name and logged TTFT/TPOT limits that say which limits a Server run is judged against).
-_EXTRA_RUN_COLUMNS = ("ttft_p90_ns", "tpot_p90_ns", "lg_model_name", "ttft_latency_ns", "tpot_latency_ns")
+# Pictures earlier versions wrote that must not linger beside a new report (the node comparison was the summary
+# table again, as a picture: the table is in report.md and the dashboard).
+_RETIRED_PNGS = ("node_comparison",)
+# Columns outside the public run_summary view that make the charts better when the store has them (p90s; the
+# LoadGen model name and logged TTFT/TPOT/target latencies that say which limits a Server run is held to; where
+# the run came from).
+_EXTRA_RUN_COLUMNS = ("ttft_p90_ns", "tpot_p90_ns", "lg_model_name", "ttft_latency_ns", "tpot_latency_ns",
+                      "target_latency_ns", "source_kind")
 _detail_ms = partial(fmt_ms, digits=1, unit=" ms", missing="–")  # the dashboard's run details
 
 
@@ -69,6 +81,7 @@ class ReportResult:
     markdown: str
     dashboard_bytes: int = 0
     timings_s: dict[str, float] = field(default_factory=dict)
+    pngs_reused: list[str] = field(default_factory=list)  # chart keys whose PNG came from the cache (data unchanged)
 
     def markdown_with_inline_images(self, max_image_bytes: int = 400_000) -> str:
         """The report with its PNGs inlined as base64 (for Dagster metadata, which cannot show files)."""
@@ -91,14 +104,71 @@ def load_summary(db_path: str | os.PathLike) -> pd.DataFrame:
     """`run_summary`, plus p90 TTFT/TPOT from `runs` when the store has them, with display labels filled in."""
     from mlperf_assets import store
 
+    with store.open_read_only(db_path) as conn:
+        return _summary(conn)
+
+
+def _summary(conn) -> pd.DataFrame:
+    from mlperf_assets.store import StoreError
+
     extra = ", ".join(f"r.{c}" for c in _EXTRA_RUN_COLUMNS)
     try:
-        df = store.query(db_path, f"SELECT s.*, {extra} FROM run_summary s LEFT JOIN runs r USING (run_id)")
-    except store.StoreError as exc:
-        if "no such database" in str(exc):
-            raise
-        df = store.query(db_path, "SELECT * FROM run_summary")
-    return drop_probe_runs(db_path, fill_missing_labels(_plain_dtypes(df)))  # capacity-search probes stay out
+        df = _df(conn, f"SELECT s.*, {extra} FROM run_summary s LEFT JOIN runs r USING (run_id)")
+    except StoreError:  # a store without some of the extra columns
+        df = _df(conn, "SELECT * FROM run_summary")
+    return drop_probe_runs(conn, fill_missing_labels(_plain_dtypes(df)))  # capacity-search probes stay out
+
+
+def _df(conn, sql: str, params: list | None = None) -> pd.DataFrame:
+    import duckdb
+
+    from mlperf_assets.store import StoreError
+
+    try:
+        return conn.execute(sql, params).df() if params is not None else conn.execute(sql).df()
+    except duckdb.Error as exc:
+        raise StoreError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+
+@dataclass
+class _StoreData:
+    """Everything the report reads, in one read-only connection."""
+
+    summary: pd.DataFrame
+    with_samples: set[str]
+    with_progress: set[str]
+    samples: pd.DataFrame  # sample_timings of the runs whose figures are drawn
+    progress: pd.DataFrame
+
+
+def _read_store(db_path, view_runs: int, view_figures: int) -> _StoreData:
+    """The summary, which runs have per-sample timings / progress, and those rows for the runs the report draws:
+    the latest run of each group (charts) and the newest `view_figures` of the `view_runs` newest runs (run view)."""
+    from mlperf_assets import store
+
+    with store.open_read_only(db_path) as conn:
+        summary = _summary(conn)
+        if summary.empty:
+            return _StoreData(summary, set(), set(), pd.DataFrame(), pd.DataFrame())
+        has = _df(conn, "SELECT 's' AS t, run_id FROM (SELECT DISTINCT run_id FROM sample_timings) UNION ALL "
+                        "SELECT 'p', run_id FROM (SELECT DISTINCT run_id FROM progress)")
+        with_samples = set(has.loc[has["t"] == "s", "run_id"].astype(str))
+        with_progress = set(has.loc[has["t"] == "p", "run_id"].astype(str))
+        perf = ch.performance_runs(summary)
+        wanted = set(ch.latest_per_group(perf)["run_id"].astype(str)) if not perf.empty else set()
+        newest = ch.sort_by_time(summary).iloc[::-1].head(view_runs)["run_id"].astype(str)
+        wanted |= set([r for r in newest if r in with_samples or r in with_progress][:view_figures])
+        samples = _child(conn, "sample_timings", "run_id, issue_ns, first_token_ns, complete_ns, output_tokens",
+                         sorted(wanted & with_samples))
+        progress = _child(conn, "progress", "run_id, elapsed_s, completed, tokens_per_s",
+                          sorted(wanted & with_progress))
+    return _StoreData(summary, with_samples, with_progress, samples, progress)
+
+
+def _child(conn, table: str, columns: str, run_ids: list[str]) -> pd.DataFrame:
+    if not run_ids:
+        return pd.DataFrame(columns=["run_id"])
+    return _df(conn, f"SELECT {columns} FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[]))", [run_ids])
 
 
 def _plain_dtypes(df: pd.DataFrame) -> pd.DataFrame:
@@ -155,24 +225,10 @@ def fill_missing_labels(summary: pd.DataFrame) -> pd.DataFrame:
         for n, s, g in zip(df["node"], system, guessed)
     ], index=df.index, dtype=object)
     df["benchmark"] = pd.Series([
-        b if isinstance(b, str) and b else (g[1] or "unknown") for b, g in zip(df["benchmark"], guessed)
+        b if isinstance(b, str) and b else (normalize_benchmark(g[1]) if g[1] else "unknown")
+        for b, g in zip(df["benchmark"], guessed)
     ], index=df.index, dtype=object)
     return df
-
-
-def _load_child(db_path, table: str, columns: str, run_ids: list[str]) -> pd.DataFrame:
-    from mlperf_assets import store
-
-    if not run_ids:
-        return pd.DataFrame()
-    placeholders = ", ".join("?" for _ in run_ids)
-    return store.query(db_path, f"SELECT {columns} FROM {table} WHERE run_id IN ({placeholders})", list(run_ids))
-
-
-def _runs_with(db_path, table: str) -> set[str]:
-    from mlperf_assets import store
-
-    return set(store.query(db_path, f"SELECT DISTINCT run_id FROM {table}")["run_id"].astype(str))
 
 
 # ------------------------------------------------------------------------------------------------------ building
@@ -189,16 +245,20 @@ def build_report(
     max_dashboard_runs: int = 300,
     max_run_figures: int = 40,
     now: datetime | None = None,
+    render_workers: int | None = None,
 ) -> ReportResult:
     """Write report.md, the chart PNGs and dashboard.html into `out_dir`; return what was written.
 
     `intro_lines` (markdown, e.g. which config and dataset) go under the title of report.md and the dashboard.
+    `render_workers`: processes drawing PNGs while the dashboard is built (default: the CPUs available, at most 4;
+    1 draws in-process).
 
     Raises `store.StoreError` (missing or unusable database) and `ReportError` (unusable output folder).
     """
     import time
 
     from mlperf_assets.reporting import dashboard as dash
+    from mlperf_assets.reporting import render
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -211,9 +271,8 @@ def build_report(
         raise ReportError(f"{out}: cannot create the report folder: {exc.strerror or exc}") from None
     now = now or datetime.now(timezone.utc)
 
-    summary = load_summary(db_path)
-    with_samples = _runs_with(db_path, "sample_timings") if not summary.empty else set()
-    with_progress = _runs_with(db_path, "progress") if not summary.empty else set()
+    data = _read_store(db_path, max_dashboard_runs, max_run_figures)
+    summary, with_samples, with_progress = data.summary, data.with_samples, data.with_progress
     timings["query_s"] = time.perf_counter() - t0
 
     all_flags = detect_regressions(summary, regression_threshold_pct, window=regression_window)
@@ -226,11 +285,7 @@ def build_report(
     latest = ch.latest_per_group(perf) if not perf.empty else perf
     sample_runs = latest[latest["run_id"].astype(str).isin(with_samples)] if not latest.empty else latest
     progress_runs = latest[latest["run_id"].astype(str).isin(with_progress)] if not latest.empty else latest
-    samples = _load_child(db_path, "sample_timings", "run_id, issue_ns, first_token_ns, complete_ns, output_tokens",
-                          list(sample_runs["run_id"].astype(str)) if not sample_runs.empty else [])
-    progress = _load_child(db_path, "progress", "run_id, elapsed_s, completed, tokens_per_s",
-                           list(progress_runs["run_id"].astype(str)) if not progress_runs.empty else [])
-    timings["child_query_s"] = time.perf_counter() - t0 - timings["query_s"]
+    samples, progress = data.samples, data.progress
 
     t1 = time.perf_counter()
     built = [
@@ -240,41 +295,44 @@ def build_report(
         ch.latency_distribution(samples, sample_runs, colors),
         ch.progress_timeline(progress, progress_runs, colors),
         ch.rouge_vs_target(summary, colors=colors),
-        ch.node_comparison_table(summary, flags_by_run(current_flags)),
+        ch.published_context(summary, colors),
         *search_charts(db_path, colors),  # the capacity search (max_qps_search), when the store has one
     ]
+    # Each figure encoded once: the dashboard embeds the text and the PNG cache is keyed by it.
+    figures_json = {c.key: dash.figure_json(c.figure_dict) for c in built if c.available and c.has_figure}
     timings["charts_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    png_paths: dict[str, Path] = {}
-    for chart in built:
-        if chart.available:
-            png_paths[chart.key] = write_atomic(out / f"{chart.key}.png", chart.png())
-    for key in CHART_KEYS:  # a chart drawn last time but not now must not linger beside the new report
-        stale = out / f"{key}.png"
-        if key not in png_paths and stale.exists():
-            stale.unlink()
-    timings["png_s"] = time.perf_counter() - t2
+    job = render.start(built, out, figures_json, workers=render_workers)  # PNGs drawn while the page is built
+    timings["png_start_s"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
     table = ch.summary_table(summary, flags_by_run(current_flags))
     subtitle = _subtitle(summary, db_path, now)
-    runs_view = _run_views(db_path, summary, colors, with_samples, with_progress, all_flags,
-                           max_dashboard_runs, max_run_figures)
+    runs_view = _run_views(data, colors, all_flags, max_dashboard_runs, max_run_figures)
     notes = [*(intro_lines or []),
              f"Regression threshold {regression_threshold_pct:g}%: each run against the median of up to "
              f"{regression_window} earlier runs of the same node, scenario, benchmark and backend."]
     page = dash.build_dashboard_html(
         title=title, subtitle=subtitle, summary=table, charts=built, runs=runs_view,
-        regressions=[f.message for f in current_flags], notes=notes,
+        regressions=[f.message for f in current_flags], notes=notes, figures_json=figures_json,
     )
-    dashboard_path = write_atomic(out / DASHBOARD_NAME, page.encode("utf-8"))
+    page_bytes = page.encode("utf-8")
+    dashboard_path = write_atomic(out / DASHBOARD_NAME, page_bytes)
     timings["dashboard_s"] = time.perf_counter() - t3
+
+    t4 = time.perf_counter()
+    png_paths = job.finish()
+    for key in (*CHART_KEYS, *_RETIRED_PNGS):  # a chart drawn last time but not now must not linger
+        stale = out / f"{key}.png"
+        if key not in png_paths and stale.exists():
+            stale.unlink()
+    timings["png_wait_s"] = time.perf_counter() - t4
 
     latest_rows = summary[summary["run_id"].isin(latest_ids)].to_dict("records") if not summary.empty else []
     markdown = render_markdown(title, subtitle, table, built, current_flags, all_flags,
                                regression_threshold_pct, regression_window, intro_lines or [],
-                               caveats=notes_section(latest_rows))
+                               caveats=notes_section(latest_rows), rules=rules_table(latest))
     report_path = write_atomic(out / REPORT_NAME, markdown.encode("utf-8"))
     timings["total_s"] = time.perf_counter() - t0
     missing = {c.key: c.reason or "no data" for c in built if not c.available}
@@ -283,8 +341,26 @@ def build_report(
         charts_drawn=[c.key for c in built if c.available], charts_missing=missing,
         needs_harness_data=[c.title for c in built if not c.available and c.needs_harness_data],
         regressions=current_flags, all_regressions=all_flags, n_runs=len(summary), summary_table=table,
-        markdown=markdown, dashboard_bytes=len(page.encode("utf-8")), timings_s=timings,
+        markdown=markdown, dashboard_bytes=len(page_bytes), timings_s=timings,
+        pngs_reused=list(job.reused),
     )
+
+
+def rules_table(latest: pd.DataFrame) -> pd.DataFrame:
+    """The rules the latest runs are held to, one row per benchmark, scenario and set of limits: the p99 latency
+    limits (and where they come from) and the benchmark's accuracy targets, from the run's own log and the
+    benchmark registry."""
+    if latest is None or latest.empty:
+        return pd.DataFrame()
+    counts: dict[tuple[str, str, str, str], int] = {}
+    for _, r in ch._iterrows(latest):
+        key = (str(r.get("benchmark")), ch.scenario_kind(r), ch.latency_rules(r).describe(),
+               ch.accuracy_rules(r.get("benchmark")))
+        counts[key] = counts.get(key, 0) + 1
+    return pd.DataFrame([
+        {"benchmark": b, "scenario": s, "runs": n, "p99 latency limits": limits, "accuracy targets": targets}
+        for (b, s, limits, targets), n in sorted(counts.items())
+    ])
 
 
 def _subtitle(summary: pd.DataFrame, db_path, now: datetime) -> str:
@@ -302,17 +378,38 @@ def render_markdown(
     current_flags: list[RegressionFlag], all_flags: list[RegressionFlag], threshold_pct: float, window: int,
     intro_lines: list[str] = (),
     caveats: str = "",
+    rules: pd.DataFrame | None = None,
 ) -> str:
     lines = [f"# {title}", "", subtitle, "", *[x for line in intro_lines for x in (line, "")],
              f"Interactive version: [{DASHBOARD_NAME}]({DASHBOARD_NAME}) "
              "(one file, works offline).", "", "## Latest run per node and scenario", "",
-             "Validity is LoadGen's verdict; accuracy is PASS when every ROUGE/gen_len target of the benchmark is "
-             "met (– when not scored). Latencies in ms.", "", markdown_table(table), "",
-             *([caveats, ""] if caveats else []),
-             f"## Regressions (threshold {threshold_pct:g}%)", "",
-             f"Each run is compared with the median of up to {window} earlier valid runs of the same node, "
-             "scenario, benchmark and backend: tokens/s lower, or p99 TTFT/TPOT higher, by more than the "
-             "threshold is flagged.", ""]
+             "Validity is LoadGen's verdict; accuracy is PASS when every ROUGE/gen_len target of the run's own "
+             "benchmark is met (– when not scored, or when no target is known for the benchmark). Latencies in ms; "
+             "`held to` names the p99 limits each run was held to and where they come from (the run's own LoadGen "
+             "log, else its benchmark's entry in the benchmark table).", "", markdown_table(table), "",
+             *([caveats, ""] if caveats else [])]
+    if rules is not None and not rules.empty:
+        lines += ["## Rules each run is held to", "",
+                  "Latency limits apply to Server runs (Interactive is a Server run with tighter limits) and are "
+                  "judged at p99; accuracy targets are the benchmark's MLPerf minimums. Each run keeps its own: "
+                  "no run is held to another benchmark's limits or targets.", "", markdown_table(rules), ""]
+    published = next((c for c in built if c.key == "published_context"), None)
+    if published is not None:
+        lines += ["## Your runs vs published results", "",
+                  "Tokens/s per accelerator of your latest runs beside the published MLPerf results for the same "
+                  "benchmark, scenario and accelerator model (accelerators from the results tree's "
+                  "`systems/<system>.json`; yours from the GPU list in `run_manifest.json`).", ""]
+        if published.available:
+            lines += [f"![{published.title}]({published.key}.png)", "", markdown_table(published.table), ""]
+        else:
+            lines += [f"Not drawn: {published.reason}.", ""]
+        lines += [f"- {note}" for note in published.notes]
+        if published.notes:
+            lines.append("")
+    lines += [f"## Regressions (threshold {threshold_pct:g}%)", "",
+              f"Each run is compared with the median of up to {window} earlier valid runs of the same node, "
+              "scenario, benchmark and backend: tokens/s lower, or p99 TTFT/TPOT higher, by more than the "
+              "threshold is flagged.", ""]
     if current_flags:
         lines += [f"- **{f.message}**" for f in current_flags]
     else:
@@ -322,13 +419,13 @@ def render_markdown(
         lines += ["", f"{older} earlier run(s) were flagged in their time (see the dashboard's run view)."]
     lines += ["", "## Charts", ""]
     for chart in built:
-        if not chart.available:
+        if not chart.available or chart is published:
             continue
         lines += [f"### {chart.title}", "", f"![{chart.title}]({chart.key}.png)", ""]
         lines += [f"_{note}_" for note in chart.notes]
         if chart.notes:
             lines.append("")
-    missing = [c for c in built if not c.available]
+    missing = [c for c in built if not c.available and c is not published]
     if missing:
         lines += ["## Charts not drawn", ""]
         for chart in missing:
@@ -340,26 +437,25 @@ def render_markdown(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _run_views(db_path, summary: pd.DataFrame, colors, with_samples: set[str], with_progress: set[str],
-               all_flags: list[RegressionFlag], max_runs: int, max_figures: int) -> list:
+def _run_views(data: _StoreData, colors, all_flags: list[RegressionFlag], max_runs: int, max_figures: int) -> list:
     from mlperf_assets.reporting.dashboard import RunView, percentiles_from_row
 
+    summary, with_samples, with_progress = data.summary, data.with_samples, data.with_progress
     if summary.empty:
         return []
     flags = flags_by_run(all_flags)
     runs = ch.sort_by_time(summary).iloc[::-1].head(max_runs)  # newest first
     figure_ids = [rid for rid in runs["run_id"].astype(str) if rid in with_samples or rid in with_progress]
-    figure_ids = figure_ids[:max_figures]
-    samples = _load_child(db_path, "sample_timings", "run_id, issue_ns, first_token_ns, complete_ns, output_tokens",
-                          [r for r in figure_ids if r in with_samples])
-    progress = _load_child(db_path, "progress", "run_id, elapsed_s, completed, tokens_per_s",
-                           [r for r in figure_ids if r in with_progress])
+    figure_ids = set(figure_ids[:max_figures])
+    samples = data.samples[data.samples["run_id"].isin(figure_ids)]
+    progress = data.progress[data.progress["run_id"].isin(figure_ids)]
     samples_by = {k: g for k, g in samples.groupby("run_id")} if not samples.empty else {}
     progress_by = {k: g for k, g in progress.groupby("run_id")} if not progress.empty else {}
     views = []
     for _, r in ch._iterrows(runs):
         rid = str(r["run_id"])
         tps = ch.headline_tokens_per_second(r)
+        rules = ch.latency_rules(r)
         details = [
             ("run id", rid), ("node", str(r.get("node"))), ("scenario", ch.scenario_kind(r)),
             ("benchmark", str(r.get("benchmark"))), ("mode", str(r.get("mode"))),
@@ -374,6 +470,9 @@ def _run_views(db_path, summary: pd.DataFrame, colors, with_samples: set[str], w
             ("ROUGE-1/2/L/Lsum", "–" if pd.isna(r.get("rouge1")) else " / ".join(
                 "–" if pd.isna(r.get(m)) else f"{float(r.get(m)):.4f}" for m in ch.ROUGE_METRICS)),
             ("accuracy", {None: "–", True: "PASS", False: "FAIL"}[ch.accuracy_verdict(r)]),
+            ("held to (p99 limits)", rules.describe()),
+            ("accuracy targets", ch.accuracy_rules(r.get("benchmark"))),
+            ("accelerator", _accelerator_text(r)),
             ("loadgen", str(r.get("loadgen_version"))), ("Dagster run", str(r.get("dagster_run_id") or "–")),
             ("source", str(r.get("source_path"))),
             ("regressions", "; ".join(flags.get(rid, [])) or "–"),
@@ -389,9 +488,19 @@ def _run_views(db_path, summary: pd.DataFrame, colors, with_samples: set[str], w
             notes.append(f"Per-sample and progress figures are embedded for the newest {max_figures} runs only.")
         elif rid not in with_samples and rid not in with_progress:
             notes.append("No per-sample timings or progress for this run (they come from our harness).")
-        limits = (ch.limits_for(r) or None) if str(r.get("scenario")) == "Server" else None
         views.append(RunView(run_id=rid, label=ch.run_label(r) + f" · {r.get('mode')}",
                              color=colors.get(str(r.get("node")), ch.PALETTE[0]), details=details,
-                             percentiles_ms=percentiles_from_row(r), limits_ms=limits, figures=figures,
-                             notes=notes))
+                             percentiles_ms=percentiles_from_row(r), limits_ms=rules.as_dict() or None,
+                             limits_source=rules.source, figures=figures, notes=notes))
     return views
+
+
+def _accelerator_text(row) -> str:
+    """`8 × NVIDIA H200 (systems JSON)`, or why the accelerator is unknown."""
+    accelerator, count = row.get("accelerator"), ch.accelerator_count(row)
+    if ch.isnull(accelerator) or not str(accelerator):
+        note = row.get("system_note")
+        return f"unknown ({note})" if not ch.isnull(note) and str(note) else "unknown"
+    source = row.get("system_source")
+    where = f" ({source})" if not ch.isnull(source) and str(source) else ""
+    return (f"{count} × {accelerator}" if count else str(accelerator)) + where

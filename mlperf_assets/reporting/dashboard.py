@@ -1,15 +1,17 @@
 """The dashboard: one self-contained HTML file (plotly.js inline, data inline, no network), built from charts.
 
 `build_dashboard_html` is pure: figures and tables in, a string out. The page shows the summary table, the
-regression flags, every chart (hover for details), and a run selector: choosing a run shows its figures and
-percentiles (with the MLPerf limits where they apply) and, for runs of our harness, its per-sample latency
-histograms and throughput timeline. Everything user-supplied (node names, run ids, paths) is escaped; the inline
-JSON cannot close its script element.
+regression flags, your runs beside the published MLPerf results on the same accelerator, every chart (hover for
+details), and a run selector: choosing a run shows its figures and percentiles (with the p99 limits that run is held
+to, and where they come from) and, for runs of our harness, its per-sample latency histograms and throughput
+timeline. Everything user-supplied (node names, run ids, paths) is escaped; the inline JSON cannot close its script
+element. Each figure is in the page once, as JSON (`figure_json`, which the report also hashes to name its PNGs).
 """
 
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -27,16 +29,24 @@ class RunView:
     color: str
     details: list[tuple[str, str]]
     percentiles_ms: dict[str, dict[str, float | None]]  # {"latency"|"ttft"|"tpot": {"p50", "p90", "p99"}}
-    limits_ms: dict[str, float] | None = None  # {"ttft": .., "tpot": ..} for Server runs
+    limits_ms: dict[str, float] | None = None  # {"ttft": .., "tpot": ..} or {"latency": ..} for Server runs
+    limits_source: str | None = None  # where the limits come from ("LoadGen log", "benchmark table (...)")
     figures: dict[str, object] = field(default_factory=dict)  # "histogram"/"progress" -> plotly figure or dict
     notes: list[str] = field(default_factory=list)
 
 
-def _json_for_script(data: object) -> str:
-    from plotly.io.json import to_json_plotly
+def figure_json(data: object) -> str:
+    """JSON text of plain data (figure dicts, run details): the standard library's encoder when every value is
+    plain, else plotly's (numpy arrays, timestamps; NaN as null)."""
+    try:
+        return json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError):
+        from plotly.io.json import to_json_plotly
 
-    # plotly's encoder handles numpy arrays, timestamps and NaN (as null) in one pass over everything
-    text = to_json_plotly(data)
+        return to_json_plotly(data)
+
+
+def _script_safe(text: str) -> str:
     # Inside <script> only "</" and "<!--" can end or confuse the element; U+2028/9 break old JS parsers.
     return (text.replace("</", "<\\/").replace("<!--", "<\\!--")
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
@@ -70,6 +80,9 @@ def _table_html(df: pd.DataFrame, table_id: str) -> str:
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
+PUBLISHED_KEY = "published_context"
+
+
 def build_dashboard_html(
     *,
     title: str,
@@ -80,33 +93,36 @@ def build_dashboard_html(
     regressions: Sequence[str] = (),
     notes: Sequence[str] = (),
     plotly_js: str | None = None,
+    figures_json: Mapping[str, str] | None = None,
 ) -> str:
-    """The whole page. `plotly_js` defaults to the bundled plotly.js of the installed plotly package."""
+    """The whole page. `plotly_js` defaults to the bundled plotly.js of the installed plotly package;
+    `figures_json` (chart key -> `figure_json` of its figure), when the caller has encoded them already.
+
+    A `published_context` chart among `charts` gets its own section (chart, table and notes), drawn or not."""
     if plotly_js is None:
         from plotly.offline import get_plotlyjs
 
         plotly_js = get_plotlyjs()
-    drawn = [c for c in charts if c.available and c.figure is not None]
-    missing = [c for c in charts if not c.available]
-    data = {
-        "charts": [{"key": c.key, "figure": _figure_dict(c.figure)} for c in drawn],
-        "default_run": next((i for i, r in enumerate(runs) if r.percentiles_ms), 0),
-        "runs": [
-            {
-                "id": r.run_id, "label": r.label, "color": r.color, "details": r.details,
-                "percentiles": r.percentiles_ms, "limits": r.limits_ms, "notes": r.notes,
-                "figures": {name: _figure_dict(fig) for name, fig in r.figures.items() if fig is not None},
-            }
-            for r in runs
-        ],
-    }
-    chart_divs = "\n".join(
-        f'<figure class="chart-box"><div class="chart" id="chart-{html.escape(c.key)}" '
-        f'data-chart="{html.escape(c.key)}"></div>'
-        + "".join(f'<figcaption>{html.escape(n)}</figcaption>' for n in c.notes)
-        + "</figure>"
+    figures_json = figures_json or {}
+    drawn = [c for c in charts if c.available and c.has_figure]
+    missing = [c for c in charts if not c.available and c.key != PUBLISHED_KEY]
+    published = next((c for c in charts if c.key == PUBLISHED_KEY), None)
+    encoded = [
+        '{"key":' + json.dumps(c.key) + ',"figure":' + (figures_json.get(c.key) or figure_json(c.figure_dict)) + "}"
         for c in drawn
-    )
+    ]
+    runs_json = figure_json([
+        {
+            "id": r.run_id, "label": r.label, "color": r.color, "details": r.details,
+            "percentiles": r.percentiles_ms, "limits": r.limits_ms, "limits_source": r.limits_source,
+            "notes": r.notes,
+            "figures": {name: _figure_dict(fig) for name, fig in r.figures.items() if fig is not None},
+        }
+        for r in runs
+    ])
+    default_run = next((i for i, r in enumerate(runs) if r.percentiles_ms), 0)
+    data = f'{{"charts":[{",".join(encoded)}],"default_run":{default_run},"runs":{runs_json}}}'
+    chart_divs = "\n".join(_chart_box(c) for c in drawn if c.key != PUBLISHED_KEY)
     missing_html = ""
     if missing:
         items = "".join(
@@ -138,14 +154,36 @@ def build_dashboard_html(
         summary_table=_table_html(summary, "summary-table"),
         regressions=regressions_html,
         notes=notes_html,
+        published=_published_section(published),
         chart_divs=chart_divs,
         missing=missing_html,
         run_section=run_section,
         expected=len(drawn),
-        data=_json_for_script(data),
+        data=_script_safe(data),
         script=_SCRIPT,
         css=_CSS,
     )
+
+
+def _chart_box(chart: Chart) -> str:
+    return (f'<figure class="chart-box"><div class="chart" id="chart-{html.escape(chart.key)}" '
+            f'data-chart="{html.escape(chart.key)}"></div>'
+            + "".join(f'<figcaption>{html.escape(n)}</figcaption>' for n in chart.notes) + "</figure>")
+
+
+def _published_section(chart: Chart | None) -> str:
+    """Your runs vs the published results on the same accelerator: the chart, then its table and notes."""
+    if chart is None:
+        return ""
+    intro = ('<p class="note">Tokens/s per accelerator of your latest runs beside the published MLPerf results for '
+             "the same benchmark, scenario and accelerator model (from the results tree's systems JSON; your runs' "
+             "accelerators from the GPU list in run_manifest.json).</p>")
+    if not chart.available:
+        body = f'<p class="empty">Not drawn: {html.escape(chart.reason or "no data")}.</p>' + "".join(
+            f'<p class="note">{html.escape(n)}</p>' for n in chart.notes)
+    else:
+        body = _chart_box(chart) + _table_html(chart.table, "published-table")
+    return f'<section id="published"><h2>Your runs vs published results</h2>{intro}{body}</section>'
 
 
 def percentiles_from_row(row: Mapping) -> dict[str, dict[str, float | None]]:
@@ -186,6 +224,7 @@ _PAGE = """<!DOCTYPE html>
 <header><h1>{title}</h1><p class="sub">{subtitle}</p>{notes}</header>
 <section id="summary"><h2>Latest run per node and scenario</h2>{summary_table}</section>
 <section id="regressions"><h2>Regressions</h2>{regressions}</section>
+{published}
 <section id="charts"><h2>Charts</h2>{chart_divs}</section>
 {missing}
 <section id="run-view"><h2>One run</h2>{run_section}</section>
@@ -231,7 +270,8 @@ _SCRIPT = r"""
                             y0: limit, y1: limit, line: {color: LIMIT, dash: "dash"}});
         layout.annotations.push({xref: "x" + ax + " domain", x: 0, yref: "y" + ax, y: limit, xanchor: "left",
                                  yanchor: "bottom", showarrow: false, font: {color: LIMIT, size: 11},
-                                 text: "p99 limit " + limit + " ms"});
+                                 text: "p99 limit " + limit + " ms" +
+                                   (run.limits_source ? " (" + run.limits_source + ")" : "")});
       }
     });
     return {data: data, layout: layout};
@@ -273,8 +313,9 @@ _SCRIPT = r"""
     jobs.push(showRun(DATA.default_run || 0));
   }
   Promise.all(jobs).then(function () {
-    var rendered = document.querySelectorAll("#charts .js-plotly-plot .main-svg").length ?
-      document.querySelectorAll("#charts .js-plotly-plot").length : 0;
+    var rendered = Array.prototype.filter.call(document.querySelectorAll(".chart[data-chart]"), function (d) {
+      return d.classList.contains("js-plotly-plot") && d.querySelector(".main-svg") !== null;
+    }).length;
     document.body.setAttribute("data-rendered-charts", String(rendered));
   }, function (err) {
     document.body.setAttribute("data-render-error", String(err));

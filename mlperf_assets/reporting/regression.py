@@ -8,6 +8,7 @@ by more than `threshold_pct` percent of the baseline.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass
 
 import pandas as pd
@@ -99,7 +100,7 @@ def detect_regressions(
             base_values = [(rid, v[name]) for rid, v in earlier if v[name] is not None]
             if value is None or not base_values:
                 continue
-            baseline = float(pd.Series([v for _, v in base_values]).median())
+            baseline = float(statistics.median(v for _, v in base_values))
             if baseline <= 0:
                 continue
             change = (value - baseline) / baseline * 100.0
