@@ -252,7 +252,9 @@ class _ProgressBars:
         if progress.total and self.inner.total != progress.total:
             self.inner.total = progress.total
         self.inner.n = progress.completed
-        self.inner.set_postfix_str(f"{progress.tokens_per_s:,.0f} tok/s", refresh=False)
+        # while the node cannot be reached, the runner's message (e.g. "connection lost 12 s ago ...; reconnecting")
+        postfix = progress.message if progress.stale and progress.message else f"{progress.tokens_per_s:,.0f} tok/s"
+        self.inner.set_postfix_str(postfix, refresh=False)
         self.inner.refresh()
 
     def partition_done(self, text: str) -> None:
@@ -607,7 +609,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "examples:\n"
             "  mlperf-dagster run                                  # every node and scenario of the config\n"
             "  mlperf-dagster run --config fleet.yaml --node jw2 --scenario Server\n"
-            "exit code: 0 if everything succeeded, 1 if a partition failed, 2 for a bad config or option."
+            "\nCtrl-C or SIGTERM cancels the harness run in flight on its node and starts nothing else; one line\n"
+            "names each cancelled run.\n\n"
+            "exit code: 0 if everything succeeded, 1 if a partition failed, 2 for a bad config or option,\n"
+            "130 if stopped by Ctrl-C (SIGINT), 143 by SIGTERM."
         ),
     )
     p.add_argument("--config", default=None, help="config file (default: $MLPERF_DAGSTER_CONFIG or config/config.yaml)")
