@@ -578,11 +578,23 @@ class DockerRunner(BenchmarkRunner):
         except ValueError as exc:
             raise DockerRunnerError(f"node {self.node}: {exc}") from None
 
-    def _find(self, spec: RunSpec) -> Any | None:
+    def _list(self, labels: list[str]) -> list[dict[str, Any]]:
+        """The engine's short records (Id, Names, Labels, State) of the containers with all ``labels`` (KEY=VALUE).
+        Not ``containers.list()``: it inspects each one, and fails when one is removed meanwhile."""
         client = self.client()
-        filters = {"label": [f"{LABEL}.run-id={spec.run_id}", f"{LABEL}.mode={spec.mode}", f"{LABEL}.node={self.node}"]}
-        found = self._api("listing containers", lambda: client.containers.list(all=True, filters=filters))
-        return found[0] if found else None
+        return self._api("listing containers", lambda: client.api.containers(all=True, filters={"label": labels}))
+
+    def _find(self, spec: RunSpec) -> Any | None:
+        """The container of ``spec``'s run id and mode on this node, if there is one."""
+        import docker.errors
+
+        client = self.client()
+        for item in self._list([f"{LABEL}.run-id={spec.run_id}", f"{LABEL}.mode={spec.mode}", f"{LABEL}.node={self.node}"]):
+            try:
+                return self._api("reading a container", lambda: client.containers.get(item["Id"]))
+            except docker.errors.NotFound:
+                continue  # removed since the listing
+        return None
 
     def start(self, spec: RunSpec) -> RunHandle:
         import docker.errors
@@ -727,27 +739,35 @@ class DockerRunner(BenchmarkRunner):
         import docker.errors
 
         container = self._container(handle)
-        status = container.status
-        if status == "created":
-            return RunProgress(state=RUNNING, message=f"container {container.name} created, not started yet")
-        if status in ("running", "paused", "restarting"):
+        problem, stopping = "", False
+        for attempt in range(3):
+            if attempt:
+                time.sleep(0.2)
+                container = self._container(handle)
+            if container.status == "created":
+                return RunProgress(state=RUNNING, message=f"container {container.name} created, not started yet")
+            if container.status not in ("running", "paused", "restarting"):
+                return self._stopped_progress(container, handle)
             try:
                 code, out = self._exec(container, render_status_command(handle.run_dir))
             except docker.errors.APIError as exc:
-                if exc.status_code not in (404, 409):  # it stopped (and its exec went) meanwhile: read it as stopped
+                if exc.status_code not in (404, 409):
                     raise DockerRunnerError(f"node {self.node}: status of {container.name}: {_explain(exc)}") from None
-                container = self._container(handle)
-            else:
-                try:
-                    remote = parse_status_output(out)
-                except ValueError:
-                    raise DockerRunnerError(
-                        f"node {self.node}: the status command in {container.name} failed (exit code {code}): "
-                        f"{out.strip()[-200:]} (does the image have a POSIX sh?)"
-                    ) from None
-                # the container runs, so the harness's supervisor does until it has written its exit code
-                return replace(remote, alive=remote.exit_code_text is None).progress()
-        return self._stopped_progress(container, handle)
+                problem, stopping = _explain(exc), True  # it is stopping (its exec went with it): ask again
+                continue
+            try:
+                remote = parse_status_output(out)
+            except ValueError:  # killed (137) as the container stopped, or the command itself failed
+                problem, stopping = f"exit code {code}: {out.strip()[-200:]}", code == 137 and not out.strip()
+                continue
+            # the container runs, so the harness's supervisor does until it has written its exit code
+            return replace(remote, alive=remote.exit_code_text is None).progress()
+        if stopping:  # the next poll finds it stopped
+            last = self._last.get(handle.run_dir, RunProgress())
+            return replace(last, state=RUNNING, message=f"container {container.name} is stopping")
+        raise DockerRunnerError(
+            f"node {self.node}: the status command in {container.name} failed ({problem}); does the image have a POSIX sh?"
+        )
 
     def _stopped_progress(self, container: Any, handle: RunHandle) -> RunProgress:
         """A container that has exited: the run folder's files, or the engine's account of how it ended."""
@@ -878,25 +898,25 @@ class DockerRunner(BenchmarkRunner):
     # ---- monitoring
     def active_runs(self) -> list[tuple[RunHandle, RunProgress]]:
         """The node's run containers that have not exited, with their progress (for ``monitor``)."""
-        client = self.client()
-        filters = {"label": [f"{LABEL}.component={COMPONENT_RUN}", f"{LABEL}.node={self.node}"]}
-        containers = self._api("listing containers", lambda: client.containers.list(all=True, filters=filters))
         out = []
-        for container in containers:
-            if container.status not in LIVE_STATES:
+        for item in self._list([f"{LABEL}.component={COMPONENT_RUN}", f"{LABEL}.node={self.node}"]):
+            if item.get("State") not in LIVE_STATES:
                 continue
-            labels = container.labels
+            labels = item.get("Labels") or {}
             run_id, mode = labels.get(f"{LABEL}.run-id", ""), labels.get(f"{LABEL}.mode", "")
+            name = (item.get("Names") or [""])[0].lstrip("/")
             handle = RunHandle(
                 run_id=run_id,
                 node=self.node,
                 run_dir=f"{self.workdir}/{run_id}/{mode}",
                 scenario=labels.get(f"{LABEL}.scenario", ""),
                 mode=mode,
-                extra={"container": container.id, "name": container.name, "engine": self.engine},
+                extra={"container": item["Id"], "name": name, "engine": self.engine},
             )
             try:
                 out.append((handle, self.poll(handle)))
+            except RunGone:
+                continue  # removed since the listing
             except RunnerError as exc:
                 out.append((handle, RunProgress(state=RUNNING, message=str(exc))))
         return out
