@@ -13,8 +13,8 @@ Images, each tagged by a hash of what went into it, so a rerun finds it and buil
    (the project's base and ``[node]`` requirements from pyproject.toml), installed from wheels ``pip download``-ed on
    the host into the build context, with the build's network off (about 15 s). No harness: runs mount the source
    (the node's ``harness_source``), which is how an image without our harness is used;
-3. ``mlperf-dagster-test-harness:<hash>``: + this checkout installed from a wheel built here (``pip wheel``), the way
-   docker/Dockerfile installs it into a vLLM image (a few seconds; the hash covers the package's source).
+3. ``mlperf-dagster-test-harness:<hash>``: docker/Dockerfile itself, built with the node image in place of vLLM's
+   and this checkout as a wheel built here (``pip wheel``): a few seconds; the hash covers the package's source.
 """
 
 from __future__ import annotations
@@ -186,11 +186,12 @@ def node_requirements() -> list[str]:
     return [*project["dependencies"], *project["optional-dependencies"]["node"]]
 
 
-def _build(client, context: Path, dockerfile: str, ref: str) -> None:
-    (context / "Dockerfile").write_text(dockerfile)
-    repository, tag = ref.split(":")
+def _build(client, context: Path, dockerfile: str | None, ref: str, buildargs: dict[str, str] | None = None) -> None:
+    if dockerfile is not None:
+        (context / "Dockerfile").write_text(dockerfile)
     try:
-        client.images.build(path=str(context), tag=ref, network_mode="none", rm=True, forcerm=True, pull=False)
+        client.images.build(path=str(context), tag=ref, network_mode="none", rm=True, forcerm=True, pull=False,
+                            buildargs=buildargs or {})  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - docker.errors.BuildError carries the build log
         lines = [str(item.get("stream") or item.get("error") or "") for item in getattr(exc, "build_log", [])]
         raise RuntimeError(f"building {ref} failed: {exc}\n{''.join(lines)[-3000:]}") from None
@@ -241,9 +242,10 @@ def _source_digest() -> str:
 
 
 def harness_image(client) -> str:
-    """The node image with this checkout installed from a wheel (the docker/Dockerfile way)."""
+    """docker/Dockerfile itself, built on the node image instead of vLLM's: this checkout installed from a wheel."""
     base = node_image(client)
-    ref = f"{HARNESS_REPO}:{_digest(RECIPE, base, _source_digest())}"
+    dockerfile = (PROJECT_ROOT / "docker" / "Dockerfile").read_text()
+    ref = f"{HARNESS_REPO}:{_digest(RECIPE, base, dockerfile, _source_digest())}"
     if _exists(client, ref):
         return ref
     started = time.monotonic()
@@ -256,15 +258,7 @@ def harness_image(client) -> str:
         )  # fmt: skip
         if done.returncode != 0:
             raise RuntimeError(f"pip wheel failed:\n{(done.stdout + done.stderr)[-3000:]}")
-        _build(
-            client,
-            context,
-            f"FROM {base}\n"
-            "COPY dist /tmp/dist\n"
-            "RUN pip install -q --no-index --no-deps --no-cache-dir --disable-pip-version-check /tmp/dist/*.whl "
-            "&& rm -rf /tmp/dist\n",
-            ref,
-        )
+        _build(client, context, dockerfile, ref, {"VLLM_IMAGE": base, "PIP_ARGS": "--no-index"})
     log(f"{ref} built in {time.monotonic() - started:.0f} s")
     for old in client.images.list(name=HARNESS_REPO):  # earlier checkouts' images: only the newest is reused
         if ref not in old.tags:
