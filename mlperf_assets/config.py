@@ -596,7 +596,7 @@ class SearchConfig(_Model):
     start_qps: PositiveFloat | None = None  # first estimate (samples/s); None: the node's latest Offline run, else a probe
     start_fraction: PositiveFloat = 0.9  # first probe at this fraction of the estimate
     growth: PositiveFloat = 1.5  # while probes pass, the next one is this many times higher
-    shrink: PositiveFloat = 0.7  # while probes fail, the next one is this fraction of the last
+    shrink: PositiveFloat = 0.5  # while probes fail, the next one is this fraction of the last
     tolerance_pct: PositiveFloat = 3.0  # stop when the highest pass and the lowest fail are this close
     max_probes: PositiveInt = 8
     margin_pct: Annotated[float, BeforeValidator(_fraction_pct)] = 10.0  # p99s must stay this far under the limits
