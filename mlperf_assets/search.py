@@ -12,8 +12,8 @@ too low and the score is thrown away. The search (``max_qps_search`` asset, ``ml
    latency, for gpt-j) against the limits the run itself logged (else the benchmark registry's), each kept
    ``margin_pct`` under its limit (:func:`judge`);
 4. confirms the best rate with one full-length run (``confirm_duration_s``), which must be VALID with its p99s
-   under the limits; an INVALID one steps down (``step_down_pct``, or to the rate that run actually completed
-   when that is lower: an overloaded Server run completes what the system can sustain) and confirms again.
+   under the limits; an INVALID one steps down ``step_down_pct`` (or to just under the rate that run completed,
+   when that is lower still: an overloaded Server run completes what the system can sustain) and confirms again.
 
 Interactive is LoadGen's Server scenario under the ``-interactive`` LoadGen model (tighter limits).
 
@@ -150,7 +150,7 @@ class Bracket:
 
     start: float
     growth: float = 1.5
-    shrink: float = 0.7
+    shrink: float = 0.5
     tolerance: float = 0.03
     max_probes: int = 8
     min_qps: float = 0.5
@@ -376,8 +376,10 @@ def run_search(
             message = (f"{rate:,.2f} QPS confirmed by a {settings.confirm_duration_s:g} s run ({step.reason}) after "
                        f"{bracket.probes} probes{note}")
             return finish(FOUND, rate, message)
+        keep = 1.0 - settings.step_down_pct / 100.0
         completed = step.completed_samples_per_second
-        rate = (1.0 - settings.step_down_pct / 100.0) * min(rate, completed if completed and completed > 0 else rate)
+        # an overloaded run completes what the system sustains: go just under that when it is lower still
+        rate = keep * completed if completed and 0 < completed < keep * rate else keep * rate
     message = (f"unconfirmed: {settings.confirm_attempts} confirmation run(s) failed (last: {steps[-1].reason}); "
                f"probes passed up to {bracket.lo:,.2f} QPS but full-length runs do not hold it: lengthen "
                "search.probe_duration_s or raise search.confirm_attempts")
