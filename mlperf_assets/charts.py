@@ -1007,13 +1007,14 @@ def published_context(summary: pd.DataFrame, colors: Mapping[str, str] | None = 
         family = accelerator_family(r.get("accelerator"))
         per_acc = tokens_per_accelerator(r)
         if family is None or per_acc is None:
-            why = r.get("system_note")
-            if isnull(why) or not str(why):
-                why = ("the system names no accelerator" if family is None and not isnull(r.get("accelerator"))
-                       else "no systems JSON or GPU list known" if family is None
-                       else "no accelerator count or tokens/s")
+            note = r.get("system_note")
+            if family is None or accelerator_count(r) is None:
+                why = "accelerator unknown: " + (str(note) if not isnull(note) and str(note) else
+                                                 "no systems JSON or GPU list known")
+            else:
+                why = "no tokens/s in its logs"
             who = "published" if published else "yours"
-            unknown[(who, str(why))] = unknown.get((who, str(why)), 0) + 1
+            unknown[(who, why)] = unknown.get((who, why), 0) + 1
             continue
         rows.append({**r, "_published": published, "_family": family, "_per_acc": per_acc,
                      "_group": (workload(r.get("benchmark")) or "?", scenario_kind(r), family)})
@@ -1023,7 +1024,7 @@ def published_context(summary: pd.DataFrame, colors: Mapping[str, str] | None = 
         if reasons:
             total = sum(reasons.values())
             label = "of your runs" if who == "yours" else "published runs"
-            notes.append(f"Accelerator unknown for {total} {label} (left out): "
+            notes.append(f"Left out: {total} {label}: "
                          + "; ".join(f"{why} ({n})" for why, n in sorted(reasons.items())) + ".")
     yours_all = pd.DataFrame([r for r in rows if not r["_published"]])
     yours = latest_per_group(yours_all) if not yours_all.empty else yours_all
@@ -1048,7 +1049,8 @@ def published_context(summary: pd.DataFrame, colors: Mapping[str, str] | None = 
             table_rows.append({
                 "benchmark": group[0], "scenario": group[1], "accelerator": group[2],
                 "run": "yours" if mine_row else "published",
-                "node / system": str(r.get("node") if mine_row else (r.get("system") or r.get("node"))),
+                "node / system": (series_label(r, with_scenario=False) if mine_row
+                                  else str(r.get("system") or r.get("node"))),
                 "submitter": "–" if mine_row or isnull(r.get("submitter")) else str(r.get("submitter")),
                 "round": "–" if isnull(r.get("round")) else str(r.get("round")),
                 "division": "–" if isnull(r.get("division")) else str(r.get("division")),
@@ -1077,7 +1079,8 @@ def _published_figure(key: str, title: str, groups: list[tuple], points: list[tu
     for label, mine, r, count in points:
         if mine:
             node = str(r.get("node"))
-            data = mine_sets.setdefault(node, {"x": [], "y": [], "custom": []})
+            data = mine_sets.setdefault(node, {"x": [], "y": [], "custom": [],
+                                               "name": f"{series_label(r, with_scenario=False)} (yours)"})
             data["custom"].append([str(r.get("run_id")), backend_label(r) or "?", str(r.get("started_at")),
                                    f"{count} × {r.get('accelerator')}", _fmt(headline_tokens_per_second(r))])
         else:
@@ -1100,7 +1103,7 @@ def _published_figure(key: str, title: str, groups: list[tuple], points: list[tu
                                          "%{customdata[5]}<br>per accelerator %{x:,.1f}<extra>published</extra>")})
     for node, data in sorted(mine_sets.items()):
         color = colors.get(node, PALETTE[0])
-        traces.append({"type": "scatter", "mode": "markers", "name": f"{node} (yours)", "x": data["x"],
+        traces.append({"type": "scatter", "mode": "markers", "name": data["name"], "x": data["x"],
                        "y": data["y"], "customdata": data["custom"],
                        "marker": {"symbol": "star", "size": 16, "color": color, "line": {"width": 1, "color": "#222"}},
                        "hovertemplate": (f"{_escape_template(node)} · run %{{customdata[0]}}<br>backend "
@@ -1115,7 +1118,8 @@ def _published_figure(key: str, title: str, groups: list[tuple], points: list[tu
     layout["yaxis"].update(type="category", categoryorder="array", categoryarray=labels[::-1],
                            title={"text": "benchmark · scenario · accelerator"})
     mpl_published = [(data["division"], data["x"], data["y"]) for _, data in sorted(published_sets.items())]
-    mpl_mine = [(node, colors.get(node, PALETTE[0]), data["x"], data["y"]) for node, data in sorted(mine_sets.items())]
+    mpl_mine = [(data["name"], colors.get(node, PALETTE[0]), data["x"], data["y"])
+                for node, data in sorted(mine_sets.items())]
 
     def render():
         from matplotlib.lines import Line2D
@@ -1131,11 +1135,11 @@ def _published_figure(key: str, title: str, groups: list[tuple], points: list[tu
                        linewidths=0.6, alpha=0.85)
             handles.append(Line2D([], [], linestyle="", marker=marker, color=PUBLISHED_COLOR,
                                   label=f"published ({division})" if division else "published"))
-        for node, color, xs, ys in mpl_mine:
+        for name, color, xs, ys in mpl_mine:
             ax.scatter(xs, [position[y] for y in ys], marker="*", s=160, color=color, edgecolors="#222",
                        linewidths=0.6, zorder=3)
             handles.append(Line2D([], [], linestyle="", marker="*", markersize=10, color=color,
-                                  label=_short(f"{node} (yours)", 40)))
+                                  label=_short(name, 44)))
         ax.set_yticks(range(len(labels)), [_short(lbl, 44) for lbl in labels[::-1]], fontsize=7)
         ax.set_ylim(-0.6, len(labels) - 0.4)
         ax.set_xlabel("tokens/s per accelerator" + (" (log scale)" if log_x else ""))

@@ -74,3 +74,125 @@ def shared_base(tmp_path_factory) -> Path:
     base = tmp_path_factory.getbasetemp() / "report-stores"
     base.mkdir(exist_ok=True)
     return base
+
+
+# ------------------------------------------------------------------------------- a results tree as MLCommons publishes
+
+# systems/<system>.json of each system of the shared logs, written by the tests (the log files' figures stay the real
+# ones; these describe the hardware as the folder names and the public results say). A str is written as it is (a
+# malformed file); a system missing here gets no systems JSON at all.
+SYSTEMS: dict[tuple[str, str, str], dict | str] = {
+    ("inference_results_v4.1", "NVIDIA", "DGX-H100_H100-SXM-80GBx8_TRT"): {
+        "accelerator_model_name": "NVIDIA H100-SXM-80GB", "accelerators_per_node": "8", "number_of_nodes": "1",
+        "host_processor_model_name": "Intel(R) Xeon(R) Platinum 8480C", "framework": "TensorRT 10.2, CUDA 12.4"},
+    ("inference_results_v4.1", "Intel", "1-node-2S-EMR-PyTorch"): {
+        "accelerator_model_name": "N/A", "accelerators_per_node": "0", "number_of_nodes": "1",
+        "host_processor_model_name": "INTEL(R) XEON(R) PLATINUM 8592+", "framework": "PyTorch"},
+    ("inference_results_v4.1", "NVIDIA", "Orin_TRT"): {
+        "accelerator_model_name": "NVIDIA Jetson AGX Orin 64G", "accelerators_per_node": 1, "number_of_nodes": 1,
+        "host_processor_model_name": "12-core ARM Cortex-A78AE", "framework": "TensorRT 10.1, CUDA 12.2"},
+    ("inference_results_v4.1", "ASUSTeK", "ESC8000A_E12_H100x8_TRT"): {
+        "accelerator_model_name": "NVIDIA H100-PCIe-80GB", "accelerators_per_node": "8", "number_of_nodes": "1",
+        "host_processor_model_name": "AMD EPYC 9654", "framework": "TensorRT 10.1, CUDA 12.4"},
+    ("inference_results_v5.1", "Cisco", "C885_H200x8_TRT"): {
+        "accelerator_model_name": "NVIDIA H200-SXM-141GB", "accelerators_per_node": "8", "number_of_nodes": "1",
+        "host_processor_model_name": "AMD EPYC 9575F", "framework": "TensorRT 10.11, CUDA 12.9",
+        "division": "closed", "submitter": "Cisco", "system_name": "Cisco UCS C885A M8 (8x H200-SXM-141GB, TensorRT)"},
+    ("inference_results_v5.1", "Dell", "XE9680L_B200_SXM_180GBx8_TRT"): {
+        "accelerator_model_name": "NVIDIA B200-SXM-180GB", "accelerators_per_node": 8, "number_of_nodes": 1,
+        "host_processor_model_name": "Intel(R) Xeon(R) Platinum 8570", "framework": "TensorRT 10.11, CUDA 12.9"},
+    ("inference_results_v5.1", "Intel", "1-node-1x-BMG-Pro-B60-Dual"): {
+        "accelerator_model_name": "Intel Arc Pro B60 Dual", "accelerators_per_node": "1", "number_of_nodes": "1",
+        "host_processor_model_name": "Intel(R) Xeon(R) w7-2475X", "framework": "vLLM"},
+    ("inference_results_v5.1", "Intel", "1-node-2S-GNR_128C"): {
+        "accelerator_model_name": "N/A", "accelerators_per_node": "0", "number_of_nodes": "1",
+        "host_processor_model_name": "Intel(R) Xeon(R) 6980P", "framework": "PyTorch"},
+    ("inference_results_v5.1", "Lenovo", "SR680a_V3_B200SXMx8_TRT"): {
+        "accelerator_model_name": "NVIDIA B200-SXM-180GB", "accelerators_per_node": "8", "number_of_nodes": "1",
+        "host_processor_model_name": "Intel(R) Xeon(R) Platinum 8570", "framework": "TensorRT 10.11, CUDA 12.9"},
+    # malformed: cut off in the middle (the run must still ingest, its accelerator unknown)
+    ("inference_results_v5.1", "AMD", "8xMI300X_2xEPYC_9575F"): '{"accelerator_model_name": "AMD Instinct MI300X", '
+                                                               '"accelerators_per_node": ',
+    # open/GATEOverflow/.../RTX4090x2...: no systems JSON at all
+    ("inference_results_v6.0", "AMD", "8xMI355X_2xEPYC_9575F"): {
+        "accelerator_model_name": "AMD Instinct MI355X", "accelerators_per_node": "8", "number_of_nodes": "1",
+        "host_processor_model_name": "AMD EPYC 9575F", "framework": "vLLM 0.10, ROCm 7.0"},
+}
+# `nvidia-smi --query-gpu=index,name,uuid,memory.total,driver_version --format=csv` of a one-H200 node
+NVIDIA_SMI_ONE_H200 = ("index, name, uuid, memory.total [MiB], driver_version\n"
+                       "0, NVIDIA H200, GPU-6d4c9f0e-1b1a-4f7e-9c59-0b6f6f2d8a11, 143771 MiB, 570.133.20\n")
+
+
+def manifest_entries(mlperf_logs_dir: Path) -> list[dict]:
+    import json
+
+    return json.loads((mlperf_logs_dir / "MANIFEST.json").read_text())
+
+
+def published_tree(base: Path, mlperf_logs_dir: Path) -> Path:
+    """The shared logs laid out as MLCommons publishes them: `<repo>/<division>/<submitter>/results/<system>/
+    <benchmark>/<scenario>/...` (and `compliance/`), every file a link to the real one (MANIFEST.json says where it
+    came from), plus `<division>/<submitter>/systems/<system>.json` from SYSTEMS."""
+    import json
+
+    root = base / "published-tree"
+    marker = base / "published-tree.done"
+    if marker.exists():
+        return root
+    for entry in manifest_entries(mlperf_logs_dir):
+        repo = entry["repo"].split("/")[1]
+        division, submitter, _, system = entry["results_dir"].split("/")[:4]
+        for f in entry["files"]:
+            target = root / repo / f["src"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                target.symlink_to(mlperf_logs_dir / entry["folder"] / f["rel"])
+        content = SYSTEMS.get((repo, submitter, system))
+        if content is not None:
+            path = root / repo / division / submitter / "systems" / f"{system}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2))
+    marker.write_text("ok\n")
+    return root
+
+
+def your_runs(base: Path, stories_dir: Path) -> dict[tuple[str, str], Path]:
+    """Copies of the harness runs (real LoadGen) as they would come from GPU nodes: node-b's Offline run with the
+    GPU list nvidia-smi prints on a one-H200 node in its run_manifest.json (the runs ran on this CPU-only machine,
+    so the list is written here); node-a's Server runs keep the empty GPU list they recorded."""
+    import json
+    import shutil
+
+    from mlperf_assets.harness.manifest import parse_nvidia_smi_csv
+
+    out = base / "your-runs"
+    folders = {key: out / folder.name for key, folder in harness_runs(base, stories_dir).items()}
+    if (out / "done").exists():
+        return folders
+    for key, folder in harness_runs(base, stories_dir).items():
+        copy = folders[key]
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(folder, copy)
+        if key[1] == "node-b":
+            manifest = json.loads((copy / "run_manifest.json").read_text())
+            manifest["gpus"] = parse_nvidia_smi_csv(NVIDIA_SMI_ONE_H200)
+            (copy / "run_manifest.json").write_text(json.dumps(manifest, indent=2))
+    (out / "done").write_text("ok\n")
+    return folders
+
+
+def published_store(base: Path, mlperf_logs_dir: Path, stories_dir: Path | None = None) -> Path:
+    """The published results tree, plus (with `stories_dir`) your harness runs."""
+    from mlperf_assets import store
+
+    name = "published-and-yours" if stories_dir is not None else "published"
+    db = base / f"{name}.duckdb"
+    marker = base / f"{name}.duckdb.done"
+    if not marker.exists():
+        db.unlink(missing_ok=True)
+        store.ingest_path(db, published_tree(base, mlperf_logs_dir))
+        if stories_dir is not None:
+            for folder in your_runs(base, stories_dir).values():
+                store.ingest_path(db, folder)
+        marker.write_text("ok\n")
+    return db
