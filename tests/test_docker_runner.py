@@ -343,6 +343,29 @@ def test_container_killed_from_outside_reports_137_and_removed_container_is_gone
 
 
 @pytest.mark.slow
+def test_engine_outage_mid_run_is_stale_then_lost_and_the_run_goes_on(engine, images, dataset, tmp_path):
+    from resources.runners.ledger import observe
+
+    runner = mounted(engine, images, reconnect_timeout_s=1.0)
+    handle = runner.start(spec(dataset, unique("outage"), **LONG))
+    wait_for_samples(runner, handle)
+    runner.settings.docker_host = f"unix://{tmp_path}/engine-gone.sock"  # the engine drops off the network
+    runner.close()
+    stale = runner.poll(handle)
+    assert stale.stale and stale.state == RUNNING and "cannot reach" in stale.message, stale
+    assert observe(runner, handle).uncertain  # the ledger keeps the run's record
+    time.sleep(1.2)
+    with pytest.raises(RunUnreachable, match="cannot reach"):
+        runner.poll(handle)
+    runner.settings.docker_host = engine.base_url  # back: the harness kept running meanwhile
+    back = runner.poll(handle)
+    assert not back.stale and back.state == RUNNING and back.completed >= stale.completed
+    runner.cancel(handle)
+    assert runner.poll(handle).state == CANCELLED
+    runner.discard(handle)
+
+
+@pytest.mark.slow
 def test_harness_version_mismatch_and_missing_harness_each_one_clear_message(engine, images, dataset, tmp_path, docker_client):
     source = fake_source(tmp_path / "src", "9.9.0")
     runner = make_runner(engine, images["node"], harness_source=str(source))

@@ -57,6 +57,12 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
 
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import DeviceRequest
+from docker.utils import parse_repository_tag
+
 from mlperf_assets.config import DockerNode
 
 from .base import (
@@ -97,6 +103,14 @@ class DockerRunnerError(RunnerError):
 
 class DockerUnreachable(DockerRunnerError, RunUnreachable):
     """The engine could not be asked (socket missing, connection refused, SSH or TLS refused, an API error)."""
+
+
+class EngineRefused(DockerRunnerError):
+    """The engine answered a request with an error (``status_code``: 400 bad request, 409 conflict, 500 it failed)."""
+
+    def __init__(self, message: str, status_code: int | None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class ContainerGone(DockerRunnerError, RunGone):
@@ -332,7 +346,6 @@ def _ssh_client(node: DockerNode, timeout: float) -> Any:
     same known_hosts rules, errors and key handling apply), then ``docker system dial-stdio`` on the host."""
     from urllib.parse import urlparse
 
-    import docker
     from docker.transport import SSHHTTPAdapter
 
     from mlperf_assets.config import SSHNode
@@ -406,8 +419,6 @@ class DockerRunner(BenchmarkRunner):
         return self._client
 
     def _connect(self) -> Any:
-        import docker
-
         timeout = self.api_timeout_s
         host = self.docker_host
         if host is None:
@@ -426,20 +437,15 @@ class DockerRunner(BenchmarkRunner):
         return client
 
     def _api(self, what: str, fn: Callable[[], Any]) -> Any:
-        """``fn()``, with transport and engine failures turned into :class:`DockerUnreachable` (one line); the
-        connection is dropped so the next call reconnects. ``docker.errors.NotFound`` passes through."""
-        import docker.errors
-        import requests.exceptions
-
+        """``fn()``, with the engine's error answers as :class:`EngineRefused` and transport failures as
+        :class:`DockerUnreachable` (one line each; the connection is dropped so the next call reconnects).
+        ``docker.errors.NotFound`` passes through: what a missing object means is the caller's to say."""
         try:
             return fn()
         except (docker.errors.NotFound, RunnerError):
             raise
         except docker.errors.APIError as exc:
-            if exc.status_code is not None and exc.status_code < 500:
-                raise  # the engine answered about the request itself: the caller says what it means
-            self._drop_client()
-            raise DockerUnreachable(f"node {self.node}: {what} on {self.engine} failed: {_explain(exc)}") from None
+            raise EngineRefused(f"node {self.node}: {what} on {self.engine} failed: {_explain(exc)}", exc.status_code) from None
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError, EOFError) as exc:
             self._drop_client()
             hint = ""
@@ -466,8 +472,6 @@ class DockerRunner(BenchmarkRunner):
         self._drop_client()
 
     def _container(self, handle: RunHandle) -> Any:
-        import docker.errors
-
         ref = handle.extra.get("container") or container_name(handle.node, handle.run_id, handle.mode)
         client = self.client()
         try:
@@ -481,9 +485,6 @@ class DockerRunner(BenchmarkRunner):
     # ---- the image and its harness
     def ensure_image(self) -> Any:
         """The node's image on the engine, pulled as the ``pull`` policy says; :class:`ImageError` if unavailable."""
-        import docker.errors
-        from docker.utils import parse_repository_tag
-
         client = self.client()
         image = self.image
         if self.pull != "always":
@@ -498,8 +499,8 @@ class DockerRunner(BenchmarkRunner):
         repository, tag = parse_repository_tag(image)
         try:
             return self._api("pulling the image", lambda: client.images.pull(repository, tag=tag or "latest"))
-        except (docker.errors.APIError, DockerUnreachable) as exc:
-            reason = _explain(exc) if isinstance(exc, docker.errors.APIError) else str(exc).split(": ", 1)[-1]
+        except EngineRefused as exc:
+            reason = str(exc).split(" failed: ", 1)[-1]
             raise ImageError(
                 f"node {self.node}: image {image} could not be pulled onto {self.engine} (pull: {self.pull}): {reason}; "
                 "build or load it on the engine (docker/README.md) and set pull: never or missing"
@@ -508,8 +509,6 @@ class DockerRunner(BenchmarkRunner):
     def check_harness(self, image: Any = None) -> dict[str, Any]:
         """Ask the image's python for its harness version (a short-lived container, no network); raise
         :class:`HarnessMismatch` with the fix when it cannot import it or the major.minor differs."""
-        import docker.errors
-
         from .ssh import local_harness_version, version_compatible
 
         image = image if image is not None else self.ensure_image()
@@ -536,11 +535,14 @@ class DockerRunner(BenchmarkRunner):
         try:
             try:
                 self._api("starting the harness check container", container.start)
-            except docker.errors.APIError as exc:
-                raise HarnessMismatch(
-                    f"node {self.node}: {where} cannot run {self.python!r} ({_explain(exc)}); set python: to the "
-                    "image's interpreter"
-                ) from None
+            except EngineRefused as exc:
+                reason = str(exc).split(" failed: ", 1)[-1]
+                if "executable file not found" in reason or "no such file or directory" in reason:
+                    raise HarnessMismatch(
+                        f"node {self.node}: {where} cannot run {self.python!r} ({reason}); set python: to the image's "
+                        "interpreter"
+                    ) from None
+                raise
             result = self._api("waiting for the harness check", lambda: container.wait(timeout=max(60, self.api_timeout_s)))
             output = self._api("reading the harness check", lambda: container.logs(stdout=True, stderr=True))
         finally:
@@ -586,8 +588,6 @@ class DockerRunner(BenchmarkRunner):
 
     def _find(self, spec: RunSpec) -> Any | None:
         """The container of ``spec``'s run id and mode on this node, if there is one."""
-        import docker.errors
-
         client = self.client()
         for item in self._list([f"{LABEL}.run-id={spec.run_id}", f"{LABEL}.mode={spec.mode}", f"{LABEL}.node={self.node}"]):
             try:
@@ -597,9 +597,6 @@ class DockerRunner(BenchmarkRunner):
         return None
 
     def start(self, spec: RunSpec) -> RunHandle:
-        import docker.errors
-        from docker.types import DeviceRequest
-
         dataset = Path(spec.dataset_path).resolve()
         if not dataset.is_file():
             raise RunnerError(f"node {self.node}: prepared dataset {dataset} does not exist")
@@ -624,12 +621,12 @@ class DockerRunner(BenchmarkRunner):
         client = self.client()
         try:
             container = self._api("creating the container", lambda: client.containers.create(**kwargs))
-        except docker.errors.APIError as exc:
+        except EngineRefused as exc:
             if exc.status_code == 409:  # the name is taken: another orchestrator created it just now
                 existing = self._find(spec)
                 if existing is not None:
                     return self._adopt(existing, spec, dataset)
-            raise DockerRunnerError(f"node {self.node}: creating the container failed: {_explain(exc)}") from None
+            raise
         return self._stage_and_start(container, spec, dataset, reattached=False)
 
     def _handle(self, container: Any, spec: RunSpec, dataset: Path) -> RunHandle:
@@ -644,9 +641,8 @@ class DockerRunner(BenchmarkRunner):
         )
 
     def _stage_and_start(self, container: Any, spec: RunSpec, dataset: Path, *, reattached: bool) -> RunHandle:
-        """Copy the run spec and the dataset into the created container, then start it."""
-        import docker.errors
-
+        """Copy the run spec and the dataset into the created container, then start it (a container the engine will
+        not start is removed: nothing ran in it)."""
         handle = self._handle(container, spec, dataset)
         run_dir, datasets_dir, dataset_path = container_paths(self.settings, spec, dataset.name)
         digest = sha256_file(dataset)
@@ -658,10 +654,11 @@ class DockerRunner(BenchmarkRunner):
         try:
             self._api("copying the run spec and dataset in", lambda: container.put_archive("/", archive))
             self._api("starting the container", container.start)
-        except docker.errors.APIError as exc:
+        except EngineRefused as exc:
             self._remove(container)
             raise DockerRunnerError(
-                f"node {self.node}: starting container {container.name} from {self.image} failed: {_explain(exc)}"
+                f"node {self.node}: container {container.name} from {self.image} did not start: "
+                + str(exc).split(" failed: ", 1)[-1]
             ) from None
         finally:
             archive.close()
@@ -695,8 +692,6 @@ class DockerRunner(BenchmarkRunner):
     def _read(self, container: Any, path: str, default: str | None = None, *, limit: int | None = None) -> str | None:
         """A file's text through ``get_archive`` (running or stopped container); ``default`` if it does not exist.
         ``limit``: keep only its last bytes."""
-        import docker.errors
-
         def fetch() -> bytes | None:
             try:
                 chunks, _ = container.get_archive(path)
@@ -736,8 +731,6 @@ class DockerRunner(BenchmarkRunner):
         return progress
 
     def _poll(self, handle: RunHandle) -> RunProgress:
-        import docker.errors
-
         container = self._container(handle)
         problem, stopping = "", False
         for attempt in range(3):
@@ -750,10 +743,13 @@ class DockerRunner(BenchmarkRunner):
                 return self._stopped_progress(container, handle)
             try:
                 code, out = self._exec(container, render_status_command(handle.run_dir))
-            except docker.errors.APIError as exc:
-                if exc.status_code not in (404, 409):
-                    raise DockerRunnerError(f"node {self.node}: status of {container.name}: {_explain(exc)}") from None
-                problem, stopping = _explain(exc), True  # it is stopping (its exec went with it): ask again
+            except EngineRefused as exc:
+                if exc.status_code != 409:
+                    raise
+                problem, stopping = str(exc), True  # it is stopping: ask again
+                continue
+            except docker.errors.NotFound:
+                problem, stopping = "its exec went with it", True  # it stopped: ask again
                 continue
             try:
                 remote = parse_status_output(out)
@@ -804,8 +800,6 @@ class DockerRunner(BenchmarkRunner):
                 for chunk in chunks:
                     spool.write(chunk)
 
-            import docker.errors
-
             try:
                 self._api(f"copying {handle.run_dir} out", fetch)
             except docker.errors.NotFound:
@@ -827,8 +821,6 @@ class DockerRunner(BenchmarkRunner):
         return dest
 
     def cancel(self, handle: RunHandle) -> None:
-        import docker.errors
-
         try:
             container = self._container(handle)
         except ContainerGone:
@@ -842,20 +834,18 @@ class DockerRunner(BenchmarkRunner):
         try:
             self._api("marking the run cancelled", lambda: container.put_archive("/", marker))
             self._api("signalling the container", lambda: container.kill(signal="SIGTERM"))
-        except docker.errors.APIError:
+        except (EngineRefused, docker.errors.NotFound):
             pass  # it stopped meanwhile
         finally:
             marker.close()
         if not self._wait_stopped(container, self.cancel_grace_s):
             try:
                 self._api("killing the container", lambda: container.kill(signal="SIGKILL"))
-            except docker.errors.APIError:
+            except (EngineRefused, docker.errors.NotFound):
                 pass
             self._wait_stopped(container, 10.0)
 
     def _wait_stopped(self, container: Any, seconds: float) -> bool:
-        import docker.errors
-
         deadline = time.monotonic() + seconds
         while True:
             try:
@@ -938,6 +928,7 @@ __all__ = [
     "DockerRunner",
     "DockerRunnerError",
     "DockerUnreachable",
+    "EngineRefused",
     "FORWARDER_CODE",
     "HARNESS_VERSION_CODE",
     "HarnessMismatch",
