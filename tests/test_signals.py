@@ -284,3 +284,39 @@ def test_stop_signals_records_the_signal_whoever_handles_it():
         assert seen == [signal.SIGINT] and stop.received == signal.SIGINT
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     assert signal.set_wakeup_fd(-1) == -1  # the wakeup fd was given back
+
+
+def test_a_run_interrupted_while_launching_is_found_and_cancelled(stories_dir, tmp_path):
+    """An interrupt can land while the runner is launching a harness, before its handle is known: the in-flight
+    list then holds the spec only, and cancel_in_flight finds the run among the runner's active_runs() and stops it
+    (the local runner finds the supervisor by its run folder)."""
+    from mlperf_assets.harness.dataset import prepare_dataset
+    from resources.runners.base import RunSpec
+    from resources.runners.ledger import _track, cancel_in_flight, in_flight
+    from resources.runners.local import LocalRunner
+
+    dataset = prepare_dataset("stories", stories_dir, tmp_path / "prepared.json", benchmark="llama3.1-8b",
+                              tokenizer="byte", max_samples=5)  # fmt: skip
+    workdir = tmp_path / "node"
+    runner = LocalRunner(node="box", workdir=str(workdir), cancel_grace_s=5)
+    spec = RunSpec(
+        run_id="launching-1", node="box", scenario="Server", mode="performance", benchmark="llama3.1-8b",
+        backend="extractive", dataset_path=str(dataset), progress_interval_s=0.2,
+        settings={"target_qps": 20, "min_duration_ms": 120000, "min_query_count": 1},
+    )  # fmt: skip
+    handle = runner.start(spec)
+    try:
+        LocalRunner(node="box", workdir=str(workdir)).poll(handle)  # another runner object: no pid of its own
+        _track(LocalRunner(node="box", workdir=str(workdir)), spec, None)  # what a cut-short launch leaves
+        deadline = time.monotonic() + 60
+        while not (Path(handle.run_dir) / "progress.jsonl").exists():
+            assert time.monotonic() < deadline, "the harness did not start"
+            time.sleep(0.1)
+        [done] = cancel_in_flight()
+        assert done.problem is None and done.run_dir == handle.run_dir
+        assert str(done.run) == "box/Server performance run launching-1"
+        assert in_flight() == []
+        assert supervisors_below(workdir) == []
+        assert int((Path(handle.run_dir) / "exit_code").read_text()) == 130
+    finally:
+        kill_leftovers(workdir)
