@@ -16,6 +16,15 @@ folder; no second harness) and collects it. A record whose run failed, was cance
 (unwatched, its orchestrator gone) fails this partition with a message saying how to pick it up, rather than
 disturbing its measurement.
 
+Stopping everything: while a harness run is launched and watched here it is also in this process's in-flight list
+(:func:`in_flight`). When a command is stopped (Ctrl-C or SIGTERM on ``mlperf-dagster run``/``demo``), the
+interrupt reaches ``runner.wait``, which cancels the run; :func:`cancel_in_flight` then makes sure of every run
+still listed, through its runner (one whose launch was cut short is found among ``runner.active_runs()``), and
+returns one :class:`CancelledRun` per run for the command's one-line reports.
+
+A failed harness run's error carries the harness's own reason (:func:`failure_reason`: its ``error: ...`` line or a
+traceback's last line, from the runner's log tail), not only its exit code.
+
 One run per node at a time: a per-node file lock (``<artifact_root>/.locks/<node>.lock``) is held for the whole
 partition run, on top of the Dagster queue's per-node limit. No Dagster here: the asset turns a
 :class:`PartitionRunError` into a ``dagster.Failure``.
