@@ -53,6 +53,18 @@ def _progress_logger(
     return on_progress
 
 
+def _mark_cancelled(context: dg.AssetExecutionContext) -> None:
+    """An interrupted step (Ctrl-C or SIGTERM on ``mlperf-dagster run``, a stopped run worker): record the Dagster
+    run as being cancelled, so it ends CANCELED (as a run terminated from the UI does), not as a failure that would
+    set off the failure alert. A run already being cancelled from the UI is left as it is."""
+    try:
+        run = context.instance.get_run_by_id(context.run.run_id)
+        if run is not None and run.status not in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED):
+            context.instance.report_run_canceling(run, message="interrupted: the harness run was cancelled on its node")
+    except Exception as exc:  # noqa: BLE001 - the interrupt must go on regardless
+        context.log.debug(f"could not mark the run as cancelled: {exc}")
+
+
 def _failure(exc: PartitionRunError) -> dg.Failure:
     metadata: dict[str, Any] = {}
     if exc.run_folder:
@@ -155,6 +167,9 @@ def build_scenario_run(
             result = session.run(_progress_logger(context, node, scenario, cfg.benchmark.log_interval_s, on_progress))
         except PartitionRunError as exc:
             raise _failure(exc) from None
+        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
+            _mark_cancelled(context)  # the harness run is already cancelled (runner.wait does that on the way out)
+            raise
         meta = run_metadata(cfg, result.folder, result.run_id, node, scenario)
         meta["modes"] = ", ".join(plan.modes)
         meta["dataset"] = dg.MetadataValue.path(str(plan.dataset))
