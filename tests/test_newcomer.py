@@ -102,12 +102,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_make_dev_serves_the_ui_on_the_project_instance():
-    """`make dev` with nothing set: the UI comes up on the project's instance (<project>/.dagster_home)."""
+@pytest.mark.parametrize("how", ["make dev", "dagster dev"])
+def test_dev_serves_the_ui_with_nothing_set(how):
+    """`make dev` with nothing set: the UI comes up on the project's instance (<project>/.dagster_home). Plain
+    `dagster dev` in the project root: it comes up too, on Dagster's temporary instance in the project root."""
     port = _free_port()
+    before = leftover_temp_homes()
+    if how == "make dev":
+        argv = ["make", "-o", ".venv/.installed-dev", "dev", f"DEV_ARGS=-h 127.0.0.1 -p {port}"]
+    else:
+        argv = [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port)]
     make = subprocess.Popen(
-        ["make", "-o", ".venv/.installed-dev", "dev", f"DEV_ARGS=-h 127.0.0.1 -p {port}"],
-        cwd=PROJECT, env=bare_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        argv, cwd=PROJECT, env=bare_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
@@ -134,7 +140,10 @@ def test_make_dev_serves_the_ui_on_the_project_instance():
                 continue
             if b"DAGSTER_HOME" in env:
                 homes.add(env[b"DAGSTER_HOME"].decode())
-        assert homes == {str(PROJECT / ".dagster_home")}
+        if how == "make dev":
+            assert homes == {str(PROJECT / ".dagster_home")}
+        else:
+            assert homes == set() and len(leftover_temp_homes() - before) == 1
     finally:
         os.killpg(make.pid, signal.SIGINT)  # Ctrl-C, as a user stops it
         try:
@@ -142,6 +151,9 @@ def test_make_dev_serves_the_ui_on_the_project_instance():
         except subprocess.TimeoutExpired:
             os.killpg(make.pid, signal.SIGKILL)
             make.wait()
+    output = make.stdout.read().decode(errors="replace")
+    assert "DagsterInvalidConfigError" not in output and "Traceback" not in output, output
+    assert leftover_temp_homes() <= before  # Dagster's temporary instance is removed on exit
 
 
 # ------------------------------------------------------------------------------------------- the demo's settings
