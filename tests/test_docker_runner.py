@@ -21,8 +21,18 @@ import yaml
 from docker_image import Dockerd, build_all, engine_unavailable, fake_source
 
 from mlperf_assets.config import DockerNode, load_config
-from resources.runners import CANCELLED, FAILED, RUNNING, SUCCEEDED, RunGone, RunHandle, RunSpec, RunUnreachable
-from resources.runners import build_runner
+from resources.runners import (
+    CANCELLED,
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    RunGone,
+    RunHandle,
+    RunnerError,
+    RunSpec,
+    RunUnreachable,
+    build_runner,
+)
 from resources.runners.docker import (
     LABEL,
     DockerRunner,
@@ -308,7 +318,7 @@ def test_reattach_by_labels_after_a_restart_never_launches_twice(engine, images,
     adopted = restarted.start(run)
     assert adopted.extra["reattached"] is True and adopted.extra["container"] == handle.extra["container"]
     assert len(run_containers(docker_client, run.run_id)) == 1  # no second launch
-    with pytest.raises(Exception, match="already exists .* with different settings; run ids must be unique"):
+    with pytest.raises(RunnerError, match="already exists .* with different settings; run ids must be unique"):
         restarted.start(spec(dataset, run.run_id, scenario="Server", settings={"target_qps": 21, "min_duration_ms": 4000}))
     final = restarted.wait(adopted, timeout_s=120)
     assert final.state == SUCCEEDED and final.final, restarted.log_tail(adopted)
@@ -366,6 +376,49 @@ def test_engine_outage_mid_run_is_stale_then_lost_and_the_run_goes_on(engine, im
 
 
 @pytest.mark.slow
+def test_partition_run_whose_container_is_killed_fails_clearly_and_collects_nothing(engine, images, dataset, tmp_path):
+    """Through the ledger (what the scenario_run asset runs): a container killed mid-run (137, as by the OOM killer)
+    fails the partition with one message naming the exit code; nothing reaches the artifact store."""
+    import logging
+
+    from mlperf_assets.config import parse_config
+    from mlperf_assets.plan import PartitionPlan
+    from resources.runners.ledger import ACTIVE_DIR, PartitionRun, PartitionRunError
+
+    results = tmp_path / "results"
+    config = parse_config(
+        f"storage: {{artifact_root: {results}/artifacts, duckdb_path: {results}/db.duckdb}}\n"
+        "benchmark: {backend: extractive, checkpoint: null, accuracy: false, progress_interval_s: 0.2,\n"
+        "            scenarios: {Server: {target_qps: 5, min_duration_ms: 120000}}}\n"
+        f"nodes: [{{name: {NODE}, runner: docker, image: '{images['node']}', docker_host: '{engine.base_url}', "
+        f"network: none, pull: never, harness_source: '{PROJECT}'}}]\n",
+        tmp_path / "config.yaml",
+    )
+    runner = build_runner(config.node(NODE))
+    runner.poll_interval_s = 0.2
+    killed: list[str] = []
+
+    def kill_once_running(mode, progress):
+        if progress.completed >= 1 and not killed:
+            [(handle, _)] = runner.active_runs()
+            runner.client().containers.get(handle.extra["container"]).kill()
+            killed.append(handle.extra["name"])
+
+    session = PartitionRun(runner, PartitionPlan(config, NODE, "Server", dataset), log=logging.getLogger("t"),
+                           dagster_run_id="dagster-1")  # fmt: skip
+    with pytest.raises(PartitionRunError) as info:
+        session.run(kill_once_running)
+    message = str(info.value)
+    assert killed and f"container {killed[0]} ended with exit code 137" in message and "failed" in message, message
+    assert "Run folder kept on the node" in message
+    partition = results / "artifacts" / NODE / "Server"
+    assert not partition.exists() or list(partition.iterdir()) == []  # no run folder, no staging folder
+    assert not list((results / "artifacts" / ACTIVE_DIR).rglob("*.json"))  # nothing left to reattach to
+    runner.discard(RunHandle.from_dict({"run_id": "", "node": NODE, "run_dir": "", "extra": {"name": killed[0],
+                                        "container": killed[0]}}))  # fmt: skip
+
+
+@pytest.mark.slow
 def test_harness_version_mismatch_and_missing_harness_each_one_clear_message(engine, images, dataset, tmp_path, docker_client):
     source = fake_source(tmp_path / "src", "9.9.0")
     runner = make_runner(engine, images["node"], harness_source=str(source))
@@ -414,7 +467,7 @@ def test_env_names_get_values_from_the_environment_and_values_are_never_logged(
     runner = mounted(engine, images, env=[SECRET_NAME])
     run = spec(dataset, unique("env"))
     monkeypatch.delenv(SECRET_NAME, raising=False)
-    with pytest.raises(Exception, match=f"env names unset environment variable\\(s\\): {SECRET_NAME}"):
+    with pytest.raises(RunnerError, match=f"env names unset environment variable\\(s\\): {SECRET_NAME}"):
         runner.start(run)
     monkeypatch.setenv(SECRET_NAME, SECRET_VALUE)
     handle = runner.start(run)
