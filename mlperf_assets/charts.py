@@ -355,9 +355,41 @@ def _iterrows(df: pd.DataFrame):
     return zip(df.index, (dict(zip(columns, row)) for row in df.to_numpy(dtype=object)))
 
 
+GROUP_KEY_COLUMN = "_group_key"
+
+
 def group_keys(df: pd.DataFrame) -> pd.Series:
-    """`group_key` of every row, as one string per row (usable with groupby)."""
-    return pd.Series(["\x1f".join(group_key(r)) for _, r in _iterrows(df)], index=df.index, dtype=object)
+    """`group_key` of every row, as one string per row (usable with groupby); vectorised. A frame that carries
+    them already (a `GROUP_KEY_COLUMN` column, as the report's loaded summary does) is not computed again."""
+    if df.empty:
+        return pd.Series([], index=df.index, dtype=object)
+    if GROUP_KEY_COLUMN in df.columns:
+        return df[GROUP_KEY_COLUMN]
+    parts = [_text_column(df, "node"), scenario_kinds(df), _text_column(df, "benchmark"), _text_column(df, "backend")]
+    keys = parts[0]
+    for part in parts[1:]:
+        keys = keys + "\x1f" + part
+    return pd.Series(keys.to_numpy(dtype=object), index=df.index, dtype=object)
+
+
+def _text_column(df: pd.DataFrame, name: str) -> pd.Series:
+    """str() of every value, as `group_key` writes it (None -> 'None', NaN -> 'nan')."""
+    return pd.Series([str(v) for v in _col(df, name)], index=df.index, dtype=object)
+
+
+def scenario_kinds(df: pd.DataFrame) -> pd.Series:
+    """`scenario_kind` of every row at once."""
+    label = pd.Series(["" if isnull(v) else str(v) for v in _col(df, "scenario_label")], index=df.index, dtype=object)
+    scenario = pd.Series([str(v) if not isnull(v) and str(v) else "?" for v in _col(df, "scenario")],
+                         index=df.index, dtype=object)
+    interactive = (label == "Interactive").to_numpy().copy()
+    for column in ("benchmark", "lg_model_name", "source_path"):
+        values = _col(df, column)
+        interactive |= np.array([not isnull(v) and "interactive" in str(v).lower() for v in values], dtype=bool)
+    use_label = (label != "").to_numpy() & ~((label == "Server").to_numpy() & interactive)
+    server = (scenario == "Server").to_numpy()
+    kind = np.where(use_label, label.to_numpy(), np.where(server & interactive, "Interactive", scenario.to_numpy()))
+    return pd.Series(kind, index=df.index, dtype=object)
 
 
 def isnull(value: object) -> bool:
@@ -807,7 +839,8 @@ def rouge_vs_target(summary: pd.DataFrame, colors: Mapping[str, str] | None = No
     minimums = {b: rouge_minimums(b) for b in set(benchmarks)}
     target_names = {b: (t.benchmark, t.fraction) for b in minimums if (t := registry.accuracy_target(b))}
     verdicts = {"True": "PASS", "False": "FAIL", "None": "no verdict"}
-    verdict = [verdicts[str(accuracy_verdict(r))] for _, r in _iterrows(runs)]
+    judged = runs[[c for c in ("accuracy_passed", "benchmark", *ROUGE_METRICS, "gen_len", "gen_num") if c in runs]]
+    verdict = [verdicts[str(accuracy_verdict(r))] for _, r in _iterrows(judged)]
     run_ids = runs["run_id"].astype(str).tolist()
     nodes = runs["node"].astype(str).tolist()
     layout = _subplots_dict(title, metrics, 500, 0.06)
@@ -853,7 +886,7 @@ def rouge_vs_target(summary: pd.DataFrame, colors: Mapping[str, str] | None = No
         layout[f"yaxis{suffix}"]["title"] = {"text": f"{metric} (F1 × 100)"}
         layout[f"xaxis{suffix}"].update(title={"text": x_label}, tickangle=30)
         mpl_panels.append((metric, values, segments))
-    point_colors = [colors.get(n, PALETTE[0]) for n in nodes]
+    by_node_sorted = sorted(by_node.items())
     node_handles = {n: colors.get(n, PALETTE[0]) for n in sorted(set(nodes))}
 
     def render():
@@ -864,8 +897,10 @@ def rouge_vs_target(summary: pd.DataFrame, colors: Mapping[str, str] | None = No
         axes = fig_m.subplots(1, len(metrics), squeeze=False)[0]
         target_labels: dict[str, str] = {}
         for ax, (metric, values, segments) in zip(axes, mpl_panels):
-            keep = [i for i, v in enumerate(values) if v is not None]
-            ax.scatter([x_mpl[i] for i in keep], [values[i] for i in keep], c=[point_colors[i] for i in keep], s=40)
+            for node, positions in by_node_sorted:  # markers (Agg's fast path), one line artist per node
+                keep = [i for i in positions if values[i] is not None]
+                ax.plot([x_mpl[i] for i in keep], [values[i] for i in keep], linestyle="", marker="o",
+                        markersize=6, color=colors.get(node, PALETTE[0]))
             for label, target, x0, x1 in segments:
                 ax.plot([x0, x1], [target, target], color=TARGET_COLOR, linestyle="--", marker="_", markersize=16,
                         markeredgewidth=2, linewidth=1.5)
@@ -1000,24 +1035,30 @@ def published_context(summary: pd.DataFrame, colors: Mapping[str, str] | None = 
     runs = performance_runs(summary)
     if runs.empty:
         return _missing(key, title, "no performance runs")
-    rows = []
+    # Vectorised over every performance run (thousands of nightly runs); rows only for the runs that can be shown.
+    published = ((_col(runs, "submitter").notna() & (_col(runs, "submitter").astype(str) != ""))
+                 | (_col(runs, "round").notna() & (_col(runs, "round").astype(str) != ""))).to_numpy()
+    accelerators = _col(runs, "accelerator")
+    families = accelerators.map({v: accelerator_family(v) for v in accelerators.dropna().unique()})
+    per_node = pd.to_numeric(_col(runs, "accelerators_per_node"), errors="coerce").astype("float64")
+    nodes = pd.to_numeric(_col(runs, "number_of_nodes"), errors="coerce").astype("float64").fillna(1).clip(lower=1)
+    per_acc = pd.to_numeric(_col(runs, "tokens_per_second_per_accelerator"), errors="coerce").astype("float64")
+    per_acc = per_acc.fillna(headline_series(runs) / (per_node * nodes).where(per_node > 0))
+    counted = (per_node > 0).to_numpy()
+    known = families.notna().to_numpy() & counted
+    usable = known & per_acc.notna().to_numpy()
+    notes_col = [None if isnull(v) or not str(v) else str(v) for v in _col(runs, "system_note")]
     unknown: dict[tuple[str, str], int] = {}
-    for _, r in _iterrows(runs):
-        published = is_published(r)
-        family = accelerator_family(r.get("accelerator"))
-        per_acc = tokens_per_accelerator(r)
-        if family is None or per_acc is None:
-            note = r.get("system_note")
-            if family is None or accelerator_count(r) is None:
-                why = "accelerator unknown: " + (str(note) if not isnull(note) and str(note) else
-                                                 "no systems JSON or GPU list known")
-            else:
-                why = "no tokens/s in its logs"
-            who = "published" if published else "yours"
-            unknown[(who, why)] = unknown.get((who, why), 0) + 1
-            continue
-        rows.append({**r, "_published": published, "_family": family, "_per_acc": per_acc,
-                     "_group": (workload(r.get("benchmark")) or "?", scenario_kind(r), family)})
+    for i in np.flatnonzero(~usable):
+        why = "no tokens/s in its logs" if known[i] else \
+            "accelerator unknown: " + (notes_col[i] or "no systems JSON or GPU list known")
+        who = "published" if published[i] else "yours"
+        unknown[(who, why)] = unknown.get((who, why), 0) + 1
+    rows = []
+    for i, (_, r) in zip(np.flatnonzero(usable), _iterrows(runs[usable])):
+        rows.append({**r, "_published": bool(published[i]), "_family": families.iloc[i],
+                     "_per_acc": float(per_acc.iloc[i]),
+                     "_group": (workload(r.get("benchmark")) or "?", scenario_kind(r), families.iloc[i])})
     notes = []
     for who in ("yours", "published"):
         reasons = {why: n for (w, why), n in unknown.items() if w == who}
@@ -1207,9 +1248,8 @@ def summary_table(summary: pd.DataFrame, regressions: Mapping[str, list[str]] | 
         return pd.DataFrame()
     latest = latest_per_group(runs)
     accuracy_rows = summary[_col(summary, "rouge1").notna() | _col(summary, "accuracy_passed").notna()]
-    latest_accuracy: dict[tuple, object] = {}
-    for _, r in _iterrows(sort_by_time(accuracy_rows)):
-        latest_accuracy[group_key(r)] = accuracy_verdict(r)
+    newest = latest_per_group(accuracy_rows) if not accuracy_rows.empty else accuracy_rows  # per group
+    latest_accuracy = {group_key(r): accuracy_verdict(r) for _, r in _iterrows(newest)}
     rows = []
     for _, r in _iterrows(latest):
         passed = accuracy_verdict(r)

@@ -116,7 +116,10 @@ def _summary(conn) -> pd.DataFrame:
         df = _df(conn, f"SELECT s.*, {extra} FROM run_summary s LEFT JOIN runs r USING (run_id)")
     except StoreError:  # a store without some of the extra columns
         df = _df(conn, "SELECT * FROM run_summary")
-    return drop_probe_runs(conn, fill_missing_labels(_plain_dtypes(df)))  # capacity-search probes stay out
+    df = drop_probe_runs(conn, fill_missing_labels(_plain_dtypes(df)))  # capacity-search probes stay out
+    if not df.empty:  # computed once: every chart and table groups runs by it
+        df[ch.GROUP_KEY_COLUMN] = ch.group_keys(df.drop(columns=[ch.GROUP_KEY_COLUMN], errors="ignore"))
+    return df
 
 
 def _df(conn, sql: str, params: list | None = None) -> pd.DataFrame:
@@ -182,7 +185,8 @@ def _plain_dtypes(df: pd.DataFrame) -> pd.DataFrame:
         if kind in ("Int64", "Int32", "Int16", "Int8", "UInt64", "UInt32"):
             out[column] = series.astype("float64")
         elif kind in ("string", "str", "boolean") or isinstance(series.dtype, pd.StringDtype):
-            out[column] = pd.Series([None if pd.isna(v) else v for v in series], index=df.index, dtype=object)
+            values = series.to_numpy(dtype=object, na_value=None)  # NA -> None, vectorised
+            out[column] = pd.Series(values, index=df.index, dtype=object)
         else:
             out[column] = series
     return pd.DataFrame(out, index=df.index)
@@ -218,7 +222,10 @@ def fill_missing_labels(summary: pd.DataFrame) -> pd.DataFrame:
     for column in ("node", "benchmark", "backend", "backend_kind", "scenario_label"):
         if column not in df.columns:
             df[column] = None
-    guessed = [labels_from_path(p) if isinstance(p, str) else (None, None) for p in df["source_path"]]
+    known = [isinstance(n, str) and n != "" and isinstance(b, str) and b != ""
+             for n, b in zip(df["node"], df["benchmark"])]
+    guessed = [(None, None) if ok or not isinstance(p, str) else labels_from_path(p)
+               for ok, p in zip(known, df["source_path"])]  # the path only where a label is missing
     system = df["system"] if "system" in df.columns else pd.Series([None] * len(df), index=df.index)
     df["node"] = pd.Series([
         n if isinstance(n, str) and n else (s if isinstance(s, str) and s else (g[0] or "unknown"))
