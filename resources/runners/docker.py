@@ -692,6 +692,7 @@ class DockerRunner(BenchmarkRunner):
     def _read(self, container: Any, path: str, default: str | None = None, *, limit: int | None = None) -> str | None:
         """A file's text through ``get_archive`` (running or stopped container); ``default`` if it does not exist.
         ``limit``: keep only its last bytes."""
+
         def fetch() -> bytes | None:
             try:
                 chunks, _ = container.get_archive(path)
@@ -741,6 +742,9 @@ class DockerRunner(BenchmarkRunner):
                 return RunProgress(state=RUNNING, message=f"container {container.name} created, not started yet")
             if container.status not in ("running", "paused", "restarting"):
                 return self._stopped_progress(container, handle)
+            if container.status == "paused":  # nothing can be run in it; its harness is frozen, not gone
+                last = self._last.get(handle.run_dir, RunProgress())
+                return replace(last, state=RUNNING, message=f"container {container.name} is paused (docker unpause)")
             try:
                 code, out = self._exec(container, render_status_command(handle.run_dir))
             except EngineRefused as exc:
