@@ -1,6 +1,7 @@
 """``benchmark_charts`` and ``benchmark_report``: one pass over DuckDB writes ``<report_dir>/``: the chart PNGs,
 ``dashboard.html`` (self-contained, offline) and ``report.md`` (latest run per node and scenario with validity,
-accuracy pass/fail and regression flags, then the charts). Both assets come from that one pass
+accuracy pass/fail, the p99 limits each run was held to and regression flags; your runs vs published results; then
+the charts). Both assets come from that one pass
 (``mlperf_assets.reporting.build_report``), so the report never describes other charts than the ones beside it.
 The WARN regression check on ``benchmark_report`` is ``mlperf_assets.assets.checks.build_regression_check``.
 """
@@ -69,6 +70,7 @@ def benchmark_report(context: dg.AssetExecutionContext, mlperf_config: MlperfCon
         "dashboard_bytes": r.dashboard_bytes,
         "charts_drawn": dg.MetadataValue.json(r.charts_drawn),
         "charts_not_drawn": dg.MetadataValue.json(r.charts_missing),
+        "pngs_reused": dg.MetadataValue.json(r.pngs_reused),  # data unchanged since the last report
         "previews": dg.MetadataValue.md(_png_gallery(r.png_paths)),
     })
     yield dg.MaterializeResult(asset_key=REPORT_KEY, metadata={

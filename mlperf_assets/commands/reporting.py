@@ -15,16 +15,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write report.md, chart PNGs and dashboard.html from a DuckDB results store",
         description=(
             "Write the results report from a DuckDB store: report.md (the latest run per node and scenario with "
-            "validity, accuracy pass/fail and regression flags, then the charts), one PNG per chart beside it, "
+            "validity, accuracy pass/fail, the p99 limits each run was held to and regression flags; your runs vs "
+            "published results on the same accelerator; then the charts), one PNG per chart beside it, "
             "and dashboard.html (one self-contained file with plotly.js inline: open it offline, hover for "
-            "details, pick a run). Works on any store, including one filled by `mlperf-dagster ingest` from "
-            "MLPerf submission logs; charts that need our harness's per-sample or progress data are then "
-            "listed as not drawn."
+            "details, pick a run). Each run is judged by its own rules: the limits its LoadGen log states, else "
+            "its benchmark's, and its benchmark's accuracy targets. Works on any store, including one filled by "
+            "`mlperf-dagster ingest` from MLPerf submission logs (with a results tree's systems/*.json, the "
+            "published context); charts that need our harness's per-sample or progress data are then listed as "
+            "not drawn. PNGs whose data did not change since the last report into --out are reused."
         ),
         epilog=(
             "examples:\n"
             "  mlperf-dagster report\n"
-            "  mlperf-dagster ingest ../inference_results_v5.1/closed --db /tmp/r.duckdb\n"
+            "  mlperf-dagster ingest ../inference_results_v5.1 --db /tmp/r.duckdb   # published context\n"
             "  mlperf-dagster report --db /tmp/r.duckdb --out /tmp/r-report --regression-threshold 5"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -78,6 +81,8 @@ def run_report(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     print(f"report: {result.report_path} ({result.n_runs} runs, {len(result.charts_drawn)} charts)")
     print(f"dashboard: {result.dashboard_path} ({result.dashboard_bytes / 1e6:.1f} MB, works offline)")
+    if result.pngs_reused:
+        print(f"PNGs reused (data unchanged): {', '.join(result.pngs_reused)}")
     for key, reason in result.charts_missing.items():
         print(f"not drawn: {key}: {reason}")
     for flag in result.regressions:
