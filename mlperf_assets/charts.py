@@ -599,8 +599,7 @@ def throughput_over_time(summary: pd.DataFrame, colors: Mapping[str, str] | None
     log_y = _log_scale(runs["_tps"].astype(float))
     y_label = "tokens/s (log scale)" if log_y else "tokens/s"
     samples_per_s = [_fmt(v, 3) for v in _clean(pd.to_numeric(_col(runs, "samples_per_second"), errors="coerce"))]
-    custom = list(zip(runs["run_id"].astype(str), [str(s) for s in _col(runs, "started_at")],
-                      [str(v) for v in _col(runs, "result_validity")], samples_per_s))
+    custom = list(zip(runs["run_id"].astype(str), [str(v) for v in _col(runs, "result_validity")], samples_per_s))
     tps = _clean(runs["_tps"])
     traces, series = [], []
     for _, positions in sorted(runs.reset_index(drop=True).groupby(group_keys(runs).to_numpy()).indices.items()):
@@ -614,8 +613,8 @@ def throughput_over_time(summary: pd.DataFrame, colors: Mapping[str, str] | None
             "type": "scatter", "mode": "lines+markers", "name": name, "x": [x_plotly[i] for i in positions], "y": ys,
             "line": {"color": color, "dash": dash[0]}, "marker": {"symbol": symbol[0], "size": 8, "color": color},
             "customdata": [custom[i] for i in positions],
-            "hovertemplate": (f"run %{{customdata[0]}}<br>{_escape_template(name)}<br>started %{{customdata[1]}}"
-                              "<br>validity %{customdata[2]}<br>tokens/s %{y:,.1f}<br>samples/s %{customdata[3]}"
+            "hovertemplate": (f"run %{{customdata[0]}}<br>{_escape_template(name)}<br>{x_label} %{{x}}"
+                              "<br>validity %{customdata[1]}<br>tokens/s %{y:,.1f}<br>samples/s %{customdata[2]}"
                               "<extra></extra>"),
         })
         series.append((_short(name, 58), color, dash[1], symbol[1], [x_mpl[i] for i in positions], ys))
@@ -848,22 +847,30 @@ def rouge_vs_target(summary: pd.DataFrame, colors: Mapping[str, str] | None = No
     seen: set[str] = set()
     mpl_panels = []
     by_node = runs.groupby(runs["node"].astype(str).to_numpy()).indices
+    node_benchmarks: list[tuple[tuple[str, str | None], list[int]]] = []
+    for node, positions in sorted(by_node.items()):
+        split: dict[str | None, list[int]] = {}
+        for i in positions:
+            split.setdefault(benchmarks[i], []).append(int(i))
+        node_benchmarks += [((node, bench), pos) for bench, pos in sorted(split.items(), key=lambda kv: str(kv[0]))]
     by_benchmark = pd.Series(benchmarks, dtype=object).groupby(
         pd.Series([b or "" for b in benchmarks])).indices
     for col, metric in enumerate(metrics):
         suffix = _axis_suffix(col)
         values = _clean(pd.to_numeric(runs[metric], errors="coerce"))
-        for node, positions in sorted(by_node.items()):
+        # One trace per node and benchmark: the benchmark and its target are the trace's (`meta`), so each point
+        # carries only its run id and verdict (thousands of nightly runs, four panels).
+        for (node, bench), positions in node_benchmarks:
             color = colors.get(node, PALETTE[0])
-            custom = [[run_ids[i], benchmarks[i] or "?", _target_text(minimums.get(benchmarks[i]), metric),
-                       verdict[i]] for i in positions]
             traces.append({"type": "scatter", "mode": "markers", "name": node, "legendgroup": node,
                            "showlegend": node not in seen, "x": [x_plotly[i] for i in positions],
                            "y": [values[i] for i in positions], "marker": {"color": color, "size": 10},
-                           "customdata": custom, "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
-                           "hovertemplate": (f"run %{{customdata[0]}}<br>node {_escape_template(node)} · "
-                                             f"%{{customdata[1]}}<br>{metric} %{{y:.4f}}<br>target "
-                                             "%{customdata[2]}<br>accuracy %{customdata[3]}<extra></extra>")})
+                           "customdata": [[run_ids[i], verdict[i]] for i in positions],
+                           "meta": [bench or "?", _target_text(minimums.get(bench), metric)],
+                           "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
+                           "hovertemplate": (f"run %{{customdata[0]}}<br>node {_escape_template(node)} · %{{meta[0]}}"
+                                             f"<br>{metric} %{{y:.4f}}<br>target %{{meta[1]}}<br>accuracy "
+                                             "%{customdata[1]}<extra></extra>")})
             seen.add(node)
         segments = []  # one target per benchmark, spanning its runs
         for bench, positions in sorted(by_benchmark.items()):
