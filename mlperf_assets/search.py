@@ -12,8 +12,8 @@ too low and the score is thrown away. The search (``max_qps_search`` asset, ``ml
    latency, for gpt-j) against the limits the run itself logged (else the benchmark registry's), each kept
    ``margin_pct`` under its limit (:func:`judge`);
 4. confirms the best rate with one full-length run (``confirm_duration_s``), which must be VALID with its p99s
-   under the limits; an INVALID one steps down ``step_down_pct`` (or to just under the rate that run completed,
-   when that is lower still: an overloaded Server run completes what the system can sustain) and confirms again.
+   under the limits; an INVALID one steps down (:func:`step_down`: as far as the probes' p99 slope says its excess
+   needs, at most ``step_down_pct``; just under the rate it completed when it was overloaded) and confirms again.
 
 Interactive is LoadGen's Server scenario under the ``-interactive`` LoadGen model (tighter limits).
 
@@ -235,6 +235,13 @@ class Step:
     def passed(self) -> bool:
         return self.verdict == PASS
 
+    def load(self) -> float | None:
+        """The highest p99 / limit of the judged latencies (1.0: at a limit); None when none was measured."""
+        pairs = [(self.ttft_p99_ns, self.ttft_limit_ns), (self.tpot_p99_ns, self.tpot_limit_ns),
+                 (self.latency_p99_ns, self.latency_limit_ns)]
+        ratios = [value / limit for value, limit in pairs if value and limit]
+        return max(ratios) if ratios else None
+
     def row(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         for key in ("ttft_p99_ns", "tpot_p99_ns", "latency_p99_ns", "ttft_limit_ns", "tpot_limit_ns",
@@ -254,7 +261,8 @@ class Step:
         if self.kind == ESTIMATE:
             return f"step {self.step} {what}: {qps} ({self.reason})"
         if self.kind == RESULT:
-            return f"{self.verdict}: {self.reason}"
+            reason = self.reason or ""
+            return reason if reason.startswith(f"{self.verdict}:") else f"{self.verdict}: {reason}"
         return f"step {self.step} {what} at {qps}: {self.verdict} ({self.reason})"
 
 
@@ -376,14 +384,34 @@ def run_search(
             message = (f"{rate:,.2f} QPS confirmed by a {settings.confirm_duration_s:g} s run ({step.reason}) after "
                        f"{bracket.probes} probes{note}")
             return finish(FOUND, rate, message)
-        keep = 1.0 - settings.step_down_pct / 100.0
-        completed = step.completed_samples_per_second
-        # an overloaded run completes what the system sustains: go just under that when it is lower still
-        rate = keep * completed if completed and 0 < completed < keep * rate else keep * rate
+        rate = step_down(rate, step, steps, bracket, settings.step_down_pct / 100.0)
     message = (f"unconfirmed: {settings.confirm_attempts} confirmation run(s) failed (last: {steps[-1].reason}); "
                f"probes passed up to {bracket.lo:,.2f} QPS but full-length runs do not hold it: lengthen "
                "search.probe_duration_s or raise search.confirm_attempts")
     return finish(UNCONFIRMED, None, message)
+
+
+def step_down(rate: float, failed: Step, steps: Sequence[Step], bracket: Bracket, most: float) -> float:
+    """The next confirmation rate after ``failed`` (a confirmation at ``rate``) was INVALID.
+
+    - Overloaded (it completed less than ``rate x (1 - most)``: an overloaded Server run completes what the node
+      sustains): just under what it completed.
+    - Over a latency limit by a known amount: as far down as the probes' own slope says that takes (how fast the
+      p99 rose between the highest passing and the lowest failing probe), 1% more, and between 1% and ``most``.
+    - Otherwise (no slope, no latency figure): ``most`` lower."""
+    keep = 1.0 - most
+    completed = failed.completed_samples_per_second
+    if completed and 0 < completed < keep * rate:
+        return keep * completed
+    by_rate = {s.target_qps: s for s in steps if s.kind == PROBE}
+    lo, hi = by_rate.get(bracket.lo), by_rate.get(bracket.hi)
+    over = failed.load()
+    loads = (lo.load(), hi.load()) if lo is not None and hi is not None else (None, None)
+    if over and over > 1.0 and loads[0] and loads[1] and loads[1] > loads[0] and hi.target_qps > lo.target_qps:
+        slope = math.log(loads[1] / loads[0]) / math.log(hi.target_qps / lo.target_qps)
+        factor = math.exp(-math.log(over) / slope) * 0.99
+        return rate * min(0.99, max(keep, factor))
+    return rate * keep
 
 
 # --------------------------------------------------------------------------------------------- identity

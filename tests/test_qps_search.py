@@ -141,9 +141,10 @@ def test_run_search_finds_confirms_and_resumes_after_an_interrupt():
                    stored=odd)
 
 
-def test_failed_confirmation_steps_down_to_what_the_run_completed():
+def test_failed_confirmation_steps_down_as_far_as_needed():
     """Short probes pass above the long-run capacity (a backlog needs time to grow); the failed confirmation
-    completed only what the system sustains, and the next confirmation goes just under that."""
+    completed only what the system sustains, and the next confirmation goes just under that. A confirmation over a
+    latency limit steps down by what the probes' slope says, within 1% to step_down_pct."""
     settings = SearchConfig(tolerance_pct=3, max_probes=8, step_down_pct=5)
     calls: list = []
     out = run_search(settings, search_id="s-2", estimate=lambda: (100.0, "t", None),
@@ -151,6 +152,18 @@ def test_failed_confirmation_steps_down_to_what_the_run_completed():
     confirms = [q for _, kind, q in calls if kind == CONFIRM]
     assert len(confirms) == 2 and confirms[1] == pytest.approx(0.95 * 60.0)
     assert out.status == FOUND and out.qps == pytest.approx(57.0)
+    # over a latency limit by a hair: down only as far as the probes' p99 slope says (TPOT ~ rate^2 here)
+    def slope_two(step: int, kind: str, qps: float) -> ProbeFigures:
+        tpot = 27.0 * (qps / 80.0) ** 2 * (1.08 if kind == CONFIRM else 1.0)
+        return figures(valid=tpot <= 30.0, tpot_ms=tpot, completed=qps)
+
+    calls = []
+    out = run_search(SearchConfig(margin_pct=0), search_id="s-4", estimate=lambda: (100.0, "t", None),
+                     probe=lambda step, kind, qps: calls.append((kind, qps)) or slope_two(step, kind, qps))
+    first, second = [q for kind, q in calls if kind == CONFIRM]
+    assert 0.95 * first < second < 0.99 * first and out.status == FOUND and out.qps == second
+    assert out.qps > 0.95 * 80.0 * (30 / 27 / 1.08) ** 0.5  # within 5% of the confirmation's true maximum
+
     def long_runs_fail(step: int, kind: str, qps: float) -> ProbeFigures:
         return figures(valid=kind == PROBE and qps <= 80.0, tpot_ms=25 if kind == PROBE else 33, completed=qps)
 
