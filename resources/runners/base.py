@@ -60,9 +60,13 @@ PROGRESS_FILE = "progress.jsonl"
 # LoadGen scenario settings pass through as one mapping keyed by LoadGen's user.conf keys: the table, its one
 # validation and the harness flags they become are in harness/settings.py (LOADGEN_SETTINGS).
 
-# Exit codes the harness uses (harness/cli.py): 0 = LoadGen finished; 130 = interrupted (Ctrl-C, cancel).
+# Exit codes the harness uses (harness/cli.py): 0 = LoadGen finished; 130 / 143 = stopped by SIGINT / SIGTERM
+# (Ctrl-C, cancel). A signal that lands before the harness's handlers exist ends the process by the signal itself,
+# which the supervisor records as -2 / -15: the same outcome.
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+INTERRUPTED_EXIT_CODES = frozenset({EXIT_INTERRUPTED, EXIT_TERMINATED, -2, -15})
 
 
 class RunnerError(Exception):
@@ -160,15 +164,21 @@ run_dir, argv = sys.argv[1], sys.argv[2:]
 os.chdir(run_dir)
 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(sig, lambda *_: None)
+# The harness starts with SIGINT/SIGTERM blocked and unblocks them once its handlers are in place, so a cancel that
+# lands while Python is still starting is held, not lost (the supervisor itself ignores them).
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 with open("runner.log", "ab") as log:
     try:
         rc = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     except OSError as exc:
         log.write(("cannot start the harness: %s\\n" % exc).encode())
         rc = 127
-with open("exit_code.tmp", "w") as f:
-    f.write("%d\\n" % rc)
-os.replace("exit_code.tmp", "exit_code")
+try:
+    with open("exit_code.tmp", "w") as f:
+        f.write("%d\\n" % rc)
+    os.replace("exit_code.tmp", "exit_code")
+except OSError:
+    pass  # a full disk: no exit_code file, and a dead process without one reads as failed
 sys.exit(rc if 0 <= rc < 256 else 1)
 """
 
@@ -271,7 +281,7 @@ def state_from_exit_code(exit_code: int | None, *, alive: bool, cancel_requested
         return CANCELLED if cancel_requested else FAILED
     if exit_code == EXIT_OK:
         return SUCCEEDED
-    if cancel_requested or exit_code == EXIT_INTERRUPTED:
+    if cancel_requested or exit_code in INTERRUPTED_EXIT_CODES:
         return CANCELLED
     return FAILED
 
