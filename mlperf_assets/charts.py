@@ -1163,8 +1163,7 @@ def _published_figure(key: str, title: str, groups: list[tuple], points: list[tu
     layout["margin"]["l"] = 90
     layout["xaxis"].update(title={"text": "tokens/s per accelerator" + (" (log scale)" if log_x else "")},
                            type="log" if log_x else "linear")
-    layout["yaxis"].update(type="category", categoryorder="array", categoryarray=labels[::-1],
-                           title={"text": "benchmark · scenario · accelerator"})
+    layout["yaxis"].update(type="category", categoryorder="array", categoryarray=labels[::-1])  # labels say it
     mpl_published = [(data["division"], data["x"], data["y"]) for _, data in sorted(published_sets.items())]
     mpl_mine = [(data["name"], colors.get(node, PALETTE[0]), data["x"], data["y"])
                 for node, data in sorted(mine_sets.items())]

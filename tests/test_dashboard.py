@@ -289,6 +289,9 @@ def test_pictures_of_unchanged_data_are_reused(base: Path, mlperf_logs_dir: Path
     assert "rouge_vs_target" in changed.pngs_reused
     assert not {"throughput_over_time", "server_ttft_tpot", "latency_distribution"} & set(changed.pngs_reused)
     assert changed.png_paths["throughput_over_time"].read_bytes() != pictures["throughput_over_time"]
+    # per-sample and progress figures too are the same data again: every picture reused
+    same = build_report(full_store(base, mlperf_logs_dir, stories_dir), tmp_path / "r")
+    assert sorted(same.pngs_reused) == sorted(same.charts_drawn) and "latency_distribution" in same.pngs_reused
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

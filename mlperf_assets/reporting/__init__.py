@@ -162,16 +162,19 @@ def _read_store(db_path, view_runs: int, view_figures: int) -> _StoreData:
         newest = ch.sort_by_time(summary).iloc[::-1].head(view_runs)["run_id"].astype(str)
         wanted |= set([r for r in newest if r in with_samples or r in with_progress][:view_figures])
         samples = _child(conn, "sample_timings", "run_id, issue_ns, first_token_ns, complete_ns, output_tokens",
-                         sorted(wanted & with_samples))
+                         sorted(wanted & with_samples), "run_id, qsl_idx, issue_ns")
         progress = _child(conn, "progress", "run_id, elapsed_s, completed, tokens_per_s",
-                          sorted(wanted & with_progress))
+                          sorted(wanted & with_progress), "run_id, seq")
     return _StoreData(summary, with_samples, with_progress, samples, progress)
 
 
-def _child(conn, table: str, columns: str, run_ids: list[str]) -> pd.DataFrame:
+def _child(conn, table: str, columns: str, run_ids: list[str], order: str) -> pd.DataFrame:
+    """Rows of `run_ids`, in a fixed order: figures (a mean's last digits) and so the PNG cache keys must not
+    depend on the order a parallel scan returns them in."""
     if not run_ids:
         return pd.DataFrame(columns=["run_id"])
-    return _df(conn, f"SELECT {columns} FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[]))", [run_ids])
+    return _df(conn, f"SELECT {columns} FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY {order}",
+               [run_ids])
 
 
 def _plain_dtypes(df: pd.DataFrame) -> pd.DataFrame:

@@ -6,10 +6,11 @@ PNGs are kept content-addressed in `<report dir>/.png-cache/<hash>.png`; a chart
 from it instead of drawn again, and entries the current report does not use are removed, so the cache holds one
 report's pictures.
 
-The pictures still to draw are split over forked worker processes (fork: the charts' drawing functions are
-inherited, nothing is pickled), which run while the caller goes on building the dashboard; `RenderJob.finish`
-waits for them and draws in-process whatever a worker did not deliver. Where fork is unavailable, or with one
-worker, everything is drawn in-process. Pure: no Dagster.
+The pictures still to draw, heaviest first, are taken one at a time by forked worker processes (fork: the charts'
+drawing functions are inherited, nothing is pickled) while the caller goes on building the dashboard; in
+`RenderJob.finish` the caller takes the ones left too, then waits for the workers and draws in-process whatever a
+worker did not deliver. Where fork is unavailable, or with one worker, everything is drawn in-process. Pure: no
+Dagster.
 """
 
 from __future__ import annotations
@@ -58,14 +59,18 @@ class RenderJob:
     out_dir: Path
     targets: dict[str, Path]  # chart key -> <key>.png
     cached: dict[str, Path]  # chart key -> cache file (present, or being drawn)
-    todo: list[Chart]
-    workers: list = field(default_factory=list)  # (process, [chart keys])
+    todo: list[Chart]  # heaviest first
+    workers: list = field(default_factory=list)  # worker processes
+    next_index: object | None = None  # shared counter: the next chart of `todo` to take
     reused: list[str] = field(default_factory=list)
     drawn_in_process: list[str] = field(default_factory=list)
 
     def finish(self, timeout_s: float = 600) -> dict[str, Path]:
-        """Wait for the workers, draw what they did not deliver, put every PNG in place; chart key -> path."""
-        for process, _keys in self.workers:
+        """Draw what no worker has taken yet, wait for the workers, draw what they did not deliver, put every PNG in
+        place; chart key -> path."""
+        if self.next_index is not None:
+            _take_and_draw(self.todo, self.cached, self.next_index)
+        for process in self.workers:
             process.join(timeout_s)
             if process.is_alive():
                 process.kill()
@@ -106,6 +111,7 @@ def start(charts: list[Chart], out_dir: Path, figure_json: dict[str, str], worke
             reused.append(chart.key)
         else:
             todo.append(chart)
+    todo.sort(key=lambda c: -_COST.get(c.key, 2.0))
     job = RenderJob(out_dir=out_dir, targets=targets, cached=cached, todo=todo, reused=reused)
     n = min(default_workers() if workers is None else max(1, workers), len(todo))
     if n > 1 and _can_fork():
@@ -116,27 +122,28 @@ def start(charts: list[Chart], out_dir: Path, figure_json: dict[str, str], worke
         import matplotlib.figure  # noqa: F401
 
         context = multiprocessing.get_context("fork")
-        buckets: list[list[Chart]] = [[] for _ in range(n)]
-        loads = [0.0] * n
-        for chart in sorted(todo, key=lambda c: -_COST.get(c.key, 2.0)):  # heaviest first, to the lightest bucket
-            i = loads.index(min(loads))
-            buckets[i].append(chart)
-            loads[i] += _COST.get(chart.key, 2.0)
+        job.next_index = context.Value("i", 0)
         gc.freeze()  # the parent's objects stay out of the workers' collections (and their pages shared)
         try:
-            for bucket in buckets:
-                process = context.Process(target=_draw, args=([(c, cached[c.key]) for c in bucket],), daemon=True)
+            for _ in range(n):
+                process = context.Process(target=_take_and_draw, args=(todo, cached, job.next_index), daemon=True)
                 process.start()
-                job.workers.append((process, [c.key for c in bucket]))
+                job.workers.append(process)
         finally:
             gc.unfreeze()
     return job
 
 
-def _draw(work: list[tuple[Chart, Path]]) -> None:
-    """In a worker: draw each chart and write its cache file (a failure leaves the file absent)."""
-    for chart, cache in work:
-        write_atomic(cache, chart.png(DPI))
+def _take_and_draw(todo: list[Chart], cached: dict[str, Path], next_index) -> None:
+    """Take the next chart nobody has taken, draw it and write its cache file, until none is left (in a worker, and
+    in the caller once its own work is done). A failure leaves that file absent: `finish` draws it again."""
+    while True:
+        with next_index.get_lock():
+            i = next_index.value
+            next_index.value = i + 1
+        if i >= len(todo):
+            return
+        write_atomic(cached[todo[i].key], todo[i].png(DPI))
 
 
 def _can_fork() -> bool:
