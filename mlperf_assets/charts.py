@@ -450,14 +450,6 @@ def latest_per_group(df: pd.DataFrame) -> pd.DataFrame:
     return ordered.assign(_key=group_keys(ordered)).drop_duplicates("_key", keep="last").drop(columns="_key")
 
 
-def _time_axis(df: pd.DataFrame) -> tuple[list, str]:
-    stamps = pd.to_datetime(_col(df, "started_at"), errors="coerce", utc=True)
-    if stamps.notna().all() and len(df):
-        return [s.to_pydatetime() for s in stamps], "run start (UTC)"
-    # Submission logs may carry no absolute time: fall back to the order in the store.
-    return list(range(1, len(df) + 1)), "run (order in the store)"
-
-
 def _ms(value: object) -> float | None:
     return None if isnull(value) else float(value) / NS_PER_MS
 
