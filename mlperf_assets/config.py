@@ -39,7 +39,7 @@ from pydantic import (
     model_validator,
 )
 
-from mlperf_assets.harness.backends import BACKEND_NAMES
+from mlperf_assets.harness.backends import BACKEND_KINDS, BACKEND_NAMES
 from mlperf_assets.harness.benchmarks import BENCHMARK_NAMES, DEFAULT_BENCHMARK, LG_MODEL_NAMES, SCENARIOS
 from mlperf_assets.harness.benchmarks import HF_DATASET as _HF_DATASET
 from mlperf_assets.harness.settings import LOADGEN_SETTINGS, positive_number, validate_settings
@@ -52,7 +52,7 @@ DATASET_ENV = "MLPERF_DAGSTER_DATASET"
 # Choices come from the harness's registries (benchmarks.py, backends/__init__.py); SCENARIOS is imported above.
 BENCHMARKS = BENCHMARK_NAMES
 BACKENDS = BACKEND_NAMES
-BASELINE_BACKENDS = ("extractive", "replay", "sim")  # not a model: labelled baseline / harness ceiling / simulation
+BASELINE_BACKENDS = tuple(n for n, kind in BACKEND_KINDS.items() if kind != "model")  # labelled, never a model
 DATASET_SOURCES = ("huggingface", "mlcommons-json", "stories", "jsonl", "local")
 RUNNER_KINDS = ("local", "ssh", "kubernetes", "docker")
 HF_DATASET = _HF_DATASET[0]  # "abisee/cnn_dailymail"

@@ -15,6 +15,7 @@ import dagster as dg
 
 from mlperf_assets.assets.dataset import DATASET_KEY
 from mlperf_assets.config import MlperfConfig, runner_resource_key
+from mlperf_assets.harness.backends import BACKEND_KINDS
 from mlperf_assets.plan import NODE_DIM, SCENARIO_DIM, PartitionPlan, prepared_dataset_path
 from resources.runners.base import RunProgress
 from resources.runners.ledger import ModeProgress, PartitionRun, PartitionRunError
@@ -87,7 +88,7 @@ def run_metadata(config: MlperfConfig, folder: Path, run_id: str, node: str, sce
         "node": node,
         "scenario": scenario,
         "backend": config.benchmark.backend,
-        "label": "baseline (not a model)" if config.benchmark.is_baseline else "model",
+        "label": BACKEND_KINDS[config.benchmark.backend] + ("" if not config.benchmark.is_baseline else " (not a model)"),
         "artifacts": dg.MetadataValue.path(str(folder)),
     }
     try:

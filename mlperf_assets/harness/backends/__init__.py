@@ -23,6 +23,11 @@ BACKENDS: dict[str, str] = {
     "sim": "mlperf_assets.harness.backends.sim:SimBackend",
 }
 
+# "model" (a real LLM), "baseline" (extractive lead-3), "harness-ceiling" (replay), "simulation" (sim): what a
+# backend's figures are, shown beside every figure; the config's baseline backends derive from it.
+BACKEND_KINDS: dict[str, str] = {
+    "vllm": "model", "openai": "model", "extractive": "baseline", "replay": "harness-ceiling", "sim": "simulation",
+}
 BACKEND_NAMES = tuple(BACKENDS)  # the --backend choices and the config's backend literal
 log = logging.getLogger(__name__)
 

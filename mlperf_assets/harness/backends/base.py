@@ -110,8 +110,15 @@ class DatasetView(Protocol):
 
 class Backend(ABC):
     name: ClassVar[str]
-    # "model" (a real LLM), "baseline" (extractive), "harness-ceiling" (replay): shown beside every figure.
+    # What its figures are (shown beside every figure): set from the registry's BACKEND_KINDS, the one place.
     kind: ClassVar[str] = "model"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        from . import BACKEND_KINDS  # the package is fully imported before any backend module
+
+        if "name" in cls.__dict__:
+            cls.kind = BACKEND_KINDS[cls.name]
 
     # Command line: the backend's flags (each sets one engine argument) under one --help group, and whether it
     # takes --sampling-arg (the model backends).

@@ -18,7 +18,6 @@ from .base import Backend, BackendArgs, DatasetView, EngineFlag, TokenCallback
 
 class ExtractiveBackend(Backend):
     name = "extractive"
-    kind = "baseline"
     cli_title = "extractive backend (lead-N baseline)"
     cli_flags = (
         EngineFlag(("--extractive-sentences",), "sentences", int, "leading sentences per summary (default 3: lead-3)",

@@ -46,7 +46,6 @@ class _Retryable(Exception):
 
 class OpenAIBackend(Backend):
     name = "openai"
-    kind = "model"
 
     def __init__(self, api_base: str, api_model: str | None = None, *, max_concurrency: int = 64,
                  request_timeout_s: float = 600.0, retries: int = 3, token_ids: str = "auto",

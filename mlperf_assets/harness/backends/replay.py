@@ -18,7 +18,6 @@ from .base import Backend, BackendArgs, DatasetView, TokenCallback
 
 class ReplayBackend(Backend):
     name = "replay"
-    kind = "harness-ceiling"
 
     def __init__(self) -> None:
         self._flat: np.ndarray | None = None

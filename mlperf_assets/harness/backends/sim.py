@@ -290,7 +290,6 @@ _KINDS = {f.name: (int if f.type in (int, "int") else float) for f in fields(Cap
 
 class SimBackend(Backend):
     name = "sim"
-    kind = "simulation"
     cli_title = "sim backend (a SIMULATED server: no model; figures labelled simulation)"
     cli_description = ("Capacity model of a continuous-batching LLM server on a real clock: a step lasts "
                        "decode_step_ms + decode_ms_per_seq x batch + admitted prompt tokens / prefill_tokens_per_s. "

@@ -48,7 +48,6 @@ DEFAULT_ENGINE_ARGS: dict[str, Any] = {"disable_log_stats": True}
 
 class VLLMBackend(Backend):
     name = "vllm"
-    kind = "model"
 
     def __init__(self, model: str, engine_args: dict[str, Any] | None = None,
                  sampling_overrides: dict[str, Any] | None = None) -> None:
