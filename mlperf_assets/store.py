@@ -385,6 +385,7 @@ def _backfill_run_systems(conn: "duckdb.DuckDBPyConnection") -> None:
     """Migration 4 on a store that already holds runs: their systems rows, from the files still on disk."""
     from mlperf_assets.loadgen_logs import system_context
 
+    conn.execute("DELETE FROM run_systems WHERE run_id NOT IN (SELECT run_id FROM runs)")
     rows = conn.execute(
         "SELECT r.run_id, r.source_path, p.manifest_json FROM runs r LEFT JOIN provenance p USING (run_id)"
     ).fetchall()
@@ -406,7 +407,10 @@ def _write_system(conn: "duckdb.DuckDBPyConnection", run_id: str, system: dict[s
 
 
 _MIGRATION_4_SYSTEMS = [
-    f"CREATE TABLE run_systems ({', '.join(f'{c} {t}' for c, t in RUN_SYSTEMS_COLUMNS)}, PRIMARY KEY (run_id))",
+    # IF NOT EXISTS, and the backfill replaces rows: re-applying the migration (a store whose schema_version was
+    # rolled back by hand) does no harm
+    f"CREATE TABLE IF NOT EXISTS run_systems ({', '.join(f'{c} {t}' for c, t in RUN_SYSTEMS_COLUMNS)}, "
+    "PRIMARY KEY (run_id))",
     _backfill_run_systems,
     f"""CREATE OR REPLACE VIEW run_summary AS
     SELECT
