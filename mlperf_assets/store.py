@@ -336,7 +336,7 @@ QPS_SEARCH_COLUMNS: list[tuple[str, str]] = [
     ("recorded_at", "TIMESTAMP NOT NULL"),
 ]
 _MIGRATION_3_QPS_SEARCH = (
-    f"CREATE TABLE qps_search ({', '.join(f'{c} {t}' for c, t in QPS_SEARCH_COLUMNS)}, PRIMARY KEY (search_id, step))"
+    f"CREATE TABLE IF NOT EXISTS qps_search ({', '.join(f'{c} {t}' for c, t in QPS_SEARCH_COLUMNS)}, PRIMARY KEY (search_id, step))"
 )
 
 # Numbered migrations: never edit an applied one; append (N, description, statements).
