@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from .backends import BACKENDS, add_backend_cli_args, backend_class
 from .backends.base import BackendArgs
 from .benchmarks import BENCHMARKS, DEFAULT_BENCHMARK, LOADGEN_MODELS, MODES, SCENARIOS
+from .compliance import COMPLIANCE_TESTS
 from .dataset import SOURCES
 from .settings import add_settings_cli_args, settings_from_cli, validate_settings
 
@@ -84,6 +85,9 @@ class RunArgs:
     batch_size: int | None = None
     offline_workers: int = 1
     overwrite: bool = False
+    compliance: str | None = None  # a harness/compliance.py test name ("TEST06")
+    audit_config: str | None = None  # its audit.config file (from an MLCommons checkout) ...
+    audit_config_text: str | None = None  # ... or that file's text
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", validate_settings(self.settings))
@@ -108,6 +112,16 @@ class RunArgs:
                        help="use the first N dataset samples (QSL size)")
         g.add_argument("--run-id", default=None, help="recorded in run_manifest.json (default: a new UUID)")
         g.add_argument("--node", default=None, help="node name recorded in run_manifest.json (default: the hostname)")
+        c = r.add_argument_group("compliance test")
+        c.add_argument("--compliance", default=None, choices=list(COMPLIANCE_TESTS),
+                       help="run this MLPerf compliance test (harness/compliance.py): its audit.config sits in "
+                       "LoadGen's working directory (--output-dir) only while LoadGen reads it; the folder gets "
+                       "verify_accuracy.txt")
+        a = c.add_mutually_exclusive_group()
+        a.add_argument("--audit-config", default=None, metavar="FILE",
+                       help="the test's audit.config from your MLCommons inference checkout "
+                       "(compliance/TEST06/audit.config)")
+        a.add_argument("--audit-config-text", default=None, metavar="TEXT", help="the same file's text")
         add_settings_cli_args(r)
         h = r.add_argument_group("harness")
         h.add_argument("--engine-arg", dest="engine_args", action="append", default=[], metavar="KEY=VALUE",
@@ -130,4 +144,34 @@ class RunArgs:
             user_conf=ns.user_conf, benchmark=ns.benchmark, lg_model_name=ns.lg_model_name,
             max_samples=ns.max_samples, run_id=ns.run_id, node=ns.node, progress_interval_s=ns.progress_interval_s,
             batch_size=ns.batch_size, offline_workers=ns.offline_workers, overwrite=ns.overwrite,
+            compliance=ns.compliance, audit_config=ns.audit_config, audit_config_text=ns.audit_config_text,
         )
+
+
+@dataclass(frozen=True)
+class VerifyComplianceArgs:
+    folder: str
+    scenario: str | None = None
+    benchmark: str | None = None
+    test: str | None = None
+    eos_token_id: int | None = None
+    mlcommons_inference: str | None = None
+    out: str | None = None
+
+    @staticmethod
+    def add_cli_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("folder", help="the compliance run's folder (its --output-dir, e.g. <run>/compliance/TEST06)")
+        p.add_argument("--test", default=None, choices=list(COMPLIANCE_TESTS), help="default: the run manifest's")
+        p.add_argument("--scenario", default=None, choices=SCENARIOS, help="default: the run manifest's")
+        p.add_argument("--benchmark", default=None, help="default: the run manifest's (sets the token dtype)")
+        p.add_argument("--eos-token-id", type=int, default=None,
+                       help="default: the run manifest's (the dataset tokenizer's EOS; llama3.1-8b: 128009)")
+        p.add_argument("--mlcommons-inference", default=None, metavar="PATH",
+                       help="your mlcommons/inference checkout: run its compliance/<TEST>/run_verification.py and "
+                       "keep its output verbatim")
+        p.add_argument("--out", default=None, metavar="DIR",
+                       help="where verify_accuracy.txt and accuracy/ go (default: the folder itself)")
+
+    @classmethod
+    def from_cli_args(cls, ns: argparse.Namespace) -> "VerifyComplianceArgs":
+        return cls(ns.folder, ns.scenario, ns.benchmark, ns.test, ns.eos_token_id, ns.mlcommons_inference, ns.out)

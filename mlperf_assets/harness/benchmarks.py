@@ -102,6 +102,8 @@ class Benchmark:
     default_lg_model_name: str
     accuracy_targets: tuple[str, ...]  # submission names, strictest last (gptj-99, gptj-99.9)
     aliases: tuple[str, ...] = field(default=())  # other spellings seen in submissions and logs
+    # the reference tokenizer's EOS (what TEST06 counts at the end of an output): Llama 3.1 Instruct's <|eot_id|>
+    eos_token_id: int = 128009
 
     @property
     def default_accuracy_target(self) -> str:
@@ -141,7 +143,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(name="gptj", prompt_template=GPTJ_TEMPLATE, instruction=GPTJ_INSTRUCTION, max_prompt_tokens=1919,
                   token_dtype="int64", sends_n_tokens=False, sampling=GPTJ_SAMPLING,
                   dataset_size=FULL_VALIDATION_SIZE, reference_tokenizer="EleutherAI/gpt-j-6b",
-                  default_lg_model_name="gptj", accuracy_targets=("gptj-99", "gptj-99.9"), aliases=("gpt-j",)),
+                  default_lg_model_name="gptj", accuracy_targets=("gptj-99", "gptj-99.9"), aliases=("gpt-j",),
+                  eos_token_id=50256),
     )
 }
 

@@ -1,4 +1,4 @@
-"""``python -m mlperf_assets.harness {prepare-dataset,run}``: the node-side command line (parser and dispatch only;
+"""``python -m mlperf_assets.harness {prepare-dataset,run,verify-compliance}``: the node-side command line (parser and dispatch only;
 each subcommand's flags belong to its ``*Args`` dataclass in ``args.py``).
 
 Exit codes: ``EXIT_CODES`` below, shown by ``--help``.
@@ -12,7 +12,7 @@ import textwrap
 from typing import Callable, Sequence
 
 from . import interrupts
-from .args import PrepareArgs, RunArgs
+from .args import PrepareArgs, RunArgs, VerifyComplianceArgs
 from .errors import HarnessError, say
 
 
@@ -91,6 +91,34 @@ def run_main(args: RunArgs) -> int:
     return run(args)
 
 
+def verify_compliance_main(args: VerifyComplianceArgs) -> int:
+    """Exit 0 when the verification passes, 1 when it fails, 2 on bad input."""
+    from .compliance import verify
+
+    result = verify(args.folder, args.scenario, args.benchmark, args.mlcommons_inference, test=args.test,
+                    eos_token_id=args.eos_token_id, out=args.out)
+    print(result.stdout if result.stdout else result.text, end="" if (result.stdout or result.text).endswith("\n")
+          else "\n")
+    for note in result.notes:
+        say(f"note: {note}")
+    print(f"wrote {result.path} ({result.verifier}): {'pass' if result.passed else 'FAIL'}")
+    return 0 if result.passed else 1
+
+
+VERIFY_EPILOG = textwrap.dedent("""\
+    Checks a compliance run's folder as MLCommons does (TEST06: first token = start of the output, except Offline;
+    at most one trailing EOS; token_count = output length) and writes verify_accuracy.txt (MLCommons' lines) and
+    accuracy/mlperf_log_accuracy.json into the folder (or --out). With --mlcommons-inference PATH, that checkout's
+    compliance/<TEST>/run_verification.py runs instead and its files and output are kept verbatim.
+
+    Exit codes: 0 pass, 1 fail, 2 bad input.
+
+    Example:
+      python -m mlperf_assets.harness verify-compliance runs/r1/compliance/TEST06 \\
+          --mlcommons-inference ~/inference
+    """)
+
+
 # (name, args class, main, help, description, epilog)
 SUBCOMMANDS: tuple[tuple[str, type, Callable[..., int], str, str, str], ...] = (
     ("prepare-dataset", PrepareArgs, prepare_main,
@@ -100,6 +128,9 @@ SUBCOMMANDS: tuple[tuple[str, type, Callable[..., int], str, str, str], ...] = (
     ("run", RunArgs, run_main, "run one LoadGen test (scenario x mode) with a backend",
      "Run one MLPerf LoadGen test: FromConfig(user.conf, model, scenario) once, then StartTest with the chosen "
      "backend behind the SUT.", RUN_EPILOG),
+    ("verify-compliance", VerifyComplianceArgs, verify_compliance_main,
+     "verify a compliance run (TEST06) and write verify_accuracy.txt",
+     "Verify a compliance test run (harness/compliance.py), as MLCommons' run_verification.py does.", VERIFY_EPILOG),
 )
 
 

@@ -31,6 +31,8 @@ from . import interrupts
 from .args import RunArgs
 from .backends import backend_class
 from .benchmarks import BENCHMARKS
+from .compliance import ACCURACY_LOG, VERIFY_FILE, AuditConfig, ComplianceTest, check_runnable, compliance_test
+from .compliance import default_eos_token_id, parse_audit_config, read_audit_config
 from .dataset import PreparedDataset, load_prepared
 from .errors import NO_SPACE, HarnessError, OutputError, output_error_text, say
 from .files import sha256_file
@@ -50,7 +52,8 @@ from .sut import HarnessQSL, HarnessSUT
 log = logging.getLogger("mlperf_assets.harness")
 
 LOADGEN_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json", "mlperf_log_trace.json")
-RUN_FILES = (*LOADGEN_FILES, "user.conf", PROGRESS_FILE, SAMPLES_FILE, "run_manifest.json", "harness.log")
+RUN_FILES = (*LOADGEN_FILES, "user.conf", PROGRESS_FILE, SAMPLES_FILE, "run_manifest.json", "harness.log",
+             VERIFY_FILE, f"accuracy/{ACCURACY_LOG}")
 EXIT_OK, EXIT_FAILED = 0, 1
 EXIT_SIGINT, EXIT_SIGTERM = interrupts.EXIT_SIGINT, interrupts.EXIT_SIGTERM
 # How each LoadGen log ends when LoadGen wrote all of it (its C++ streams fail silently on a full disk): the summary's
@@ -180,6 +183,7 @@ def run(args: RunArgs) -> int:
     lg_name = check_lg_model_name(args.lg_model_name or default_lg_model_name(benchmark), benchmark)
     settings = RunSettings(lg_name, args.scenario, args.mode, args.settings)
     user_conf = build_user_conf(settings, len(dataset), user_conf_src)
+    compliance = _compliance_input(args, lg_name)
     cls = backend_class(args.backend)
     backend = cls.from_args(args.backend_args)
 
@@ -188,7 +192,8 @@ def run(args: RunArgs) -> int:
     try:
         _write_run_file(out / "user.conf", user_conf.text)
         handler = _setup_logging(out)
-        manifest = _begin_manifest(args, out, cls, benchmark, lg_name, dataset, dataset_path, settings, user_conf)
+        manifest = _begin_manifest(args, out, cls, benchmark, lg_name, dataset, dataset_path, settings, user_conf,
+                                   compliance)
     except BaseException:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
@@ -201,6 +206,8 @@ def run(args: RunArgs) -> int:
         log.warning(user_conf.performance_sample_count_note)
 
     state = _RunState(out, manifest, backend, handler)
+    if compliance is not None:
+        state.audit = AuditConfig(out, compliance[1])
     try:
         interrupts.check()  # a signal while the inputs were read: the run folder now says "interrupted"
         return _run_loadgen(args, out, dataset, settings, backend, manifest, state)
@@ -219,12 +226,44 @@ def run(args: RunArgs) -> int:
         log.exception("harness failed")
         return state.abort("failed", f"{type(exc).__name__}: {exc}", EXIT_FAILED)
     finally:
+        if state.audit is not None:
+            state.audit.remove()
         logging.getLogger().removeHandler(handler)
         handler.close()
 
 
+def _compliance_input(args: RunArgs, lg_name: str) -> tuple[ComplianceTest, str] | None:
+    """The compliance test and its audit.config text, checked (bad input: HarnessError before anything is written)."""
+    if args.compliance is None:
+        if args.audit_config is not None or args.audit_config_text is not None:
+            raise HarnessError("--audit-config / --audit-config-text need --compliance TEST (the test they belong to)")
+        return None
+    test = compliance_test(args.compliance)
+    check_runnable(test, lg_name, args.mode)
+    if args.audit_config is not None:
+        text = read_audit_config(args.audit_config)
+    elif args.audit_config_text is not None:
+        text = args.audit_config_text
+        parse_audit_config(text, "--audit-config-text")
+    else:
+        raise HarnessError(f"--compliance {test.name} needs --audit-config FILE ({test.audit_config_path} of your "
+                           "MLCommons inference checkout) or --audit-config-text TEXT")
+    return test, text
+
+
 def _begin_manifest(args: RunArgs, out: Path, cls, benchmark: str, lg_name: str, dataset: PreparedDataset,
-                    dataset_path: Path, settings: RunSettings, user_conf) -> RunManifest:
+                    dataset_path: Path, settings: RunSettings, user_conf,
+                    compliance: tuple[ComplianceTest, str] | None) -> RunManifest:
+    record = None
+    if compliance is not None:
+        import hashlib
+
+        test, text = compliance
+        record = {"test": test.name, "audit_config": text,
+                  "audit_config_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                  "audit_settings": parse_audit_config(text, "audit.config"),
+                  "source": str(Path(args.audit_config).resolve()) if args.audit_config else "--audit-config-text",
+                  "eos_token_id": default_eos_token_id(benchmark, dataset.tokenizer_kind), "verification": None}
     return RunManifest.begin(
         out,
         run_id=args.run_id or str(uuid.uuid4()),
@@ -241,6 +280,7 @@ def _begin_manifest(args: RunArgs, out: Path, cls, benchmark: str, lg_name: str,
         requested_settings=settings.requested(),
         performance_sample_count=user_conf.performance_sample_count,
         performance_sample_count_note=user_conf.performance_sample_count_note,
+        compliance=record,
     )
 
 
@@ -256,11 +296,14 @@ class _RunState:
         self.progress: ProgressWriter | None = None
         self.loadgen_started = False
         self.loadgen_running: threading.Event | None = None  # set when StartTest has returned
+        self.audit: AuditConfig | None = None  # a compliance run's audit.config, removed once LoadGen has read it
 
     def abort(self, status: str, error: str, code: int) -> int:
         """Record the outcome, say it in one line on stderr, release the backend; leave with ``os._exit`` if LoadGen
         is still running or the run was interrupted (nothing of the run is left to wait for)."""
         interrupts.stop_raising()
+        if self.audit is not None:
+            self.audit.remove()
         log.error("run %s: %s", status, error)
         if self.progress is not None:
             try:
@@ -375,12 +418,19 @@ def _run_loadgen(args: RunArgs, out: Path, dataset: PreparedDataset, settings: R
 
     finished = threading.Event()
 
+    audit = state.audit
+    if audit is not None:
+        audit.place()  # in the working directory (out), where StartTest looks for it
+        log.info("compliance test %s: %s placed for LoadGen", manifest.data["compliance"]["test"], audit.path)
+
     def start_test() -> None:
         try:
             lg.StartTestWithLogSettings(sut_handle, qsl.handle, ts, log_settings)
         except BaseException as exc:  # noqa: BLE001
             failure.append(exc)
         finally:
+            if audit is not None:
+                audit.remove()
             finished.set()
 
     thread = threading.Thread(target=start_test, name="loadgen", daemon=True)
@@ -410,6 +460,8 @@ def _run_loadgen(args: RunArgs, out: Path, dataset: PreparedDataset, settings: R
     log.info("LoadGen finished: %s samples, %s output tokens", snap and snap["completed"], snap and snap["output_tokens"])
     if state.log_handler.error is not None:
         raise state.log_handler.error
+    if state.audit is not None:
+        _verify_compliance(out, manifest, args.scenario)
     interrupts.check()  # the last safe point: a signal before it makes the run "interrupted", never "completed"
     manifest.finish("completed", None, completed_samples=snap["completed"] if snap else None,
                     output_tokens=snap["output_tokens"] if snap else None)
@@ -417,9 +469,28 @@ def _run_loadgen(args: RunArgs, out: Path, dataset: PreparedDataset, settings: R
     return EXIT_OK
 
 
+def _verify_compliance(out: Path, manifest: RunManifest, scenario: str) -> None:
+    """LoadGen must have applied the audit.config (its detail log says so); then the test's own verification writes
+    verify_accuracy.txt. A failed verification is recorded, not a failed run: LoadGen finished."""
+    from .compliance import verify
+
+    record = manifest.data["compliance"]
+    detail = (out / "mlperf_log_detail.txt").read_text(encoding="utf-8", errors="replace")
+    if "audit.config" not in detail and "Audit Config" not in detail:
+        raise HarnessError(f"{out / 'mlperf_log_detail.txt'}: LoadGen does not say it read audit.config; the "
+                           f"{record['test']} run did not apply it")
+    result = verify(out, scenario, manifest.data["benchmark"], test=record["test"],
+                    eos_token_id=record["eos_token_id"])
+    record["verification"] = result.to_dict()
+    (log.info if result.passed else log.warning)("compliance test %s verification: %s (%s)", record["test"],
+                                                 "pass" if result.passed else "FAIL", result.checks)
+
+
 def _check_run(sut: HarnessSUT, backend, progress: ProgressWriter, state: _RunState) -> None:
     """One look, while LoadGen runs, at everything that ends the run early."""
     interrupts.check()
+    if state.audit is not None and sut.issued:  # LoadGen read its settings before issuing the first query
+        state.audit.remove()
     if sut.failed.is_set():
         raise _BackendFailed(f"backend {backend.name} failed: {type(sut.error).__name__}: {sut.error}")
     if progress.error is not None:

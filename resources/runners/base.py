@@ -102,6 +102,10 @@ class RunSpec:
     lg_model_name: str | None = None
     progress_interval_s: float = 2.0
     extra_args: tuple[str, ...] = ()  # appended verbatim (backend-specific flags), each one argv element
+    # A compliance test (harness/compliance.py: "TEST06") and the TEXT of its audit.config, taken from the user's
+    # MLCommons checkout; the harness writes it into LoadGen's working directory for the run only.
+    compliance: str | None = None
+    audit_config: str | None = None
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -131,6 +135,10 @@ class RunSpec:
         if self.max_samples is not None:
             args += ["--max-samples", str(int(self.max_samples))]
         args += settings_argv(self.settings)
+        if self.compliance:
+            args += ["--compliance", self.compliance]
+        if self.audit_config is not None:
+            args += ["--audit-config-text", self.audit_config]
         for key, value in self.engine_args.items():
             args += ["--engine-arg", format_key_value(key, value)]
         args += list(self.extra_args)
