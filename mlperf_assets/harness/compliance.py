@@ -75,7 +75,7 @@ def _tokens(hex_text: str, dtype: str):
     return np.frombuffer(bytes.fromhex(hex_text), dtype=np.dtype(dtype))
 
 
-def test06_checks(records: Sequence[Mapping[str, Any]], ctx: VerifyContext) -> dict[str, bool | None]:
+def consistency_checks(records: Sequence[Mapping[str, Any]], ctx: VerifyContext) -> dict[str, bool | None]:
     """The three TEST06 checks of ``compliance/TEST06/README.md`` on accuracy-log records:
 
     - ``first_token`` (not Offline): each record's ``token_data`` (the first-token response) is a prefix of ``data``;
@@ -118,7 +118,7 @@ def test06_checks(records: Sequence[Mapping[str, Any]], ctx: VerifyContext) -> d
     return {"first_token": first, "eos": eos, "sample_length": length}
 
 
-def test06_text(checks: Mapping[str, bool | None], complete: bool) -> str:
+def consistency_text(checks: Mapping[str, bool | None], complete: bool) -> str:
     """verify_accuracy.txt in the lines of MLCommons' run_verification.py."""
     first = checks.get("first_token")
     return (f"First token check pass: {'Skipped' if first is None else first}\n"
@@ -127,7 +127,7 @@ def test06_text(checks: Mapping[str, bool | None], complete: bool) -> str:
             f"TEST06 verification {'complete' if complete else 'failed'}\n")
 
 
-def test06_parse(text: str) -> dict[str, bool | None]:
+def parse_consistency_text(text: str) -> dict[str, bool | None]:
     """The checks from a verify_accuracy.txt (MLCommons' or ours); a line that is missing counts as failed."""
     values: dict[str, str] = {}
     for line in text.splitlines():
@@ -142,7 +142,7 @@ def test06_parse(text: str) -> dict[str, bool | None]:
             "sample_length": flag("Sample length check pass")}
 
 
-def test06_mlcommons_argv(script: Path, folder: Path, out: Path, ctx: VerifyContext) -> list[str]:
+def consistency_mlcommons_argv(script: Path, folder: Path, out: Path, ctx: VerifyContext) -> list[str]:
     # run_verification.py reads -e as a string (argparse without type=int): given, its EOS check compares token ids
     # with a string and passes whatever the log holds. It is passed only when it differs from the script's default
     # (2), so the script checks what it can; our own check (VerifyResult.notes) covers the rest.
@@ -198,7 +198,7 @@ COMPLIANCE_TESTS: dict[str, ComplianceTest] = {
             mode="performance",
             required_for=("llama3.1-8b", "llama3.1-8b-interactive"),
             unsupported=_takes_token_outputs,
-            checks=test06_checks, render=test06_text, parse=test06_parse, mlcommons_argv=test06_mlcommons_argv,
+            checks=consistency_checks, render=consistency_text, parse=parse_consistency_text, mlcommons_argv=consistency_mlcommons_argv,
         ),
     )
 }
