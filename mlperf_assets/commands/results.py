@@ -48,7 +48,8 @@ examples:
 QUERY_HELP = """\
 Run one SQL statement on DB (read-only) and print the result.
 An empty statement, or SQL the database refuses, is one error line (exit status 2); a statement that
-returns no rows prints "(no result set)".
+returns no result set at all (such as SET ...) prints "(no result set)"; a query with columns and no rows
+prints its header.
 
 The view run_summary has one row per LoadGen run with the canonical figures (latencies in ns, throughput
 per second, accuracy of the run's scenario folder). Tables: runs, detail_events, settings,
