@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "mlperf_assets.commands.reporting",  # report
     "mlperf_assets.commands.remote",  # monitor, render-k8s
     "mlperf_assets.commands.search",  # search-qps
+    "mlperf_assets.commands.submission",  # submission
 )
 
 

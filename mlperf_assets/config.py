@@ -207,6 +207,10 @@ class BenchmarkConfig(_Model):
     progress_interval_s: PositiveFloat = 2.0  # harness progress.jsonl interval
     log_interval_s: PositiveFloat = 5.0  # how often scenario_run writes progress to the Dagster log
     run_timeout_s: PositiveFloat | None = None  # cancel a harness run that takes longer (None = no limit)
+    # smoke: the settings as written; submission: the full dataset (13,368), MLPerf durations and counts from
+    # mlperf.conf (the scenarios' duration/count overrides dropped), accuracy and TEST06 for every scenario
+    profile: Literal["smoke", "submission"] = "smoke"
+    compliance: list[Literal["TEST06"]] = Field(default_factory=list)  # compliance tests run after accuracy
 
     @field_validator("scenarios", mode="after")
     @classmethod
@@ -621,6 +625,39 @@ class SearchConfig(_Model):
         return value
 
 
+class SubmissionConfig(_Model):
+    """What an MLPerf submission tree needs that a machine cannot report (``systems/<system>.json``,
+    ``measurements.json``); the rest comes from the run manifests. Any other systems-JSON field goes in ``system``."""
+
+    submitter: str | None = None
+    division: Literal["closed", "open"] = "closed"
+    category: Literal["datacenter", "edge", "datacenter,edge"] = "datacenter"  # the checker's system_type
+    system_name: str | None = None
+    status: Literal["available", "preview", "rdi"] = "available"
+    host_processor_model_name: str | None = None  # default: what the node reports (a local node: /proc/cpuinfo)
+    host_memory_capacity: str | None = None  # default: what the node reports
+    host_storage_type: str | None = None
+    host_storage_capacity: str | None = None
+    host_memory_configuration: str | None = None
+    host_networking: str | None = None
+    host_networking_topology: str | None = None
+    host_network_card_count: str | None = None
+    accelerator_host_interconnect: str | None = None
+    accelerator_interconnect: str | None = None
+    accelerator_memory_configuration: str | None = None
+    cooling: str | None = None
+    hw_notes: str | None = None
+    sw_notes: str | None = None
+    weight_data_types: str | None = None  # measurements.json; default bf16 (a baseline: none)
+    starting_weights_filename: str | None = None  # default: benchmark.checkpoint
+    system: dict[str, Any] = Field(default_factory=dict)  # extra or overriding systems-JSON fields, verbatim
+
+    def missing_fields(self) -> list[str]:
+        from mlperf_assets.submission.systems import MACHINE_UNKNOWABLE
+
+        return [f for f in MACHINE_UNKNOWABLE if getattr(self, f) in (None, "") and f not in self.system]
+
+
 class MlperfConfig(_Model):
     """A whole config file. ``source_path`` is the file it came from (not part of the file)."""
 
@@ -630,6 +667,8 @@ class MlperfConfig(_Model):
     nodes: list[NodeConfig]
     schedule: ScheduleConfig | None = None
     search: SearchConfig = Field(default_factory=SearchConfig)  # capacity search (max_qps_search)
+    submission: SubmissionConfig | None = None  # present: submission trees can be built (submission_package)
+    mlcommons_inference: Path | None = None  # the user's mlcommons/inference checkout (checker, TEST06 audit.config)
 
     source_path: Path | None = Field(default=None, exclude=True)
     dataset_overridden_by: str | None = Field(default=None, exclude=True)  # "MLPERF_DAGSTER_DATASET=..." if so
@@ -809,6 +848,7 @@ def _resolve_paths(config: MlperfConfig, base: Path) -> None:
     s.report_dir = _resolve(base, s.report_dir)
     s.dataset_dir = _resolve(base, s.dataset_dir)
     config.dataset.path = _resolve(base, config.dataset.path)
+    config.mlcommons_inference = _resolve(base, config.mlcommons_inference)
     for node in config.nodes:
         if isinstance(node, LocalNode):
             node.workdir = _resolve(base, node.workdir) or s.artifact_root.parent / "work"
@@ -863,7 +903,41 @@ def _cross_checks(config: MlperfConfig, raw: dict) -> list[tuple[str, str]]:
     elif (engine_problem := _engine_problem(config.benchmark)) is not None:
         problems.append(("benchmark.engine", engine_problem))
     problems += _storage_problems(config)
+    problems += _submission_problems(config)
     return problems
+
+
+def _submission_problems(config: MlperfConfig) -> list[tuple[str, str]]:
+    """A submission block missing what a machine cannot know (one line each); an MLCommons checkout that is not
+    one; TEST06 without a checkout to take its audit.config from."""
+    problems: list[tuple[str, str]] = []
+    if config.submission is not None:
+        for name in config.submission.missing_fields():
+            problems.append((f"submission.{name}", "is required for a submission (a machine cannot report it)"))
+    root = config.mlcommons_inference
+    if root is not None:
+        if not root.is_dir():
+            problems.append(("mlcommons_inference", f"{root} does not exist (a checkout of mlcommons/inference)"))
+        elif not (root / "tools/submission/submission_checker/main.py").is_file():
+            problems.append(("mlcommons_inference", f"{root} has no tools/submission/submission_checker/main.py"))
+    if compliance_tests(config) and root is None:
+        problems.append(("mlcommons_inference", "is required for TEST06 (its compliance/TEST06/audit.config)"))
+    return problems
+
+
+def compliance_tests(config: MlperfConfig) -> list[str]:
+    """The compliance tests each partition runs: benchmark.compliance, or TEST06 under the submission profile."""
+    tests = list(config.benchmark.compliance)
+    if config.benchmark.profile == "submission" and "TEST06" not in tests:
+        tests.append("TEST06")
+    return tests
+
+
+def _apply_profile(config: MlperfConfig) -> None:
+    """benchmark.profile: submission means the full dataset and accuracy (durations: plan.build_spec)."""
+    if config.benchmark.profile == "submission":
+        config.dataset.max_samples = None
+        config.benchmark.accuracy = True
 
 
 # How the checkpoint reaches a backend as an engine argument; plan.build_spec adds it the same way.
@@ -1183,6 +1257,7 @@ def parse_config(text: str, source_path: Path, *, dataset_override: str | None =
             raise ConfigError([f"{DATASET_ENV}={dataset_override}: {exc}"]) from None
         config.dataset = config.dataset.model_copy(update={"source": source, "path": path})
         config.dataset_overridden_by = f"{DATASET_ENV}={dataset_override}"
+    _apply_profile(config)
     problems = _cross_checks(config, raw)
     if problems:
         raise ConfigError([f"{shown}: {where}: {msg}" for where, msg in problems])

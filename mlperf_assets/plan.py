@@ -76,6 +76,42 @@ def staging_folder(config: MlperfConfig, node: str, scenario: str, run_id: str) 
     return config.storage.artifact_root / node / scenario / f".staging-{run_id}"
 
 
+# benchmark.profile: submission runs with MLPerf's durations and counts: these overrides are dropped so
+# mlperf.conf's values apply (the expected speed and latency targets stay: they size the run, not its rules)
+SUBMISSION_DROPPED_SETTINGS = ("min_duration", "max_duration", "min_query_count", "max_query_count",
+                               "performance_sample_count_override", "accuracy_sample_count_override")
+COMPLIANCE_DIR = "compliance"  # a partition's compliance runs: <run folder>/compliance/<TEST>
+
+
+def profile_settings(config: MlperfConfig, settings: dict) -> dict:
+    if config.benchmark.profile != "submission":
+        return settings
+    return {k: v for k, v in settings.items() if k not in SUBMISSION_DROPPED_SETTINGS}
+
+
+def audit_config_text(config: MlperfConfig, test: str) -> str:
+    """The official audit.config of a compliance test, from the user's MLCommons checkout."""
+    from mlperf_assets.errors import UserError
+
+    if config.mlcommons_inference is None:
+        raise UserError(f"mlcommons_inference: is required for {test} (its compliance/{test}/audit.config)")
+    path = config.mlcommons_inference / "compliance" / test / "audit.config"
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise UserError(f"mlcommons_inference: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def compliance_spec(config: MlperfConfig, *, run_id: str, node: str, scenario: str, test: str,
+                    dataset: Path) -> RunSpec:
+    """The compliance run ``test`` of a partition: a performance run with the test's audit.config (the harness
+    puts it in LoadGen's working directory); collected into ``<run folder>/compliance/<test>``."""
+    import dataclasses
+
+    spec = build_spec(config, run_id=run_id, node=node, scenario=scenario, mode=PERFORMANCE, dataset=dataset)
+    return dataclasses.replace(spec, compliance=test, audit_config=audit_config_text(config, test))
+
+
 def build_spec(config: MlperfConfig, *, run_id: str, node: str, scenario: str, mode: str, dataset: Path) -> RunSpec:
     """The harness run of one mode of a partition."""
     b = config.benchmark
@@ -92,7 +128,7 @@ def build_spec(config: MlperfConfig, *, run_id: str, node: str, scenario: str, m
         backend=b.backend,
         dataset_path=str(dataset),
         engine_args=engine,
-        settings=b.scenarios.enabled()[scenario].as_settings(),
+        settings=profile_settings(config, b.scenarios.enabled()[scenario].as_settings()),
         lg_model_name=b.lg_model_name,
         progress_interval_s=b.progress_interval_s,
     )
@@ -109,7 +145,10 @@ class PartitionPlan:
 
     @property
     def modes(self) -> tuple[str, ...]:
-        return modes(self.config)
+        """performance, accuracy, then each compliance test as ``compliance/<TEST>`` (its folder in the run)."""
+        from mlperf_assets.config import compliance_tests
+
+        return modes(self.config) + tuple(f"{COMPLIANCE_DIR}/{t}" for t in compliance_tests(self.config))
 
     @property
     def artifact_root(self) -> Path:
@@ -124,6 +163,10 @@ class PartitionPlan:
         return new_run_id(self.node, self.scenario, dagster_run_id)
 
     def spec(self, run_id: str, mode: str) -> RunSpec:
+        if mode.startswith(f"{COMPLIANCE_DIR}/"):  # its own run id: its folder on the node is not performance's
+            test = mode.split("/", 1)[1]
+            return compliance_spec(self.config, run_id=f"{run_id}.{test}", node=self.node, scenario=self.scenario,
+                                   test=test, dataset=self.dataset)
         return build_spec(
             self.config, run_id=run_id, node=self.node, scenario=self.scenario, mode=mode, dataset=self.dataset
         )

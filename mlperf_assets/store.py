@@ -422,6 +422,26 @@ _MIGRATION_4_SYSTEMS = [
 RUN_SUMMARY_COLUMNS.extend((name, doc) for name, _, doc in RUN_SUMMARY_SYSTEM_COLUMNS)
 
 
+SUBMISSION_CHECKS_COLUMNS = [
+    ("check_id", "VARCHAR"),  # one checker run over one tree
+    ("checked_at", "TIMESTAMP"),
+    ("tree", "VARCHAR"),  # the submission tree's folder
+    ("node", "VARCHAR"),
+    ("system", "VARCHAR"),  # systems/<system>.json
+    ("benchmark", "VARCHAR"),
+    ("scenario", "VARCHAR"),
+    ("run_id", "VARCHAR"),
+    ("passed", "BOOLEAN"),  # the checker listed the result under Results (not NoResults)
+    ("metric", "DOUBLE"),  # the checker's scored figure, when it passed
+    ("expected_errors", "VARCHAR"),  # JSON list: the checker's lines the run's smoke settings explain
+    ("unexpected_errors", "VARCHAR"),  # JSON list: every other error line (fails the asset check)
+    ("summary", "VARCHAR"),  # the checker's SUMMARY line
+]
+_MIGRATION_5_SUBMISSION_CHECKS = (
+    f"CREATE TABLE IF NOT EXISTS submission_checks ({', '.join(f'{c} {t}' for c, t in SUBMISSION_CHECKS_COLUMNS)}, "
+    "PRIMARY KEY (check_id, system, benchmark, scenario))"
+)
+
 MIGRATIONS: list[Migration] = [
     (1, "initial schema: runs, detail_events, settings, accuracy_results, provenance, sample_timings, progress, "
         "accuracy_log_samples, accuracy_latest; views accuracy_summary, run_summary", _MIGRATION_1),
@@ -432,6 +452,8 @@ MIGRATIONS: list[Migration] = [
     (4, "run_systems: accelerator, count, host CPU, framework, division and round of each run (systems JSON, or "
         "the harness manifest's GPU list); run_summary gains them and tokens/s per accelerator",
         _MIGRATION_4_SYSTEMS),
+    (5, "submission_checks: the MLCommons submission checker's verdict per result of each checked tree",
+        [_MIGRATION_5_SUBMISSION_CHECKS]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -1098,3 +1120,57 @@ def read_qps_search(db_path: str | os.PathLike, where: str = "", params: Sequenc
             raise StoreError(f"reading qps_search failed: {_first_line(exc)}") from None
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def save_submission_checks(db_path: str | os.PathLike, rows: list[dict[str, Any]], *,
+                           lock_timeout_s: float = 30) -> None:
+    """Record one checker run (rows sharing a ``check_id``) in ``submission_checks``, in one transaction. List
+    values (the error lines) are stored as JSON."""
+    import json
+
+    columns = [c for c, _ in SUBMISSION_CHECKS_COLUMNS]
+    for row in rows:
+        unknown = sorted(set(row) - set(columns))
+        if unknown:
+            raise ValueError(f"save_submission_checks: unknown column(s) {unknown}")
+    with open_for_write(db_path, lock_timeout_s=lock_timeout_s) as conn:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            for row in rows:
+                values = [json.dumps(row.get(c)) if isinstance(row.get(c), list) else row.get(c) for c in columns]
+                conn.execute(f"INSERT OR REPLACE INTO submission_checks ({', '.join(columns)}) "
+                             f"VALUES ({', '.join('?' for _ in columns)})", values)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            _rollback_quietly(conn)
+            if isinstance(exc, Exception):
+                raise _write_failure(exc, Path(os.path.abspath(db_path)), "saving submission checks") from None
+            raise
+
+
+def read_submission_checks(db_path: str | os.PathLike, check_id: str | None = None) -> list[dict[str, Any]]:
+    """``submission_checks`` rows of one check (default: the latest), error lists decoded; [] without any."""
+    import json
+
+    import duckdb
+
+    if not Path(db_path).is_file():
+        return []
+    with open_read_only(db_path) as conn:
+        try:
+            if check_id is None:
+                latest = conn.execute("SELECT check_id FROM submission_checks ORDER BY checked_at DESC LIMIT 1")
+                found = latest.fetchone()
+                if found is None:
+                    return []
+                check_id = found[0]
+            cur = conn.execute("SELECT * FROM submission_checks WHERE check_id = ? ORDER BY system, benchmark, "
+                               "scenario", [check_id])
+        except duckdb.CatalogException:
+            return []
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, row)) for row in cur.fetchall()]
+    for row in rows:
+        for key in ("expected_errors", "unexpected_errors"):
+            row[key] = json.loads(row[key]) if row[key] else []
+    return rows

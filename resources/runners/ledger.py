@@ -346,7 +346,8 @@ class PartitionRun:
             final = self.plan.run_folder(record.run_id)
             staging = self.plan.staging_folder(record.run_id)
             for mode in self.plan.modes:
-                handles.append(self._run_mode(record, self.plan.spec(record.run_id, mode), staging, on_progress))
+                handles.append(self._run_mode(record, self.plan.spec(record.run_id, mode), staging, on_progress,
+                                              key=mode))
             if final.exists():  # collected before, by a run that died before clearing its record
                 shutil.rmtree(final)
             os.replace(staging, final)
@@ -489,13 +490,15 @@ class PartitionRun:
 
     # ---- running one mode
     def _run_mode(
-        self, record: ActiveRecord, spec: RunSpec, staging: Path, on_progress: ModeProgress | None
+        self, record: ActiveRecord, spec: RunSpec, staging: Path, on_progress: ModeProgress | None,
+        key: str | None = None,
     ) -> RunHandle:
         """Start (or adopt, from ``record``), watch and collect one harness run; PartitionRunError if it did not
         succeed. ``record`` is kept up to date on disk: it is cleared when the run failed or was cancelled here, and
         kept when the outcome is unknown (connection lost, collection failed) so a later run reattaches."""
         runner, root = self.runner, self.root
-        node, scenario, mode = spec.node, spec.scenario, spec.mode
+        # key: the plan's name for the run and its folder in the run ("compliance/TEST06" runs in performance mode)
+        node, scenario, mode = spec.node, spec.scenario, key or spec.mode
         entry = record.runs.get(mode)
         handle = entry.run_handle() if entry is not None else None
         if entry is not None and entry.collected:
@@ -553,6 +556,7 @@ class PartitionRun:
                 harness_output=output,
             )
         try:
+            (staging / mode).parent.mkdir(parents=True, exist_ok=True)  # compliance/<TEST> sits one level down
             runner.collect(handle, staging / mode)
         except (RunnerError, OSError) as exc:
             raise PartitionRunError(

@@ -1,0 +1,59 @@
+"""`mlperf-dagster submission --out DIR`: the MLPerf submission tree of the config's runs, checked by the user's
+MLCommons submission checker when ``mlcommons_inference`` is configured."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mlperf_assets.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "submission",
+        help="write the MLPerf submission tree of the latest VALID runs (and check it)",
+        description=(
+            "Write <division>/<submitter>/{results,systems,src,documentation} for the newest VALID performance "
+            "run of each node and scenario, with its accuracy run (accuracy.txt with the log's hash, the truncated "
+            "mlperf_log_accuracy.json) and its TEST06 run, measurements.json, user.conf and README.md, plus "
+            "systems/<system>.json from the run manifests and the config's submission: block. The tree is "
+            "written to a temporary folder and renamed into place. With mlcommons_inference: in the config (or "
+            "--mlcommons-inference), the MLCommons checker of that checkout judges it; its verdict per result is "
+            "stored in DuckDB (submission_checks)."
+        ),
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder of the tree (replaced if present)")
+    parser.add_argument("--config", default=None, metavar="FILE", help="config file (default: $MLPERF_DAGSTER_CONFIG, "
+                        "else config/config.yaml)")
+    parser.add_argument("--node", action="append", default=None, help="only these nodes (repeatable)")
+    parser.add_argument("--mlcommons-inference", default=None, metavar="PATH",
+                        help="your mlcommons/inference checkout (overrides the config's mlcommons_inference)")
+    parser.add_argument("--no-check", action="store_true", help="write the tree without running the checker")
+    parser.set_defaults(func=run_submission)
+
+
+def run_submission(args: argparse.Namespace, out=sys.stdout) -> int:
+    from pathlib import Path
+
+    from mlperf_assets.commands.pipeline import _load
+    from mlperf_assets.submission import checker_path, package, verdict_block
+
+    config = _load(args.config)
+    if args.mlcommons_inference:
+        checker_path(args.mlcommons_inference)  # a missing checkout: one line, before anything is written
+        config.mlcommons_inference = Path(args.mlcommons_inference).expanduser().absolute()
+    for node in args.node or []:
+        if node not in config.node_names:
+            raise UserError(f"--node {node}: no such node (nodes: {', '.join(config.node_names)})")
+    tree, verdict, rows = package(config, Path(args.out), check=False if args.no_check else None, nodes=args.node)
+    print(f"submission tree: {tree.submitter_dir} ({len(tree.results)} result(s))", file=out)
+    for s in tree.skipped:
+        print(f"  skipped {s.node}/{s.scenario}/{s.run_id}: {s.reason}", file=out)
+    if verdict is None:
+        if not args.no_check:
+            print("  not checked: set mlcommons_inference: in the config (your mlcommons/inference checkout)",
+                  file=out)
+        return 0
+    print(verdict_block(verdict, rows), file=out)
+    return 1 if any(r["unexpected"] for r in rows) or verdict.general_errors else 0

@@ -1,0 +1,91 @@
+"""MLPerf submission: the tree (``tree``), its systems/measurements JSON (``systems``), the accuracy-log truncation
+rule (``truncate``) and the MLCommons checker run from the user's checkout (``checker``). Pure: no Dagster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .checker import CheckerVerdict, ResultVerdict, checker_path, classify, run_checker, smoke_traits
+from .tree import SubmissionTree, build_tree
+
+__all__ = [
+    "CheckerVerdict", "ResultVerdict", "SubmissionTree", "build_tree", "check_tree", "checker_path", "classify",
+    "run_checker", "smoke_traits",
+]  # fmt: skip
+
+
+def check_tree(tree: SubmissionTree, mlcommons_inference: Path | str | None, *, dataset_samples: int | None,
+               ) -> tuple[CheckerVerdict, list[dict[str, Any]]]:
+    """Run the checker on ``tree`` and return its verdict plus one row per result: node, system, benchmark,
+    scenario, run_id, passed, metric, expected and unexpected findings (the checker's own lines)."""
+    verdict = run_checker(tree.root, mlcommons_inference)
+    rows = []
+    node_of = {system: node for node, system in tree.systems.items()}
+    runs = {(r.node, r.scenario): r for r in tree.results}
+    for key, result in sorted(verdict.results.items()):
+        node = node_of.get(result.system)
+        run = runs.get((node, result.scenario))
+        reasons = tree.smoke_reasons.get((node, result.scenario), [])
+        expected, unexpected = classify(result.errors, smoke_traits(reasons, dataset_samples))
+        rows.append({
+            "node": node, "system": result.system, "benchmark": result.benchmark, "scenario": result.scenario,
+            "run_id": run.run_id if run else None, "passed": result.passed, "metric": result.metric,
+            "expected": expected, "unexpected": unexpected,
+        })
+    return verdict, rows
+
+
+def dataset_samples(config) -> int | None:
+    """How many samples the runs used (the prepared dataset's size; None when unknown)."""
+    return config.dataset.max_samples
+
+
+def package(config, out: Path, *, check: bool | None = None, record: bool = True,
+            nodes: list[str] | None = None) -> tuple[SubmissionTree, CheckerVerdict | None, list[dict[str, Any]]]:
+    """Build the tree into ``out``; then, when ``mlcommons_inference`` is configured (or ``check`` is True), run
+    the checker and record its verdict per result in DuckDB's ``submission_checks``."""
+    import uuid
+    from datetime import datetime, timezone
+
+    tree = build_tree(config, out, nodes=nodes)
+    if check is None:
+        check = config.mlcommons_inference is not None
+    if not check:
+        return tree, None, []
+    verdict, rows = check_tree(tree, config.mlcommons_inference, dataset_samples=dataset_samples(config))
+    if record:
+        from mlperf_assets import store
+
+        check_id, now = uuid.uuid4().hex[:12], datetime.now(timezone.utc).replace(tzinfo=None)
+        store.save_submission_checks(config.storage.duckdb_path, [
+            {"check_id": check_id, "checked_at": now, "tree": str(tree.root), "node": r["node"], "system": r["system"],
+             "benchmark": r["benchmark"], "scenario": r["scenario"], "run_id": r["run_id"], "passed": r["passed"],
+             "metric": r["metric"], "expected_errors": r["expected"], "unexpected_errors": r["unexpected"],
+             "summary": verdict.summary}
+            for r in rows
+        ])
+    return tree, verdict, rows
+
+
+def verdict_block(verdict: CheckerVerdict, rows: list[dict[str, Any]], *, limit: int = 4) -> str:
+    """The checker's verdict in a few lines: its summary, then per result PASS/FAIL and its own error lines."""
+    lines = [f"MLCommons submission checker ({verdict.summary or 'no summary'}):"]
+    for r in rows:
+        state = "PASS" if r["passed"] else ("FAIL (expected: smoke settings)" if not r["unexpected"] else "FAIL")
+        lines.append(f"  {r['system']}/{r['benchmark']}/{r['scenario']}: {state}")
+        for msg in (r["unexpected"] + r["expected"])[:limit]:
+            lines.append(f"    {_short(msg)}")
+        extra = len(r["unexpected"]) + len(r["expected"]) - limit
+        if extra > 0:
+            lines.append(f"    ... and {extra} more")
+    for msg in verdict.general_errors[:limit]:
+        lines.append(f"  {_short(msg)}")
+    return "\n".join(lines)
+
+
+def _short(msg: str) -> str:
+    """A checker line without the tree's absolute path prefix."""
+    import re
+
+    return re.sub(r"\S*/results/", "results/", msg)

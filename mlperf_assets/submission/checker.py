@@ -1,0 +1,159 @@
+"""Run the MLCommons submission checker of the user's own checkout (never a copy) and read its verdict per result.
+
+``python <checkout>/tools/submission/submission_checker/main.py --input TREE --version v6.1 --csv FILE`` in a
+subprocess. The checker logs one line per finding, ``[time file:line LEVEL] message``; a result's findings follow
+its ``Starting performance checks for: <perf path>`` line, and its verdict is ``Results <path> <metric>`` (passed)
+or ``NoResults <path>`` (failed). Each ERROR (and the ``accuracy not met`` WARNING, which fails a result too) is
+kept verbatim and classified as *expected* when the run's own settings explain it (a smoke run: fewer than 13,368
+samples, under 600 s, a baseline backend), else *unexpected*.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlperf_assets.errors import UserError
+
+CHECKER_MAIN = Path("tools/submission/submission_checker/main.py")
+CHECKER_VERSION = "v6.1"  # LoadGen 6.0.x carries the v6.1 RNG seeds
+
+# Findings a smoke run must produce, and the setting that explains each (the checker's own wording).
+SMOKE_FINDINGS = {
+    "performance_sample_count, found": "samples",
+    "Test duration less than 600s": "duration",
+    "accuracy not met": "accuracy",
+    "does not cover all dataset": "samples",
+}
+# Lines that only restate a failure already logged (a check class's roll-up, the final verdicts).
+_ROLLUPS = ("Checks failed for:", "NoResults ", "SUMMARY: submission has errors")
+_LINE = re.compile(r"^\[[^\]]*? (?P<src>[\w.]+):\d+ (?P<level>[A-Z]+)\] (?P<msg>.*)$")
+_RESULT_PATH = re.compile(r"results/(?P<system>[^/\s]+)/(?P<benchmark>[^/\s]+)/(?P<scenario>[^/\s]+)")
+
+
+@dataclass
+class ResultVerdict:
+    system: str
+    benchmark: str
+    scenario: str
+    passed: bool = False
+    metric: float | None = None
+    errors: list[str] = field(default_factory=list)  # the checker's lines, verbatim (message part)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.system, self.benchmark, self.scenario
+
+
+@dataclass
+class CheckerVerdict:
+    returncode: int
+    results: dict[tuple[str, str, str], ResultVerdict]
+    general_errors: list[str]  # errors tied to no result
+    summary: str  # the checker's SUMMARY line
+    output: str  # everything it printed
+
+    @property
+    def looks_ok(self) -> bool:
+        return self.returncode == 0
+
+
+def checker_path(mlcommons_inference: Path | str | None) -> Path:
+    """The checker's main.py in the user's MLCommons checkout; one-line UserError when it is not there."""
+    if not mlcommons_inference:
+        raise UserError("mlcommons_inference: not set; give the path of your mlcommons/inference checkout "
+                        "(the submission checker runs from it)")
+    root = Path(mlcommons_inference).expanduser()
+    main = root / CHECKER_MAIN
+    if not root.is_dir():
+        raise UserError(f"mlcommons_inference: {root} does not exist (a checkout of mlcommons/inference)")
+    if not main.is_file():
+        raise UserError(f"mlcommons_inference: {root} has no {CHECKER_MAIN} (not a checkout of mlcommons/inference?)")
+    return main
+
+
+def parse_output(text: str) -> tuple[dict[tuple[str, str, str], ResultVerdict], list[str], str]:
+    results: dict[tuple[str, str, str], ResultVerdict] = {}
+    general: list[str] = []
+    summary = ""
+    current: ResultVerdict | None = None
+
+    def verdict_for(msg: str) -> ResultVerdict | None:
+        m = _RESULT_PATH.search(msg)
+        if not m:
+            return None
+        key = (m["system"], m["benchmark"], m["scenario"])
+        return results.setdefault(key, ResultVerdict(*key))
+
+    for raw in text.splitlines():
+        m = _LINE.match(raw.strip())
+        if not m:
+            continue
+        level, msg = m["level"], m["msg"]
+        if msg.startswith("SUMMARY:"):
+            summary = msg
+            continue
+        if msg.startswith("Starting performance checks for:"):
+            current = verdict_for(msg)
+            continue
+        if msg.startswith("Results "):
+            v = verdict_for(msg)
+            if v is not None:
+                v.passed = True
+                try:
+                    v.metric = float(msg.rsplit(" ", 1)[-1])
+                except ValueError:
+                    pass
+            continue
+        important = level in ("ERROR", "CRITICAL") or (level == "WARNING" and "accuracy not met" in msg)
+        if not important or any(r in msg for r in _ROLLUPS):
+            continue
+        target = verdict_for(msg) or current
+        if target is None:
+            general.append(msg)
+        elif msg not in target.errors:
+            target.errors.append(msg)
+    return results, general, summary
+
+
+def run_checker(tree: Path, mlcommons_inference: Path | str | None, *, timeout_s: float = 600,
+                python: str | None = None) -> CheckerVerdict:
+    main = checker_path(mlcommons_inference)
+    with tempfile.TemporaryDirectory(prefix="mlperf-checker-") as work:
+        cmd = [python or sys.executable, str(main), "--input", str(Path(tree).absolute()),
+               "--version", CHECKER_VERSION, "--csv", str(Path(work) / "summary.csv")]
+        try:
+            proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise UserError(f"the submission checker took longer than {timeout_s:g} s on {tree}") from None
+    output = proc.stdout + proc.stderr
+    results, general, summary = parse_output(output)
+    if not summary:
+        last = next((ln for ln in reversed(output.splitlines()) if ln.strip()), "no output")
+        raise UserError(f"the submission checker did not finish (exit {proc.returncode}): {last}")
+    return CheckerVerdict(proc.returncode, results, general, summary, output)
+
+
+def classify(errors: list[str], smoke: set[str]) -> tuple[list[str], list[str]]:
+    """(expected, unexpected) findings; ``smoke`` holds the run's smoke traits: samples, duration, accuracy."""
+    expected, unexpected = [], []
+    for msg in errors:
+        trait = next((t for pattern, t in SMOKE_FINDINGS.items() if pattern in msg), None)
+        (expected if trait in smoke else unexpected).append(msg)
+    return expected, unexpected
+
+
+def smoke_traits(reasons: list[str], dataset_samples: int | None) -> set[str]:
+    """The traits of a run that explain checker findings, from tree.smoke_reasons and the dataset size."""
+    traits = set()
+    if any("performance_sample_count" in r for r in reasons) or (dataset_samples or 0) < 13368:
+        traits.add("samples")
+    if any("min_duration" in r for r in reasons):
+        traits.add("duration")
+    if any("baseline" in r for r in reasons) or "samples" in traits:
+        traits.add("accuracy")
+    return traits
