@@ -358,10 +358,12 @@ def load_references(path: str | os.PathLike) -> References:
             doc = json.load(fh)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AccuracyError(f"dataset {path} is not JSON ({exc})") from None
-    benchmark = tokenizer = None
+    from mlperf_assets.harness.dataset import prepared_meta
+
+    meta = prepared_meta(doc)  # prepare-dataset's metadata, either format; {} for MLCommons' file
+    benchmark, tokenizer = meta.get("benchmark"), meta.get("tokenizer")
     if isinstance(doc, dict) and isinstance(doc.get("samples"), list):
         samples = doc["samples"]
-        benchmark, tokenizer = doc.get("benchmark"), doc.get("tokenizer")
     elif isinstance(doc, list):
         samples = doc
     else:

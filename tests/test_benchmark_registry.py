@@ -115,7 +115,7 @@ def test_a_variant_is_one_entry(stories_dir: Path, tmp_path: Path):
                         str(stories_dir), "--out", str(ds), "--benchmark", "cnndm-variant", "--max-samples", "4"],
                        capture_output=True, text=True, cwd=PROJECT, timeout=120)
     assert r.returncode == 0, r.stderr
-    samples = json.loads(ds.read_text())["samples"]
+    samples = json.loads(ds.read_text())  # the prepared file is a list of samples
     assert samples[0]["prompt"] == f"Condense: {samples[0]['input']}\nTL;DR:"
     r = subprocess.run([sys.executable, "-c", VARIANT, "run", "--scenario", "Offline", "--mode", "accuracy",
                         "--backend", "replay", "--dataset", str(ds), "--output-dir", str(out)],

@@ -107,7 +107,7 @@ def test_run_refuses_random_bytes_as_dataset(tmp_path: Path):
 
 def test_run_refuses_surrogates_in_a_prepared_file(tmp_path: Path, good: Path):
     doc = json.loads(good.read_text())
-    doc["samples"][1]["input"] = "An article \ud83d without its pair."
+    doc[1]["input"] = "An article \ud83d without its pair."
     ds = tmp_path / "sur.json"
     ds.write_text(json.dumps(doc))  # ensure_ascii: the lone surrogate is written as the escape \ud83d
     out = tmp_path / "o"

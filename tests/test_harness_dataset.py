@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from mlperf_assets.harness.dataset import (
+    prepared_meta,
+    prepared_samples,
     DatasetError,
     load_prepared,
     parse_story,
@@ -47,14 +49,19 @@ def raw_records(stories_dir: Path) -> list[dict]:
 
 
 def _doc(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A prepared file's metadata and samples (the file itself is the list of samples)."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return {**prepared_meta(raw), "samples": prepared_samples(raw)}
 
 
 def test_stories_llama_prompt_tokens_and_reference(stories_dir: Path, tmp_path: Path):
     out = prepare_dataset("stories", stories_dir, tmp_path / "ds.json", benchmark="llama3.1-8b", tokenizer="byte")
     doc = _doc(out)
     assert (doc["format"], doc["benchmark"], doc["tokenizer"], doc["tokenizer_kind"], doc["source"]) == (
-        "mlperf-dagster-cnndm/1", "llama3.1-8b", "byte", "byte", "stories")
+        "mlperf-dagster-cnndm/2", "llama3.1-8b", "byte", "byte", "stories")
+    raw = json.loads(out.read_text(encoding="utf-8"))  # an MLCommons cnn_eval.json: a list of samples
+    assert isinstance(raw, list) and all(r["mlperf_dagster"]["benchmark"] == "llama3.1-8b" for r in raw)
+    assert {"input", "output", "tok_input", "instruction", "id"} <= set(raw[0])
     samples = doc["samples"]
     assert len(samples) == 20
     bush = next(s for s in samples if s["id"] == BUSH_STORY)
@@ -138,8 +145,37 @@ def test_load_prepared_reads_back_and_accepts_bare_mlcommons_list(stories_dir: P
     bare.write_text(json.dumps([{"input": "A. B.", "output": "C .", "tok_input": [128000, 5, 6]}]))
     b = load_prepared(bare)
     assert (len(b), b.benchmark, b.tokenizer_kind, b.source) == (1, "llama3.1-8b", "hf", "mlcommons-json")
+    assert d.source_samples == 20 and b.source_samples is None
     with pytest.raises(DatasetError, match="tok_output"):
         b.reference_token_ids(0)
+
+
+def test_earlier_format_1_files_still_load(stories_dir: Path, tmp_path: Path):
+    p = prepare_dataset("stories", stories_dir, tmp_path / "ds.json", benchmark="gptj", max_samples=3)
+    raw = json.loads(p.read_text())
+    meta = {k: v for k, v in raw[0]["mlperf_dagster"].items() if k != "format"}
+    old = tmp_path / "v1.json"
+    old.write_text(json.dumps({"format": "mlperf-dagster-cnndm/1", **meta,
+                               "samples": [{k: v for k, v in r.items() if k != "mlperf_dagster"} for r in raw]}))
+    a, b = load_prepared(p), load_prepared(old)
+    assert (b.benchmark, b.tokenizer_kind, b.source, len(b), b.source_samples) == ("gptj", "byte", "stories", 3, 20)
+    assert [b.prompt_token_ids(i) for i in range(3)] == [a.prompt_token_ids(i) for i in range(3)]
+    # a slice of a prepared file is still one (every sample carries the metadata)
+    part = tmp_path / "part.json"
+    part.write_text(json.dumps(raw[1:]))
+    assert (load_prepared(part).benchmark, len(load_prepared(part))) == ("gptj", 2)
+
+
+def test_prepared_file_reads_as_mlcommons_evaluation_reads_it(stories_dir: Path, tmp_path: Path):
+    """language/llama3.1-8b's dataset.py reads the file with pandas.read_json and takes columns input, tok_input and
+    output: the prepared file must give them as they are."""
+    pd = pytest.importorskip("pandas")
+    p = prepare_dataset("stories", stories_dir, tmp_path / "ds.json", max_samples=4)
+    frame = pd.read_json(p)
+    d = load_prepared(p)
+    assert frame.input.tolist() == [d.article(i) for i in range(4)]
+    assert frame.output.tolist() == [d.reference_text(i) for i in range(4)]
+    assert frame.tok_input.tolist() == [d.prompt_token_ids(i) for i in range(4)]
 
 
 def test_hf_tokenizer_adds_bos_like_llama(tmp_path: Path):

@@ -66,7 +66,7 @@ def test_prepare_and_run_end_to_end_without_the_orchestrator(tmp_path: Path, sto
     r, attempts = _python(tmp_path, main, "prepare-dataset", "--source", "stories", "--path", str(stories_dir),
                           "--out", str(dataset), "--max-samples", "6")
     assert r.returncode == 0, r.stderr
-    assert attempts == [] and len(json.loads(dataset.read_text())["samples"]) == 6
+    assert attempts == [] and len(json.loads(dataset.read_text())) == 6
 
     out = tmp_path / "run"
     r, attempts = _python(tmp_path, main, "run", "--scenario", "Offline", "--mode", "performance", "--backend",

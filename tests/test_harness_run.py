@@ -68,7 +68,7 @@ def dataset(stories_dir: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def samples(dataset: Path) -> list[dict]:
-    return json.loads(dataset.read_text())["samples"]
+    return json.loads(dataset.read_text())
 
 
 @functools.lru_cache(maxsize=None)
@@ -181,7 +181,7 @@ def test_user_conf_copy_merged_and_flags_win(tmp_path: Path, dataset: Path):
 
 def test_gptj_int64_tokens_without_n_tokens(stories_dir: Path, tmp_path: Path):
     ds = prepare_dataset("stories", stories_dir, tmp_path / "gptj.json", benchmark="gptj", max_samples=5)
-    want = {i: s["tok_output"] for i, s in enumerate(json.loads(ds.read_text())["samples"])}
+    want = {i: s["tok_output"] for i, s in enumerate(json.loads(ds.read_text()))}
     out = tmp_path / "run"
     r = harness("--scenario", "Offline", "--mode", "accuracy", "--backend", "replay", "--dataset", str(ds),
                 "--output-dir", str(out))

@@ -106,11 +106,7 @@ def cnn_dailymail_dataset(
         prepared = load_prepared(out)
     except HarnessError as exc:
         raise dg.Failure(description=f"prepared dataset {out} is unreadable: {exc}", allow_retries=False) from None
-    import json
-
-    with open(out, encoding="utf-8") as fh:
-        head = json.load(fh)
-    source_samples = head.get("source_samples") if isinstance(head, dict) else None
+    source_samples = prepared.source_samples
     samples = prepared.samples
     n = len(samples)
     expected = expected_sample_count(config, source_samples)

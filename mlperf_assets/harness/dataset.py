@@ -1,10 +1,14 @@
 """CNN/DailyMail validation data: read from any supported source, template prompts, tokenize, write, load back.
 
-Prepared file: ``{"format": "mlperf-dagster-cnndm/1", "benchmark", "tokenizer", "tokenizer_kind", "source",
-"samples": [{id, input, instruction, prompt, tok_input, output, tok_output}, ...]}`` where each sample has the
-MLCommons ``cnn_eval.json`` fields (``input`` = article, ``output`` = highlights) plus the full prompt text.
-``load_prepared`` also reads a bare MLCommons ``cnn_eval.json`` list. Prompt templates, truncation and the
-reference tokenizers are the benchmark's (``harness/benchmarks.py``).
+Prepared file (format ``mlperf-dagster-cnndm/2``): the file IS an MLCommons ``cnn_eval.json``, a JSON list of
+samples ``{id, input, instruction, prompt, tok_input, output, tok_output, mlperf_dagster}`` with the MLCommons fields
+(``input`` = article, ``output`` = highlights, ``tok_input`` = prompt ids), so MLCommons'
+``language/llama3.1-8b/evaluation.py`` (pandas ``read_json``) reads it as is. What the harness needs besides
+(benchmark, tokenizer, source, ...) rides in every sample's ``mlperf_dagster`` object, which MLCommons' code ignores:
+one file stays enough (runners upload it alone) and any slice of it is still a prepared file.
+``load_prepared`` also reads a bare MLCommons ``cnn_eval.json`` and the earlier format ``mlperf-dagster-cnndm/1``
+(``{"format", "benchmark", "tokenizer", ..., "samples": [...]}``). Prompt templates, truncation and the reference
+tokenizers are the benchmark's (``harness/benchmarks.py``).
 
 Sources, all yielding ``(id, article, highlights)``:
 - ``huggingface``: ``datasets.load_dataset("abisee/cnn_dailymail", "3.0.0", split="validation")``; ``--path`` may be a
@@ -32,7 +36,9 @@ from .errors import DatasetError, OutputError
 from .files import NotUTF8, decode_utf8, write_json_atomic
 from .tokenizers import Tokenizer, load_tokenizer
 
-FORMAT = "mlperf-dagster-cnndm/1"
+FORMAT = "mlperf-dagster-cnndm/2"
+FORMAT_V1 = "mlperf-dagster-cnndm/1"  # {"format", ..., "samples": [...]}: still read
+META_KEY = "mlperf_dagster"  # the per-sample object holding the file's metadata
 SOURCES = ("huggingface", "mlcommons-json", "stories", "jsonl")
 
 _END_TOKENS = (".", "!", "?", "...", "'", "`", '"', "\u2019", "\u201d", ")")
@@ -231,7 +237,7 @@ def _check_unicode(text: str, where: str, key: str) -> None:
 
 def _load_json_list(path: Path) -> list:
     data = _read_json(path, "an MLCommons cnn_eval.json (a JSON list of samples)")
-    if isinstance(data, dict) and "samples" in data:
+    if isinstance(data, dict) and "samples" in data:  # a prepared file of format 1
         data = data["samples"]
     if not isinstance(data, list):
         raise DatasetError(f"{path}: expected a JSON list of samples")
@@ -306,7 +312,7 @@ def prepare_dataset(
     raw = read_source(source, path)
     chosen = select_subset(len(raw), max_samples, seed)
     samples = prepare_samples([raw[i] for i in chosen], benchmark, tok)
-    doc = {
+    meta = {
         "format": FORMAT,
         "benchmark": benchmark,
         "tokenizer": tok.name,
@@ -316,8 +322,8 @@ def prepare_dataset(
         "source_samples": len(raw),
         "max_samples": max_samples,
         "seed": seed,
-        "samples": samples,
     }
+    doc = [{**s, META_KEY: meta} for s in samples]
     try:
         # A signal until the file replaces ``out`` leaves nothing (the temporary file is removed); one after it is
         # only recorded and the file stands (exit 0).
@@ -352,6 +358,13 @@ class PreparedDataset:
     source: str
     samples: list[dict]
     _tok_input: list[list[int]] = field(repr=False, default_factory=list)
+    meta: dict = field(repr=False, default_factory=dict)  # the file's metadata (prepare-dataset's), {} for MLCommons'
+
+    @property
+    def source_samples(self) -> int | None:
+        """How many samples the source held before --max-samples (None when unknown)."""
+        n = self.meta.get("source_samples")
+        return n if isinstance(n, int) else None
 
     def __post_init__(self) -> None:
         self._tok_input = [s["tok_input"] for s in self.samples]
@@ -388,7 +401,7 @@ class PreparedDataset:
         if n < 1:
             raise DatasetError(f"--max-samples must be >= 1 (got {n})")
         return PreparedDataset(self.path, self.benchmark, self.tokenizer_name, self.tokenizer_kind, self.source,
-                               self.samples[:n])
+                               self.samples[:n], meta=self.meta)
 
 
 def load_prepared(path: str | os.PathLike, *, benchmark: str | None = None, tokenizer: str | None = None) -> PreparedDataset:
@@ -396,12 +409,14 @@ def load_prepared(path: str | os.PathLike, *, benchmark: str | None = None, toke
     default benchmark and the tokenizer to that benchmark's reference model)."""
     path = Path(path)
     doc = _read_json(path, "a prepared dataset (prepare-dataset) or an MLCommons cnn_eval.json")
+    meta = prepared_meta(doc)
     if isinstance(doc, dict):
-        if doc.get("format") != FORMAT:
-            raise DatasetError(f"{path}: not a prepared dataset (format {doc.get('format')!r}, expected {FORMAT!r})")
+        if doc.get("format") != FORMAT_V1:
+            raise DatasetError(f"{path}: not a prepared dataset (format {doc.get('format')!r}, expected a JSON list "
+                               f"of samples or {FORMAT_V1!r})")
         samples = doc.get("samples") or []
-        bench = doc.get("benchmark", DEFAULT_BENCHMARK)
-        tok_name, tok_kind, source = doc.get("tokenizer", "byte"), doc.get("tokenizer_kind", "byte"), doc.get("source", "?")
+    elif isinstance(doc, list) and meta:
+        samples = doc
     elif isinstance(doc, list):
         samples, source = doc, "mlcommons-json"
         bench = benchmark or DEFAULT_BENCHMARK
@@ -409,6 +424,10 @@ def load_prepared(path: str | os.PathLike, *, benchmark: str | None = None, toke
         tok_kind = "byte" if tok_name == "byte" else "hf"
     else:
         raise DatasetError(f"{path}: expected a prepared dataset object or an MLCommons JSON list")
+    if meta:
+        bench = meta.get("benchmark", DEFAULT_BENCHMARK)
+        tok_name, tok_kind, source = meta.get("tokenizer", "byte"), meta.get("tokenizer_kind", "byte"), \
+            meta.get("source", "?")
     check_benchmark(bench)
     if not samples:
         raise DatasetError(f"{path} holds no samples")
@@ -420,4 +439,23 @@ def load_prepared(path: str | os.PathLike, *, benchmark: str | None = None, toke
         for key in ("input", "output", "prompt"):
             if isinstance(s.get(key), str):
                 _check_unicode(s[key], f"{path} sample {i}", key)
-    return PreparedDataset(path, bench, tok_name, tok_kind, source, samples)
+    return PreparedDataset(path, bench, tok_name, tok_kind, source, samples, meta=meta)
+
+
+def prepared_meta(doc: Any) -> dict:
+    """A prepared file's metadata (benchmark, tokenizer, tokenizer_kind, source, source_samples, ...) from its parsed
+    JSON, either format; ``{}`` for a bare MLCommons ``cnn_eval.json``."""
+    if isinstance(doc, dict) and doc.get("format") == FORMAT_V1:
+        return {k: v for k, v in doc.items() if k != "samples"}
+    if isinstance(doc, list) and doc and isinstance(doc[0], dict) and isinstance(doc[0].get(META_KEY), dict):
+        meta = doc[0][META_KEY]
+        if meta.get("format") == FORMAT:
+            return dict(meta)
+    return {}
+
+
+def prepared_samples(doc: Any) -> list:
+    """The sample records of a parsed prepared file (either format) or MLCommons ``cnn_eval.json``."""
+    if isinstance(doc, dict) and isinstance(doc.get("samples"), list):
+        return doc["samples"]
+    return doc if isinstance(doc, list) else []
