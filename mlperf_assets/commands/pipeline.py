@@ -281,7 +281,7 @@ def run_pipeline(
     report: bool = True,
     progress: bool = True,
     verbose: bool = False,
-    out=sys.stderr,
+    out=None,
     stop: "StopSignals | None" = None,
 ) -> PipelineOutcome:
     """Materialize the dataset (when needed), then each chosen node x scenario partition of ``benchmark_job``
@@ -292,6 +292,8 @@ def run_pipeline(
     starts; ``outcome.signal`` says which signal, ``outcome.cancelled`` which runs were cancelled and
     ``outcome.not_started`` which partitions never ran."""
     import dagster as dg
+
+    out = out if out is not None else sys.stderr  # bound at call time: a default bound at import may be closed
 
     from jobs import BENCHMARK_JOB, DATASET_JOB, REPORT_JOB
     from mlperf_assets.definitions import build_definitions
