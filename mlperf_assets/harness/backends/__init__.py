@@ -13,7 +13,7 @@ import importlib.util
 import logging
 
 from ..errors import HarnessError
-from .base import Backend
+from .base import BACKEND_KINDS, Backend  # noqa: F401  (BACKEND_KINDS: part of the registry)
 
 BACKENDS: dict[str, str] = {
     "vllm": "mlperf_assets.harness.backends.vllm_backend:VLLMBackend",
@@ -23,11 +23,6 @@ BACKENDS: dict[str, str] = {
     "sim": "mlperf_assets.harness.backends.sim:SimBackend",
 }
 
-# "model" (a real LLM), "baseline" (extractive lead-3), "harness-ceiling" (replay), "simulation" (sim): what a
-# backend's figures are, shown beside every figure; the config's baseline backends derive from it.
-BACKEND_KINDS: dict[str, str] = {
-    "vllm": "model", "openai": "model", "extractive": "baseline", "replay": "harness-ceiling", "sim": "simulation",
-}
 BACKEND_NAMES = tuple(BACKENDS)  # the --backend choices and the config's backend literal
 log = logging.getLogger(__name__)
 

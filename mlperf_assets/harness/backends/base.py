@@ -108,15 +108,20 @@ class DatasetView(Protocol):
     def reference_token_ids(self, index: int) -> list[int]: ...
 
 
+# What each registered backend's figures are, shown beside every figure: "model" (a real LLM), "baseline"
+# (extractive lead-3), "harness-ceiling" (replay), "simulation" (sim). The config's baseline backends derive from it.
+BACKEND_KINDS: dict[str, str] = {
+    "vllm": "model", "openai": "model", "extractive": "baseline", "replay": "harness-ceiling", "sim": "simulation",
+}
+
+
 class Backend(ABC):
     name: ClassVar[str]
-    # What its figures are (shown beside every figure): set from the registry's BACKEND_KINDS, the one place.
+    # What its figures are (shown beside every figure): set from BACKEND_KINDS, the one place.
     kind: ClassVar[str] = "model"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        from . import BACKEND_KINDS  # the package is fully imported before any backend module
-
         if "name" in cls.__dict__:
             cls.kind = BACKEND_KINDS[cls.name]
 
