@@ -24,6 +24,7 @@ from jobs.schedules import build_nightly_schedule
 from jobs.sensors import build_failure_sensor, build_regression_alert_sensor, build_report_on_success_sensor
 from mlperf_assets.assets import PartitionProgress, build_asset_checks, build_assets
 from mlperf_assets.assets.search import build_max_qps_search, search_partitions
+from mlperf_assets.assets.submission import build_submission_package
 from mlperf_assets.config import MlperfConfig, load_config, runner_resource_key
 from mlperf_assets.plan import NODE_DIM, SCENARIO_DIM
 from resources.mlperf_config import MlperfConfigResource
@@ -73,7 +74,8 @@ def build_definitions(config: MlperfConfig, *, on_progress: PartitionProgress | 
     partitions = node_scenario_partitions(config)
     jobs = {job.name: job for job in build_jobs(config)}
     return dg.Definitions(
-        assets=[*build_assets(config, partitions, on_progress), build_max_qps_search(config, search_partitions(config))],
+        assets=[*build_assets(config, partitions, on_progress), build_max_qps_search(config, search_partitions(config)),
+                build_submission_package(config)],  # per node; a blocking checker check with mlcommons_inference
         asset_checks=build_asset_checks(config),
         jobs=list(jobs.values()),
         schedules=build_schedules(config, jobs, partitions),

@@ -15,7 +15,7 @@ from mlperf_assets.config import load_config
 
 PROJECT = Path(__file__).resolve().parents[1]
 ASSETS = {"cnn_dailymail_dataset", "scenario_run", "loadgen_results", "accuracy_scores", "benchmark_charts",
-          "benchmark_report", "max_qps_search"}
+          "benchmark_report", "max_qps_search", "submission_package"}
 CHECKS = {
     ("cnn_dailymail_dataset", "sample_count"),
     ("cnn_dailymail_dataset", "no_empty_articles"),

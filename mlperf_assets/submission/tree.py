@@ -35,6 +35,9 @@ from mlperf_assets.harness.compliance import COMPLIANCE_NAMES
 from .systems import framework_name, local_machine, measurements_json, safe_name, scenario_readme, system_json
 from .truncate import write_truncated
 
+# The LoadGen scenarios a system category submits (the checker refuses others as unknown for the benchmark).
+CATEGORY_SCENARIOS = {"datacenter": ("Offline", "Server"), "edge": ("Offline", "SingleStream"),
+                      "datacenter,edge": ("Offline", "Server", "SingleStream")}
 PERF_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
 FULL_SAMPLES = 13368
 MIN_DURATION_MS = 600_000
@@ -211,7 +214,11 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
     sub = sub_cfg.model_dump()
     nodes = nodes or config.node_names
     benchmark = config.benchmark.model
-    selected, skipped = select_runs(config.storage.artifact_root, nodes, config.scenario_names)
+    allowed = CATEGORY_SCENARIOS[sub_cfg.category]
+    selected, skipped = select_runs(config.storage.artifact_root, nodes,
+                                    [s for s in config.scenario_names if s in allowed])
+    skipped += [Skipped(n, s, "-", f"{s} is not a {sub_cfg.category} scenario of {benchmark}")
+                for n in nodes for s in config.scenario_names if s not in allowed]
     if not selected:
         why = "; ".join(f"{s.node}/{s.scenario}/{s.run_id}: {s.reason}" for s in skipped[:3])
         raise UserError(f"no VALID performance run to submit under {config.storage.artifact_root}"

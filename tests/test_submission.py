@@ -1,0 +1,245 @@
+"""The MLPerf submission tree of a real smoke pipeline run (local node, extractive baseline, real LoadGen, Offline
+and Server with TEST06), judged by the pinned MLCommons submission checker from ../shared (run, never copied): it
+passes the system, measurements, compliance, seeds, LLM-latency and log checks and fails only on what smoke
+settings explain. Also: the truncation rule against MLCommons' own truncate_accuracy_log.py, bad input, atomicity."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mlperf_assets.config import ConfigError, load_config, parse_config
+
+MLC = Path(__file__).resolve().parents[2] / "shared" / "reference" / "mlcommons_inference"
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (MLC / "tools/submission/submission_checker/main.py").is_file(),
+                                reason=f"the pinned MLCommons checkout is absent ({MLC})")]
+
+SUBMISSION_YAML = """\
+submission:
+  submitter: TestOrg
+  system_name: test-local-cpu
+  host_storage_type: SSD
+  host_storage_capacity: 1 TB
+  host_memory_configuration: unknown (test)
+  host_networking: none (single node)
+  host_networking_topology: N/A
+  host_network_card_count: "0"
+  accelerator_host_interconnect: N/A
+  accelerator_interconnect: N/A
+  accelerator_memory_configuration: N/A
+  cooling: air
+"""
+# The only findings a smoke run may draw, in the checker's own words (its typo 'accurcy' included).
+SMOKE_PATTERNS = (
+    r"performance_sample_count, found \d+, needs to be >= 13368",
+    r"Test duration less than 600s in user config",
+    r"accuracy not met",
+    r"does not cover all dataset",
+)
+
+
+def _config_text(folder: Path, stories: Path, *, submission: str = SUBMISSION_YAML, mlc: Path | None = MLC) -> str:
+    return (
+        "storage: {artifact_root: out/artifacts, duckdb_path: out/mlperf.duckdb, report_dir: out/report}\n"
+        f"dataset: {{source: stories, path: '{stories}', max_samples: 20}}\n"
+        "benchmark:\n"
+        "  model: llama3.1-8b\n  checkpoint: null\n  backend: extractive\n"
+        "  progress_interval_s: 0.2\n  log_interval_s: 0.5\n  compliance: [TEST06]\n"
+        "  scenarios:\n"
+        "    Offline: {min_duration_ms: 13, min_query_count: 20, target_qps: 1000000}\n"
+        "    Server: {target_qps: 250, min_duration_ms: 1000, min_query_count: 600}\n"
+        "nodes: [{name: local, runner: local}]\n"
+        + (f"mlcommons_inference: '{mlc}'\n" if mlc else "")
+        + submission
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke(stories_dir, tmp_path_factory):
+    """One smoke pipeline run (performance, accuracy, TEST06 for Offline and Server), shared by the tests."""
+    from mlperf_assets.commands.pipeline import run_pipeline
+
+    folder = tmp_path_factory.mktemp("submission")
+    path = folder / "config.yaml"
+    path.write_text(_config_text(folder, stories_dir))
+    config = load_config(path, use_env_dataset=False)
+    with dg.instance_for_test() as instance:
+        outcome = run_pipeline(config, instance=instance, progress=False, report=False)
+        assert all(p.success for p in outcome.partitions), outcome
+        yield config, instance
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlperf_assets.cli", *args], capture_output=True, text=True,
+                          timeout=600, check=False)
+
+
+def test_smoke_tree_fails_the_checker_only_for_smoke_reasons(smoke, tmp_path):
+    from mlperf_assets import store
+    from mlperf_assets.submission import package
+
+    config, _ = smoke
+    tree, verdict, rows = package(config, tmp_path / "tree")
+    sub = tree.submitter_dir
+    assert sub == tmp_path / "tree" / "closed" / "TestOrg"
+    assert sorted(p.name for p in sub.iterdir()) == ["documentation", "results", "src", "systems"]
+    for scenario in ("Offline", "Server"):
+        scen = sub / "results" / "test-local-cpu" / "llama3.1-8b" / scenario
+        assert sorted(p.name for p in (scen / "performance" / "run_1").iterdir()) == [
+            "mlperf_log_detail.txt", "mlperf_log_summary.txt"]
+        acc = scen / "accuracy"
+        assert (acc / "mlperf_log_accuracy.json").stat().st_size <= 10 * 1024  # truncated
+        assert re.search(r"^hash=[0-9a-f]{64}$", (acc / "accuracy.txt").read_text(), re.MULTILINE)
+        assert "TEST06 verification complete" in (scen / "TEST06" / "verify_accuracy.txt").read_text()
+        assert (scen / "TEST06" / "accuracy" / "mlperf_log_accuracy.json").is_file()
+        for name in ("measurements.json", "user.conf", "README.md"):
+            assert (scen / name).stat().st_size > 0
+    system = json.loads((sub / "systems" / "test-local-cpu.json").read_text())
+    assert system["submitter"] == "TestOrg" and system["division"] == "closed" and system["status"] == "available"
+
+    # the checker's verdict: both results fail, each only on smoke findings, and each smoke finding is there
+    assert verdict is not None and verdict.summary == "SUMMARY: submission has errors"
+    assert {r["scenario"] for r in rows} == {"Offline", "Server"}
+    assert not verdict.general_errors
+    for r in rows:
+        assert not r["passed"]
+        assert r["unexpected"] == [], r["unexpected"]
+        for pattern in SMOKE_PATTERNS:
+            assert any(re.search(pattern, m) for m in r["expected"]), (pattern, r["expected"])
+        for m in r["expected"]:
+            assert any(re.search(p, m) for p in SMOKE_PATTERNS), m
+    # nothing else in the checker's own output: system, measurements, compliance, seeds, LLM latency, logs pass
+    for line in verdict.output.splitlines():
+        if " ERROR] " not in line:
+            continue
+        msg = line.split(" ERROR] ", 1)[1]
+        rollup = ("Checks failed for:" in msg and re.search(r"Some (performance|accuracy) checks", msg)) or \
+            msg.startswith(("NoResults ", "SUMMARY:"))
+        assert rollup or any(re.search(p, msg) for p in SMOKE_PATTERNS), msg
+    for forbidden in ("system checks Checks failed", "measurement checks Checks failed", "compliance check Checks",
+                      "rng_seed is wrong", "Failed extra check for TTFT", "has loadgen errors",
+                      "Required minimum samples per query", "Early stopping condition was not met", "TEST06 accuracy"):
+        assert forbidden not in verdict.output
+
+    stored = store.read_submission_checks(config.storage.duckdb_path)
+    assert {r["scenario"] for r in stored} == {"Offline", "Server"}
+    assert all(not r["passed"] and r["unexpected_errors"] == [] and r["expected_errors"] for r in stored)
+
+
+def test_cli_writes_the_tree_and_prints_the_verdict(smoke, tmp_path):
+    config, _ = smoke
+    proc = _cli("submission", "--config", str(config.source_path), "--out", str(tmp_path / "t"))
+    assert proc.returncode == 0, proc.stderr
+    assert "SUMMARY: submission has errors" in proc.stdout
+    assert "Offline: FAIL (expected: smoke settings)" in proc.stdout
+    assert "performance_sample_count, found 20, needs to be >= 13368" in proc.stdout
+
+
+def test_asset_and_its_blocking_check(smoke):
+    from mlperf_assets.assets.submission import CHECKER_CHECK, build_submission_package, submission_dir
+    from resources.mlperf_config import MlperfConfigResource
+
+    config, instance = smoke
+    result = dg.materialize([build_submission_package(config)], partition_key="local", instance=instance,
+                            resources={"mlperf_config": MlperfConfigResource.for_config(config)})
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert [(c.check_name, c.passed) for c in checks] == [(CHECKER_CHECK, True)]
+    assert "Test duration less than 600s" in checks[0].metadata["verdict"].value
+    assert (submission_dir(config, "local") / "closed" / "TestOrg" / "systems" / "test-local-cpu.json").is_file()
+
+
+def test_truncation_matches_mlcommons_truncate_accuracy_log(tmp_path):
+    from mlperf_assets.submission.truncate import write_truncated
+
+    log = tmp_path / "src" / "mlperf_log_accuracy.json"
+    log.parent.mkdir()
+    records = [f'{{ "seq_id" : {i}, "qsl_idx" : {i}, "data" : "{"AB" * 60}{i:08X}" }}' for i in range(400)]
+    log.write_text("[\n" + ",\n".join(records) + "\n]\n")  # ~60 KB: cut to 4 KiB + 4 KiB
+    (log.parent / "accuracy.txt").write_text("{'rouge1': '1.0'}\n")
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    write_truncated(log, log.parent / "accuracy.txt", ours)
+
+    acc = tmp_path / "in" / "closed" / "X" / "results" / "s" / "llama3.1-8b" / "Offline" / "accuracy"
+    acc.mkdir(parents=True)
+    shutil.copy(log, acc)
+    shutil.copy(log.parent / "accuracy.txt", acc)
+    subprocess.run([sys.executable, str(MLC / "tools/submission/truncate_accuracy_log.py"), "--input",
+                    str(tmp_path / "in"), "--output", str(tmp_path / "theirs"), "--submitter", "X"],
+                   check=True, capture_output=True, cwd=tmp_path)
+    theirs = tmp_path / "theirs" / "closed" / "X" / "results" / "s" / "llama3.1-8b" / "Offline" / "accuracy"
+    assert (ours / "mlperf_log_accuracy.json").read_bytes() == (theirs / "mlperf_log_accuracy.json").read_bytes()
+    assert (ours / "accuracy.txt").read_text().split("hash=")[1] == (theirs / "accuracy.txt").read_text().split(
+        "hash=")[1]
+
+
+def test_missing_mlcommons_path_and_submission_fields_are_one_line_each(tmp_path, stories_dir):
+    text = _config_text(tmp_path, stories_dir, mlc=tmp_path / "no-such-checkout",
+                        submission="submission: {submitter: TestOrg}\n")
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, tmp_path / "config.yaml")
+    problems = exc.value.problems
+    assert any(p.endswith(f"mlcommons_inference: {tmp_path / 'no-such-checkout'} does not exist (a checkout of "
+                          "mlcommons/inference)") for p in problems)
+    for field in ("system_name", "host_storage_type", "cooling"):
+        assert f"config.yaml: submission.{field}: is required for a submission (a machine cannot report it)" in \
+            [p.split("/")[-1] for p in problems]
+    assert all("\n" not in p for p in problems)
+    text = _config_text(tmp_path, stories_dir, mlc=None, submission="")
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, tmp_path / "config.yaml")
+    assert [p.split(": ", 1)[1] for p in exc.value.problems] == [
+        "mlcommons_inference: is required for TEST06 (its compliance/TEST06/audit.config)"]
+
+
+def test_cli_bad_input_says_one_line(smoke, tmp_path):
+    config, _ = smoke
+    proc = _cli("submission", "--config", str(config.source_path), "--out", str(tmp_path / "t"),
+                "--mlcommons-inference", str(tmp_path / "nowhere"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"mlperf-dagster submission: error: mlcommons_inference: {tmp_path / 'nowhere'} "
+                                   "does not exist (a checkout of mlcommons/inference)")
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(config.source_path.read_text().split("submission:")[0])
+    proc = _cli("submission", "--config", str(bare), "--out", str(tmp_path / "t"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "submission: is required to build a submission tree" in proc.stderr
+    assert not (tmp_path / "t").exists()
+
+
+def test_invalid_run_is_not_submitted_and_the_tree_is_atomic(smoke, tmp_path):
+    from mlperf_assets.errors import UserError
+    from mlperf_assets.submission import build_tree
+
+    config, _ = smoke
+    root = tmp_path / "artifacts"
+    shutil.copytree(config.storage.artifact_root / "local", root / "local",
+                    ignore=shutil.ignore_patterns(".*"))
+    for detail in root.glob("local/*/*/performance/mlperf_log_detail.txt"):
+        detail.write_text(detail.read_text().replace('"value": "VALID"', '"value": "INVALID"'))
+    broken = config.model_copy(deep=True)
+    broken.storage.artifact_root = root
+    broken.source_path = config.source_path
+    out = tmp_path / "tree"
+    out.mkdir()
+    (out / "keep.txt").write_text("the previous tree")
+    with pytest.raises(UserError) as exc:
+        build_tree(broken, out)
+    assert str(exc.value).startswith(f"no VALID performance run to submit under {root}")
+    assert "performance run is INVALID" in str(exc.value)
+    # a failure while writing (an accuracy.txt gone) leaves the old tree as it was and no temporary folder
+    for detail in root.glob("local/*/*/performance/mlperf_log_detail.txt"):
+        detail.write_text(detail.read_text().replace('"value": "INVALID"', '"value": "VALID"'))
+    next(root.glob("local/Server/*/accuracy/accuracy.txt")).unlink()
+    with pytest.raises(UserError, match="accuracy.txt is missing"):
+        build_tree(broken, out)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".tree", "tree"))) == ["tree"]
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
