@@ -579,6 +579,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 f"note: backend {config.benchmark.backend} is a baseline (no model): figures show the harness and "
                 "pipeline working, not a model's performance; see config/examples/ for GPU fleets."
             )
+        if not outcome.errors and all(p.success for p in outcome.partitions):
+            from mlperf_assets.commands.submission import demo_submission
+
+            demo_submission(config)  # the smoke submission tree, and the MLCommons checker's verdict on it
         return _exit_code(outcome, stop)
 
 

@@ -57,3 +57,30 @@ def run_submission(args: argparse.Namespace, out=sys.stdout) -> int:
         return 0
     print(verdict_block(verdict, rows), file=out)
     return 1 if any(r["unexpected"] for r in rows) or verdict.general_errors else 0
+
+
+def demo_submission(config, out=sys.stdout) -> None:
+    """The end of ``demo``: the smoke submission tree in ``<artifact_root>/../submission`` (results/submission for
+    the default config) and, where an MLCommons checkout is configured or sits beside the project
+    (``../shared/reference/mlcommons_inference``), the checker's verdict in one short block. Never fails the demo."""
+    from mlperf_assets.config import PROJECT_ROOT
+    from mlperf_assets.submission import package, verdict_block
+
+    if config.submission is None:
+        return
+    fallback = PROJECT_ROOT.parent / "shared" / "reference" / "mlcommons_inference"
+    checkout = config.mlcommons_inference or (fallback if fallback.is_dir() else None)
+    target = config.storage.artifact_root.parent / "submission"
+    try:
+        if checkout is not None and config.mlcommons_inference is None:
+            config = config.model_copy(update={"mlcommons_inference": checkout})
+        tree, verdict, rows = package(config, target)
+    except UserError as exc:
+        print(f"submission tree: not written: {exc}", file=out)
+        return
+    print(f"submission tree: {tree.submitter_dir} ({len(tree.results)} result(s); smoke settings, not submittable)",
+          file=out)
+    if verdict is None:
+        print("  not checked: set mlcommons_inference: to your mlcommons/inference checkout", file=out)
+    else:
+        print(verdict_block(verdict, rows, limit=3), file=out)
