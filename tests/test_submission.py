@@ -243,3 +243,26 @@ def test_invalid_run_is_not_submitted_and_the_tree_is_atomic(smoke, tmp_path):
         build_tree(broken, out)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".tree", "tree"))) == ["tree"]
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_submission_profile_runs_mlperf_settings_accuracy_and_test06(tmp_path, stories_dir):
+    from mlperf_assets.config import compliance_tests
+    from mlperf_assets.plan import PartitionPlan
+
+    text = _config_text(tmp_path, stories_dir).replace("  compliance: [TEST06]\n", "  profile: submission\n")
+    text = text.replace("  checkpoint: null\n", "  checkpoint: null\n  accuracy: false\n")
+    config = parse_config(text, tmp_path / "config.yaml")
+    assert config.dataset.max_samples is None  # 13,368: the whole validation set
+    assert config.benchmark.accuracy and compliance_tests(config) == ["TEST06"]
+    plan = PartitionPlan(config, "local", "Server", tmp_path / "d.json")
+    assert plan.modes == ("performance", "accuracy", "compliance/TEST06")
+    settings = plan.spec("r1", "performance").settings
+    assert "min_duration" not in settings and "min_query_count" not in settings  # mlperf.conf's values apply
+    assert settings["target_qps"] == 250
+    test06 = plan.spec("r1", "compliance/TEST06")
+    assert (test06.run_id, test06.mode, test06.compliance) == ("r1.TEST06", "performance", "TEST06")
+    assert "accuracy_log_sampling_target = 100" in test06.audit_config
+    smoke = parse_config(_config_text(tmp_path, stories_dir), tmp_path / "config.yaml")
+    assert smoke.dataset.max_samples == 20
+    assert PartitionPlan(smoke, "local", "Server", tmp_path / "d.json").spec("r1", "performance").settings[
+        "min_duration"] == 1000
