@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -498,3 +499,105 @@ def evaluate_accuracy_log(
 def write_accuracy_txt(report: AccuracyReport, path: str | os.PathLike) -> Path:
     """Write ``report.to_accuracy_txt()`` atomically (temporary file in the same folder, then rename)."""
     return write_atomic(path, report.to_accuracy_txt())
+
+
+# ------------------------------------------------------------------------------------------ MLCommons' own evaluation
+# Where each benchmark family's reference script sits in a checkout of mlcommons/inference.
+REFERENCE_EVALUATION_DIRS = {"llama3.1-8b": "language/llama3.1-8b", "llama3.1-8b-edge": "language/llama3.1-8b",
+                             "gptj": "language/gpt-j"}
+# What evaluation.py imports (besides its sibling dataset.py), as Python module names and the packages giving them.
+REFERENCE_EVALUATION_MODULES = {"numpy": "numpy", "nltk": "nltk", "evaluate": "evaluate",
+                                "rouge_score": "rouge-score", "torch": "torch", "transformers": "transformers",
+                                "pandas": "pandas"}
+_RESULT_ITEM = re.compile(r"'(\w+)':\s*(?:np\.\w+\()?'?(-?[\d.]+)'?\)?")
+
+
+@dataclass
+class ReferenceEvaluation:
+    """The figures MLCommons' evaluation.py printed, and the command that printed them."""
+
+    script: Path
+    argv: list[str]
+    results: dict[str, float]
+    output: str  # its stdout, verbatim
+
+    def comparison(self, ours: dict[str, Any]) -> list[tuple[str, float | None, float | None, float | None]]:
+        """(metric, ours, reference script, ours - reference) for every metric either printed."""
+        rows = []
+        for key in dict.fromkeys([*ours, *self.results]):
+            a = float(ours[key]) if key in ours else None
+            b = self.results.get(key)
+            rows.append((key, a, b, None if a is None or b is None else round(a - b, 4)))
+        return rows
+
+    def comparison_text(self, ours: dict[str, Any]) -> str:
+        lines = [f"{'metric':<10} {'mlperf-dagster':>16} {'evaluation.py':>16} {'difference':>12}"]
+        for key, a, b, d in self.comparison(ours):
+            def cell(v: float | None, w: int) -> str:
+                return f"{'-':>{w}}" if v is None else f"{v:>{w}g}"
+            lines.append(f"{key:<10} {cell(a, 16)} {cell(b, 16)} {cell(d, 12)}")
+        return "\n".join(lines) + "\n"
+
+
+def parse_reference_output(text: str) -> dict[str, float]:
+    """The result dict evaluation.py prints last (``{'rouge1': '38.7321', ..., 'gen_len': np.int64(8209736), ...}``)."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and "rouge1" in line:
+            return {k: float(v) for k, v in _RESULT_ITEM.findall(line)}
+    return {}
+
+
+def reference_evaluation_argv(checkout: str | os.PathLike, log_path: str | os.PathLike,
+                              dataset_path: str | os.PathLike, *, family: str, tokenizer: str, dtype: str,
+                              total_samples: int) -> list[str]:
+    """The command that runs ``checkout``'s evaluation.py as its README says; :class:`AccuracyError` (one line)
+    when the checkout, the script's sibling files, the tokenizer or the Python packages it imports are missing."""
+    import importlib.util
+    import sys
+
+    root = Path(checkout)
+    if not root.is_dir():
+        raise AccuracyError(f"--reference-evaluation {root} does not exist (a checkout of mlcommons/inference)")
+    folder = root / REFERENCE_EVALUATION_DIRS[family]
+    script = folder / "evaluation.py"
+    if not script.is_file():
+        raise AccuracyError(f"--reference-evaluation {root}: {script.relative_to(root)} not found (a checkout of "
+                            "mlcommons/inference)")
+    if not (folder / "dataset.py").is_file():
+        raise AccuracyError(f"--reference-evaluation {root}: {folder.relative_to(root)}/dataset.py, which "
+                            "evaluation.py imports, is missing (an incomplete checkout)")
+    if tokenizer == "byte":
+        raise AccuracyError("--reference-evaluation decodes with a Hugging Face tokenizer (AutoTokenizer); this "
+                            "dataset was prepared with the byte tokenizer: give --tokenizer NAME_OR_FOLDER")
+    missing = [pkg for mod, pkg in REFERENCE_EVALUATION_MODULES.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        raise AccuracyError(f"--reference-evaluation: {script.name} imports packages not installed here: "
+                            f"{', '.join(missing)} (pip install {' '.join(missing)})")
+    return [sys.executable, str(script.resolve()), "--mlperf-accuracy-file", str(Path(log_path).resolve()),
+            "--dataset-file", str(Path(dataset_path).resolve()), "--dtype", dtype, "--model-name", tokenizer,
+            "--total-sample-count", str(total_samples)]
+
+
+def run_reference_evaluation(checkout: str | os.PathLike, report: AccuracyReport,
+                             timeout_s: float = 3600.0) -> ReferenceEvaluation:
+    """Run the user's MLCommons ``evaluation.py`` on the log and dataset ``report`` scored (same tokenizer and dtype)
+    and read its figures. It needs what it imports (``evaluate`` loads its ROUGE metric from the Hugging Face Hub
+    and NLTK downloads punkt unless they are cached): its failure is an :class:`AccuracyError` with its last line."""
+    import subprocess
+
+    family = resolve_target(report.benchmark).family
+    argv = reference_evaluation_argv(checkout, report.log_path, report.dataset_path, family=family,
+                                     tokenizer=report.tokenizer, dtype=report.dtype,
+                                     total_samples=report.dataset_size)
+    script = Path(argv[1])
+    try:
+        proc = subprocess.run(argv, cwd=script.parent, capture_output=True, text=True, timeout=timeout_s,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        raise AccuracyError(f"{script} did not finish within {timeout_s:.0f} s") from None
+    results = parse_reference_output(proc.stdout)
+    if proc.returncode != 0 or not results:
+        last = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["no output"])[-1]
+        raise AccuracyError(f"{script} failed (exit {proc.returncode}): {last}")
+    return ReferenceEvaluation(script, argv, results, proc.stdout)

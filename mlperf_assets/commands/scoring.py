@@ -24,6 +24,11 @@ Examples:
   mlperf-dagster accuracy --log mlperf_log_accuracy.json --dataset cnn_eval.json \\
       --benchmark llama3.1-8b --tokenizer meta-llama/Llama-3.1-8B-Instruct --out accuracy/accuracy.txt
 
+--reference-evaluation PATH (a checkout of mlcommons/inference) also runs that checkout's
+language/<benchmark>/evaluation.py on the same log, dataset, tokenizer and dtype, and prints its figures beside ours
+with the difference (it needs what it imports: evaluate, nltk, rouge-score, torch, transformers, pandas; evaluate
+loads its ROUGE metric from the Hugging Face Hub unless cached). The exit code stays ours.
+
 --out writes accuracy.txt in the format the MLCommons submission checker reads, with the hash= line of the log.
 A submission's own accuracy/mlperf_log_accuracy.json is truncated (first and last 4 KiB) and cannot be scored.
 """
@@ -58,6 +63,8 @@ def register(subparsers) -> None:
     acc.add_argument("--workers", type=int, default=None, help="processes for sentence splitting (default: all cores)")
     acc.add_argument("--out", type=Path, default=None, help="write accuracy.txt here (atomically)")
     acc.add_argument("--format", choices=("text", "json"), default="text", help="what to print (default: text)")
+    acc.add_argument("--reference-evaluation", type=Path, default=None, metavar="MLCOMMONS_INFERENCE",
+                     help="also run this mlcommons/inference checkout's evaluation.py and compare its figures")
     acc.set_defaults(func=run_accuracy)
 
     rouge = subparsers.add_parser(
@@ -91,15 +98,31 @@ def run_accuracy(args: argparse.Namespace) -> int:
         )
     except AccuracyError as exc:
         raise UserError(str(exc)) from None
+    reference = None
+    if args.reference_evaluation is not None:
+        from mlperf_assets.accuracy import run_reference_evaluation
+
+        try:
+            reference = run_reference_evaluation(args.reference_evaluation, report)
+        except AccuracyError as exc:
+            raise UserError(str(exc)) from None
     if args.out is not None:
         try:
             write_accuracy_txt(report, args.out)
         except OSError as exc:
             raise UserError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     if args.format == "json":
-        print(json.dumps(report.to_dict(), indent=2))
+        data = report.to_dict()
+        if reference is not None:
+            data["reference_evaluation"] = {
+                "script": str(reference.script), "results": reference.results,
+                "difference": {k: d for k, _, _, d in reference.comparison(report.results) if d is not None}}
+        print(json.dumps(data, indent=2))
     else:
         sys.stdout.write(report.to_text())
+        if reference is not None:
+            print(f"\nMLCommons {reference.script}:")
+            sys.stdout.write(reference.comparison_text(report.results))
         if args.out is not None:
             print(f"wrote {args.out}")
     return 0 if report.passed else 1
