@@ -38,8 +38,9 @@ EXIT_CODES = textwrap.dedent("""\
 
 
 PREPARE_EPILOG = textwrap.dedent("""\
-    The output is one JSON file in the MLCommons cnn_eval.json shape (input = article, output = highlights,
-    tok_input = prompt token ids, plus id, prompt and tok_output), wrapped with the benchmark and tokenizer names.
+    The output is one JSON file that IS an MLCommons cnn_eval.json: a list of samples (input = article, output =
+    highlights, tok_input = prompt token ids, plus id, prompt and tok_output), each also carrying the benchmark and
+    tokenizer names in an "mlperf_dagster" object; MLCommons' evaluation.py reads it as is.
 
     Examples:
       # full validation split through Hugging Face datasets (or a local copy: --path saved_dir | file.parquet)
@@ -57,6 +58,12 @@ RUN_EPILOG = textwrap.dedent("""\
     --user-conf copy followed by the lines generated from the flags above; later lines win), progress.jsonl,
     samples.jsonl (per-sample issue / first-token / completion times in ns), run_manifest.json (provenance and
     exit status) and harness.log. LoadGen runs inside --output-dir with tracing off.
+
+    --compliance TEST06 --audit-config FILE (compliance/TEST06/audit.config of your MLCommons checkout) runs that
+    compliance test: the audit.config is written into --output-dir (LoadGen's working directory) for StartTest only
+    and removed once LoadGen has issued its first query (and on any failure or signal); the folder also gets
+    verify_accuracy.txt and accuracy/mlperf_log_accuracy.json (see verify-compliance), and run_manifest.json a
+    "compliance" record. TEST06 runs in --mode performance.
 
     Settings use LoadGen config units (ms, QPS). Without them mlperf.conf applies (600 s minimum duration, 13,368
     queries Offline): give small values for smoke runs. A dataset smaller than the benchmark's performance sample

@@ -263,12 +263,22 @@ def read_audit_config(path: str | os.PathLike) -> str:
     return text
 
 
-def default_eos_token_id(benchmark: str, tokenizer_kind: str | None) -> int:
-    """The EOS id TEST06 checks: the byte tokenizer's for byte-tokenized datasets, else the benchmark's."""
+def default_eos_token_id(benchmark: str, tokenizer_kind: str | None, tokenizer: str | None = None) -> int:
+    """The EOS id TEST06 checks: the byte tokenizer's for byte-tokenized datasets, a local tokenizer folder's own
+    (a test or custom model), else the benchmark's (Llama 3.1 Instruct: 128009, ``<|eot_id|>``)."""
     if tokenizer_kind == "byte":
         from .tokenizers import ByteTokenizer
 
         return ByteTokenizer.eos_token_id
+    if tokenizer and tokenizer != BENCHMARKS[benchmark].reference_tokenizer and Path(tokenizer).is_dir():
+        try:
+            from .tokenizers import load_tokenizer
+
+            eos = load_tokenizer(tokenizer).eos_token_id
+            if isinstance(eos, int):
+                return eos
+        except HarnessError:
+            pass
     return BENCHMARKS[benchmark].eos_token_id
 
 
@@ -328,7 +338,8 @@ def verify(folder: str | os.PathLike, scenario: str | None = None, benchmark: st
         bench_name = family
     eos = eos_token_id if eos_token_id is not None else comp.get("eos_token_id")
     if eos is None:
-        eos = default_eos_token_id(bench_name, (manifest.get("dataset") or {}).get("tokenizer_kind"))
+        ds = manifest.get("dataset") or {}
+        eos = default_eos_token_id(bench_name, ds.get("tokenizer_kind"), ds.get("tokenizer"))
     ctx = VerifyContext(scenario=scenario, dtype=BENCHMARKS[bench_name].token_dtype, eos_token_id=int(eos))
     log_path = folder / ACCURACY_LOG
     try:

@@ -263,7 +263,8 @@ def _begin_manifest(args: RunArgs, out: Path, cls, benchmark: str, lg_name: str,
                   "audit_config_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
                   "audit_settings": parse_audit_config(text, "audit.config"),
                   "source": str(Path(args.audit_config).resolve()) if args.audit_config else "--audit-config-text",
-                  "eos_token_id": default_eos_token_id(benchmark, dataset.tokenizer_kind), "verification": None}
+                  "eos_token_id": default_eos_token_id(benchmark, dataset.tokenizer_kind, dataset.tokenizer_name),
+                  "verification": None}
     return RunManifest.begin(
         out,
         run_id=args.run_id or str(uuid.uuid4()),
