@@ -262,3 +262,24 @@ def test_runspec_renders_compliance_argv():
     plain = RunSpec(run_id="r1", node="n", scenario="Server", mode="performance", benchmark="llama3.1-8b",
                     backend="replay", dataset_path="/d.json")
     assert "--compliance" not in plain.harness_args("/out") and "--audit-config-text" not in plain.harness_args("/o")
+
+
+def test_test06_through_the_local_runner_from_a_runspec(dataset: Path, tmp_path: Path):
+    """The orchestrator's path: RunSpec(compliance=, audit_config=TEXT) through an unchanged runner; the collected
+    folder verifies with MLCommons' script."""
+    need_mlcommons()
+    from resources.runners import SUCCEEDED, LocalRunner, RunSpec
+
+    spec = RunSpec(run_id="t06", node="local", scenario="Server", mode="performance", benchmark="llama3.1-8b",
+                   backend="replay", dataset_path=str(dataset), settings={"target_qps": 200},
+                   progress_interval_s=0.2, compliance="TEST06", audit_config=AUDIT_CONFIG.read_text())
+    runner = LocalRunner(node="local", workdir=str(tmp_path / "work"), poll_interval_s=0.1)
+    handle = runner.start(spec)
+    final = runner.wait(handle, timeout_s=120)
+    assert final.state == SUCCEEDED, runner.log_tail(handle)
+    dest = runner.collect(handle, tmp_path / "run" / "compliance" / "TEST06")
+    assert audit_configs(tmp_path) == []
+    assert json.loads((dest / "run_manifest.json").read_text())["compliance"]["test"] == "TEST06"
+    res = verify(dest, mlcommons_inference=MLCOMMONS)
+    assert res.passed and res.text.splitlines()[0] == "First token check pass: True"
+    assert (dest / "verify_accuracy.txt").read_text() == res.text
