@@ -283,3 +283,17 @@ def test_test06_through_the_local_runner_from_a_runspec(dataset: Path, tmp_path:
     res = verify(dest, mlcommons_inference=MLCOMMONS)
     assert res.passed and res.text.splitlines()[0] == "First token check pass: True"
     assert (dest / "verify_accuracy.txt").read_text() == res.text
+
+
+def test_stale_audit_config_refused_for_normal_runs_replaced_by_a_compliance_overwrite(dataset: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "audit.config").write_text("*.*.mode = 2\n")  # left by a compliance run killed with SIGKILL
+    normal = harness("run", "--scenario", "Offline", "--mode", "performance", "--backend", "replay", "--dataset",
+                     str(dataset), "--output-dir", str(out), "--overwrite", *FLAGS["Offline"])
+    assert normal.returncode == 2 and "LoadGen would silently apply it" in normal.stderr
+    proc = run_test06(dataset, out, "Offline", "replay")
+    assert proc.returncode == 2 and "LoadGen would silently apply it" in proc.stderr
+    proc = run_test06(dataset, out, "Offline", "replay", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert audit_configs(tmp_path) == [] and (out / "verify_accuracy.txt").is_file()

@@ -65,7 +65,7 @@ class _BackendFailed(Exception):
     pass
 
 
-def prepare_output_dir(out: Path, overwrite: bool) -> Path | None:
+def prepare_output_dir(out: Path, overwrite: bool, compliance: bool = False) -> Path | None:
     """Create ``out`` (a clean run folder); returns the topmost folder it created, if any. Unusable paths (a file, a
     folder under a file, one that cannot be created or written) are bad input: :class:`HarnessError`."""
     for parent in (out, *out.parents):
@@ -83,6 +83,12 @@ def prepare_output_dir(out: Path, overwrite: bool) -> Path | None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HarnessError(f"--output-dir {out} cannot be created ({exc.strerror or exc})") from None
+    if (out / "audit.config").exists() and compliance and overwrite:  # a killed compliance run's: ours replaces it
+        try:
+            (out / "audit.config").unlink()
+        except OSError as exc:
+            raise HarnessError(f"--output-dir {out}: cannot remove the earlier audit.config ({exc.strerror or exc})") \
+                from None
     if (out / "audit.config").exists():
         raise HarnessError(f"{out / 'audit.config'} exists: LoadGen would silently apply it (compliance overrides); "
                            "remove it or use another --output-dir")
@@ -187,7 +193,7 @@ def run(args: RunArgs) -> int:
     cls = backend_class(args.backend)
     backend = cls.from_args(args.backend_args)
 
-    top = prepare_output_dir(out, args.overwrite)
+    top = prepare_output_dir(out, args.overwrite, compliance is not None)
     handler: _RunLogHandler | None = None
     try:
         _write_run_file(out / "user.conf", user_conf.text)
