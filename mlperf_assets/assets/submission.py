@@ -14,7 +14,6 @@ import dagster as dg
 
 from mlperf_assets.assets.accuracy import ACCURACY_KEY
 from mlperf_assets.config import MlperfConfig
-from mlperf_assets.plan import NODE_DIM
 from resources.mlperf_config import MlperfConfigResource
 
 SUBMISSION_KEY = dg.AssetKey("submission_package")
@@ -35,8 +34,7 @@ def build_submission_package(config: MlperfConfig) -> dg.AssetsDefinition:
         key=SUBMISSION_KEY,
         group_name="mlperf",
         partitions_def=dg.StaticPartitionsDefinition(config.node_names),
-        deps=[dg.AssetDep(ACCURACY_KEY,
-                          partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=NODE_DIM))],
+        deps=[ACCURACY_KEY],  # node -> its node x scenario partitions (Dagster infers the node dimension)
         check_specs=checks,
         kinds={"json"},
         tags={"mlperf/stage": "submission"},

@@ -28,6 +28,10 @@ SMOKE_FINDINGS = {
     "Test duration less than 600s": "duration",
     "accuracy not met": "accuracy",
     "does not cover all dataset": "samples",
+    # a run without its TEST06 run (compliance not asked for): the checker's three lines about the missing folder
+    "Missing TEST06 in compliance dir": "no_test06",
+    "Missing accuracy file in compliance dir. Needs file": "no_test06",
+    "Running accuracy_check in ComplianceCheck": "no_test06",
 }
 # Lines that only restate a failure already logged (a check class's roll-up, the final verdicts).
 _ROLLUPS = ("Checks failed for:", "NoResults ", "SUMMARY: submission has errors")
@@ -139,7 +143,7 @@ def run_checker(tree: Path, mlcommons_inference: Path | str | None, *, timeout_s
 
 
 def classify(errors: list[str], smoke: set[str]) -> tuple[list[str], list[str]]:
-    """(expected, unexpected) findings; ``smoke`` holds the run's smoke traits: samples, duration, accuracy."""
+    """(expected, unexpected) findings; ``smoke`` holds the run's traits: samples, duration, accuracy, no_test06."""
     expected, unexpected = [], []
     for msg in errors:
         trait = next((t for pattern, t in SMOKE_FINDINGS.items() if pattern in msg), None)
@@ -156,4 +160,6 @@ def smoke_traits(reasons: list[str], dataset_samples: int | None) -> set[str]:
         traits.add("duration")
     if any("baseline" in r for r in reasons) or "samples" in traits:
         traits.add("accuracy")
+    if any("no TEST06 run" in r for r in reasons):
+        traits.add("no_test06")
     return traits

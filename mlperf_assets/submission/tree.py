@@ -134,6 +134,9 @@ def smoke_reasons(run: SelectedRun, baseline: bool) -> list[str]:
     duration = values.get("effective_min_duration_ms")
     if isinstance(duration, (int, float)) and duration < MIN_DURATION_MS:
         reasons.append(f"min_duration {duration} ms < {MIN_DURATION_MS} ms")
+    if not run.compliance:
+        reasons.append("no TEST06 run (set benchmark.compliance: [TEST06] or profile: submission, and "
+                       "mlcommons_inference)")
     if baseline:
         reasons.append(f"the {(run.manifest.get('backend') or {}).get('name')} backend is a baseline, not a model: "
                        "its accuracy is not the model's")
