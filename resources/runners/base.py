@@ -144,6 +144,13 @@ class RunSpec:
         args += list(self.extra_args)
         return args
 
+    def identity(self) -> dict[str, Any]:
+        """What makes two specs of one run id the same run (a runner adopting a launched run compares these)."""
+        return {
+            "scenario": self.scenario, "mode": self.mode, "benchmark": self.benchmark, "backend": self.backend,
+            "max_samples": self.max_samples, "settings": dict(self.settings), "engine_args": dict(self.engine_args),
+        }  # fmt: skip
+
     def harness_argv(self, python: str, output_dir: str, *, dataset_path: str | None = None) -> list[str]:
         """The full argv: ``[python, "-m", "mlperf_assets.harness", "run", ...]``."""
         return [python, "-m", HARNESS_MODULE, *self.harness_args(output_dir, dataset_path=dataset_path)]

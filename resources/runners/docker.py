@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
 import tarfile
@@ -86,13 +85,13 @@ from .base import (
     replacing_folder,
     wrapped_argv,
 )
+from .harness_check import HARNESS_DIST, judge_answer, local_harness_version
 from .remote_shell import DATASETS_DIR, parse_status_output, render_status_command, sha256_file
 
 LABEL = "mlperf-dagster"  # label keys: mlperf-dagster.run-id, .node, .scenario, .mode, .component, .spec
 COMPONENT_RUN = "benchmark-run"
 COMPONENT_CHECK = "harness-check"
 HARNESS_MOUNT = "/opt/mlperf-dagster/src"  # where harness_source is mounted (read-only) and put on PYTHONPATH
-HARNESS_DIST = "mlperf-dagster"
 LIVE_STATES = ("created", "running", "paused", "restarting")
 
 
@@ -304,13 +303,6 @@ def spec_yaml(container_spec: dict[str, Any]) -> str:
     return yaml.dump(dict(container_spec), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
 
 
-def _comparable(spec: RunSpec) -> dict[str, Any]:
-    return {
-        "scenario": spec.scenario, "mode": spec.mode, "benchmark": spec.benchmark, "backend": spec.backend,
-        "max_samples": spec.max_samples, "settings": dict(spec.settings), "engine_args": dict(spec.engine_args),
-    }  # fmt: skip
-
-
 def _tar_of(files: Iterable[tuple[str, bytes | Path]], dirs: Iterable[str]) -> Any:
     """A tar (in a temporary file, rewound) holding ``dirs`` (mode 0777: a non-root ``user`` writes the run folder)
     and ``files`` (path relative to /, content or a local file), for ``put_archive(path="/")``."""
@@ -509,8 +501,6 @@ class DockerRunner(BenchmarkRunner):
     def check_harness(self, image: Any = None) -> dict[str, Any]:
         """Ask the image's python for its harness version (a short-lived container, no network); raise
         :class:`HarnessMismatch` with the fix when it cannot import it or the major.minor differs."""
-        from .ssh import local_harness_version, version_compatible
-
         image = image if image is not None else self.ensure_image()
         client = self.client()
         kwargs: dict[str, Any] = {
@@ -525,7 +515,7 @@ class DockerRunner(BenchmarkRunner):
         }
         if self.user:
             kwargs["user"] = self.user
-        where = f"image {self.image}" + (f" (harness_source {self.harness_source})" if self.harness_source else "")
+        where = f"in image {self.image}" + (f" (harness_source {self.harness_source})" if self.harness_source else "")
         fix = (
             f"build the image with the orchestrator's version (docker/Dockerfile: pip install "
             f"'{HARNESS_DIST}[node]=={local_harness_version()}'), or mount this checkout's source with harness_source "
@@ -539,7 +529,7 @@ class DockerRunner(BenchmarkRunner):
                 reason = str(exc).split(" failed: ", 1)[-1]
                 if "executable file not found" in reason or "no such file or directory" in reason:
                     raise HarnessMismatch(
-                        f"node {self.node}: {where} cannot run {self.python!r} ({reason}); set python: to the image's "
+                        f"node {self.node}: {self.image} cannot run {self.python!r} ({reason}); set python: to the image's "
                         "interpreter"
                     ) from None
                 raise
@@ -550,25 +540,10 @@ class DockerRunner(BenchmarkRunner):
                 container.remove(force=True)
             except Exception:  # noqa: BLE001 - best effort; the check's answer matters more
                 pass
-        text = output.decode(errors="replace").strip()
-        try:
-            info = json.loads(text.splitlines()[-1])
-        except (ValueError, IndexError):
-            raise HarnessMismatch(
-                f"node {self.node}: {self.python} in {where} did not answer the harness check (exit code "
-                f"{result.get('StatusCode')}: {text[-300:] or 'no output'})"
-            ) from None
-        if not info.get("ok"):
-            raise HarnessMismatch(
-                f"node {self.node}: {self.python} (Python {info.get('python')}) in {where} cannot import "
-                f"{HARNESS_MODULE} ({info.get('error')}); {fix}"
-            )
-        theirs, ours = str(info.get("version") or ""), local_harness_version()
-        if self.check_harness_version and not version_compatible(ours, theirs):
-            raise HarnessMismatch(
-                f"node {self.node}: the harness in {where} is version {theirs or 'unknown'}, the orchestrator is "
-                f"{ours} (major.minor must match); {fix}"
-            )
+        info = judge_answer(
+            output.decode(errors="replace"), node=self.node, python=self.python, where=where,
+            exit_code=result.get("StatusCode"), fix=fix, check_version=self.check_harness_version, error=HarnessMismatch,
+        )
         self._checked_images.add(image.id)
         return info
 
@@ -675,7 +650,7 @@ class DockerRunner(BenchmarkRunner):
                 f"node {self.node}: container {container.name} holds run {spec.run_id} without a readable spec label "
                 f"({exc}); refusing to start a second harness"
             ) from None
-        mine, recorded = _comparable(spec), _comparable(theirs)
+        mine, recorded = spec.identity(), theirs.identity()
         diffs = [key for key in mine if mine[key] != recorded[key]]
         if diffs:
             raise DockerRunnerError(

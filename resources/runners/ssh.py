@@ -67,6 +67,7 @@ from .base import (
     replacing_folder,
     wrapped_argv,
 )
+from .harness_check import HARNESS_DIST, judge_answer, local_harness_version, version_compatible
 from .remote_shell import (
     DATASETS_DIR,
     PID_FILE,
@@ -81,7 +82,6 @@ from .remote_shell import (
 )
 
 SECRETS_FILE = ".forward.env"  # forwarded environment (0600), read and deleted by the launch command
-HARNESS_DIST = "mlperf-dagster"
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -140,26 +140,6 @@ def keyscan_hint(host: str, port: int, known_hosts: str) -> str:
         f"check the node's fingerprint out of band (on the node: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), "
         f"then add it: ssh-keyscan -p {port} {shlex.quote(host)} >> {shlex.quote(known_hosts)}"
     )
-
-
-def version_compatible(local: str, remote: str) -> bool:
-    """Same major and minor release (``0.1.3`` works with ``0.1.0``; ``0.2.0`` does not)."""
-
-    def major_minor(v: str) -> tuple[str, ...]:
-        return tuple(re.split(r"[.+-]", v.strip())[:2])
-
-    return major_minor(local) == major_minor(remote)
-
-
-def local_harness_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(HARNESS_DIST)
-    except metadata.PackageNotFoundError:  # running from a source tree without installing
-        import mlperf_assets
-
-        return str(getattr(mlperf_assets, "__version__", "0+unknown"))
 
 
 # What the node's python prints: the harness version, or why it cannot import it. Runs with ``-c``.
@@ -624,30 +604,16 @@ class SSHRunner(BenchmarkRunner):
             "see docs/setup-guide.md)"
         )
         container = self.container
-        where = f"the image {container.image}" if container else "the node"
+        where = f"in the image {container.image}" if container else "on the node"
         if result.exit_code == 127 or (result.exit_code != 0 and "not found" in result.stderr):
             raise HarnessNotInstalledError(
-                f"node {self.node}: python {self.python!r} not found on {where} ({result.stderr.strip()[:200]}); "
+                f"node {self.node}: python {self.python!r} not found {where} ({result.stderr.strip()[:200]}); "
                 "set `python:` in the node's config to the interpreter of the environment that has the harness"
             )
-        try:
-            info = json.loads(result.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            raise HarnessNotInstalledError(
-                f"node {self.node}: {self.python} on {where} did not answer the harness check "
-                f"(exit code {result.exit_code}: {(result.stderr or result.stdout).strip()[:300]})"
-            ) from None
-        if not info.get("ok"):
-            raise HarnessNotInstalledError(
-                f"node {self.node}: {self.python} (Python {info.get('python')}) on {where} cannot import "
-                f"{HARNESS_MODULE} ({info.get('error')}); {fix}"
-            )
-        remote_version, local_version = str(info.get("version") or ""), local_harness_version()
-        if self.check_harness_version and not version_compatible(local_version, remote_version):
-            raise HarnessNotInstalledError(
-                f"node {self.node}: the harness on {where} is version {remote_version or 'unknown'}, the orchestrator "
-                f"is {local_version} (major.minor must match); {fix}"
-            )
+        info = judge_answer(
+            result.stdout, node=self.node, python=self.python, where=where, exit_code=result.exit_code, fix=fix,
+            check_version=self.check_harness_version, error=HarnessNotInstalledError,
+        )
         self._harness_ok = True
         return info
 
@@ -854,13 +820,7 @@ class SSHRunner(BenchmarkRunner):
                 f"node {self.node}: {handle.run_dir} holds a launched run without a readable {SPEC_FILE} ({exc}); "
                 "refusing to start a second harness there"
             ) from None
-        def comparable(s: RunSpec) -> dict[str, Any]:
-            return {
-                "scenario": s.scenario, "mode": s.mode, "benchmark": s.benchmark, "backend": s.backend,
-                "max_samples": s.max_samples, "settings": dict(s.settings), "engine_args": dict(s.engine_args),
-            }  # fmt: skip
-
-        mine, theirs = comparable(spec), comparable(remote_spec)
+        mine, theirs = spec.identity(), remote_spec.identity()
         diffs = [key for key in mine if mine[key] != theirs[key]]
         if diffs:
             raise RunnerError(
