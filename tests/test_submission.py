@@ -266,3 +266,21 @@ def test_submission_profile_runs_mlperf_settings_accuracy_and_test06(tmp_path, s
     assert smoke.dataset.max_samples == 20
     assert PartitionPlan(smoke, "local", "Server", tmp_path / "d.json").spec("r1", "performance").settings[
         "min_duration"] == 1000
+
+
+def test_runs_without_test06_say_so_in_the_checkers_words(smoke, tmp_path):
+    from mlperf_assets.submission import package
+
+    config, _ = smoke
+    root = tmp_path / "artifacts"
+    shutil.copytree(config.storage.artifact_root / "local", root / "local", ignore=shutil.ignore_patterns(".*"))
+    for folder in root.glob("local/*/*/compliance"):
+        shutil.rmtree(folder)
+    bare = config.model_copy(deep=True)
+    bare.storage.artifact_root, bare.storage.duckdb_path = root, tmp_path / "db.duckdb"
+    bare.source_path = config.source_path
+    tree, verdict, rows = package(bare, tmp_path / "tree")
+    assert all("no TEST06 run" in " ".join(r) for r in tree.smoke_reasons.values())
+    for r in rows:
+        assert r["unexpected"] == [], r["unexpected"]
+        assert any(m.startswith("Missing TEST06 in compliance dir") for m in r["expected"])
