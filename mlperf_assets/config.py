@@ -42,6 +42,7 @@ from pydantic import (
 from mlperf_assets.harness.backends import BACKEND_KINDS, BACKEND_NAMES
 from mlperf_assets.harness.benchmarks import BENCHMARK_NAMES, DEFAULT_BENCHMARK, LG_MODEL_NAMES, SCENARIOS
 from mlperf_assets.harness.benchmarks import HF_DATASET as _HF_DATASET
+from mlperf_assets.harness.compliance import COMPLIANCE_NAMES, required_tests
 from mlperf_assets.harness.settings import LOADGEN_SETTINGS, positive_number, validate_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -210,7 +211,7 @@ class BenchmarkConfig(_Model):
     # smoke: the settings as written; submission: the full dataset (13,368), MLPerf durations and counts from
     # mlperf.conf (the scenarios' duration/count overrides dropped), accuracy and TEST06 for every scenario
     profile: Literal["smoke", "submission"] = "smoke"
-    compliance: list[Literal["TEST06"]] = Field(default_factory=list)  # compliance tests run after accuracy
+    compliance: list[Literal[COMPLIANCE_NAMES]] = Field(default_factory=list)  # compliance tests after accuracy
 
     @field_validator("scenarios", mode="after")
     @classmethod
@@ -920,16 +921,19 @@ def _submission_problems(config: MlperfConfig) -> list[tuple[str, str]]:
             problems.append(("mlcommons_inference", f"{root} does not exist (a checkout of mlcommons/inference)"))
         elif not (root / "tools/submission/submission_checker/main.py").is_file():
             problems.append(("mlcommons_inference", f"{root} has no tools/submission/submission_checker/main.py"))
-    if compliance_tests(config) and root is None:
-        problems.append(("mlcommons_inference", "is required for TEST06 (its compliance/TEST06/audit.config)"))
+    tests = compliance_tests(config)
+    if tests and root is None:
+        problems.append(("mlcommons_inference", f"is required for {', '.join(tests)} "
+                                                f"(its compliance/{tests[0]}/audit.config)"))
     return problems
 
 
 def compliance_tests(config: MlperfConfig) -> list[str]:
-    """The compliance tests each partition runs: benchmark.compliance, or TEST06 under the submission profile."""
+    """The compliance tests each partition runs: benchmark.compliance, plus under the submission profile the tests
+    a submission of the benchmark requires (TEST06 for llama3.1-8b; harness/compliance.py's table)."""
     tests = list(config.benchmark.compliance)
-    if config.benchmark.profile == "submission" and "TEST06" not in tests:
-        tests.append("TEST06")
+    if config.benchmark.profile == "submission":
+        tests += [t for t in required_tests(config.benchmark.model) if t not in tests]
     return tests
 
 

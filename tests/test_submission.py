@@ -284,3 +284,31 @@ def test_runs_without_test06_say_so_in_the_checkers_words(smoke, tmp_path):
     for r in rows:
         assert r["unexpected"] == [], r["unexpected"]
         assert any(m.startswith("Missing TEST06 in compliance dir") for m in r["expected"])
+
+
+def test_checker_lines_are_attributed_per_result_and_classified():
+    """The checker's log format, per result; a wrong seed is unexpected whatever the run's settings."""
+    from mlperf_assets.submission.checker import classify, parse_output, smoke_traits
+
+    p = "/t/closed/O/results/sys/llama3.1-8b"
+    text = "\n".join([
+        f"[2026-01-01 00:00:00,000 performance_check.py:1 INFO] Starting performance checks for: {p}/Offline/performance/run_1/mlperf_log_detail.txt",
+        f"[2026-01-01 00:00:00,000 performance_check.py:2 ERROR] {p}/Offline/performance/run_1/mlperf_log_detail.txt qsl_rng_seed is wrong, expected=1, found=2",
+        "[2026-01-01 00:00:00,000 system_check.py:3 ERROR] /t/closed/O/results/sys, field cooling is missing",
+        f"[2026-01-01 00:00:00,000 base.py:58 ERROR] Some performance checks Checks failed for: {p}/Offline/x",
+        f"[2026-01-01 00:00:00,000 performance_check.py:1 INFO] Starting performance checks for: {p}/Server/performance/run_1/mlperf_log_detail.txt",
+        f"[2026-01-01 00:00:00,000 performance_check.py:381 ERROR] {p}/Server/performance/run_1/mlperf_log_detail.txt Test duration less than 600s in user config. expected=600000, found=1000",
+        f"[2026-01-01 00:00:00,000 main.py:1 INFO] Results {p}/Server/performance/run_1/mlperf_log_detail.txt 123.5",
+        f"[2026-01-01 00:00:00,000 main.py:2 ERROR] NoResults {p}/Offline/performance/run_1/mlperf_log_detail.txt",
+        "[2026-01-01 00:00:00,000 main.py:3 ERROR] SUMMARY: submission has errors",
+    ])  # fmt: skip
+    results, general, summary = parse_output(text)
+    assert summary == "SUMMARY: submission has errors" and general == []
+    offline, server = results[("sys", "llama3.1-8b", "Offline")], results[("sys", "llama3.1-8b", "Server")]
+    assert not offline.passed and len(offline.errors) == 2  # the seed and the system line; no roll-ups
+    assert server.passed and server.metric == 123.5
+    traits = smoke_traits(["min_duration 1000 ms < 600000 ms"], dataset_samples=20)
+    expected, unexpected = classify(offline.errors + server.errors, traits)
+    assert [m.split()[-1] for m in expected] == ["found=1000"]
+    assert any("qsl_rng_seed is wrong" in m for m in unexpected) and any("cooling" in m for m in unexpected)
+    assert classify(server.errors, smoke_traits([], dataset_samples=13368)) == ([], server.errors)
