@@ -86,7 +86,7 @@ def test_graphql_lists_assets_and_demo_materializations(demo_home):
         nodes = _graphql(port, "{ assetNodes { assetKey { path } } }")["assetNodes"]
         keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
         assert keys == {"cnn_dailymail_dataset", "scenario_run", "loadgen_results", "accuracy_scores", "benchmark_charts",
-                        "benchmark_report"}
+                        "benchmark_report", "max_qps_search", "submission_package"}
 
         query = """{ assetOrError(assetKey: {path: ["%s"]}) { ... on Asset { assetMaterializations(limit: 1) {
             runId partition metadataEntries { label ... on PathMetadataEntry { path } ... on TextMetadataEntry { text } }
