@@ -1256,13 +1256,19 @@ def _labels(src: _Sources, info: PathInfo, benchmark: str | None, notes: list[st
         notes.append(f"summary scenario {summary.scenario} differs from detail {scenario}")
 
     verify_test = next((v.test for v in src.verify if v.test), None)
-    compliance_test = compliance_test_from_path(folder)
+    recorded = manifest.get("compliance")  # a harness run says itself whether it is a compliance run
+    if isinstance(recorded, dict) and recorded.get("test"):
+        compliance_test = str(recorded["test"])
+    elif manifest.get("mode"):
+        compliance_test = None
+    else:
+        compliance_test = compliance_test_from_path(folder)
     audit = any(e.is_warning and "audit.config" in str(e.value) for e in (src.detail.events if src.detail else []))
     under = _under_compliance(folder)
     if compliance_test is None and (audit or under or src.verify):
         seed = dv.get("effective_accuracy_log_rng_seed")
         compliance_test = verify_test or ("TEST06" if seed == TEST06_ACCURACY_LOG_SEED else None)
-    if manifest.get("mode"):
+    if manifest.get("mode") and compliance_test is None:
         mode = str(manifest["mode"])
     elif compliance_test is not None or audit or under or src.verify:
         mode = "compliance"

