@@ -53,30 +53,29 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    r = subparsers.add_parser(
-        "render-k8s", help="print the Kubernetes Job manifest a node would get",
-        description=RENDER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    r.add_argument("--config", help="config file (default: $MLPERF_DAGSTER_CONFIG or the embedded config/config.yaml)")
-    r.add_argument("--node", required=True, help="name of a node with runner: kubernetes")
-    r.add_argument("--scenario", required=True, choices=("Offline", "Server", "SingleStream"))
-    r.add_argument("--mode", default="performance", choices=("performance", "accuracy"))
-    r.add_argument("--run-id", help="run id to render (default: a timestamped example id)")
-    r.add_argument("--dataset", help="prepared dataset file whose name and sha256 go in the manifest "
-                   "(default: the config's prepared dataset path; a placeholder hash if it does not exist yet)")
-    r.set_defaults(func=cmd_render_k8s)
+    def render_parser(name: str, help: str, description: str, kind: str, dataset_help: str, func) -> None:
+        from mlperf_assets.harness.benchmarks import MODES, SCENARIOS
 
-    d = subparsers.add_parser(
-        "render-docker", help="print the container spec a docker node would get",
-        description=RENDER_DOCKER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    d.add_argument("--config", help="config file (default: $MLPERF_DAGSTER_CONFIG or the embedded config/config.yaml)")
-    d.add_argument("--node", required=True, help="name of a node with runner: docker")
-    d.add_argument("--scenario", required=True, choices=("Offline", "Server", "SingleStream"))
-    d.add_argument("--mode", default="performance", choices=("performance", "accuracy"))
-    d.add_argument("--run-id", help="run id to render (default: a timestamped example id)")
-    d.add_argument("--dataset", help="prepared dataset file whose name goes in the spec (default: the config's)")
-    d.set_defaults(func=cmd_render_docker)
+        p = subparsers.add_parser(name, help=help, description=description,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--config",
+                       help="config file (default: $MLPERF_DAGSTER_CONFIG or the embedded config/config.yaml)")
+        p.add_argument("--node", required=True, help=f"name of a node with runner: {kind}")
+        p.add_argument("--scenario", required=True, choices=SCENARIOS)
+        p.add_argument("--mode", default="performance", choices=MODES)
+        p.add_argument("--run-id", help="run id to render (default: a timestamped example id)")
+        p.add_argument("--dataset", help=dataset_help)
+        p.set_defaults(func=func)
+
+    render_parser(
+        "render-k8s", "print the Kubernetes Job manifest a node would get", RENDER_HELP, "kubernetes",
+        "prepared dataset file whose name and sha256 go in the manifest (default: the config's prepared dataset "
+        "path; a placeholder hash if it does not exist yet)", cmd_render_k8s,
+    )
+    render_parser(
+        "render-docker", "print the container spec a docker node would get", RENDER_DOCKER_HELP, "docker",
+        "prepared dataset file whose name goes in the spec (default: the config's)", cmd_render_docker,
+    )
 
     m = subparsers.add_parser(
         "monitor", help="live progress of the runs in progress on every node",
