@@ -312,3 +312,18 @@ def test_checker_lines_are_attributed_per_result_and_classified():
     assert [m.split()[-1] for m in expected] == ["found=1000"]
     assert any("qsl_rng_seed is wrong" in m for m in unexpected) and any("cooling" in m for m in unexpected)
     assert classify(server.errors, smoke_traits([], dataset_samples=13368)) == ([], server.errors)
+
+
+def test_checker_lines_of_a_tree_under_a_results_folder_name_their_result():
+    """The demo's tree sits in results/submission/: the result is the part after the tree's own results/."""
+    from mlperf_assets.submission.checker import parse_output
+
+    p = "/home/u/mlperf-dagster/results/submission/closed/O/results/sys/llama3.1-8b"
+    text = "\n".join([
+        f"[2026-01-01 00:00:00,000 performance_check.py:1 INFO] Starting performance checks for: {p}/Offline/performance/run_1/mlperf_log_detail.txt",
+        f"[2026-01-01 00:00:00,000 performance_check.py:381 ERROR] {p}/Offline/performance/run_1/mlperf_log_detail.txt Test duration less than 600s in user config. expected=600000, found=2",
+        "[2026-01-01 00:00:00,000 main.py:3 ERROR] SUMMARY: submission has errors",
+    ])  # fmt: skip
+    results, general, _ = parse_output(text)
+    assert list(results) == [("sys", "llama3.1-8b", "Offline")] and general == []
+    assert results[("sys", "llama3.1-8b", "Offline")].errors[0].endswith("found=2")

@@ -87,7 +87,8 @@ def parse_output(text: str) -> tuple[dict[tuple[str, str, str], ResultVerdict], 
     current: ResultVerdict | None = None
 
     def verdict_for(msg: str) -> ResultVerdict | None:
-        m = _RESULT_PATH.search(msg)
+        # The last match: the tree itself may sit under a folder called results (the demo's results/submission).
+        m = next(reversed(list(_RESULT_PATH.finditer(msg))), None)
         if not m:
             return None
         key = (m["system"], m["benchmark"], m["scenario"])
