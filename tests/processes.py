@@ -6,6 +6,8 @@ running harness. Zombies are skipped: finished jobs linger as zombies for second
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -22,3 +24,16 @@ def live_supervisors() -> Iterator[tuple[int, list[bytes]]]:
             continue
         if state != "Z" and b"-c" in argv and argv[argv.index(b"-c") + 1].startswith(b"import os, signal"):
             yield int(entry.name), argv
+
+
+def counting_python(folder: Path) -> tuple[Path, Path]:
+    """(a `python` for the node that logs each harness launch and then runs this venv's python, its log)."""
+    log = folder / "launches.log"
+    wrapper = folder / "python"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = -m ] && [ "$3" = run ]; then echo "$*" >> {shlex.quote(str(log))}; fi\n'
+        f'exec {shlex.quote(sys.executable)} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper, log

@@ -24,20 +24,13 @@ import pytest
 
 from mlperf_assets import loadgen_logs as ll
 from mlperf_assets import store
+from storestate import db_state
 from mlperf_assets.cli import main
 
 CISCO = "ntuhpc-v5.1__Cisco-C885_H200x8_TRT__llama3.1-8b__Offline"
 INTEL_SERVER = "ntuhpc-v5.1__Intel-1-node-2S-GNR_128C__llama3_1-8b__Server"
 ORIN = "mlc-v4.1__NVIDIA-Orin_TRT__gptj-99__SingleStream"
 PROJECT = Path(__file__).resolve().parents[1]
-
-
-def _db_state(db: Path) -> tuple[str, list]:
-    digest = hashlib.sha256(db.read_bytes()).hexdigest()
-    counts = store.query_rows(
-        db, "SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in ("runs", *store.CHILD_TABLES, "accuracy_results"))
-    )[1]
-    return digest, counts
 
 
 @pytest.fixture()
@@ -134,11 +127,11 @@ def test_f4_unstorable_value_is_one_line_naming_file_and_key_and_nothing_is_writ
     source, name, pattern, replacement, key = UNSTORABLE[case]
     two, bad = _two_runs(tmp_path, mlperf_logs_dir, source)
     _edit(bad / name, pattern, replacement)
-    before = _db_state(seeded_db)
+    before = db_state(seeded_db)
     assert main(["ingest", str(two), "--db", str(seeded_db)]) == 2
     err = _one_error_line(capsys)
     assert str(bad / name) in err and repr(key) in err, err
-    assert _db_state(seeded_db) == before  # a_good was not written either
+    assert db_state(seeded_db) == before  # a_good was not written either
 
 
 def test_f4_summary_only_overflow_names_the_label(tmp_path: Path, mlperf_logs_dir: Path,
@@ -166,23 +159,23 @@ def test_f4_a_failed_write_midway_stores_nothing(tmp_path: Path, mlperf_logs_dir
         return real(conn, parsed)
 
     monkeypatch.setattr(store, "_write_run_rows", failing)
-    before = _db_state(seeded_db)
+    before = db_state(seeded_db)
     with pytest.raises(store.StoreError) as err:
         store.ingest_path(seeded_db, mlperf_logs_dir / INTEL_SERVER)
     assert len(calls) == 3
     msg = str(err.value)
     assert "no space left on device" in msg and "nothing was stored" in msg and "\n" not in msg
-    assert _db_state(seeded_db)[1] == before[1]
+    assert db_state(seeded_db)[1] == before[1]
 
 
 def test_f4_store_refuses_a_value_the_parser_let_through(tmp_path: Path, mlperf_logs_dir: Path, seeded_db: Path) -> None:
     runs = ll.parse_runs(ll.discover_runs(mlperf_logs_dir / CISCO))
     runs[-1].row["latency_max_ns"] = 2**70
-    before = _db_state(seeded_db)
+    before = db_state(seeded_db)
     with pytest.raises(store.StoreValueError) as err:
         store.ingest_parsed(seeded_db, runs)
     assert runs[-1].row["source_path"] in str(err.value) and "latency_max_ns" in str(err.value)
-    assert _db_state(seeded_db) == before
+    assert db_state(seeded_db) == before
 
 
 @contextlib.contextmanager
@@ -220,14 +213,14 @@ def test_f4_full_disk_is_one_line_and_the_database_is_unchanged(tmp_path: Path, 
         db = disk / "t.duckdb"
         seed = _ingest_process(mlperf_logs_dir / ORIN, db, preexec)
         assert seed.returncode == 0, seed.stderr
-        before = _db_state(db)
+        before = db_state(db)
         out = _ingest_process(mlperf_logs_dir, db, preexec)
         print(f"disk-full reproduction through {how}: {out.stderr.strip()}")
         assert out.returncode == 2, out.stdout + out.stderr
         assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
         assert ("no space left on device" if how == "tmpfs" else "size limit") in out.stderr
         assert "nothing was stored" in out.stderr
-        assert _db_state(db) == before  # readable, and not one of the 32 runs in it
+        assert db_state(db) == before  # readable, and not one of the 32 runs in it
 
 
 def test_f4_full_disk_while_creating_a_database_leaves_no_file(tmp_path: Path, mlperf_logs_dir: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import live_supervisors
+from processes import counting_python, live_supervisors
 
 from sshd import PrivateSSHD
 
@@ -28,19 +27,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 CLI = str(Path(sys.executable).parent / "mlperf-dagster")
 SCENARIO = "Server"
 MIN_DURATION_MS = 7000  # long enough to kill the orchestrator in the middle of the performance run
-
-
-def counting_python(folder: Path) -> tuple[Path, Path]:
-    """(a `python` for the node that logs each harness launch and then runs this venv's python, its log)."""
-    log = folder / "launches.log"
-    wrapper = folder / "python"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f'if [ "$1" = -m ] && [ "$3" = run ]; then echo "$*" >> {shlex.quote(str(log))}; fi\n'
-        f'exec {shlex.quote(sys.executable)} "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    return wrapper, log
 
 
 def write_config(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import live_supervisors
+from processes import counting_python, live_supervisors
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -33,19 +32,6 @@ TWO_SCENARIOS = (
     "SingleStream: {min_duration_ms: 300, min_query_count: 20, target_latency_ms: 0.01}}"
 )
 CANCEL_LINE = re.compile(r"^cancelled (\S+)/Server performance run (\S+) \(its folder stays on node \1 at (.+)\)$")
-
-
-def counting_python(folder: Path) -> tuple[Path, Path]:
-    """(a `python` for the node that logs each harness launch and then runs this venv's python, its log)."""
-    log = folder / "launches.log"
-    wrapper = folder / "python"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f'if [ "$1" = -m ] && [ "$3" = run ]; then echo "$*" >> {shlex.quote(str(log))}; fi\n'
-        f'exec {shlex.quote(sys.executable)} "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    return wrapper, log
 
 
 def write_config(tmp_path: Path, stories: Path, node_yaml: str) -> Path:

@@ -4,7 +4,6 @@ locked databases leave the file unchanged; harness run folders land in their tab
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ import duckdb
 import pytest
 
 from mlperf_assets import store
+from storestate import db_state
 from mlperf_assets.loadgen_logs import LogFormatError, NoRunsFoundError
 
 
@@ -210,14 +210,6 @@ def test_submission_tree_labels(tmp_path: Path, manifest, mlperf_logs_dir: Path)
 # ------------------------------------------------------------------------------------------ bad input
 
 
-def _db_state(db: Path) -> tuple[str, list]:
-    digest = hashlib.sha256(db.read_bytes()).hexdigest()
-    counts = store.query_rows(
-        db, "SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in ("runs", *store.CHILD_TABLES, "accuracy_results"))
-    )[1]
-    return digest, counts
-
-
 @pytest.fixture()
 def seeded_db(tmp_path: Path, mlperf_logs_dir: Path) -> Path:
     db = tmp_path / "seeded.duckdb"
@@ -236,20 +228,20 @@ def test_truncated_detail_log_leaves_db_unchanged(seeded_db: Path, tmp_path: Pat
     detail = run / "performance/run_1/mlperf_log_detail.txt"
     text = detail.read_text()
     detail.write_text(text[: len(text) - 100])
-    before = _db_state(seeded_db)
+    before = db_state(seeded_db)
     with pytest.raises(LogFormatError) as err:
         store.ingest_path(seeded_db, run)
     assert str(detail) in str(err.value) and "truncated" in str(err.value)
-    assert _db_state(seeded_db) == before  # the good accuracy run in the same folder was not written either
+    assert db_state(seeded_db) == before  # the good accuracy run in the same folder was not written either
 
 
 def test_foreign_file_leaves_db_unchanged(seeded_db: Path, tmp_path: Path, mlperf_logs_dir: Path) -> None:
     run = _copy_run(mlperf_logs_dir, tmp_path / "in")
     (run / "accuracy/mlperf_log_detail.txt").write_text("<html><body>404 Not Found</body></html>\n")
-    before = _db_state(seeded_db)
+    before = db_state(seeded_db)
     with pytest.raises(LogFormatError, match="not a LoadGen detail log"):
         store.ingest_path(seeded_db, run)
-    assert _db_state(seeded_db) == before
+    assert db_state(seeded_db) == before
 
 
 def test_truncated_accuracy_log_leaves_db_unchanged(seeded_db: Path, tmp_path: Path, mlperf_logs_dir: Path) -> None:
@@ -259,20 +251,20 @@ def test_truncated_accuracy_log_leaves_db_unchanged(seeded_db: Path, tmp_path: P
     acc = run / "compliance/TEST06/accuracy/mlperf_log_accuracy.json"
     text = acc.read_text()
     acc.write_text(text[: len(text) * 2 // 3])
-    before = _db_state(seeded_db)
+    before = db_state(seeded_db)
     with pytest.raises(LogFormatError) as err:
         store.ingest_path(seeded_db, run)
     assert str(acc) in str(err.value)
-    assert _db_state(seeded_db) == before
+    assert db_state(seeded_db) == before
 
 
 def test_empty_folder(seeded_db: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    before = _db_state(seeded_db)
+    before = db_state(seeded_db)
     with pytest.raises(NoRunsFoundError, match="no LoadGen run found"):
         store.ingest_path(seeded_db, empty)
-    assert _db_state(seeded_db) == before
+    assert db_state(seeded_db) == before
 
 
 def _hold(code: str, tmp_path: Path) -> subprocess.Popen:
@@ -284,7 +276,7 @@ def _hold(code: str, tmp_path: Path) -> subprocess.Popen:
 
 
 def test_locked_database_is_reported_and_unchanged(seeded_db: Path, mlperf_logs_dir: Path, tmp_path: Path) -> None:
-    before = _db_state(seeded_db)
+    before = db_state(seeded_db)
     holder = _hold(f"""
         import sys
         from filelock import FileLock
@@ -299,10 +291,10 @@ def test_locked_database_is_reported_and_unchanged(seeded_db: Path, mlperf_logs_
         assert "another writer" in str(err.value) and str(seeded_db) in str(err.value)
     finally:
         holder.communicate("go\n", timeout=30)
-    assert _db_state(seeded_db) == before
+    assert db_state(seeded_db) == before
     # once released, the same ingest goes through
     store.ingest_path(seeded_db, mlperf_logs_dir / "mlc-v4.1__NVIDIA-Orin_TRT__gptj-99__SingleStream", lock_timeout_s=5)
-    assert _db_state(seeded_db)[1][0][0] == before[1][0][0] + 2
+    assert db_state(seeded_db)[1][0][0] == before[1][0][0] + 2
 
 
 def test_database_held_open_by_a_foreign_process(seeded_db: Path, mlperf_logs_dir: Path, tmp_path: Path) -> None:
