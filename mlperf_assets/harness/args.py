@@ -31,6 +31,13 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _non_negative_float(text: str) -> float:
+    v = float(text)
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be >= 0 (got {text})")
+    return v
+
+
 @dataclass(frozen=True)
 class PrepareArgs:
     source: str
@@ -88,6 +95,8 @@ class RunArgs:
     compliance: str | None = None  # a harness/compliance.py test name ("TEST06")
     audit_config: str | None = None  # its audit.config file (from an MLCommons checkout) ...
     audit_config_text: str | None = None  # ... or that file's text
+    data_parallel_size: int = 1  # engine replicas behind one SUT (backends/replicas.py), one GPU group each
+    telemetry_interval_s: float = 1.0  # telemetry.jsonl sampling period (harness/telemetry.py); 0: off
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", validate_settings(self.settings))
@@ -133,6 +142,11 @@ class RunArgs:
                        help="Offline: threads calling backend.generate concurrently")
         h.add_argument("--progress-interval-s", type=_positive_float, default=2.0,
                        help="seconds between progress.jsonl lines")
+        h.add_argument("--data-parallel-size", type=_positive_int, default=1, metavar="N",
+                       help="data parallelism: N replicas of the backend behind one SUT, each on its own GPU group "
+                       "(tensor_parallel_size GPUs each, in order of CUDA_VISIBLE_DEVICES)")
+        h.add_argument("--telemetry-interval-s", type=_non_negative_float, default=1.0, metavar="S",
+                       help="seconds between telemetry.jsonl samples (GPU via NVML, engine stats); 0 turns it off")
         add_backend_cli_args(r)
 
     @classmethod
@@ -145,6 +159,7 @@ class RunArgs:
             max_samples=ns.max_samples, run_id=ns.run_id, node=ns.node, progress_interval_s=ns.progress_interval_s,
             batch_size=ns.batch_size, offline_workers=ns.offline_workers, overwrite=ns.overwrite,
             compliance=ns.compliance, audit_config=ns.audit_config, audit_config_text=ns.audit_config_text,
+            data_parallel_size=ns.data_parallel_size, telemetry_interval_s=ns.telemetry_interval_s,
         )
 
 

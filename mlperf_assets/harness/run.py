@@ -29,7 +29,7 @@ from pathlib import Path
 
 from . import interrupts
 from .args import RunArgs
-from .backends import backend_class
+from .backends import backend_class, build_backend
 from .benchmarks import BENCHMARKS
 from .compliance import ACCURACY_LOG, VERIFY_FILE, AuditConfig, ComplianceTest, check_runnable, compliance_test
 from .compliance import default_eos_token_id, parse_audit_config, read_audit_config
@@ -191,7 +191,7 @@ def run(args: RunArgs) -> int:
     user_conf = build_user_conf(settings, len(dataset), user_conf_src)
     compliance = _compliance_input(args, lg_name)
     cls = backend_class(args.backend)
-    backend = cls.from_args(args.backend_args)
+    backend = build_backend(args.backend, args.backend_args, args.data_parallel_size)
 
     top = prepare_output_dir(out, args.overwrite, compliance is not None)
     handler: _RunLogHandler | None = None

@@ -13,7 +13,7 @@ import importlib.util
 import logging
 
 from ..errors import HarnessError
-from .base import BACKEND_KINDS, Backend  # noqa: F401  (BACKEND_KINDS: part of the registry)
+from .base import BACKEND_KINDS, Backend, BackendArgs  # noqa: F401  (BACKEND_KINDS: part of the registry)
 
 BACKENDS: dict[str, str] = {
     "vllm": "mlperf_assets.harness.backends.vllm_backend:VLLMBackend",
@@ -54,3 +54,11 @@ def add_backend_cli_args(parser: argparse.ArgumentParser) -> list[str]:
         cls.add_cli_args(parser)  # each backend makes its own argument group
         added.append(name)
     return added
+
+
+def build_backend(name: str, args: BackendArgs, data_parallel_size: int = 1) -> Backend:
+    """The backend a run uses: ``name`` built from ``args``, or ``data_parallel_size`` replicas of it behind one SUT."""
+    cls = backend_class(name)
+    if data_parallel_size <= 1:
+        return cls.from_args(args)
+    raise HarnessError("--data-parallel-size > 1 is not supported yet")

@@ -78,6 +78,7 @@ class BackendArgs:
 
     engine_args: Mapping[str, Any] = field(default_factory=dict)
     sampling_overrides: Mapping[str, Any] = field(default_factory=dict)
+    scenario: str | None = None  # the LoadGen scenario the backend will serve (per-scenario engine defaults)
 
     @classmethod
     def from_cli_args(cls, ns: argparse.Namespace, backend: type["Backend"]) -> "BackendArgs":
@@ -93,7 +94,8 @@ class BackendArgs:
                 log.info("%s: %s=%s overrides --engine-arg %s=%r", backend.name, f.flags[0], value, f.key,
                          engine[f.key])
             engine[f.key] = value
-        return cls(engine, parse_key_values(getattr(ns, "sampling_args", None), "--sampling-arg"))
+        return cls(engine, parse_key_values(getattr(ns, "sampling_args", None), "--sampling-arg"),
+                   getattr(ns, "scenario", None))
 
 
 class DatasetView(Protocol):
@@ -172,6 +174,13 @@ class Backend(ABC):
     def provenance(self) -> dict[str, Any]:
         """Versions and engine arguments recorded in run_manifest.json."""
         return {"backend": self.name, "kind": self.kind}
+
+    def engine_stats(self) -> Mapping[str, float] | None:
+        """The engine's own gauges and counters now, or None where the backend has none. Keys (each optional):
+        ``kv_cache_usage_pct`` (0-100), ``requests_running``, ``requests_waiting``, ``prompt_tokens_total`` and
+        ``generation_tokens_total`` (counters since start; the telemetry sampler turns them into rates). Called about
+        once a second from the telemetry thread: must be cheap and must not block."""
+        return None
 
     def preferred_batch_size(self) -> int:
         """How many QSL indices the Offline SUT hands to one ``generate`` call."""
