@@ -40,6 +40,50 @@ def package_version(dist: str) -> str | None:
         return None
 
 
+def harness_version() -> str:
+    """The harness's version for the manifest. Run from a source checkout (this file under a folder whose
+    pyproject.toml names mlperf-dagster, as with PYTHONPATH=checkout or an editable install): the pyproject version +
+    the git commit, ``0.1.0+3b084f2`` (``.dirty`` appended when tracked files are modified), or ``0.1.0+source``
+    where git or the repository is absent. Otherwise the installed distribution's version."""
+    root = Path(__file__).resolve().parents[2]
+    source = _pyproject_version(root / "pyproject.toml")
+    if source is None:
+        return package_version("mlperf-dagster") or "unknown"
+    return f"{source}+{_git_describe(root) or 'source'}"
+
+
+def _pyproject_version(path: Path) -> str | None:
+    try:
+        import tomllib
+
+        project = tomllib.loads(path.read_text(encoding="utf-8")).get("project", {})
+    except (OSError, ValueError, ImportError):
+        return None
+    if project.get("name") != "mlperf-dagster" or not project.get("version"):
+        return None
+    return str(project["version"])
+
+
+def _git_describe(root: Path) -> str | None:
+    """``<short commit>`` or ``<short commit>.dirty``; None without git or outside a repository (never raises)."""
+    if not (root / ".git").exists():
+        return None
+    git = shutil.which("git")
+    if not git:
+        return None
+    try:
+        head = subprocess.run([git, "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=False)
+        if head.returncode != 0 or not head.stdout.strip():
+            return None
+        status = subprocess.run([git, "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    dirty = status.returncode != 0 or bool(status.stdout.strip())
+    return head.stdout.strip() + (".dirty" if dirty else "")
+
+
 def host_info() -> dict[str, Any]:
     return {
         "hostname": socket.gethostname(),
@@ -81,7 +125,7 @@ class RunManifest:
             "schema": SCHEMA,
             "run_id": None,
             "node": None,
-            "harness_version": package_version("mlperf-dagster"),
+            "harness_version": harness_version(),
             "loadgen_version": package_version("mlcommons-loadgen"),
             "benchmark": None,
             "lg_model_name": None,
