@@ -139,6 +139,7 @@ class RunManifest:
             "performance_sample_count_note": None,
             "host": host_info(),
             "gpus": gpu_info(),
+            "telemetry": None,  # telemetry.py's record (summary over LoadGen's window), or {"enabled": false}
             "started_at": utc_now(),
             "finished_at": None,
             "exit_status": "running",

@@ -8,6 +8,9 @@ A write that fails (disk full, I/O error) stops the thread without a traceback: 
 ``error`` (an :class:`OutputError` naming the file), nothing more is written, and the run loop ends the run as
 ``failed`` (a run whose timings cannot be recorded must not claim success; on a full disk LoadGen's own logs are
 being lost too). ``stop`` raises that error after closing both files.
+
+A progress line carries ``kv_cache_usage_pct`` (the engine's KV-cache use, from ``kv_source``: the telemetry
+sampler's latest reading) when the backend reports it; the bar shows it as ``kv=43%``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Callable, TextIO
 
 from .errors import OutputError
 from .sut import HarnessSUT, drain_sample_lines
@@ -34,8 +37,10 @@ def utc_now() -> str:
 
 class ProgressWriter:
     def __init__(self, out_dir: Path, sut: HarnessSUT, *, t0_ns: int, interval_s: float = 2.0,
-                 show_bar: bool | None = None, label: str = "") -> None:
+                 show_bar: bool | None = None, label: str = "",
+                 kv_source: Callable[[], float | None] | None = None) -> None:
         self.sut = sut
+        self.kv_source = kv_source  # the engine's KV-cache use now (telemetry's latest), or None
         self.t0 = t0_ns
         self.interval = max(0.05, float(interval_s))
         self.progress_path = out_dir / PROGRESS_FILE
@@ -76,7 +81,7 @@ class ProgressWriter:
     def snapshot(self, final: bool) -> dict:
         issued, completed, tokens = self.sut.counters()
         elapsed = (time.monotonic_ns() - self.t0) / 1e9
-        return {
+        snap = {
             "time": utc_now(),
             "elapsed_s": round(elapsed, 3),
             "issued": issued,
@@ -86,6 +91,19 @@ class ProgressWriter:
             "tokens_per_s": round(tokens / elapsed, 3) if elapsed > 0 else 0.0,
             "final": final,
         }
+        kv = self._kv()
+        if kv is not None:
+            snap["kv_cache_usage_pct"] = round(kv, 1)
+        return snap
+
+    def _kv(self) -> float | None:
+        if self.kv_source is None:
+            return None
+        try:
+            value = self.kv_source()
+            return float(value) if value is not None else None
+        except Exception:  # noqa: BLE001 - a gauge must never stop the progress lines
+            return None
 
     def _failed(self, path: Path, exc: OSError) -> OutputError:
         if self.error is None:
@@ -114,7 +132,10 @@ class ProgressWriter:
                 if snap["total"] is not None and self._bar.total != snap["total"]:
                     self._bar.total = snap["total"]
                 self._bar.n = snap["completed"]
-                self._bar.set_postfix(tok_s=f"{snap['tokens_per_s']:.0f}", refresh=False)
+                postfix = {"tok_s": f"{snap['tokens_per_s']:.0f}"}
+                if snap.get("kv_cache_usage_pct") is not None:
+                    postfix["kv"] = f"{snap['kv_cache_usage_pct']:.0f}%"
+                self._bar.set_postfix(postfix, refresh=False)
                 self._bar.refresh()
             return snap
 

@@ -12,6 +12,10 @@ started (during its ``start`` they also interrupt at once), while LoadGen runs, 
 A full disk (or any write error) never ends in a traceback: the progress thread stops and the run fails, LoadGen logs
 cut short fail the run, harness.log errors are kept rather than printed; one line ``error: no space left on device
 writing FILE`` and exit 1; the manifest's final record reaches the disk through a reserve (``manifest.py``).
+
+Telemetry (``telemetry.py``, ``--telemetry-interval-s``) samples from before ``backend.start()`` until LoadGen has
+finished, marking LoadGen's window; it is stopped on every way out and its summary goes into the manifest. It is
+auxiliary: a telemetry write that fails logs one warning and never fails the run.
 """
 
 from __future__ import annotations
@@ -48,12 +52,13 @@ from .settings import (
     load_test_settings,
 )
 from .sut import HarnessQSL, HarnessSUT
+from .telemetry import TELEMETRY_FILE, TelemetrySampler, engine_kv_reader
 
 log = logging.getLogger("mlperf_assets.harness")
 
 LOADGEN_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json", "mlperf_log_trace.json")
 RUN_FILES = (*LOADGEN_FILES, "user.conf", PROGRESS_FILE, SAMPLES_FILE, "run_manifest.json", "harness.log",
-             VERIFY_FILE, f"accuracy/{ACCURACY_LOG}")
+             TELEMETRY_FILE, VERIFY_FILE, f"accuracy/{ACCURACY_LOG}")
 EXIT_OK, EXIT_FAILED = 0, 1
 EXIT_SIGINT, EXIT_SIGTERM = interrupts.EXIT_SIGINT, interrupts.EXIT_SIGTERM
 # How each LoadGen log ends when LoadGen wrote all of it (its C++ streams fail silently on a full disk): the summary's
@@ -301,6 +306,7 @@ class _RunState:
         self.log_handler = log_handler
         self._stopper: threading.Thread | None = None
         self.progress: ProgressWriter | None = None
+        self.telemetry: TelemetrySampler | None = None
         self.loadgen_started = False
         self.loadgen_running: threading.Event | None = None  # set when StartTest has returned
         self.audit: AuditConfig | None = None  # a compliance run's audit.config, removed once LoadGen has read it
@@ -319,6 +325,7 @@ class _RunState:
                 log.error("could not write the final progress line: %s", exc)
             except Exception:  # noqa: BLE001
                 log.exception("could not write the final progress line")
+        self.stop_telemetry()
         line = f"{error}: run marked interrupted in {self.manifest.path}" if status == "interrupted" else f"error: {error}"
         try:
             self.manifest.finish(status, error)
@@ -333,6 +340,15 @@ class _RunState:
             # LoadGen cannot be stopped mid-test: leave now; everything of ours is on disk.
             interrupts.leave(code)
         return code
+
+    def stop_telemetry(self) -> None:
+        """Stop the sampler (its file closed, complete) and put its record in the manifest (idempotent)."""
+        if self.telemetry is None:
+            return
+        try:
+            self.manifest.update(telemetry=self.telemetry.stop())
+        except Exception:  # noqa: BLE001 - telemetry never fails a run
+            log.exception("telemetry: could not stop the sampler")
 
     def stop_backend(self, timeout_s: float = 30.0, interruptible: bool = False) -> None:
         """``backend.stop()`` once, on a helper thread, waited for at most ``timeout_s`` (or until a signal, if
@@ -383,6 +399,12 @@ def _run_loadgen(args: RunArgs, out: Path, dataset: PreparedDataset, settings: R
     import mlperf_loadgen as lg
 
     streaming = args.scenario != "Offline"
+    if args.telemetry_interval_s > 0:  # started before the engine, so its load shows in telemetry.jsonl
+        state.telemetry = TelemetrySampler(out, backend, args.telemetry_interval_s)
+        state.telemetry.start()
+    else:
+        manifest.update(telemetry={"enabled": False})
+    telemetry = state.telemetry
     t_load = time.monotonic()
     with interrupts.raising():  # a model may load for minutes: a signal interrupts it at once
         backend.start(dataset, streaming)
@@ -418,8 +440,9 @@ def _run_loadgen(args: RunArgs, out: Path, dataset: PreparedDataset, settings: R
                      workers=args.offline_workers, total=len(dataset) if args.mode == "accuracy" else None)
     qsl = HarnessQSL(len(dataset), psc)
     sut_handle = sut.construct()
+    kv_source = (lambda: telemetry.kv_cache_usage_pct) if telemetry is not None else engine_kv_reader(backend)
     progress = ProgressWriter(out, sut, t0_ns=t0, interval_s=args.progress_interval_s,
-                              label=f"{args.scenario} {args.mode}")
+                              label=f"{args.scenario} {args.mode}", kv_source=kv_source)
     state.progress = progress
     failure: list[BaseException] = []
 
@@ -432,10 +455,14 @@ def _run_loadgen(args: RunArgs, out: Path, dataset: PreparedDataset, settings: R
 
     def start_test() -> None:
         try:
+            if telemetry is not None:
+                telemetry.mark("test_start")
             lg.StartTestWithLogSettings(sut_handle, qsl.handle, ts, log_settings)
         except BaseException as exc:  # noqa: BLE001
             failure.append(exc)
         finally:
+            if telemetry is not None:
+                telemetry.mark("test_end")
             if audit is not None:
                 audit.remove()
             finished.set()
@@ -457,6 +484,7 @@ def _run_loadgen(args: RunArgs, out: Path, dataset: PreparedDataset, settings: R
     _drop_empty_trace(out)
     snap = progress.stop()
     state.progress = None
+    state.stop_telemetry()
     sut.destroy()
     qsl.destroy()
     check_loadgen_logs(out)

@@ -244,6 +244,7 @@ class RunProgress:
     exit_code: int | None = None
     message: str | None = None  # why it failed, when known (runner-level)
     stale: bool = False  # the node could not be reached just now: the runner's last answer, repeated while it retries
+    kv_cache_usage_pct: float | None = None  # the engine's KV-cache use on the last progress line, when reported
 
     @property
     def done(self) -> bool:
@@ -257,7 +258,7 @@ class RunProgress:
         return min(1.0, self.completed / self.total)
 
     def describe(self) -> str:
-        """One short line for logs: ``running 120/400 samples (30%), 5,123 tokens/s, 12.0 s``.
+        """One short line for logs: ``running 120/400 samples (30%), 5,123 tokens/s, 12.0 s[, KV cache 43%]``.
 
         A stale observation (the node cannot be reached just now) leads with the runner's message and gives the
         figures as the last ones seen, never as live: ``connection lost 12 s ago (...); reconnecting (last seen:
@@ -265,6 +266,8 @@ class RunProgress:
         count = f"{self.completed}/{self.total}" if self.total else f"{self.completed}"
         pct = f" ({self.fraction:.0%})" if self.fraction is not None else ""
         text = f"{self.state} {count} samples{pct}, {self.tokens_per_s:,.0f} tokens/s, {self.elapsed_s:.1f} s"
+        if self.kv_cache_usage_pct is not None:
+            text += f", KV cache {self.kv_cache_usage_pct:.0f}%"
         if self.stale:
             return f"{self.message or 'no answer from the node'} (last seen: {text})"
         if self.message and self.state in (FAILED, CANCELLED):
@@ -328,6 +331,7 @@ def progress_from_texts(
     elif state == CANCELLED:
         message = "the run was cancelled"
     total = last.get("total")
+    kv = last.get("kv_cache_usage_pct")
     return RunProgress(
         state=state,
         elapsed_s=float(last.get("elapsed_s") or 0.0),
@@ -336,6 +340,7 @@ def progress_from_texts(
         total=int(total) if total is not None else None,
         output_tokens=int(last.get("output_tokens") or 0),
         tokens_per_s=float(last.get("tokens_per_s") or 0.0),
+        kv_cache_usage_pct=float(kv) if isinstance(kv, (int, float)) and not isinstance(kv, bool) else None,
         final=bool(last.get("final", False)),
         exit_code=exit_code,
         message=message,

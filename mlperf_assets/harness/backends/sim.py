@@ -324,6 +324,12 @@ class SimBackend(Backend):
         self._reanchors = 0
         self._tokens = 0
         self._busy_s = 0.0
+        # engine_stats (written by the scheduler thread only, read from the telemetry thread)
+        self._kv_capacity = 0  # tokens: a full batch of the dataset's longest prompt and answer
+        self._kv_prompt = 0  # prompt tokens of the running sequences
+        self._kv_admit_steps = 0  # sum of the running sequences' admission steps
+        self._kv_tokens = 0  # tokens held by the running sequences after the last step
+        self._prompt_total = 0  # prompt tokens prefilled since start
 
     @classmethod
     def from_args(cls, args: BackendArgs) -> "SimBackend":
@@ -349,6 +355,8 @@ class SimBackend(Backend):
             reps = -(-n // len(ref))
             self._answers.append(np.array((ref * reps)[:n], dtype=dtype))
         self._answer_len = [len(a) for a in self._answers]
+        if self._answer_len:
+            self._kv_capacity = self.model.max_num_seqs * (max(self._prompt_len) + max(self._answer_len))
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="sim-scheduler", daemon=True)
         self._thread.start()
@@ -433,6 +441,7 @@ class SimBackend(Backend):
                 if sched.running:
                     self._reanchors += 1
                 end = now  # idle until this arrival, or too far behind: a new timeline starts now
+            step = sched.step_no
             duration, admitted = sched.begin_step()
             end += duration
             wait = end - time.monotonic()
@@ -442,11 +451,18 @@ class SimBackend(Backend):
             lag = woke - end
             work_started = woke
             for r in admitted:
+                self._kv_prompt += r.prompt_tokens
+                self._prompt_total += r.prompt_tokens
+                self._kv_admit_steps += step
                 if r.on_first is not None:
                     r.on_first(self._answers[r.index][:1])
             finished = sched.end_step()
             for r in finished:
+                self._kv_prompt -= r.prompt_tokens
+                self._kv_admit_steps -= step - r.n_tokens + 1  # its admission step: it finishes n_tokens - 1 later
                 r.on_complete(self._answers[r.index])
+            # each running sequence holds its prompt and the (step_no - admission step) tokens generated so far
+            self._kv_tokens = self._kv_prompt + sched.running * sched.step_no - self._kv_admit_steps
             self._steps += 1
             self._tokens += sched.running + len(finished)
             if lag > 0.001:
@@ -454,6 +470,20 @@ class SimBackend(Backend):
             self._lag_sum += max(lag, 0.0)
             self._lag_max = max(self._lag_max, lag)
             self._busy_s += time.monotonic() - work_started
+
+    # ------------------------------------------------------------------------------------------ telemetry
+    def engine_stats(self) -> dict[str, float]:
+        """The scheduler's queues, and the KV cache the running sequences would hold (prompt + tokens generated so
+        far) as a share of a modelled cache sized for ``max_num_seqs`` of the dataset's longest prompt and answer."""
+        stats: dict[str, float] = {
+            "requests_running": self._sched.running,
+            "requests_waiting": len(self._sched.waiting) + len(self._incoming),
+            "prompt_tokens_total": self._prompt_total,
+            "generation_tokens_total": self._tokens,
+        }
+        if self._kv_capacity:
+            stats["kv_cache_usage_pct"] = round(min(100.0, max(0.0, 100.0 * self._kv_tokens / self._kv_capacity)), 3)
+        return stats
 
     # ------------------------------------------------------------------------------------------ provenance
     def provenance(self) -> dict[str, Any]:
