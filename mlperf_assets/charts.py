@@ -1268,12 +1268,19 @@ def summary_table(summary: pd.DataFrame, regressions: Mapping[str, list[str]] | 
             "p99 latency (ms)": _fmt(_ms(r.get("latency_p99_ns"))),
             "p99 TTFT (ms)": _fmt(_ms(r.get("ttft_p99_ns"))),
             "p99 TPOT (ms)": _fmt(_ms(r.get("tpot_p99_ns")), 2),
+            **telemetry_text(r),  # J/token, GPU util (%): runs with GPU telemetry
             "held to (p99 limits)": latency_rules(r).describe(),
         }
         if regressions is not None:
             row["regression"] = "; ".join(regressions.get(str(r.get("run_id")), [])) or "–"
         rows.append(row)
-    return pd.DataFrame(rows).sort_values(["node", "scenario", "benchmark", "backend"], kind="stable").reset_index(
+    table = pd.DataFrame(rows)
+    for column in ("J/token", "GPU util (%)"):  # shown when any run has it; "–" for the others
+        if column in table.columns:
+            table[column] = table[column].fillna("–")
+    columns = [c for c in table.columns if c not in ("J/token", "GPU util (%)", "held to (p99 limits)", "regression")]
+    columns += [c for c in ("J/token", "GPU util (%)", "held to (p99 limits)", "regression") if c in table.columns]
+    return table[columns].sort_values(["node", "scenario", "benchmark", "backend"], kind="stable").reset_index(
         drop=True)
 
 
@@ -1636,3 +1643,166 @@ def qps_search_chart(steps: pd.DataFrame, colors: Mapping[str, str] | None = Non
     if handles:
         fig_m.legend(handles, names, fontsize=6, loc="upper left", bbox_to_anchor=(1 - 2.75 / fig_m.get_figwidth(), 0.86))
     return Chart(key=key, title=title, figure=fig, mpl=fig_m, notes=notes)
+
+
+# ---------------------------------------------------------------------------------------------- GPU telemetry
+
+TELEMETRY_KEY_PREFIX = "run_telemetry_"
+NO_GPU_TELEMETRY = "No GPU telemetry was recorded for this run"
+WINDOW_COLOR = "#f28e2b"
+_TELEMETRY_PANELS = (  # (title, y-axis label, [(column, legend label or None for one per GPU)], source)
+    ("GPU utilisation", "GPU util (%)", [("gpu_util_pct", None)], "gpu"),
+    ("GPU power", "power (W)", [("power_w", None)], "gpu"),
+    ("KV-cache use", "KV cache (%)", [("kv_cache_usage_pct", "KV cache")], "engine"),
+    ("Requests in the engine", "requests", [("requests_running", "running"), ("requests_waiting", "waiting")],
+     "engine"),
+    ("Generation throughput", "tokens/s", [("generation_tokens_per_s", "generation tokens/s")], "engine"),
+)
+_ENGINE_LINE_COLORS = {"kv_cache_usage_pct": "#76b7b2", "requests_running": "#4e79a7",
+                       "requests_waiting": "#e15759", "generation_tokens_per_s": "#59a14f"}
+
+
+def telemetry_chart_key(run_id: object) -> str:
+    """The report's picture of one run's telemetry: `run_telemetry_<12 hex digits of the run id>.png`."""
+    return TELEMETRY_KEY_PREFIX + hashlib.sha1(str(run_id).encode()).hexdigest()[:12]
+
+
+def no_gpu_telemetry_sentence(info: Mapping | None) -> str:
+    """Why a run has no GPU telemetry, in one sentence (a CPU node, telemetry off, or a run from before it)."""
+    if not info:
+        return f"{NO_GPU_TELEMETRY} (a run from before telemetry, or not our harness's)."
+    if info.get("enabled") is False:
+        return f"{NO_GPU_TELEMETRY} (telemetry was switched off)."
+    reason = info.get("reason")
+    why = f": {reason}" if not isnull(reason) and str(reason) else ""
+    return f"{NO_GPU_TELEMETRY} (CPU node{why})."
+
+
+def _thin(points: pd.DataFrame, max_points: int) -> pd.DataFrame:
+    if len(points) <= max_points:
+        return points
+    return points.iloc[np.unique(np.linspace(0, len(points) - 1, max_points).round().astype(int))]
+
+
+def _telemetry_series(telemetry: pd.DataFrame, info: Mapping | None, max_points: int):
+    """(x axis title, test window (x0, x1) or None, panels [(title, y label, [(label, colour, xs, ys)])])."""
+    df = telemetry
+    t_test = pd.to_numeric(_col(df, "t_test_s"), errors="coerce")
+    relative = bool(len(df)) and t_test.notna().all()
+    x_all = t_test if relative else pd.to_numeric(_col(df, "t_s"), errors="coerce")
+    df = df.assign(_x=x_all.astype("float64")).sort_values("_x", kind="stable")
+    info = info or {}
+    start, end = _num(info.get("test_start_s")), _num(info.get("test_end_s"))
+    window = None
+    if start is not None and end is not None:
+        window = (0.0, end - start) if relative else (start, end)
+    source = _col(df, "source").astype(str)
+    panels = []
+    for title, y_label, columns, kind in _TELEMETRY_PANELS:
+        rows = df[source == kind]
+        lines = []
+        for column, label in columns:
+            if column not in rows.columns or not rows[column].notna().any():
+                continue
+            if label is None:  # one line per GPU
+                for gpu, g in rows.groupby(pd.to_numeric(rows["gpu"], errors="coerce")):
+                    g = _thin(g[g[column].notna()], max_points)
+                    color = PALETTE[int(gpu) % len(PALETTE)]
+                    lines.append((f"GPU {int(gpu)}", color, _clean(g["_x"]), _clean(g[column])))
+            else:
+                g = _thin(rows[rows[column].notna()], max_points)
+                lines.append((label, _ENGINE_LINE_COLORS.get(column, PALETTE[0]), _clean(g["_x"]), _clean(g[column])))
+        if lines:
+            panels.append((title, y_label, lines))
+    x_title = "seconds since LoadGen's test started" if relative else "seconds since the sampler started"
+    return x_title, window, panels
+
+
+def run_telemetry_figure(telemetry: pd.DataFrame, run: Mapping, info: Mapping | None = None,
+                         max_points: int = 600) -> dict | None:
+    """One run's telemetry over the run as a plain plotly figure dict: GPU utilisation and power per GPU, KV-cache
+    use, running/waiting requests and generation tokens/s, stacked on one time axis, LoadGen's timed window
+    shaded. None when the run has no telemetry rows with a value (a CPU node: say so with
+    `no_gpu_telemetry_sentence`). `info`: the run's `run_telemetry` row (test_start_s, test_end_s)."""
+    if telemetry is None or telemetry.empty:
+        return None
+    x_title, window, panels = _telemetry_series(telemetry, info, max_points)
+    if not panels:
+        return None
+    n = len(panels)
+    gap = 0.06 if n > 1 else 0.0
+    height = (1 - gap * (n - 1)) / n
+    layout = _dict_axes(f"Over the run: {run_label(run)}", 150 + 170 * n)
+    layout.update(showlegend=True, legend={"font": {"size": 11}, "tracegroupgap": 12}, shapes=[], annotations=[])
+    data = []
+    for i, (title, y_label, lines) in enumerate(panels):
+        suffix = _axis_suffix(i)
+        top = 1 - i * (height + gap)
+        layout[f"yaxis{suffix}"] = {"title": {"text": y_label}, "domain": [top - height, top], "rangemode": "tozero",
+                                    "gridcolor": "#ebf0f8", "anchor": f"x{suffix}"}
+        layout[f"xaxis{suffix}"] = {"anchor": f"y{suffix}", "gridcolor": "#ebf0f8", "showticklabels": i == n - 1,
+                                    **({"matches": "x"} if i else {}),
+                                    **({"title": {"text": x_title}} if i == n - 1 else {})}
+        layout["annotations"].append({"text": title, "xref": "paper", "x": 0, "xanchor": "left", "yref": "paper",
+                                      "y": top, "yanchor": "bottom", "showarrow": False, "font": {"size": 12}})
+        if window is not None:
+            layout["shapes"].append({"type": "rect", "xref": f"x{suffix}", "x0": window[0], "x1": window[1],
+                                     "yref": f"y{suffix} domain", "y0": 0, "y1": 1, "fillcolor": WINDOW_COLOR,
+                                     "opacity": 0.12, "line": {"width": 0}, "layer": "below"})
+        for label, color, xs, ys in lines:
+            data.append({"type": "scatter", "mode": "lines", "x": xs, "y": ys, "name": label,
+                         "legendgroup": f"{title}", "line": {"color": color, "width": 1.5},
+                         "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
+                         "hovertemplate": f"{_escape_template(label)} %{{x:.1f}} s: %{{y:,.1f}} "
+                                          f"{_escape_template(y_label)}<extra></extra>"})
+    if window is not None:
+        layout["annotations"].append({"text": "shaded: LoadGen's timed test", "xref": "paper", "x": 1,
+                                      "xanchor": "right", "yref": "paper", "y": 1, "yanchor": "bottom",
+                                      "showarrow": False, "font": {"size": 11, "color": "#8a5a1b"}})
+    return {"data": data, "layout": layout}
+
+
+def run_telemetry_chart(telemetry: pd.DataFrame, run: Mapping, info: Mapping | None = None,
+                        max_points: int = 600) -> Chart:
+    """The report's picture of `run_telemetry_figure` (same panels, matplotlib); `available=False` with
+    `no_gpu_telemetry_sentence` when there is nothing to draw."""
+    key = telemetry_chart_key(run.get("run_id"))
+    title = f"Over the run: {run_label(run)}"
+    figure = run_telemetry_figure(telemetry, run, info, max_points)
+    if figure is None:
+        return _missing(key, title, no_gpu_telemetry_sentence(info).rstrip("."), needs_harness_data=True)
+    x_title, window, panels = _telemetry_series(telemetry, info, max_points)
+    notes = []
+    if window is None:
+        notes.append("No test_start/test_end markers: the timed window is not shaded.")
+
+    def render():
+        fig_m = _mpl_figure(9.0 + 1.6, 1.9 * len(panels) + 1.3, right=1.9, top=0.5, bottom=0.6)
+        fig_m.subplots_adjust(hspace=0.35)
+        axes = fig_m.subplots(len(panels), 1, squeeze=False, sharex=True)[:, 0]
+        for ax, (panel, y_label, lines) in zip(axes, panels):
+            if window is not None:
+                ax.axvspan(window[0], window[1], color=WINDOW_COLOR, alpha=0.12, linewidth=0)
+            for label, color, xs, ys in lines:
+                ax.plot(xs, [np.nan if y is None else y for y in ys], color=color, linewidth=1.2, label=label)
+            ax.set_title(panel, fontsize=9, loc="left")
+            ax.set_ylabel(y_label, fontsize=8)
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        axes[-1].set_xlabel(x_title + ("  (shaded: LoadGen's timed test)" if window is not None else ""))
+        fig_m.suptitle(title, fontsize=11)
+        return fig_m
+
+    return Chart(key=key, title=title, figure_dict=figure, render=render, notes=notes, needs_harness_data=True)
+
+
+def telemetry_text(row: Mapping) -> dict[str, str]:
+    """J/token and mean GPU utilisation of a run_summary row, formatted ({} when the run has neither)."""
+    out = {}
+    energy, util = _num(row.get("energy_per_output_token_j")), _num(row.get("mean_gpu_util_pct"))
+    if energy is not None:
+        out["J/token"] = f"{energy:,.4f}" if energy < 10 else f"{energy:,.1f}"
+    if util is not None:
+        out["GPU util (%)"] = f"{util:,.1f}"
+    return out

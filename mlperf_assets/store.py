@@ -9,6 +9,13 @@ Guarantees:
   transaction is rolled back and :class:`StoreError` says so in one line). Each run first loses its earlier
   rows, so re-ingesting replaces. Run ids do not depend on the path (see ``loadgen_logs.content_key``): the same
   run folder through a symlink, another relative path or a copy is one row.
+* GPU telemetry (``telemetry.jsonl``, migration 6) is read and checked with the run, before the database is
+  opened, and written in the same transaction. It is auxiliary, like a verification file of no known form: a
+  malformed file (not JSON lines, a wrong type, NaN/Infinity, a value out of range) is left out whole, with one
+  line naming file and line in the run's ``parse_notes`` and the ingest's ``skipped``, and the run's LoadGen
+  results are stored as ever; a last line cut short (the run was killed mid-write) is dropped with a note.
+* Nothing reaches the database file before a commit (no optimistic writes; every commit goes through the WAL),
+  so a failed ingest leaves it byte-identical.
 * Writers are serialized by a file lock beside the database (``<db>.lock``); waiting longer than the timeout
   raises :class:`StoreLockedError`. A DuckDB file held open by a process that does not use the lock is
   reported the same way.
@@ -270,7 +277,8 @@ _MIGRATION_1 = [
     "CREATE INDEX detail_events_run ON detail_events (run_id)",
 ]
 
-CHILD_TABLES = ("detail_events", "settings", "provenance", "sample_timings", "progress", "accuracy_log_samples")
+CHILD_TABLES = ("detail_events", "settings", "provenance", "sample_timings", "progress", "accuracy_log_samples",
+                "telemetry", "run_telemetry")  # the last two: migration 6
 
 
 def _rekey_by_content(conn: "duckdb.DuckDBPyConnection") -> None:
@@ -297,7 +305,10 @@ def _rekey_by_content(conn: "duckdb.DuckDBPyConnection") -> None:
             drop.append((old_id, new_id))  # an older copy of the same run
         else:
             keep[new_id] = old_id
-    tables = ("runs", *CHILD_TABLES, "accuracy_results")
+    # the child tables of this schema version (a later migration's tables do not exist yet on an old store)
+    existing = {t for (t,) in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    children = tuple(t for t in CHILD_TABLES if t in existing)
+    tables = ("runs", *children, "accuracy_results")
     for old_id, new_id in drop:
         # scores recorded on an older copy survive when the kept copy has none
         survivor = keep[new_id]
@@ -312,7 +323,7 @@ def _rekey_by_content(conn: "duckdb.DuckDBPyConnection") -> None:
             continue
         conn.execute("INSERT INTO runs SELECT * REPLACE (? AS run_id) FROM runs WHERE run_id = ?", [new_id, old_id])
         conn.execute("DELETE FROM runs WHERE run_id = ?", [old_id])
-        for t in (*CHILD_TABLES, "accuracy_results"):
+        for t in (*children, "accuracy_results"):
             conn.execute(f"UPDATE {t} SET run_id = ? WHERE run_id = ?", [new_id, old_id])
     if keep or drop:
         refresh_accuracy(conn)
@@ -442,6 +453,359 @@ _MIGRATION_5_SUBMISSION_CHECKS = (
     "PRIMARY KEY (check_id, system, benchmark, scenario))"
 )
 
+
+# GPU and engine telemetry (migration 6): the harness's telemetry.jsonl, one row per GPU per tick and one per engine
+# tick, wide (NULL where a column does not apply), and one row per run of what run_manifest.json says about it.
+TELEMETRY_FILE = "telemetry.jsonl"
+TELEMETRY_COLUMNS: list[tuple[str, str]] = [
+    ("run_id", "VARCHAR NOT NULL"),
+    ("t_s", "DOUBLE"),  # seconds since the sampler started
+    ("t_test_s", "DOUBLE"),  # seconds since LoadGen's test started (the test_start marker); NULL without one
+    ("source", "VARCHAR"),  # gpu | engine
+    ("gpu", "INTEGER"),  # NVML index; NULL for engine rows
+    ("gpu_util_pct", "DOUBLE"),
+    ("mem_util_pct", "DOUBLE"),
+    ("mem_used_mib", "DOUBLE"),
+    ("power_w", "DOUBLE"),
+    ("energy_j", "DOUBLE"),  # NVML's energy counter (since the driver loaded)
+    ("sm_clock_mhz", "INTEGER"),
+    ("mem_clock_mhz", "INTEGER"),
+    ("temperature_c", "DOUBLE"),
+    ("kv_cache_usage_pct", "DOUBLE"),
+    ("requests_running", "INTEGER"),
+    ("requests_waiting", "INTEGER"),
+    ("prompt_tokens_per_s", "DOUBLE"),
+    ("generation_tokens_per_s", "DOUBLE"),
+]
+TELEMETRY_COLUMN_NAMES = [c for c, _ in TELEMETRY_COLUMNS]
+RUN_TELEMETRY_COLUMNS: list[tuple[str, str]] = [
+    ("run_id", "VARCHAR NOT NULL"),
+    ("enabled", "BOOLEAN"),  # false: the run was made with telemetry switched off
+    ("nvml", "BOOLEAN"),  # false: no GPU telemetry (a CPU node; reason says why)
+    ("reason", "VARCHAR"),
+    ("interval_s", "DOUBLE"),
+    ("driver", "VARCHAR"),
+    ("gpu_count", "INTEGER"),
+    ("gpus_json", "VARCHAR"),
+    ("test_start_s", "DOUBLE"),  # the markers of telemetry.jsonl (t_s)
+    ("test_end_s", "DOUBLE"),
+    ("window_s", "DOUBLE"),
+    ("energy_j", "DOUBLE"),  # GPU energy over the timed window, all GPUs
+    ("energy_source", "VARCHAR"),  # nvml_energy_counter | power_integral
+    ("mean_gpu_util_pct", "DOUBLE"),
+    ("mean_power_w", "DOUBLE"),
+    ("peak_mem_used_mib", "DOUBLE"),
+    ("mean_kv_cache_usage_pct", "DOUBLE"),
+    ("peak_kv_cache_usage_pct", "DOUBLE"),
+    ("gpu_rows", "BIGINT"),  # as the manifest counts them
+    ("engine_rows", "BIGINT"),
+    ("stored_rows", "BIGINT"),  # rows of telemetry.jsonl stored in `telemetry` (0 when the file was left out)
+    ("window_output_tokens", "BIGINT"),  # output tokens of the timed window (see _window_output_tokens)
+    ("window_output_tokens_source", "VARCHAR"),  # progress.jsonl final line | samples.jsonl
+    ("note", "VARCHAR"),  # what was left out of telemetry.jsonl, and why
+]
+RUN_TELEMETRY_COLUMN_NAMES = [c for c, _ in RUN_TELEMETRY_COLUMNS]
+
+# Columns migration 6 appends to run_summary (their SQL, and their documentation).
+RUN_SUMMARY_TELEMETRY_COLUMNS: list[tuple[str, str, str]] = [
+    ("energy_per_output_token_j", "t.energy_j / nullif(t.window_output_tokens, 0)",
+     "GPU energy per output token, J: run_manifest.json telemetry energy_j (all GPUs, LoadGen's timed window) / "
+     "the output tokens generated in that window (the final progress.jsonl line's output_tokens, else the sum of "
+     "samples.jsonl output_tokens); NULL without GPU telemetry"),
+    ("mean_gpu_util_pct", "t.mean_gpu_util_pct", "mean GPU utilisation over the timed window, % (all GPUs)"),
+    ("mean_gpu_power_w", "t.mean_power_w", "mean GPU power over the timed window, W (run_manifest.json telemetry "
+                                           "mean_power_w)"),
+    ("energy_j", "t.energy_j", "GPU energy over the timed window, J (NVML energy counter, else power integral)"),
+    ("peak_kv_cache_usage_pct", "t.peak_kv_cache_usage_pct", "peak KV-cache use of the engine, % (vLLM metrics)"),
+]
+
+# What a telemetry value may be: (column, kind, low, high); kind int -> stored as INTEGER (an integral float too).
+_TELEMETRY_RANGES: dict[str, tuple[str, float, float]] = {
+    "gpu_util_pct": ("float", 0, 100), "mem_util_pct": ("float", 0, 100), "mem_used_mib": ("float", 0, 1e8),
+    "power_w": ("float", 0, 1e5), "energy_j": ("float", 0, 1e18), "sm_clock_mhz": ("int", 0, 1e5),
+    "mem_clock_mhz": ("int", 0, 1e5), "temperature_c": ("float", -100, 300), "kv_cache_usage_pct": ("float", 0, 100),
+    "requests_running": ("int", 0, 2**31 - 1), "requests_waiting": ("int", 0, 2**31 - 1),
+    "prompt_tokens_per_s": ("float", 0, 1e12), "generation_tokens_per_s": ("float", 0, 1e12),
+}
+_GPU_FIELDS = ("gpu_util_pct", "mem_util_pct", "mem_used_mib", "power_w", "energy_j", "sm_clock_mhz", "mem_clock_mhz",
+               "temperature_c")
+_ENGINE_FIELDS = ("kv_cache_usage_pct", "requests_running", "requests_waiting", "prompt_tokens_per_s",
+                  "generation_tokens_per_s")
+_NUMBER_TYPES = {int, float, type(None)}
+_MAX_T_S = 1e8  # about three years of sampling: anything beyond is a broken clock
+
+
+class TelemetryFormatError(ValueError):
+    """telemetry.jsonl is not what the harness writes; the message names the file and line."""
+
+
+@dataclass
+class RunTelemetry:
+    """One run's telemetry, parsed and checked: the rows for ``telemetry`` (column lists) and the ``run_telemetry``
+    row; ``notes``: what was left out (a cut-short last line, an unusable file)."""
+
+    columns: dict[str, list[Any]]
+    info: dict[str, Any]
+    notes: list[str]
+    skipped: str | None = None  # why the whole file was left out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def parse_telemetry_jsonl(path: str | os.PathLike) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    """The records of a telemetry.jsonl as (line number, object), and notes. A last line cut short (the run was
+    killed mid-write: no newline after it) is left out with a note; any other line that is not a JSON object (NaN
+    and Infinity included) raises :class:`TelemetryFormatError` naming the file and line."""
+    from mlperf_assets.loadgen_logs import _read_text
+
+    path = Path(path)
+    try:
+        text = _read_text(path)
+    except LogFormatError as exc:
+        raise TelemetryFormatError(str(exc)) from None
+    lines = text.split("\n")
+    numbered = [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip()]
+    notes: list[str] = []
+    try:  # fast path: one decode of the whole file
+        objs = json.loads("[" + ",".join(ln for _, ln in numbered) + "]", parse_constant=_reject_constant)
+        if len(objs) == len(numbered) and all(isinstance(o, dict) for o in objs):
+            return [(n, o) for (n, _), o in zip(numbered, objs)], notes
+    except ValueError:
+        pass
+    out = []
+    for k, (n, raw) in enumerate(numbered):
+        try:
+            obj = json.loads(raw, parse_constant=_reject_constant)
+        except ValueError as exc:
+            if k == len(numbered) - 1 and not text.endswith("\n"):
+                notes.append(f"{path.name}: the last line ({n}) is cut short (the run was stopped mid-write); "
+                             "it was left out")
+                break
+            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise TelemetryFormatError(f"{path}:{n}: not a JSON line ({msg})") from None
+        if not isinstance(obj, dict):
+            raise TelemetryFormatError(f"{path}:{n}: expected a JSON object per line")
+        out.append((n, obj))
+    return out, notes
+
+
+def _telemetry_columns(path: Path, records: list[tuple[int, dict[str, Any]]]) -> tuple[dict[str, Any], dict]:
+    """Check every record and turn the rows into Arrow columns (t_test_s from the test_start marker), column by
+    column (~10k rows per run); a bad value is then looked up row by row to name its line."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    marks: dict[str, float] = {}
+    header: dict[str, Any] = {}
+    ignored = 0
+    rows: list[dict[str, Any]] = []
+    line_of: list[int] = []
+    for n, o in records:
+        event = o.get("event")
+        if event is None:
+            rows.append(o)
+            line_of.append(n)
+            continue
+        t = o.get("t_s")
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 <= t <= _MAX_T_S:
+            raise TelemetryFormatError(f"{path}:{n}: 't_s' must be seconds since the sampler started ({t!r})")
+        if event == "header":
+            header = o
+        elif event in ("test_start", "test_end"):
+            marks.setdefault(event, float(t))
+        else:
+            ignored += 1  # an event this version does not know: kept out, not an error
+
+    def bad(i: int, why: str) -> TelemetryFormatError:
+        return TelemetryFormatError(f"{path}:{line_of[i]}: {why}")
+
+    sources = [o.get("source") for o in rows]
+    is_gpu = np.fromiter((s == "gpu" for s in sources), dtype=bool, count=len(rows))
+    is_engine = np.fromiter((s == "engine" for s in sources), dtype=bool, count=len(rows))
+    neither = np.flatnonzero(~(is_gpu | is_engine))
+    if neither.size:
+        raise bad(int(neither[0]), f"neither an event nor a 'gpu'/'engine' row (source {sources[neither[0]]!r})")
+
+    def numbers(key: str, low: float, high: float, use: np.ndarray | None) -> np.ndarray:
+        """The column as float64 (NaN: missing, or not this row's kind); TelemetryFormatError names the first bad
+        line."""
+        values = [o.get(key) for o in rows]
+        if not set(map(type, values)) <= _NUMBER_TYPES:  # a bool, a string, a list...: find the first
+            i, v = next((i, v) for i, v in enumerate(values) if type(v) not in _NUMBER_TYPES)
+            raise bad(i, f"{key!r} is not a number ({v!r})")
+        try:
+            arr = np.array(values, dtype=np.float64)  # None -> NaN
+        except OverflowError:  # an integer beyond a double
+            i = next(i for i, v in enumerate(values) if isinstance(v, int) and abs(v) > 2**1000)
+            raise bad(i, f"{key!r} = {values[i]!r} is outside {low:g}..{high:g}") from None
+        if use is not None:
+            arr = np.where(use, arr, np.nan)
+        with np.errstate(invalid="ignore"):
+            wrong = np.flatnonzero(~np.isnan(arr) & ~((arr >= low) & (arr <= high)))
+        if wrong.size:
+            raise bad(int(wrong[0]), f"{key!r} = {values[wrong[0]]!r} is outside {low:g}..{high:g}")
+        return arr
+
+    t_s = numbers("t_s", 0, _MAX_T_S, None)
+    missing = np.flatnonzero(np.isnan(t_s))
+    if missing.size:
+        raise bad(int(missing[0]), f"'t_s' must be seconds since the sampler started ({rows[missing[0]].get('t_s')!r})")
+    gpu = numbers("gpu", 0, 4095, is_gpu)
+    unindexed = np.flatnonzero(is_gpu & (np.isnan(gpu) | (gpu != np.floor(gpu))))
+    if unindexed.size:
+        raise bad(int(unindexed[0]), f"'gpu' must be a GPU index ({rows[unindexed[0]].get('gpu')!r})")
+    gpu_index = [o.get("gpu") for o in rows]
+    if any(not isinstance(g, int) for g, on in zip(gpu_index, is_gpu) if on):  # 1.0 is not an index either
+        i = next(i for i, (g, on) in enumerate(zip(gpu_index, is_gpu)) if on and not isinstance(g, int))
+        raise bad(i, f"'gpu' must be a GPU index ({gpu_index[i]!r})")
+
+    def arrow(values: np.ndarray, kind: str) -> Any:
+        mask = np.isnan(values)
+        if kind == "int":
+            return pa.array(np.where(mask, 0, np.round(values)).astype(np.int64), mask=mask).cast(pa.int32())
+        return pa.array(values, mask=mask, type=pa.float64())
+
+    cols: dict[str, Any] = {"t_s": pa.array(t_s, type=pa.float64())}
+    start = marks.get("test_start")
+    cols["t_test_s"] = (pa.nulls(len(rows), pa.float64()) if start is None
+                        else pc.round(pa.array(t_s - start, type=pa.float64()), 6))
+    cols["source"] = pa.array(sources, type=pa.string())
+    cols["gpu"] = arrow(gpu, "int")
+    for key in _GPU_FIELDS + _ENGINE_FIELDS:
+        kind, low, high = _TELEMETRY_RANGES[key]
+        cols[key] = arrow(numbers(key, low, high, is_gpu if key in _GPU_FIELDS else is_engine), kind)
+    return {c: cols[c] for c in TELEMETRY_COLUMN_NAMES[1:]}, {"header": header, "marks": marks, "ignored": ignored}
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _window_output_tokens(parsed: ParsedRun) -> tuple[int | None, str | None]:
+    """Output tokens generated in LoadGen's timed window, the one the energy figure covers (the telemetry's
+    test_start..test_end markers bracket LoadGen's StartTest). The final progress.jsonl line counts every output
+    token the SUT produced for LoadGen's queries, all of which are issued and completed inside StartTest: exactly
+    that window. (LoadGen's tokens/s x a duration would need LoadGen's own duration, which is shorter than the
+    marker window by the test's setup and teardown.) Without a final progress line: the sum of samples.jsonl."""
+    final = [p for p in parsed.progress if p.get("final") is True]
+    if final:
+        tokens = as_int(final[-1].get("output_tokens"))
+        if tokens is not None:
+            return tokens, "progress.jsonl final line"
+    st = parsed.samples
+    if st is not None and st.output_tokens and all(v is not None for v in st.output_tokens):
+        return sum(st.output_tokens), "samples.jsonl"  # type: ignore[arg-type]
+    return None, None
+
+
+def read_telemetry(parsed: ParsedRun) -> RunTelemetry | None:
+    """The run's telemetry.jsonl and run_manifest.json ``telemetry`` summary, checked; None when the run has
+    neither (submission logs, runs from before telemetry). A malformed telemetry.jsonl does not fail the ingest:
+    like a verification file of no known form, the file is left out (no rows) with one line naming file and line,
+    in the run's parse_notes and the ingest's skipped list; the LoadGen results are stored as ever."""
+    manifest = parsed.manifest if isinstance(parsed.manifest, dict) else {}
+    summary = manifest.get("telemetry")
+    path = Path(parsed.folder) / TELEMETRY_FILE
+    has_file = path.is_file()
+    if summary is None and not has_file:
+        return None
+    summary = summary if isinstance(summary, dict) else {}
+    notes: list[str] = []
+    skipped = None
+    columns: dict[str, Any] = {"t_s": []}
+    extra: dict[str, Any] = {"header": {}, "marks": {}, "ignored": 0}
+    if has_file:
+        try:
+            records, notes = parse_telemetry_jsonl(path)
+            columns, extra = _telemetry_columns(path, records)
+        except TelemetryFormatError as exc:
+            skipped = str(exc)
+            notes = [f"{TELEMETRY_FILE} left out: {exc}"]
+        if extra["ignored"]:
+            notes.append(f"{TELEMETRY_FILE}: {extra['ignored']} event line(s) of unknown kinds left out")
+    if summary.get("error"):
+        notes.append(f"the telemetry sampler stopped: {summary['error']}")
+    header, marks = extra["header"], extra["marks"]
+    gpus = summary.get("gpus") if isinstance(summary.get("gpus"), list) else header.get("gpus")
+    nvml = summary.get("nvml", header.get("nvml"))
+    reason = summary.get("reason", header.get("reason"))
+    start, end = marks.get("test_start"), marks.get("test_end")
+    window = _finite(summary.get("window_s"))
+    tokens, tokens_source = _window_output_tokens(parsed)
+    info = {
+        "enabled": summary.get("enabled") is not False,
+        "nvml": nvml if isinstance(nvml, bool) else None,
+        "reason": None if reason is None else str(reason),
+        "interval_s": _finite(summary.get("interval_s", header.get("interval_s"))),
+        "driver": None if header.get("driver") is None else str(header.get("driver")),
+        "gpu_count": len(gpus) if isinstance(gpus, list) else None,
+        "gpus_json": json.dumps(gpus) if isinstance(gpus, list) else None,
+        "test_start_s": start,
+        "test_end_s": end,
+        "window_s": window if window is not None else (end - start if start is not None and end is not None else None),
+        "energy_j": _finite(summary.get("energy_j")),
+        "energy_source": None if summary.get("energy_source") is None else str(summary.get("energy_source")),
+        "mean_gpu_util_pct": _finite(summary.get("mean_gpu_util_pct")),
+        "mean_power_w": _finite(summary.get("mean_power_w")),
+        "peak_mem_used_mib": _finite(summary.get("peak_mem_used_mib")),
+        "mean_kv_cache_usage_pct": _finite(summary.get("mean_kv_cache_usage_pct")),
+        "peak_kv_cache_usage_pct": _finite(summary.get("peak_kv_cache_usage_pct")),
+        "gpu_rows": as_int(summary.get("gpu_rows")) if isinstance(summary.get("gpu_rows"), int) else None,
+        "engine_rows": as_int(summary.get("engine_rows")) if isinstance(summary.get("engine_rows"), int) else None,
+        "stored_rows": len(columns["t_s"]),
+        "window_output_tokens": tokens,
+        "window_output_tokens_source": tokens_source,
+        "note": "; ".join(notes) or None,
+    }
+    for key in ("gpu_rows", "engine_rows", "window_output_tokens"):
+        if info[key] is not None and not fits(info[key], 64):
+            info[key] = None
+    return RunTelemetry(columns=columns, info=info, notes=notes, skipped=skipped)
+
+
+def _write_telemetry(conn: "duckdb.DuckDBPyConnection", run_id: str, tel: RunTelemetry | None) -> None:
+    """The ingest hook of migration 6 (inside the caller's transaction; the run's earlier rows are gone already)."""
+    import pyarrow as pa
+
+    if tel is None:
+        return
+    values = [run_id, *(tel.info.get(c) for c in RUN_TELEMETRY_COLUMN_NAMES[1:])]
+    conn.execute(f"INSERT INTO run_telemetry ({', '.join(RUN_TELEMETRY_COLUMN_NAMES)}) "
+                 f"VALUES ({', '.join('?' for _ in values)})", values)
+    n = len(tel.columns["t_s"])
+    if not n:
+        return
+    _arrow_insert(conn, "telemetry", {
+        "run_id": ([run_id] * n, pa.string()),
+        **{c: (tel.columns[c], None) for c in TELEMETRY_COLUMN_NAMES[1:]},  # Arrow arrays already
+    })
+
+
+def _run_summary_view_sql() -> str:
+    """run_summary as migration 6 leaves it: migration 4's columns, then the telemetry ones."""
+    return f"""CREATE OR REPLACE VIEW run_summary AS
+    SELECT
+      {_RUN_SUMMARY_SELECT},
+      {", ".join(f"{sql} AS {name}" for name, sql, _ in RUN_SUMMARY_SYSTEM_COLUMNS)},
+      {", ".join(f"{sql} AS {name}" for name, sql, _ in RUN_SUMMARY_TELEMETRY_COLUMNS)}
+    FROM runs r LEFT JOIN accuracy_latest a ON a.group_id = r.group_id LEFT JOIN run_systems s ON s.run_id = r.run_id
+      LEFT JOIN run_telemetry t ON t.run_id = r.run_id"""
+
+
+_MIGRATION_6_TELEMETRY = [
+    f"CREATE TABLE IF NOT EXISTS telemetry ({', '.join(f'{c} {t}' for c, t in TELEMETRY_COLUMNS)})",
+    f"CREATE TABLE IF NOT EXISTS run_telemetry ({', '.join(f'{c} {t}' for c, t in RUN_TELEMETRY_COLUMNS)}, "
+    "PRIMARY KEY (run_id))",
+    "CREATE INDEX IF NOT EXISTS telemetry_run ON telemetry (run_id)",
+    _run_summary_view_sql(),
+]
+RUN_SUMMARY_COLUMNS.extend((name, doc) for name, _, doc in RUN_SUMMARY_TELEMETRY_COLUMNS)
+
 MIGRATIONS: list[Migration] = [
     (1, "initial schema: runs, detail_events, settings, accuracy_results, provenance, sample_timings, progress, "
         "accuracy_log_samples, accuracy_latest; views accuracy_summary, run_summary", _MIGRATION_1),
@@ -454,6 +818,9 @@ MIGRATIONS: list[Migration] = [
         _MIGRATION_4_SYSTEMS),
     (5, "submission_checks: the MLCommons submission checker's verdict per result of each checked tree",
         [_MIGRATION_5_SUBMISSION_CHECKS]),
+    (6, "telemetry: GPU and engine samples of each harness run (telemetry.jsonl); run_telemetry: its summary "
+        "(run_manifest.json); run_summary gains energy per output token, mean GPU utilisation and power, energy "
+        "and peak KV-cache use", _MIGRATION_6_TELEMETRY),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -524,6 +891,17 @@ def _open_failure(db_path: Path, exc: Exception) -> StoreError:
     return StoreError(f"{db_path}: cannot open as a DuckDB database: {msg}")
 
 
+def _keep_file_until_commit(conn: "duckdb.DuckDBPyConnection") -> None:
+    """Nothing reaches the database file before a transaction commits: DuckDB writes large appends (a row group,
+    ~120k rows: the telemetry of a few runs) straight into the file ahead of the commit ("optimistic writes"), so a
+    failed ingest would leave the file changed (the same data, other bytes). Appends stay in memory until the
+    commit, and every commit is written to the WAL first (a large one would otherwise skip the WAL and be written
+    into the file directly, where a full disk can stop it halfway); the checkpoint that moves it into the file
+    comes after the commit succeeded."""
+    conn.execute("SET enable_optimistic_write = false")
+    conn.execute("SET auto_checkpoint_skip_wal_threshold = 4611686018427387904")
+
+
 def lock_path(db_path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(db_path) + ".lock")
 
@@ -553,6 +931,7 @@ def open_for_write(db_path: str | os.PathLike, *, lock_timeout_s: float = 30) ->
     try:
         conn = _connect_retrying(db_path, read_only=False, timeout_s=lock_timeout_s)
         try:
+            _keep_file_until_commit(conn)
             _migrate(conn, db_path)
             yield conn
             done = True
@@ -592,13 +971,17 @@ def _arrow_insert(conn: "duckdb.DuckDBPyConnection", table: str, columns: dict[s
     n = len(next(iter(columns.values()))[0])
     if n == 0:
         return
-    tbl = pa.table({name: pa.array(values, type=typ) for name, (values, typ) in columns.items()})
+    tbl = pa.table({name: values if isinstance(values, pa.Array) else pa.array(values, type=typ)
+                    for name, (values, typ) in columns.items()})
     conn.register("_bulk_rows", tbl)
     try:
         cols = ", ".join(columns)
         conn.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _bulk_rows")
     finally:
-        conn.unregister("_bulk_rows")
+        try:
+            conn.unregister("_bulk_rows")
+        except Exception:  # noqa: BLE001 - the transaction is aborted: the INSERT's own error is the one to report
+            pass
 
 
 def _event_columns(run_id: str, parsed: ParsedRun) -> dict[str, tuple[Sequence[Any], Any]]:
@@ -689,6 +1072,9 @@ def _write_run_rows(conn: "duckdb.DuckDBPyConnection", parsed: ParsedRun) -> lis
 
     row = dict(parsed.row)
     row["ingested_at"] = _utcnow()
+    telemetry = getattr(parsed, "telemetry", None)
+    if telemetry is not None and telemetry.notes:
+        row["parse_notes"] = "; ".join([*([row["parse_notes"]] if row.get("parse_notes") else []), *telemetry.notes])
     run_id = row["run_id"]
     m = parsed.manifest or {}
     backend = m.get("backend") if isinstance(m.get("backend"), dict) else {}
@@ -703,6 +1089,7 @@ def _write_run_rows(conn: "duckdb.DuckDBPyConnection", parsed: ParsedRun) -> lis
         [row.get(c) for c in RUNS_COLUMN_NAMES],
     )
     _write_system(conn, run_id, getattr(parsed, "system", None))
+    _write_telemetry(conn, run_id, telemetry)
     if parsed.events:
         _arrow_insert(conn, "detail_events", _event_columns(run_id, parsed))
     if parsed.settings:
@@ -937,6 +1324,14 @@ def ingest_parsed(
         raise LogFormatError(f"two run folders map to the same run id {sorted(dup)[0]}: {paths[:2]}")
     for parsed in runs:
         check_storable(parsed)
+    skipped = list(skipped or [])
+    for parsed in runs:  # read and checked before the database is opened, like every other file
+        tel = read_telemetry(parsed)
+        parsed.telemetry = tel  # type: ignore[attr-defined]  # what _write_run_rows stores
+        if tel is not None and tel.skipped:
+            where = str(Path(parsed.folder) / TELEMETRY_FILE)
+            reason = tel.skipped[len(where) + 1:] if tel.skipped.startswith(f"{where}:") else tel.skipped
+            skipped.append(Skipped(where, f"line {reason}" if reason[:1].isdigit() else reason))
     if runs:
         with open_for_write(db_path, lock_timeout_s=lock_timeout_s) as conn:
             _write_runs(conn, Path(os.path.abspath(db_path)), runs)

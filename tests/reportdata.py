@@ -196,3 +196,87 @@ def published_store(base: Path, mlperf_logs_dir: Path, stories_dir: Path | None 
                 store.ingest_path(db, folder)
         marker.write_text("ok\n")
     return db
+
+
+# ------------------------------------------------------------------------------- GPU telemetry (issue 12)
+
+# What the harness's sampler writes (telemetry.jsonl) on a node with two H200s: 10 ticks 1 s apart at t_s 0.5 ... 9.5,
+# LoadGen's timed window from t_s 1.0 to 9.0. Every value is a simple function of the tick so the tests can state
+# what the store and the charts must hold.
+TELEMETRY_TICKS = 10
+TELEMETRY_TEST_START_S = 1.0
+TELEMETRY_TEST_END_S = 9.0
+# The summary run_manifest.json carries (the harness computes it; the store copies it).
+GPU_TELEMETRY_SUMMARY = {
+    "nvml": True, "reason": None, "interval_s": 1.0, "file": "telemetry.jsonl", "window_s": 8.0,
+    "energy_j": 9876.5, "energy_source": "nvml_energy_counter", "mean_gpu_util_pct": 71.5, "mean_power_w": 612.5,
+    "peak_mem_used_mib": 10001.0, "mean_kv_cache_usage_pct": 45.0, "peak_kv_cache_usage_pct": 80.0,
+    "gpu_rows": 2 * TELEMETRY_TICKS, "engine_rows": TELEMETRY_TICKS,
+}
+H200 = {"name": "NVIDIA H200", "mem_total_mib": 143771, "power_limit_w": 700.0}
+
+
+def _iso(t_s: float) -> str:
+    from datetime import datetime, timedelta, timezone
+
+    start = datetime(2026, 11, 30, 2, 0, 0, tzinfo=timezone.utc)
+    return (start + timedelta(seconds=t_s)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def gpu_telemetry_lines(gpus: int = 2) -> list[dict]:
+    """The records of a telemetry.jsonl of `gpus` GPUs (header, markers, GPU rows, engine rows), in file order."""
+    lines: list[dict] = [{
+        "event": "header", "t_s": 0.0, "time": _iso(0), "interval_s": 1.0, "nvml": True, "reason": None,
+        "driver": "570.133.20",
+        "gpus": [{"index": g, **H200, "uuid": f"GPU-00000000-0000-0000-0000-00000000000{g}"} for g in range(gpus)],
+    }]
+    energy = [1_000_000.0 + 100_000.0 * g for g in range(gpus)]
+    for k in range(TELEMETRY_TICKS):
+        t = 0.5 + k
+        if t > TELEMETRY_TEST_START_S and not any(r.get("event") == "test_start" for r in lines):
+            lines.append({"event": "test_start", "t_s": TELEMETRY_TEST_START_S, "time": _iso(TELEMETRY_TEST_START_S)})
+        if t > TELEMETRY_TEST_END_S and not any(r.get("event") == "test_end" for r in lines):
+            lines.append({"event": "test_end", "t_s": TELEMETRY_TEST_END_S, "time": _iso(TELEMETRY_TEST_END_S)})
+        for g in range(gpus):
+            power = 300.0 + 10.0 * k + 50.0 * g
+            energy[g] += power
+            lines.append({"t_s": t, "time": _iso(t), "source": "gpu", "gpu": g, "gpu_util_pct": 50.0 + 5 * k + g,
+                          "mem_util_pct": 40.0 + k, "mem_used_mib": 1000.0 * (k + 1) + g, "power_w": power,
+                          "energy_j": energy[g], "sm_clock_mhz": 1980, "mem_clock_mhz": 3201,
+                          "temperature_c": 60 + k})
+        lines.append({"t_s": t + 0.002, "time": _iso(t), "source": "engine", "kv_cache_usage_pct": 10.0 * k,
+                      "requests_running": 100 + k, "requests_waiting": 20 - k, "prompt_tokens_per_s": 5000.0,
+                      "generation_tokens_per_s": 1000.0 * k})
+    return lines
+
+
+def write_telemetry(folder: Path, lines: list[dict], summary: dict | None, *, tail: str = "") -> None:
+    """telemetry.jsonl of `lines` (plus `tail`, written as it is: e.g. a half-written last line) and the manifest's
+    `telemetry` summary (None: the key is removed, as in runs from before telemetry)."""
+    import json
+
+    (folder / "telemetry.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + tail)
+    manifest = json.loads((folder / "run_manifest.json").read_text())
+    manifest.pop("telemetry", None)
+    if summary is not None:
+        manifest["telemetry"] = summary
+    (folder / "run_manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def add_gpu_telemetry(folder: Path, gpus: int = 2) -> None:
+    write_telemetry(folder, gpu_telemetry_lines(gpus), {**GPU_TELEMETRY_SUMMARY, "gpus": gpu_telemetry_lines(gpus)[0]["gpus"]})
+
+
+CPU_REASON = "NVML unavailable: NVML Shared Library Not Found (no NVIDIA driver on this node)"
+
+
+def add_cpu_telemetry(folder: Path) -> None:
+    """What the sampler writes on a CPU node: a header saying why there is no GPU telemetry, and the markers."""
+    lines = [{"event": "header", "t_s": 0.0, "time": _iso(0), "interval_s": 1.0, "nvml": False, "reason": CPU_REASON,
+              "driver": None, "gpus": []},
+             {"event": "test_start", "t_s": 0.2, "time": _iso(0.2)}, {"event": "test_end", "t_s": 1.4, "time": _iso(1.4)}]
+    write_telemetry(folder, lines, {"nvml": False, "reason": CPU_REASON, "interval_s": 1.0, "gpus": [],
+                                    "file": "telemetry.jsonl", "window_s": 1.2, "energy_j": None,
+                                    "energy_source": None, "mean_gpu_util_pct": None, "mean_power_w": None,
+                                    "peak_mem_used_mib": None, "mean_kv_cache_usage_pct": None,
+                                    "peak_kv_cache_usage_pct": None, "gpu_rows": 0, "engine_rows": 0})

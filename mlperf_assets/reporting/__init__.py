@@ -82,6 +82,8 @@ class ReportResult:
     dashboard_bytes: int = 0
     timings_s: dict[str, float] = field(default_factory=dict)
     pngs_reused: list[str] = field(default_factory=list)  # chart keys whose PNG came from the cache (data unchanged)
+    telemetry_charts: list[str] = field(default_factory=list)  # keys of the per-run "over the run" pictures
+    runs_without_gpu_telemetry: list[str] = field(default_factory=list)  # the report's sentence for each
 
     def markdown_with_inline_images(self, max_image_bytes: int = 400_000) -> str:
         """The report with its PNGs inlined as base64 (for Dagster metadata, which cannot show files)."""
@@ -142,6 +144,9 @@ class _StoreData:
     with_progress: set[str]
     samples: pd.DataFrame  # sample_timings of the runs whose figures are drawn
     progress: pd.DataFrame
+    with_telemetry: set[str] = field(default_factory=set)  # runs with rows in `telemetry`
+    telemetry: pd.DataFrame = field(default_factory=pd.DataFrame)  # those rows, of the runs whose figures are drawn
+    telemetry_info: dict[str, dict] = field(default_factory=dict)  # run_id -> its run_telemetry row
 
 
 def _read_store(db_path, view_runs: int, view_figures: int) -> _StoreData:
@@ -157,15 +162,39 @@ def _read_store(db_path, view_runs: int, view_figures: int) -> _StoreData:
                         "SELECT 'p', run_id FROM (SELECT DISTINCT run_id FROM progress)")
         with_samples = set(has.loc[has["t"] == "s", "run_id"].astype(str))
         with_progress = set(has.loc[has["t"] == "p", "run_id"].astype(str))
+        with_telemetry, telemetry_info = _telemetry_runs(conn)
         perf = ch.performance_runs(summary)
         wanted = set(ch.latest_per_group(perf)["run_id"].astype(str)) if not perf.empty else set()
         newest = ch.sort_by_time(summary).iloc[::-1].head(view_runs)["run_id"].astype(str)
-        wanted |= set([r for r in newest if r in with_samples or r in with_progress][:view_figures])
+        wanted |= set([r for r in newest if r in with_samples or r in with_progress or r in with_telemetry]
+                      [:view_figures])
         samples = _child(conn, "sample_timings", "run_id, issue_ns, first_token_ns, complete_ns, output_tokens",
                          sorted(wanted & with_samples), "run_id, qsl_idx, issue_ns")
         progress = _child(conn, "progress", "run_id, elapsed_s, completed, tokens_per_s",
                           sorted(wanted & with_progress), "run_id, seq")
-    return _StoreData(summary, with_samples, with_progress, samples, progress)
+        telemetry = _child(conn, "telemetry", _TELEMETRY_READ, sorted(wanted & with_telemetry),
+                           "run_id, t_s, source, gpu")
+    return _StoreData(summary, with_samples, with_progress, samples, progress, with_telemetry, telemetry,
+                      telemetry_info)
+
+
+_TELEMETRY_READ = ("run_id, t_s, t_test_s, source, gpu, gpu_util_pct, power_w, kv_cache_usage_pct, requests_running, "
+                   "requests_waiting, generation_tokens_per_s")
+
+
+def _telemetry_runs(conn) -> tuple[set[str], dict[str, dict]]:
+    """Runs with telemetry rows, and every run's run_telemetry row; nothing from a store made before schema 6
+    (opened read-only, so not migrated yet)."""
+    import duckdb
+
+    try:
+        ids = conn.execute("SELECT DISTINCT run_id FROM telemetry").fetchall()
+        cur = conn.execute("SELECT * FROM run_telemetry")
+    except duckdb.CatalogException:
+        return set(), {}
+    names = [d[0] for d in cur.description]
+    info = {str(row[0]): dict(zip(names, row)) for row in cur.fetchall()}
+    return {str(r[0]) for r in ids}, info
 
 
 def _child(conn, table: str, columns: str, run_ids: list[str], order: str) -> pd.DataFrame:
@@ -308,12 +337,14 @@ def build_report(
         ch.published_context(summary, colors),
         *search_charts(db_path, colors),  # the capacity search (max_qps_search), when the store has one
     ]
+    telemetry_charts, no_telemetry = _telemetry_charts(data, latest)  # per run: the report's pictures only
     # Each figure encoded once: the dashboard embeds the text and the PNG cache is keyed by it.
-    figures_json = {c.key: dash.figure_json(c.figure_dict) for c in built if c.available and c.has_figure}
+    figures_json = {c.key: dash.figure_json(c.figure_dict) for c in [*built, *telemetry_charts]
+                    if c.available and c.has_figure}
     timings["charts_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    job = render.start(built, out, figures_json, workers=render_workers)  # PNGs drawn while the page is built
+    job = render.start([*built, *telemetry_charts], out, figures_json, workers=render_workers)  # while the page is built
     timings["png_start_s"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
@@ -337,23 +368,55 @@ def build_report(
         stale = out / f"{key}.png"
         if key not in png_paths and stale.exists():
             stale.unlink()
+    for stale in out.glob(f"{ch.TELEMETRY_KEY_PREFIX}*.png"):
+        if stale.stem not in png_paths:
+            stale.unlink()
     timings["png_wait_s"] = time.perf_counter() - t4
 
     latest_rows = summary[summary["run_id"].isin(latest_ids)].to_dict("records") if not summary.empty else []
     markdown = render_markdown(title, subtitle, table, built, current_flags, all_flags,
                                regression_threshold_pct, regression_window, intro_lines or [],
-                               caveats=notes_section(latest_rows), rules=rules_table(latest))
+                               caveats=notes_section(latest_rows), rules=rules_table(latest),
+                               telemetry=(telemetry_charts, no_telemetry))
     report_path = write_atomic(out / REPORT_NAME, markdown.encode("utf-8"))
     timings["total_s"] = time.perf_counter() - t0
     missing = {c.key: c.reason or "no data" for c in built if not c.available}
     return ReportResult(
         out_dir=out, report_path=report_path, dashboard_path=dashboard_path, png_paths=png_paths,
         charts_drawn=[c.key for c in built if c.available], charts_missing=missing,
+        telemetry_charts=[c.key for c in telemetry_charts], runs_without_gpu_telemetry=no_telemetry,
         needs_harness_data=[c.title for c in built if not c.available and c.needs_harness_data],
         regressions=current_flags, all_regressions=all_flags, n_runs=len(summary), summary_table=table,
         markdown=markdown, dashboard_bytes=len(page_bytes), timings_s=timings,
         pngs_reused=list(job.reused),
     )
+
+
+MAX_TELEMETRY_CHARTS = 12
+
+
+def _telemetry_charts(data: _StoreData, latest: pd.DataFrame) -> tuple[list[ch.Chart], list[str]]:
+    """The "over the run" picture of each latest performance run with telemetry (at most MAX_TELEMETRY_CHARTS),
+    and one sentence for each latest harness run without GPU telemetry (submission logs never have any: no
+    sentence for them)."""
+    charts: list[ch.Chart] = []
+    sentences: list[str] = []
+    if latest is None or latest.empty:
+        return charts, sentences
+    by_run = {k: g for k, g in data.telemetry.groupby("run_id")} if not data.telemetry.empty else {}
+    for _, r in ch._iterrows(ch.sort_by_time(latest).iloc[::-1]):
+        rid = str(r["run_id"])
+        info = data.telemetry_info.get(rid)
+        if rid in by_run:
+            if len(charts) >= MAX_TELEMETRY_CHARTS:
+                continue
+            chart = ch.run_telemetry_chart(by_run[rid], r, info)
+            if chart.available:
+                charts.append(chart)
+                continue
+        if info is not None or r.get("source_kind") == "harness":
+            sentences.append(f"{ch.run_label(r)}: {ch.no_gpu_telemetry_sentence(info)}")
+    return charts, sentences
 
 
 def rules_table(latest: pd.DataFrame) -> pd.DataFrame:
@@ -389,6 +452,7 @@ def render_markdown(
     intro_lines: list[str] = (),
     caveats: str = "",
     rules: pd.DataFrame | None = None,
+    telemetry: tuple[list[ch.Chart], list[str]] | None = None,
 ) -> str:
     lines = [f"# {title}", "", subtitle, "", *[x for line in intro_lines for x in (line, "")],
              f"Interactive version: [{DASHBOARD_NAME}]({DASHBOARD_NAME}) "
@@ -435,6 +499,20 @@ def render_markdown(
         lines += [f"_{note}_" for note in chart.notes]
         if chart.notes:
             lines.append("")
+    telemetry_charts, no_telemetry = telemetry or ([], [])
+    if telemetry_charts or no_telemetry:
+        lines += ["## GPU telemetry over the run", "",
+                  "GPU utilisation and power per GPU, KV-cache use, running and waiting requests and generation "
+                  "tokens/s of the latest runs, sampled by the harness (`telemetry.jsonl`); LoadGen's timed test is "
+                  "shaded. J/token: the GPUs' energy over the timed test / the output tokens generated in it.", ""]
+        for chart in telemetry_charts:
+            lines += [f"### {chart.title}", "", f"![{chart.title}]({chart.key}.png)", ""]
+            lines += [f"_{note}_" for note in chart.notes]
+            if chart.notes:
+                lines.append("")
+        lines += [f"- {sentence}" for sentence in no_telemetry]
+        if no_telemetry:
+            lines.append("")
     missing = [c for c in built if not c.available and c is not published]
     if missing:
         lines += ["## Charts not drawn", ""]
@@ -455,12 +533,16 @@ def _run_views(data: _StoreData, colors, all_flags: list[RegressionFlag], max_ru
         return []
     flags = flags_by_run(all_flags)
     runs = ch.sort_by_time(summary).iloc[::-1].head(max_runs)  # newest first
-    figure_ids = [rid for rid in runs["run_id"].astype(str) if rid in with_samples or rid in with_progress]
+    with_telemetry = data.with_telemetry
+    figure_ids = [rid for rid in runs["run_id"].astype(str)
+                  if rid in with_samples or rid in with_progress or rid in with_telemetry]
     figure_ids = set(figure_ids[:max_figures])
     samples = data.samples[data.samples["run_id"].isin(figure_ids)]
     progress = data.progress[data.progress["run_id"].isin(figure_ids)]
     samples_by = {k: g for k, g in samples.groupby("run_id")} if not samples.empty else {}
     progress_by = {k: g for k, g in progress.groupby("run_id")} if not progress.empty else {}
+    telemetry = data.telemetry[data.telemetry["run_id"].isin(figure_ids)] if not data.telemetry.empty else None
+    telemetry_by = {k: g for k, g in telemetry.groupby("run_id")} if telemetry is not None else {}
     views = []
     for _, r in ch._iterrows(runs):
         rid = str(r["run_id"])
@@ -487,6 +569,7 @@ def _run_views(data: _StoreData, colors, all_flags: list[RegressionFlag], max_ru
             ("source", str(r.get("source_path"))),
             ("regressions", "; ".join(flags.get(rid, [])) or "–"),
         ]
+        details += _telemetry_details(r)
         figures = {}
         notes = []
         color = colors.get(str(r.get("node")), ch.PALETTE[0])
@@ -494,6 +577,12 @@ def _run_views(data: _StoreData, colors, all_flags: list[RegressionFlag], max_ru
             figures["histogram"] = ch.run_histogram_figure(samples_by[rid], r, color)
         if rid in progress_by:
             figures["progress"] = ch.run_progress_figure(progress_by[rid], r, color)
+        info = data.telemetry_info.get(rid)
+        if rid in telemetry_by:
+            figures["telemetry"] = ch.run_telemetry_figure(telemetry_by[rid], r, info)
+        if figures.get("telemetry") is None and rid not in with_telemetry and (
+                info is not None or r.get("source_kind") == "harness"):
+            notes.append(ch.no_gpu_telemetry_sentence(info))
         if (rid in with_samples or rid in with_progress) and rid not in figure_ids:
             notes.append(f"Per-sample and progress figures are embedded for the newest {max_figures} runs only.")
         elif rid not in with_samples and rid not in with_progress:
@@ -503,6 +592,23 @@ def _run_views(data: _StoreData, colors, all_flags: list[RegressionFlag], max_ru
                              percentiles_ms=percentiles_from_row(r), limits_ms=rules.as_dict() or None,
                              limits_source=rules.source, figures=figures, notes=notes))
     return views
+
+
+def _telemetry_details(row) -> list[tuple[str, str]]:
+    """The run view's telemetry lines (none for runs without GPU telemetry)."""
+    out = []
+    energy, joules = row.get("energy_per_output_token_j"), row.get("energy_j")
+    if not ch.isnull(energy):
+        out.append(("energy per output token", f"{float(energy):,.4f} J"
+                    + ("" if ch.isnull(joules) else f" ({float(joules):,.0f} J over the timed test)")))
+    util, power = row.get("mean_gpu_util_pct"), row.get("mean_gpu_power_w")
+    if not ch.isnull(util) or not ch.isnull(power):
+        out.append(("mean GPU util / power", f"{'–' if ch.isnull(util) else f'{float(util):.1f} %'} / "
+                                             f"{'–' if ch.isnull(power) else f'{float(power):,.0f} W'}"))
+    kv = row.get("peak_kv_cache_usage_pct")
+    if not ch.isnull(kv):
+        out.append(("peak KV-cache use", f"{float(kv):.1f} %"))
+    return out
 
 
 def _accelerator_text(row) -> str:

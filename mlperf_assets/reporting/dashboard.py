@@ -4,7 +4,8 @@
 regression flags, your runs beside the published MLPerf results on the same accelerator, every chart (hover for
 details), and a run selector: choosing a run shows its figures and percentiles (with the p99 limits that run is held
 to, and where they come from) and, for runs of our harness, its per-sample latency histograms and throughput
-timeline. Everything user-supplied (node names, run ids, paths) is escaped; the inline JSON cannot close its script
+timeline, and its GPU telemetry over the run (utilisation, power, KV cache, requests, tokens/s; LoadGen's test
+shaded). Everything user-supplied (node names, run ids, paths) is escaped; the inline JSON cannot close its script
 element. Each figure is in the page once, as JSON (`figure_json`, which the report also hashes to name its PNGs).
 """
 
@@ -31,7 +32,7 @@ class RunView:
     percentiles_ms: dict[str, dict[str, float | None]]  # {"latency"|"ttft"|"tpot": {"p50", "p90", "p99"}}
     limits_ms: dict[str, float] | None = None  # {"ttft": .., "tpot": ..} or {"latency": ..} for Server runs
     limits_source: str | None = None  # where the limits come from ("LoadGen log", "benchmark table (...)")
-    figures: dict[str, object] = field(default_factory=dict)  # "histogram"/"progress" -> plotly figure or dict
+    figures: dict[str, object] = field(default_factory=dict)  # "histogram"/"progress"/"telemetry" -> figure or dict
     notes: list[str] = field(default_factory=list)
 
 
@@ -145,6 +146,7 @@ def build_dashboard_html(
         '<div class="chart run-chart" id="run-percentiles"></div>'
         '<div class="chart run-chart" id="run-histogram"></div>'
         '<div class="chart run-chart" id="run-progress"></div>'
+        '<div class="chart run-chart" id="run-telemetry"></div>'
         if runs else '<p class="empty">No runs in the store yet.</p>'
     )
     return _PAGE.format(
@@ -294,7 +296,7 @@ _SCRIPT = r"""
     if (Object.keys(run.percentiles).length) {
       pdiv.style.display = ""; jobs.push(plot(pdiv, percentileFigure(run)));
     } else { Plotly.purge(pdiv); pdiv.style.display = "none"; }
-    [["histogram", "run-histogram"], ["progress", "run-progress"]].forEach(function (pair) {
+    [["histogram", "run-histogram"], ["progress", "run-progress"], ["telemetry", "run-telemetry"]].forEach(function (pair) {
       var div = document.getElementById(pair[1]);
       var fig = run.figures[pair[0]];
       if (fig) { div.style.display = ""; jobs.push(plot(div, fig)); }
