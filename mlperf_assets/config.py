@@ -23,6 +23,7 @@ import os
 import re
 import stat as statmod
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -51,6 +52,7 @@ CONFIG_ENV = "MLPERF_DAGSTER_CONFIG"
 DATASET_ENV = "MLPERF_DAGSTER_DATASET"
 
 # Choices come from the harness's registries (benchmarks.py, backends/__init__.py); SCENARIOS is imported above.
+PARALLELISM = ("auto", "data", "tensor")
 BENCHMARKS = BENCHMARK_NAMES
 BACKENDS = BACKEND_NAMES
 BASELINE_BACKENDS = tuple(n for n, kind in BACKEND_KINDS.items() if kind != "model")  # labelled, never a model
@@ -212,6 +214,10 @@ class BenchmarkConfig(_Model):
     # mlperf.conf (the scenarios' duration/count overrides dropped), accuracy and TEST06 for every scenario
     profile: Literal["smoke", "submission"] = "smoke"
     compliance: list[Literal[COMPLIANCE_NAMES]] = Field(default_factory=list)  # compliance tests after accuracy
+    # How a node with several GPUs (its `gpus`) runs one test (resolve_parallelism): data = one engine replica per
+    # GPU group behind one SUT (--data-parallel-size), tensor = one engine over all of them (tensor_parallel_size),
+    # auto = data when the benchmark's model fits one GPU (benchmarks.py fits_one_gpu), else tensor
+    parallelism: Literal[PARALLELISM] = "auto"
 
     @field_validator("scenarios", mode="after")
     @classmethod
@@ -899,6 +905,11 @@ def _cross_checks(config: MlperfConfig, raw: dict) -> list[tuple[str, str]]:
                 if name in seen_env:
                     problems.append((f"nodes[{i}].forward_env[{j}]", f"{name!r} is listed twice"))
                 seen_env.add(name)
+    for i, node in enumerate(config.nodes):
+        try:
+            resolve_parallelism(config.benchmark, node)
+        except ValueError as exc:
+            problems.append((f"nodes[{i}].gpus", str(exc)))
     if config.benchmark.backend in ("vllm", "openai") and not config.benchmark.checkpoint:
         problems.append(("benchmark.checkpoint", f"is required for the {config.benchmark.backend} backend"))
     elif (engine_problem := _engine_problem(config.benchmark)) is not None:
@@ -942,6 +953,65 @@ def _apply_profile(config: MlperfConfig) -> None:
     if config.benchmark.profile == "submission":
         config.dataset.max_samples = None
         config.benchmark.accuracy = True
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How one node runs one test on its GPUs (``benchmark.parallelism`` resolved for the node's ``gpus``)."""
+
+    mode: Literal["none", "data", "tensor"]  # none: a single engine as configured (0 or 1 GPU, or a backend without)
+    data_parallel_size: int = 1  # engine replicas behind one SUT (the harness's --data-parallel-size)
+    tensor_parallel_size: int | None = None  # vLLM's engine argument, set explicitly; None: the engine mapping's
+
+
+def node_gpu_count(node: Any) -> int | None:
+    """GPUs a node gives each run: its ``gpus`` count, or the number of device ids listed (docker); None for
+    docker's ``all`` (not known before the container runs)."""
+    gpus = getattr(node, "gpus", 0)
+    if isinstance(gpus, list):
+        return len(gpus)
+    return None if gpus == "all" else int(gpus)
+
+
+def resolve_parallelism(benchmark: BenchmarkConfig, node: Any) -> Parallelism:
+    """``benchmark.parallelism`` on ``node`` (a node model). Only a node with more than one GPU (a known count) gets
+    any: with the vllm backend, tensor = ``tensor_parallel_size`` = all its GPUs; data = replicas of
+    ``tensor_parallel_size`` GPUs each (the engine mapping's value, default 1), which must divide the GPU count
+    (ValueError naming the node); auto = data when the model fits one GPU, else tensor. The other backends use no
+    GPU of the node: auto and tensor leave them alone (openai's server owns its GPUs; it is never replicated), while
+    an explicit ``data`` runs the baselines (extractive, replay, sim) as that many replicas (harmless; it exercises the
+    replica path on CPU nodes, and a sim replica per GPU simulates the node)."""
+    from mlperf_assets.harness.benchmarks import BENCHMARKS as FACTS
+
+    gpus = node_gpu_count(node)
+    choice = benchmark.parallelism
+    if gpus is None or gpus <= 1 or benchmark.backend == "openai":
+        return Parallelism("none")
+    if benchmark.backend != "vllm":
+        return Parallelism("data", gpus) if choice == "data" else Parallelism("none")
+    if choice == "auto":
+        choice = "data" if FACTS[benchmark.model].fits_one_gpu else "tensor"
+    raw = benchmark.engine.get("tensor_parallel_size")
+    try:
+        tp = None if raw is None else int(raw)
+        if tp is not None and (isinstance(raw, bool) or tp != float(raw) or tp < 1):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"node {node.name!r}: benchmark.engine tensor_parallel_size must be a positive integer, "
+                         f"got {raw!r}") from None
+    if choice == "tensor":
+        if tp is not None and tp != gpus:
+            how = "tensor" if benchmark.parallelism == "tensor" else f"{benchmark.parallelism} -> tensor"
+            raise ValueError(f"node {node.name!r} has {gpus} GPUs but benchmark.engine sets tensor_parallel_size={tp}"
+                             f" (parallelism {how}: one engine over all {gpus}); make them equal or remove it")
+        return Parallelism("tensor", 1, gpus)
+    tp = tp or 1
+    if gpus % tp:
+        raise ValueError(f"node {node.name!r} has {gpus} GPUs, not a multiple of benchmark.engine tensor_parallel_size"
+                         f" {tp} (parallelism {benchmark.parallelism}: replicas of {tp} GPUs each)")
+    if gpus == tp:
+        return Parallelism("tensor", 1, tp)
+    return Parallelism("data", gpus // tp, tp)
 
 
 # How the checkpoint reaches a backend as an engine argument; plan.build_spec adds it the same way.

@@ -331,3 +331,99 @@ def test_validate_config_cli(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.splitlines()[0] == "config/examples/ssh-fleet.yaml: OK"
     assert "jw2 (ssh), jw3 (ssh)" in ok.stdout
+
+
+# ------------------------------------------------------------------------------------ parallelism (issue 12)
+def _parallel_config(tmp_path, parallelism: str | None, *, gpus="2", backend: str = "vllm", engine: str = "{}",
+                     model: str = "llama3.1-8b", runner: str = "ssh, host: h"):
+    line = f", parallelism: {parallelism}" if parallelism else ""
+    return parse_config(
+        f"benchmark: {{model: {model}, backend: {backend}, engine: {engine}{line}}}\n"
+        f"nodes: [{{name: box, runner: {runner}, gpus: {gpus}}}]\n", tmp_path / "c.yaml")
+
+
+def _argv_of(config, tmp_path) -> list[str]:
+    from mlperf_assets.plan import build_spec
+
+    spec = build_spec(config, run_id="r1", node="box", scenario="Offline", mode="performance", dataset=tmp_path)
+    return spec.harness_args("/out")
+
+
+def test_parallelism_resolution_and_the_harness_argv(tmp_path, monkeypatch):
+    from mlperf_assets.config import Parallelism, resolve_parallelism
+    from mlperf_assets.harness import benchmarks
+
+    def engine_args(argv):
+        return [argv[i + 1] for i, a in enumerate(argv) if a == "--engine-arg"]
+
+    auto = _parallel_config(tmp_path, None)
+    assert auto.benchmark.parallelism == "auto"  # the default
+    # auto: llama3.1-8b fits one GPU -> one replica per GPU
+    assert resolve_parallelism(auto.benchmark, auto.nodes[0]) == Parallelism("data", 2, 1)
+    argv = _argv_of(auto, tmp_path)
+    assert argv[argv.index("--data-parallel-size") + 1] == "2" and "tensor_parallel_size=1" in engine_args(argv)
+    data = _parallel_config(tmp_path, "data")
+    assert _argv_of(data, tmp_path) == argv
+    tensor = _parallel_config(tmp_path, "tensor")
+    assert resolve_parallelism(tensor.benchmark, tensor.nodes[0]) == Parallelism("tensor", 1, 2)
+    argv = _argv_of(tensor, tmp_path)
+    assert "--data-parallel-size" not in argv and "tensor_parallel_size=2" in engine_args(argv)
+    # auto for a model that does not fit one GPU: tensor parallelism
+    monkeypatch.setitem(benchmarks.BENCHMARKS, "llama3.1-8b",
+                        benchmarks.BENCHMARKS["llama3.1-8b"].__class__(**{**benchmarks.BENCHMARKS["llama3.1-8b"]
+                                                                           .__dict__, "fits_one_gpu": False}))
+    assert resolve_parallelism(auto.benchmark, auto.nodes[0]) == Parallelism("tensor", 1, 2)
+    monkeypatch.undo()
+    # data with the engine's tensor_parallel_size: gpus / tp replicas of tp GPUs
+    four = _parallel_config(tmp_path, "data", gpus="4", engine="{tensor_parallel_size: 2}")
+    argv = _argv_of(four, tmp_path)
+    assert argv[argv.index("--data-parallel-size") + 1] == "2" and "tensor_parallel_size=2" in engine_args(argv)
+    same = _parallel_config(tmp_path, "auto", engine="{tensor_parallel_size: 2}")  # tp = gpus: one engine
+    assert resolve_parallelism(same.benchmark, same.nodes[0]) == Parallelism("tensor", 1, 2)
+    # docker device ids count; docker "all" is not known before the run: nothing added
+    ids = _parallel_config(tmp_path, "data", gpus="['0', '1']", runner="docker, image: x")
+    assert resolve_parallelism(ids.benchmark, ids.nodes[0]) == Parallelism("data", 2, 1)
+    every = _parallel_config(tmp_path, "data", gpus="all", runner="docker, image: x")
+    assert "--data-parallel-size" not in _argv_of(every, tmp_path)
+    # 0 or 1 GPU: nothing added
+    for gpus in ("0", "1"):
+        argv = _argv_of(_parallel_config(tmp_path, "tensor", gpus=gpus), tmp_path)
+        assert "--data-parallel-size" not in argv and not any("tensor_parallel" in a for a in argv)
+
+
+def test_parallelism_of_backends_without_gpus(tmp_path):
+    from mlperf_assets.config import Parallelism, resolve_parallelism
+
+    for backend in ("extractive", "replay", "sim"):  # baselines: only an explicit `data` replicates them
+        for choice in ("auto", "tensor"):
+            c = _parallel_config(tmp_path, choice, backend=backend)
+            assert resolve_parallelism(c.benchmark, c.nodes[0]) == Parallelism("none")
+            assert "--data-parallel-size" not in _argv_of(c, tmp_path)
+        c = _parallel_config(tmp_path, "data", backend=backend)
+        argv = _argv_of(c, tmp_path)
+        assert argv[argv.index("--data-parallel-size") + 1] == "2" and "--engine-arg" not in argv
+    openai = parse_config("benchmark: {backend: openai, checkpoint: m, parallelism: data}\n"
+                          "nodes: [{name: box, runner: ssh, host: h, gpus: 2}]\n", tmp_path / "c.yaml")
+    assert resolve_parallelism(openai.benchmark, openai.nodes[0]) == Parallelism("none")  # the server's GPUs
+
+
+def test_parallelism_refusals_name_the_node(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("benchmark: {backend: vllm, engine: {tensor_parallel_size: 2}, parallelism: data}\n"
+                    "nodes: [{name: gpu3, runner: ssh, host: h, gpus: 3}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [f"{path}: nodes[0].gpus: node 'gpu3' has 3 GPUs, not a multiple of benchmark.engine "
+                                   "tensor_parallel_size 2 (parallelism data: replicas of 2 GPUs each)"]
+    path.write_text("benchmark: {backend: vllm, engine: {tensor_parallel_size: 2}, parallelism: tensor}\n"
+                    "nodes: [{name: gpu4, runner: ssh, host: h, gpus: 4}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [f"{path}: nodes[0].gpus: node 'gpu4' has 4 GPUs but benchmark.engine sets "
+                                   "tensor_parallel_size=2 (parallelism tensor: one engine over all 4); make them "
+                                   "equal or remove it"]
+    path.write_text("benchmark: {parallelism: pipeline}\nnodes: [{name: a, runner: local}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert len(info.value.problems) == 1 and "benchmark.parallelism" in info.value.problems[0]
+    assert "auto, data, tensor" in info.value.problems[0]

@@ -104,6 +104,9 @@ class Benchmark:
     aliases: tuple[str, ...] = field(default=())  # other spellings seen in submissions and logs
     # the reference tokenizer's EOS (what TEST06 counts at the end of an output): Llama 3.1 Instruct's <|eot_id|>
     eos_token_id: int = 128009
+    # the model's weights fit one GPU: a config's `parallelism: auto` runs one engine replica per GPU (data
+    # parallelism) on a multi-GPU node; a model that does not is split across the node's GPUs (tensor parallelism)
+    fits_one_gpu: bool = True
 
     @property
     def default_accuracy_target(self) -> str:

@@ -57,8 +57,11 @@ def add_backend_cli_args(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def build_backend(name: str, args: BackendArgs, data_parallel_size: int = 1) -> Backend:
-    """The backend a run uses: ``name`` built from ``args``, or ``data_parallel_size`` replicas of it behind one SUT."""
+    """The backend a run uses: ``name`` built from ``args``, or ``data_parallel_size`` replicas of it behind one SUT
+    (``replicas.ReplicatedBackend``: one worker process and GPU group each; any registered backend)."""
     cls = backend_class(name)
     if data_parallel_size <= 1:
         return cls.from_args(args)
-    raise HarnessError("--data-parallel-size > 1 is not supported yet")
+    from .replicas import ReplicatedBackend
+
+    return ReplicatedBackend(name, args, data_parallel_size)
