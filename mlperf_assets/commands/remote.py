@@ -20,7 +20,7 @@ Print the Kubernetes Job that a `runner: kubernetes` node would be given for one
   mlperf-dagster render-k8s --config config/examples/kubernetes.yaml --node k8s-a100 --scenario Offline
   mlperf-dagster render-k8s --config cfg.yaml --node k8s-a100 --scenario Server --mode accuracy | kubectl apply --dry-run=server -f -
 
-The Job requests nvidia.com/gpu = the node's gpus (vLLM's tensor_parallel_size is set to match), carries the
+The Job requests nvidia.com/gpu = the node's gpus (vLLM's tensor_parallel_size is set to match each engine replica's share), carries the
 node's nodeSelector, tolerations and CPU/memory requests, keeps one benchmark pod per machine (pod
 anti-affinity), reads HF_TOKEN from the node's Secret by reference, and stores the run folder on the node's PVC
 (or an emptyDir the runner collects from). Labels: mlperf-dagster/run-id, /node, /scenario, /mode.
@@ -33,7 +33,7 @@ containers.create() keywords (nothing is created; no engine is needed):
   mlperf-dagster render-docker --config config/examples/docker.yaml --node docker-h100 --scenario Offline
 
 It shows the image, the command (the harness under its exit-code supervisor), the GPU device request (`gpus`: a
-count, all, or device ids; vLLM's tensor_parallel_size set to a count), ipc, shm_size, network, the volumes
+count, all, or device ids; vLLM's tensor_parallel_size set to each replica's share of a count), ipc, shm_size, network, the volumes
 (model cache, datasets, harness_source), the user, and the labels the runner finds the run by after a restart
 (mlperf-dagster.run-id, .node, .scenario, .mode). Environment variables listed in the node's `env` appear by name
 only: their values are read from the orchestrator's environment when the run starts.

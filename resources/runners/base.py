@@ -149,7 +149,7 @@ class RunSpec:
         return {
             "scenario": self.scenario, "mode": self.mode, "benchmark": self.benchmark, "backend": self.backend,
             "max_samples": self.max_samples, "settings": dict(self.settings), "engine_args": dict(self.engine_args),
-            "compliance": self.compliance,
+            "compliance": self.compliance, "extra_args": list(self.extra_args),
         }  # fmt: skip
 
     def harness_argv(self, python: str, output_dir: str, *, dataset_path: str | None = None) -> list[str]:

@@ -132,16 +132,22 @@ def _toleration(t: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def engine_args_for_gpus(spec: RunSpec, gpus: int) -> dict[str, Any]:
-    """The spec's engine args with vLLM's ``tensor_parallel_size`` = GPUs; a conflicting explicit value is an error."""
+    """The spec's engine args with vLLM's ``tensor_parallel_size`` = the GPUs of one engine replica: all of them, or
+    GPUs / the spec's ``--data-parallel-size`` (plan.build_spec); a conflicting explicit value is an error."""
+    from mlperf_assets.plan import spec_data_parallel_size
+
     engine = dict(spec.engine_args)
     if spec.backend != "vllm" or gpus < 1:
         return engine
+    replicas = spec_data_parallel_size(spec)
     current = engine.get("tensor_parallel_size")
-    if current is not None and int(current) != gpus:
-        raise ValueError(
-            f"engine tensor_parallel_size={current} but node {spec.node} requests {gpus} GPU(s); make them equal"
-        )
-    engine["tensor_parallel_size"] = gpus
+    if current is not None and int(current) * replicas != gpus:
+        layout = f"{replicas} replicas x " if replicas > 1 else ""
+        raise ValueError(f"engine {layout}tensor_parallel_size={current} but node {spec.node} requests {gpus} GPU(s); "
+                         "make them equal")
+    if current is None and gpus % replicas:
+        raise ValueError(f"--data-parallel-size {replicas} does not divide the {gpus} GPU(s) of node {spec.node}")
+    engine["tensor_parallel_size"] = int(current) if current is not None else gpus // replicas
     return engine
 
 
