@@ -4,8 +4,10 @@ For each engine configuration (``--configs``: bf16, fp8, ...) it runs, through t
 - **Offline**, performance mode, ``--offline-samples`` samples issued once each; then plain ``LLM.generate`` on exactly
   the samples LoadGen issued, with the engine arguments the harness recorded (its per-scenario defaults included):
   tokens/s of both and their ratio (target >= 0.97);
-- **Server** at ``--server-fraction`` x the Offline samples/s of the same configuration: LoadGen's verdict, TTFT and
-  TPOT p99 against the benchmark's limits;
+- **Server** (the first configuration; all with ``--server-all-configs``) at ``--server-fraction`` x the Offline
+  samples/s of the same configuration: LoadGen's verdict, TTFT and TPOT p99 against the benchmark's limits;
+- variants (``--offline-variant`` / ``--server-variant KEY=VALUE,...``): the first configuration again with other
+  engine arguments, to choose defaults by measurement;
 - with ``--multi-gpu dp,tp`` and N GPUs: Offline over all N GPUs by data parallelism (N replicas behind one SUT) and
   by tensor parallelism, and the scaling ratio to one GPU.
 Jobs run on a small GPU scheduler: with 2+ GPUs, independent jobs (e.g. one configuration's plain baseline and
@@ -64,6 +66,7 @@ class Job:
     after: tuple[str, ...] = ()
     harness_args: list[str] = field(default_factory=list)
     parallelism: str = ""  # "", "dp", "tp"
+    engine: dict = field(default_factory=dict)  # a variant's engine arguments, over the configuration's
     # filled in by the scheduler
     status: str = "waiting"  # waiting, running, done, failed, skipped
     devices: list[str] = field(default_factory=list)
@@ -147,25 +150,39 @@ def model_path(a: argparse.Namespace) -> Path:
 
 # ------------------------------------------------------------------------------------------------------ jobs
 def plan_jobs(a: argparse.Namespace) -> list[Job]:
-    jobs: list[Job] = []
-    for c in a.configs:
-        jobs.append(Job(f"{c}-offline", "harness", c, "Offline"))
-        if a.baseline:
-            jobs.append(Job(f"{c}-plain", "plain", c, "Offline", after=(f"{c}-offline",)))
-        if "Server" in a.scenarios:
-            jobs.append(Job(f"{c}-server", "harness", c, "Server", after=(f"{c}-offline",)))
-    n = len(a.gpus)
-    if n >= 2:
-        for mode in a.multi_gpu:
-            c = a.configs[0]
-            jobs.append(Job(f"{c}-offline-{mode}{n}", "harness", c, "Offline", gpus=n, parallelism=mode,
-                            after=(f"{c}-offline",)))
-    return jobs
+    """In start order (the scheduler never lets a later job take GPUs an earlier ready one waits for): every
+    configuration's Offline run; the first configuration's baseline, Server run and Server variants (they decide
+    the Server defaults); the other configurations' baselines (and Server runs with --server-all-configs); the
+    multi-GPU runs; the Offline variants."""
+    from mlperf_assets.harness.backends.base import parse_key_values
+
+    first, others = a.configs[0], a.configs[1:]
+    server = "Server" in a.scenarios
+
+    def variant(scenario: str, text: str) -> Job:
+        engine = parse_key_values(text.split(","), f"--{scenario.lower()}-variant")
+        label = "-".join(f"{k.replace('max_num_', '').replace('_', '')}{v}" for k, v in engine.items())
+        return Job(f"{first}-{scenario.lower()}-{label}", "harness", first, scenario, engine=engine,
+                   after=(f"{first}-offline",))
+
+    def follow_ups(c: str, with_server: bool) -> list[Job]:
+        out = [Job(f"{c}-plain", "plain", c, after=(f"{c}-offline",))] if a.baseline else []
+        return out + ([Job(f"{c}-server", "harness", c, "Server", after=(f"{c}-offline",))] if with_server else [])
+
+    jobs = [Job(f"{c}-offline", "harness", c, "Offline") for c in a.configs]
+    jobs += follow_ups(first, server) + [variant("Server", v) for v in a.server_variants if server]
+    for c in others:
+        jobs += follow_ups(c, server and a.server_all_configs)
+    if len(a.gpus) >= 2:
+        n = len(a.gpus)
+        jobs += [Job(f"{first}-offline-{mode}{n}", "harness", first, "Offline", gpus=n, parallelism=mode,
+                     after=(f"{first}-offline",)) for mode in a.multi_gpu]
+    return jobs + [variant("Offline", v) for v in a.offline_variants]
 
 
 def harness_argv(a: argparse.Namespace, job: Job, model: Path, dataset: Path, out: Path,
                  done: dict[str, Job]) -> list[str]:
-    engine = {**COMMON_ENGINE_ARGS, **CONFIGS[job.config], **a.engine_args}
+    engine = {**COMMON_ENGINE_ARGS, **CONFIGS[job.config], **a.engine_args, **job.engine}
     samples = a.offline_samples * (job.gpus if job.parallelism else 1)
     argv = [sys.executable, "-m", "mlperf_assets.harness", "run", "--scenario", job.scenario,
             "--mode", "performance", "--backend", "vllm", "--dataset", str(dataset), "--output-dir", str(out),
@@ -267,7 +284,7 @@ def run_jobs(a: argparse.Namespace, jobs: list[Job], model: Path, dataset: Path)
                 log(f"{job.name}: skipped (--budget-s spent)")
                 continue
             if len(free) < job.gpus:
-                continue
+                break  # jobs start in list order: a later one may not take the GPUs this one waits for
             job.devices, free = free[:job.gpus], free[job.gpus:]
             folder = runs / job.name
             if job.kind == "harness":
@@ -341,13 +358,13 @@ def summarize(a: argparse.Namespace, jobs: list[Job], dataset: Path) -> dict:
             continue
         r = dict(j.result)
         row = {"job": j.name, "config": j.config, "scenario": j.scenario, "gpus": j.gpus,
-               "parallelism": j.parallelism or "-", "status": j.status, "validity": r.get("validity"),
+               "parallelism": j.parallelism or "-", "variant": j.engine, "status": j.status, "validity": r.get("validity"),
                "tokens_per_s": r.get("tokens_per_s"), "samples_per_s": r.get("samples_per_s"),
                "target_qps": r.get("target_qps"), "ttft_p99_ms": r.get("ttft_p99_ms"),
                "tpot_p99_ms": r.get("tpot_p99_ms"), "j_per_token": r.get("j_per_token"),
                "mean_gpu_util_pct": (r.get("telemetry") or {}).get("mean_gpu_util_pct")}
         plain = by.get(f"{j.config}-plain")
-        if j.scenario == "Offline" and not j.parallelism:
+        if j.scenario == "Offline" and not j.parallelism and not j.engine:
             if plain is not None and plain.status == "done" and r.get("tokens_per_s"):
                 row["plain_tokens_per_s"] = plain.result["tokens_per_s"]
                 row["harness_over_plain"] = r["tokens_per_s"] / plain.result["tokens_per_s"]
@@ -359,6 +376,10 @@ def summarize(a: argparse.Namespace, jobs: list[Job], dataset: Path) -> dict:
             off = by.get(f"{j.config}-offline")
             if off is not None and off.result.get("samples_per_s") and r.get("samples_per_s"):
                 row["server_over_offline"] = r["samples_per_s"] / off.result["samples_per_s"]
+        if j.scenario == "Offline" and j.engine:
+            one = by.get(f"{j.config}-offline")
+            if one is not None and one.result.get("tokens_per_s") and r.get("tokens_per_s"):
+                row["vs_default"] = r["tokens_per_s"] / one.result["tokens_per_s"]
         if j.parallelism:
             one = by.get(f"{j.config}-offline")
             if one is not None and one.result.get("tokens_per_s") and r.get("tokens_per_s"):
@@ -373,7 +394,7 @@ def print_table(summary: dict) -> None:
     cols = [("job", "job", "{}"), ("verdict", "validity", "{}"), ("tok/s", "tokens_per_s", "{:,.0f}"),
             ("samples/s", "samples_per_s", "{:.2f}"), ("plain tok/s", "plain_tokens_per_s", "{:,.0f}"),
             ("harness/plain", "harness_over_plain", "{:.3f}"), ("of bound", "fraction_of_bound", "{:.2f}"),
-            ("server/offline", "server_over_offline", "{:.2f}"), ("x1 GPU", "scaling_vs_1_gpu", "{:.2f}"),
+            ("server/offline", "server_over_offline", "{:.2f}"), ("vs default", "vs_default", "{:.3f}"), ("x1 GPU", "scaling_vs_1_gpu", "{:.2f}"),
             ("TTFT p99 ms", "ttft_p99_ms", "{:.0f}"), ("TPOT p99 ms", "tpot_p99_ms", "{:.1f}"),
             ("J/token", "j_per_token", "{:.3f}"), ("GPU util %", "mean_gpu_util_pct", "{:.0f}")]
     table = [[h for h, _, _ in cols]]
@@ -430,6 +451,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--server-duration-ms", type=int, default=60000, help="Server min_duration (official: 600000)")
     ap.add_argument("--offline-duration-ms", type=int, default=1000, help="Offline min_duration (the whole sample "
                     "set is issued once whatever this is; a run shorter than it is INVALID)")
+    ap.add_argument("--offline-variant", dest="offline_variants", action="append", default=[],
+                    metavar="KEY=VALUE[,KEY=VALUE]", help="one more Offline run of the first configuration with "
+                    "these engine arguments (repeatable)")
+    ap.add_argument("--server-variant", dest="server_variants", action="append", default=[],
+                    metavar="KEY=VALUE[,KEY=VALUE]", help="one more Server run of the first configuration (at the "
+                    "same QPS) with these engine arguments (repeatable)")
+    ap.add_argument("--server-all-configs", action="store_true", help="a Server run for every configuration "
+                    "(default: the first only)")
     ap.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip plain LLM.generate")
     ap.add_argument("--multi-gpu", default="dp,tp", help="with 2+ GPUs: dp and/or tp runs over all of them")
     ap.add_argument("--gpus", default=None, help="device ids to use (default: CUDA_VISIBLE_DEVICES or all)")
