@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -161,7 +162,7 @@ def plan_jobs(a: argparse.Namespace) -> list[Job]:
 
     def variant(scenario: str, text: str) -> Job:
         engine = parse_key_values(text.split(","), f"--{scenario.lower()}-variant")
-        label = "-".join(f"{k.replace('max_num_', '').replace('_', '')}{v}" for k, v in engine.items())
+        label = "-".join(re.sub(r"[^A-Za-z0-9.]+", "", f"{k.replace('max_num_', '')}{v}") for k, v in engine.items())
         return Job(f"{first}-{scenario.lower()}-{label}", "harness", first, scenario, engine=engine,
                    after=(f"{first}-offline",))
 

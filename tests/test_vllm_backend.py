@@ -545,3 +545,20 @@ def test_test06_with_the_vllm_engine_passes_ours_and_mlcommons_verification(tmp_
                     "TEST06 verification complete"]
     theirs = verify(out, mlcommons_inference=mlcommons, out=tmp_path / "mlcommons")
     assert theirs.passed and theirs.notes == [] and theirs.text.splitlines() == ours
+
+
+def test_interactive_server_runs_get_the_interactive_engine_defaults():
+    """A Server run of llama3_1-8b-interactive is MLPerf's Interactive scenario (TTFT 500 ms / TPOT 30 ms): the
+    backend is built for "Interactive", so it gets that row of the defaults table, not the Server row."""
+    from mlperf_assets.harness.args import RunArgs
+    from mlperf_assets.harness.cli import build_parser
+
+    def backend_scenario(*extra: str) -> str | None:
+        ns = build_parser().parse_args(["run", "--backend", "vllm", "--dataset", "d.json", "--output-dir", "o",
+                                        "--mode", "performance", "--model", "m", *extra])
+        return RunArgs.from_cli_args(ns).backend_args.scenario
+
+    assert backend_scenario("--scenario", "Server", "--lg-model-name", "llama3_1-8b-interactive") == "Interactive"
+    assert backend_scenario("--scenario", "Server", "--lg-model-name", "llama3_1-8b") == "Server"
+    assert backend_scenario("--scenario", "Server") == "Server"
+    assert backend_scenario("--scenario", "Offline", "--lg-model-name", "llama3_1-8b-interactive") == "Offline"

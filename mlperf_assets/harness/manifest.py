@@ -25,6 +25,7 @@ from typing import Any
 from .errors import OutputError
 from .files import write_json_atomic
 from .progress import utc_now
+from .telemetry import select_visible
 
 MANIFEST_FILE = "run_manifest.json"
 RESERVE_FILE = ".run_manifest.reserve"
@@ -102,7 +103,21 @@ def parse_nvidia_smi_csv(text: str) -> list[dict[str, str]]:
     return [dict(zip(header, (v.strip() for v in ln.split(",")))) for ln in lines[1:]]
 
 
+def visible_gpus(gpus: list[dict[str, str]], cuda_visible: str | None) -> list[dict[str, str]]:
+    """The GPUs this run can use: nvidia-smi lists the whole host, ``CUDA_VISIBLE_DEVICES`` (indices or UUIDs)
+    narrows it, as CUDA and the telemetry sampler read it (a run on GPU 1 of an 8-GPU host used one GPU)."""
+    devices = []
+    for g in gpus:
+        try:
+            devices.append((int(g.get("index", "")), g.get("uuid", "")))
+        except ValueError:
+            return gpus  # not nvidia-smi's usual columns: keep the list as it came
+    keep = set(select_visible(devices, cuda_visible))
+    return [g for g, (i, _) in zip(gpus, devices) if i in keep]
+
+
 def gpu_info(timeout_s: float = 10.0) -> list[dict[str, str]]:
+    """The GPUs visible to this process (nvidia-smi's list narrowed by ``CUDA_VISIBLE_DEVICES``)."""
     exe = shutil.which("nvidia-smi")
     if not exe:
         return []
@@ -111,7 +126,9 @@ def gpu_info(timeout_s: float = 10.0) -> list[dict[str, str]]:
                               timeout=timeout_s, check=False)
     except (OSError, subprocess.SubprocessError):
         return []
-    return parse_nvidia_smi_csv(proc.stdout) if proc.returncode == 0 else []
+    if proc.returncode != 0:
+        return []
+    return visible_gpus(parse_nvidia_smi_csv(proc.stdout), os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 @dataclass

