@@ -53,12 +53,15 @@ prints its header.
 
 The view run_summary has one row per LoadGen run with the canonical figures (latencies in ns, throughput
 per second, accuracy of the run's scenario folder). Tables: runs, detail_events, settings,
-accuracy_results, provenance, sample_timings, progress, accuracy_log_samples, schema_version.
+accuracy_results, provenance, sample_timings, progress, accuracy_log_samples, run_systems, submission_checks,
+qps_search, telemetry (GPU and engine samples over each run), run_telemetry (each run's telemetry summary),
+schema_version.
 Units: *_ns columns are nanoseconds, *_per_second columns are per second, times are UTC.
 
 examples:
   mlperf-dagster query "SELECT run_id, scenario_label, mode, tokens_per_second FROM run_summary" --db results.duckdb
   mlperf-dagster query "SELECT key, value_json FROM detail_events WHERE key LIKE 'result_%'" --db r.duckdb --format csv
+  mlperf-dagster query "SELECT run_id, energy_per_output_token_j, mean_gpu_util_pct FROM run_summary" --db r.duckdb
 """
 
 
