@@ -110,7 +110,7 @@ def replicate_articles(stories: list[Path], tsvs: list[Path], samples: int, out:
 def prepare(a: argparse.Namespace) -> None:
     work = a.work
     tok = a.tokenizer or work / "tokenizer"
-    if a.tokenizer is None and not (tok / "tokenizer.json").is_file():
+    if a.model is None and a.tokenizer is None and not (tok / "tokenizer.json").is_file():
         import standin_tokenizer
 
         log(f"building a stand-in tokenizer with Llama 3's ids in {tok}")
