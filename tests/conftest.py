@@ -35,6 +35,15 @@ def stories_dir(cnn_dir: Path) -> Path:
     return _need(cnn_dir / "stories")
 
 
+@pytest.fixture(scope="session")
+def sim_dataset(stories_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 20 CNN stories, prepared for llama3.1-8b with the byte tokenizer (the sim backend's runs)."""
+    from mlperf_assets.harness.dataset import prepare_dataset
+
+    out = tmp_path_factory.mktemp("simds") / "prepared.json"
+    return prepare_dataset("stories", stories_dir, out, benchmark="llama3.1-8b", tokenizer="byte", max_samples=20)
+
+
 @pytest.fixture(scope="module")
 def sshd(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """A private OpenSSH server on 127.0.0.1 (tests/sshd.py) for one test module, with a client key it accepts

@@ -29,18 +29,17 @@ from mlperf_assets.harness.backends.replicas import (
     tensor_parallel_size,
 )
 from mlperf_assets.harness.backends.sim import CapacityModel
-from mlperf_assets.harness.dataset import prepare_dataset
 from mlperf_assets.harness.errors import HarnessError
 
+from simruns import SIM_ENGINE, engine_flags
+
 PROJECT = Path(__file__).resolve().parents[1]
-SIM = {"max_num_seqs": 256, "prefill_tokens_per_s": 2e7, "decode_step_ms": 10, "decode_ms_per_seq": 0.05,
-       "output_tokens": 16}
+SIM = {**SIM_ENGINE, "max_num_seqs": 256}
 
 
 @pytest.fixture(scope="module")
-def dataset(stories_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dpds") / "prepared.json"
-    return prepare_dataset("stories", stories_dir, out, benchmark="llama3.1-8b", tokenizer="byte", max_samples=20)
+def dataset(sim_dataset) -> Path:
+    return sim_dataset
 
 
 def _env(cuda: str | None) -> dict[str, str]:
@@ -56,10 +55,6 @@ def _argv(*args: str) -> list[str]:
 
 def harness(*args: str, cuda: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run(_argv(*args), capture_output=True, text=True, cwd=PROJECT, timeout=timeout, env=_env(cuda))
-
-
-def engine_flags(engine: dict) -> list[str]:
-    return [x for k, v in engine.items() for x in ("--engine-arg", f"{k}={v}")]
 
 
 def manifest(out: Path) -> dict:

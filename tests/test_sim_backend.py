@@ -23,27 +23,23 @@ from mlperf_assets.harness.backends.sim import (
     simulate,
     unit_schedule,
 )
-from mlperf_assets.harness.dataset import load_prepared, prepare_dataset
+from mlperf_assets.harness.dataset import load_prepared
 from mlperf_assets.harness.errors import HarnessError
 
+from simruns import SIM_ENGINE, engine_flags
+
 PROJECT = Path(__file__).resolve().parents[1]
-ENGINE = {"max_num_seqs": 512, "prefill_tokens_per_s": 2e7, "decode_step_ms": 10, "decode_ms_per_seq": 0.05,
-          "output_tokens": 16}
+ENGINE = SIM_ENGINE
 
 
 @pytest.fixture(scope="module")
-def dataset(stories_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("simds") / "prepared.json"
-    return prepare_dataset("stories", stories_dir, out, benchmark="llama3.1-8b", tokenizer="byte", max_samples=20)
+def dataset(sim_dataset) -> Path:
+    return sim_dataset
 
 
 def harness(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mlperf_assets.harness", "run", *args], capture_output=True,
                           text=True, cwd=PROJECT, timeout=timeout)
-
-
-def engine_flags(engine: dict) -> list[str]:
-    return [x for k, v in engine.items() for x in ("--engine-arg", f"{k}={v}")]
 
 
 def rows(path: Path) -> list[dict]:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from mlperf_assets.harness.dataset import prepare_dataset
 from mlperf_assets.harness.telemetry import (
     NvmlReader,
     TelemetrySampler,
@@ -25,9 +24,10 @@ from mlperf_assets.harness.telemetry import (
     summarize_telemetry,
 )
 
+from simruns import SIM_ENGINE, engine_flags
+
 PROJECT = Path(__file__).resolve().parents[1]
-ENGINE = {"max_num_seqs": 512, "prefill_tokens_per_s": 2e7, "decode_step_ms": 10, "decode_ms_per_seq": 0.05,
-          "output_tokens": 16}
+ENGINE = SIM_ENGINE
 
 # A stand-in for nvidia-ml-py's ``pynvml``: two H200-like GPUs with constant readings. Its energy counter runs at
 # ``counter_w`` (deliberately not the reported ``power_w``), so a test can tell the counter from the power integral.
@@ -94,9 +94,8 @@ FAKE_PYNVML = textwrap.dedent("""\
 
 
 @pytest.fixture(scope="module")
-def dataset(stories_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("telds") / "prepared.json"
-    return prepare_dataset("stories", stories_dir, out, benchmark="llama3.1-8b", tokenizer="byte", max_samples=20)
+def dataset(sim_dataset) -> Path:
+    return sim_dataset
 
 
 @pytest.fixture()
@@ -115,7 +114,7 @@ def offline_args(dataset: Path, out: Path, *extra: str) -> list[str]:
     return ["run", "--scenario", "Offline", "--mode", "performance", "--backend", "sim", "--dataset", str(dataset),
             "--output-dir", str(out), "--target-qps", "1", "--min-duration-ms", "100", "--min-query-count", "1536",
             "--progress-interval-s", "0.2", "--telemetry-interval-s", "0.1",
-            *[x for k, v in ENGINE.items() for x in ("--engine-arg", f"{k}={v}")], *extra]
+            *engine_flags(ENGINE), *extra]
 
 
 def harness(args: list[str], *, env: dict | None = None, code: str | None = None,
