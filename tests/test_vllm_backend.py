@@ -249,6 +249,18 @@ def _poll_stats(backend, work, interval: float = 0.01) -> list[dict]:
     return samples
 
 
+def _settled_stats(backend, n_requests: int, before: dict, timeout_s: float = 5.0) -> dict:
+    """engine_stats once the engine's last step is counted: the streaming engine records a step's stats after it
+    has handed that step's outputs on, so right after the last completion the counters may lag one step."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stats = dict(backend.engine_stats())
+        done = stats.get("generation_tokens_total", 0) - before.get("generation_tokens_total", 0)
+        if done >= n_requests * MAX_TOKENS and stats.get("requests_running") == 0 or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.05)
+
+
 def _check_stats(before: dict, samples: list[dict], after: dict, n_requests: int) -> None:
     assert max(s.get("requests_running", 0) for s in samples) > 0
     assert all(0.0 <= s["kv_cache_usage_pct"] <= 100.0 for s in samples if "kv_cache_usage_pct" in s)
@@ -360,7 +372,7 @@ def test_streaming_engine_stats_during_a_run(streaming, offline_tokens, dataset)
     indices = list(range(len(dataset)))
     before = dict(streaming.engine_stats())
     samples = _poll_stats(streaming, lambda: _stream_all(streaming, indices * 3))
-    _check_stats(before, samples, dict(streaming.engine_stats()), 3 * len(indices))
+    _check_stats(before, samples, _settled_stats(streaming, 3 * len(indices), before), 3 * len(indices))
 
 
 class _Records(logging.Handler):
@@ -403,7 +415,7 @@ def test_server_path_renders_prompts_without_deprecation_and_vllm_stats_mode(tin
             before = dict(backend.engine_stats())
             samples = _poll_stats(backend, lambda: _stream_all(backend, indices))
             events = _stream_all(backend, indices)
-        after = dict(backend.engine_stats())
+        after = _settled_stats(backend, len(indices), before)
     finally:
         for lg in loggers:
             lg.removeHandler(handler)
