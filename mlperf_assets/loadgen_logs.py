@@ -577,32 +577,37 @@ def parse_run_manifest(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
-def _jsonl(path: Path, *, lenient_tail: bool) -> list[dict[str, Any]]:
+def jsonl_records(path: Path, *, lenient_tail: bool, parse_constant=None,
+                  bad_line: str = "malformed JSON line") -> tuple[list[tuple[int, dict[str, Any]]], int | None]:
+    """The JSON objects of a .jsonl file as (1-based line number, object), and the number of a last line left out
+    because it was cut short (only with ``lenient_tail``: an interrupted writer, no newline after it), else None.
+    Any other line that is not a JSON object raises :class:`LogFormatError` naming the file and line (``bad_line``
+    says what it is not); ``parse_constant`` as for ``json.loads`` (e.g. to refuse NaN and Infinity)."""
     text = _read_text(path)
-    lines = _lines(text)
-    body = [ln for ln in lines if ln.strip()]
+    numbered = [(i + 1, ln) for i, ln in enumerate(_lines(text)) if ln.strip()]
     try:  # fast path: one C-level decode for the whole file; line-by-line only to locate a problem
-        fast = json.loads("[" + ",".join(body) + "]")
-        if all(isinstance(o, dict) for o in fast) and len(fast) == len(body):
-            return fast
-    except json.JSONDecodeError:
+        fast = json.loads("[" + ",".join(ln for _, ln in numbered) + "]", parse_constant=parse_constant)
+        if len(fast) == len(numbered) and all(isinstance(o, dict) for o in fast):
+            return [(n, o) for (n, _), o in zip(numbered, fast)], None
+    except ValueError:
         pass
-    out: list[dict[str, Any]] = []
-    last = max((i for i, ln in enumerate(lines) if ln.strip()), default=-1)
-    for i, raw in enumerate(lines):
-        if not raw.strip():
-            continue
+    out: list[tuple[int, dict[str, Any]]] = []
+    for k, (n, raw) in enumerate(numbered):
         try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            # An interrupted run may end in a half-written line; only then is it dropped.
-            if i == last and lenient_tail and not text.endswith("\n"):
-                break
-            raise LogFormatError(f"{path}:{i + 1}: malformed JSON line ({exc.msg})") from None
+            obj = json.loads(raw, parse_constant=parse_constant)
+        except ValueError as exc:
+            if lenient_tail and k == len(numbered) - 1 and not text.endswith("\n"):
+                return out, n
+            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise LogFormatError(f"{path}:{n}: {bad_line} ({msg})") from None
         if not isinstance(obj, dict):
-            raise LogFormatError(f"{path}:{i + 1}: expected a JSON object per line")
-        out.append(obj)
-    return out
+            raise LogFormatError(f"{path}:{n}: expected a JSON object per line")
+        out.append((n, obj))
+    return out, None
+
+
+def _jsonl(path: Path, *, lenient_tail: bool) -> list[dict[str, Any]]:
+    return [obj for _, obj in jsonl_records(path, lenient_tail=lenient_tail)[0]]
 
 
 @dataclass

@@ -558,37 +558,17 @@ def parse_telemetry_jsonl(path: str | os.PathLike) -> tuple[list[tuple[int, dict
     """The records of a telemetry.jsonl as (line number, object), and notes. A last line cut short (the run was
     killed mid-write: no newline after it) is left out with a note; any other line that is not a JSON object (NaN
     and Infinity included) raises :class:`TelemetryFormatError` naming the file and line."""
-    from mlperf_assets.loadgen_logs import _read_text
+    from mlperf_assets.loadgen_logs import jsonl_records
 
     path = Path(path)
     try:
-        text = _read_text(path)
+        records, cut_short = jsonl_records(path, lenient_tail=True, parse_constant=_reject_constant,
+                                           bad_line="not a JSON line")
     except LogFormatError as exc:
         raise TelemetryFormatError(str(exc)) from None
-    lines = text.split("\n")
-    numbered = [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip()]
-    notes: list[str] = []
-    try:  # fast path: one decode of the whole file
-        objs = json.loads("[" + ",".join(ln for _, ln in numbered) + "]", parse_constant=_reject_constant)
-        if len(objs) == len(numbered) and all(isinstance(o, dict) for o in objs):
-            return [(n, o) for (n, _), o in zip(numbered, objs)], notes
-    except ValueError:
-        pass
-    out = []
-    for k, (n, raw) in enumerate(numbered):
-        try:
-            obj = json.loads(raw, parse_constant=_reject_constant)
-        except ValueError as exc:
-            if k == len(numbered) - 1 and not text.endswith("\n"):
-                notes.append(f"{path.name}: the last line ({n}) is cut short (the run was stopped mid-write); "
-                             "it was left out")
-                break
-            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-            raise TelemetryFormatError(f"{path}:{n}: not a JSON line ({msg})") from None
-        if not isinstance(obj, dict):
-            raise TelemetryFormatError(f"{path}:{n}: expected a JSON object per line")
-        out.append((n, obj))
-    return out, notes
+    notes = [] if cut_short is None else [
+        f"{path.name}: the last line ({cut_short}) is cut short (the run was stopped mid-write); it was left out"]
+    return records, notes
 
 
 def _telemetry_columns(path: Path, records: list[tuple[int, dict[str, Any]]]) -> tuple[dict[str, Any], dict]:
