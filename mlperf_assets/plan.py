@@ -112,9 +112,6 @@ def compliance_spec(config: MlperfConfig, *, run_id: str, node: str, scenario: s
     return dataclasses.replace(spec, compliance=test, audit_config=audit_config_text(config, test))
 
 
-DATA_PARALLEL_FLAG = "--data-parallel-size"
-
-
 def node_parallelism(config: MlperfConfig, node: str) -> Parallelism:
     """``benchmark.parallelism`` resolved for the node called ``node`` (none for a name the config does not have)."""
     try:
@@ -124,30 +121,11 @@ def node_parallelism(config: MlperfConfig, node: str) -> Parallelism:
     return resolve_parallelism(config.benchmark, node_config)
 
 
-def parallelism_args(parallelism: Parallelism) -> tuple[str, ...]:
-    """The harness flags of a node's parallelism (beside the engine's tensor_parallel_size)."""
-    if parallelism.data_parallel_size > 1:
-        return (DATA_PARALLEL_FLAG, str(parallelism.data_parallel_size))
-    return ()
-
-
-def spec_data_parallel_size(spec: RunSpec) -> int:
-    """The engine replicas a spec's harness runs (its ``--data-parallel-size``; 1 without). A runner that fits the
-    engine to the node's GPUs divides them by this: each replica gets ``tensor_parallel_size`` of them."""
-    args = list(spec.extra_args)
-    for i, arg in enumerate(args):
-        if arg == DATA_PARALLEL_FLAG and i + 1 < len(args):
-            return int(args[i + 1])
-        if arg.startswith(DATA_PARALLEL_FLAG + "="):
-            return int(arg.split("=", 1)[1])
-    return 1
-
-
 def build_spec(config: MlperfConfig, *, run_id: str, node: str, scenario: str, mode: str, dataset: Path) -> RunSpec:
     """The harness run of one mode of a partition. On a node with several GPUs the config's ``parallelism`` picks
     data parallelism (``--data-parallel-size N`` with ``tensor_parallel_size`` GPUs per replica) or tensor
     parallelism (``tensor_parallel_size`` = the node's GPUs): :func:`mlperf_assets.config.resolve_parallelism`;
-    the spec records the choice (its ``extra_args`` and engine arguments, in run_spec.json)."""
+    the spec records the choice (its ``data_parallel_size`` and engine arguments, in run_spec.json)."""
     b = config.benchmark
     engine = dict(b.engine)
     model_key = CHECKPOINT_ENGINE_ARG.get(b.backend)
@@ -168,7 +146,7 @@ def build_spec(config: MlperfConfig, *, run_id: str, node: str, scenario: str, m
         settings=profile_settings(config, b.scenarios.enabled()[scenario].as_settings()),
         lg_model_name=b.lg_model_name,
         progress_interval_s=b.progress_interval_s,
-        extra_args=parallelism_args(parallelism),
+        data_parallel_size=parallelism.data_parallel_size,
     )
 
 

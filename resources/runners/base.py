@@ -101,6 +101,9 @@ class RunSpec:
     max_samples: int | None = None
     lg_model_name: str | None = None
     progress_interval_s: float = 2.0
+    # engine replicas behind the run's one SUT (data parallelism: --data-parallel-size), tensor_parallel_size GPUs
+    # each; plan.build_spec sets it from the config's parallelism and the node's GPUs
+    data_parallel_size: int = 1
     extra_args: tuple[str, ...] = ()  # appended verbatim (backend-specific flags), each one argv element
     # A compliance test (harness/compliance.py: "TEST06") and the TEXT of its audit.config, taken from the user's
     # MLCommons checkout; the harness writes it into LoadGen's working directory for the run only.
@@ -141,6 +144,8 @@ class RunSpec:
             args += ["--audit-config-text", self.audit_config]
         for key, value in self.engine_args.items():
             args += ["--engine-arg", format_key_value(key, value)]
+        if self.data_parallel_size > 1:
+            args += ["--data-parallel-size", str(int(self.data_parallel_size))]
         args += list(self.extra_args)
         return args
 
@@ -149,7 +154,8 @@ class RunSpec:
         return {
             "scenario": self.scenario, "mode": self.mode, "benchmark": self.benchmark, "backend": self.backend,
             "max_samples": self.max_samples, "settings": dict(self.settings), "engine_args": dict(self.engine_args),
-            "compliance": self.compliance, "extra_args": list(self.extra_args),
+            "compliance": self.compliance, "data_parallel_size": self.data_parallel_size,
+            "extra_args": list(self.extra_args),
         }  # fmt: skip
 
     def harness_argv(self, python: str, output_dir: str, *, dataset_path: str | None = None) -> list[str]:

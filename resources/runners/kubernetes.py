@@ -133,13 +133,11 @@ def _toleration(t: Mapping[str, Any]) -> dict[str, Any]:
 
 def engine_args_for_gpus(spec: RunSpec, gpus: int) -> dict[str, Any]:
     """The spec's engine args with vLLM's ``tensor_parallel_size`` = the GPUs of one engine replica: all of them, or
-    GPUs / the spec's ``--data-parallel-size`` (plan.build_spec); a conflicting explicit value is an error."""
-    from mlperf_assets.plan import spec_data_parallel_size
-
+    GPUs / the spec's ``data_parallel_size`` (plan.build_spec); a conflicting explicit value is an error."""
     engine = dict(spec.engine_args)
     if spec.backend != "vllm" or gpus < 1:
         return engine
-    replicas = spec_data_parallel_size(spec)
+    replicas = spec.data_parallel_size
     current = engine.get("tensor_parallel_size")
     if current is not None and int(current) * replicas != gpus:
         layout = f"{replicas} replicas x " if replicas > 1 else ""
