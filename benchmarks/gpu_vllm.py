@@ -183,6 +183,8 @@ def plan_jobs(a: argparse.Namespace) -> list[Job]:
 
 def harness_argv(a: argparse.Namespace, job: Job, model: Path, dataset: Path, out: Path,
                  done: dict[str, Job]) -> list[str]:
+    from mlperf_assets.harness.backends.base import format_key_value
+
     engine = {**COMMON_ENGINE_ARGS, **CONFIGS[job.config], **a.engine_args, **job.engine}
     samples = a.offline_samples * (job.gpus if job.parallelism else 1)
     argv = [sys.executable, "-m", "mlperf_assets.harness", "run", "--scenario", job.scenario,
@@ -204,7 +206,7 @@ def harness_argv(a: argparse.Namespace, job: Job, model: Path, dataset: Path, ou
     elif job.parallelism == "tp":
         engine["tensor_parallel_size"] = job.gpus
     for key, value in engine.items():
-        argv += ["--engine-arg", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+        argv += ["--engine-arg", format_key_value(key, value)]
     return argv
 
 
@@ -219,13 +221,14 @@ def _env(devices: list[str] | None = None) -> dict[str, str]:
 
 
 def read_harness_run(folder: Path) -> dict:
-    from mlperf_assets.loadgen_logs import parse_summary_log
+    from mlperf_assets.loadgen_logs import parse_samples_jsonl, parse_summary_log
+    from mlperf_assets.numbers import parse_float
 
     out: dict = {"folder": str(folder)}
     summary = folder / "mlperf_log_summary.txt"
     if summary.is_file():
         s = parse_summary_log(summary)
-        f = {k: float(v) for k, v in s.figures.items() if _is_number(v)}
+        f = {k: parse_float(v) for k, v in s.figures.items()}
         out.update(validity=s.result_validity, tokens_per_s=f.get("tokens_per_second") or f.get(
             "completed_tokens_per_second"), samples_per_s=f.get("samples_per_second") or f.get(
             "completed_samples_per_second"), ttft_p99_ms=_ms(f.get("ttft_p99_ns")),
@@ -244,20 +247,12 @@ def read_harness_run(folder: Path) -> dict:
                                                   "mean_power_w", "peak_kv_cache_usage_pct", "window_s")}
     samples = folder / "samples.jsonl"
     if samples.is_file():
-        rows = [json.loads(x) for x in samples.open() if x.strip()]
-        out["issued"] = len(rows)
-        out["output_tokens"] = sum(int(r.get("output_tokens") or 0) for r in rows)
+        timings = parse_samples_jsonl(samples)
+        out["issued"] = len(timings.qsl_idx)
+        out["output_tokens"] = sum(n or 0 for n in timings.output_tokens)
         if out.get("telemetry", {}).get("energy_j") and out["output_tokens"]:
             out["j_per_token"] = out["telemetry"]["energy_j"] / out["output_tokens"]
     return out
-
-
-def _is_number(v: str) -> bool:
-    try:
-        float(v)
-        return True
-    except (TypeError, ValueError):
-        return False
 
 
 def _ms(ns: float | None) -> float | None:
@@ -339,15 +334,14 @@ def _collect(a: argparse.Namespace, job: Job, rc: int, runs: Path) -> None:
 def compute_bound(config: str, offline: dict, dataset: Path) -> float | None:
     """Output tokens/s if every processed token (prompt + output) cost 2 x 8.03e9 FLOPs at the dense peak."""
     from mlperf_assets.harness.dataset import load_prepared
+    from mlperf_assets.loadgen_logs import parse_samples_jsonl
 
-    if not offline.get("issued"):
+    if not offline.get("issued") or config not in PEAK_TFLOPS:
         return None
     ds = load_prepared(dataset)
-    rows = [json.loads(x) for x in (Path(offline["folder"]) / "samples.jsonl").open() if x.strip()]
-    prompt = sum(len(ds.prompt_token_ids(r["qsl_idx"])) for r in rows) / len(rows)
-    out = offline["output_tokens"] / len(rows)
-    if config not in PEAK_TFLOPS:
-        return None
+    issued = parse_samples_jsonl(Path(offline["folder"]) / "samples.jsonl").qsl_idx
+    prompt = sum(len(ds.prompt_token_ids(i)) for i in issued) / len(issued)
+    out = offline["output_tokens"] / len(issued)
     return PEAK_TFLOPS[config] * 1e12 / (2 * PARAMS_8B * (prompt + out)) * out
 
 

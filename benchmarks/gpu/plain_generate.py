@@ -19,10 +19,12 @@ from pathlib import Path
 
 
 def plan(run_folder: Path) -> tuple[str, dict, list[int], str]:
+    from mlperf_assets.loadgen_logs import parse_samples_jsonl
+
     manifest = json.loads((run_folder / "run_manifest.json").read_text())
     engine_args = dict(manifest["backend"]["engine_args"])
     model = engine_args.pop("model")
-    indices = [json.loads(line)["qsl_idx"] for line in (run_folder / "samples.jsonl").open() if line.strip()]
+    indices = parse_samples_jsonl(run_folder / "samples.jsonl").qsl_idx
     return model, engine_args, indices, manifest.get("benchmark") or "llama3.1-8b"
 
 
