@@ -43,6 +43,7 @@ from mlperf_assets.harness.backends.sim import (  # noqa: E402
     unit_schedule,
 )
 from mlperf_assets.harness.dataset import load_prepared, prepare_dataset  # noqa: E402
+from mlperf_assets.loadgen_logs import parse_detail_log  # noqa: E402
 
 STORIES = PROJECT.parent / "shared" / "testdata" / "cnn_dailymail" / "stories"
 LG_MODEL = "llama3_1-8b-interactive"
@@ -64,15 +65,6 @@ def harness(out: Path, dataset: Path, engine: dict, *flags: str) -> tuple[subpro
     if proc.returncode != 0:
         raise SystemExit(f"harness failed:\n{proc.stderr[-3000:]}")
     return proc, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
-
-def detail(out: Path) -> dict:
-    values = {}
-    for line in (out / "mlperf_log_detail.txt").read_text().splitlines():
-        if line.startswith(":::MLLOG "):
-            rec = json.loads(line[len(":::MLLOG "):])
-            values.setdefault(rec["key"], rec["value"])
-    return values
 
 
 def samples(out: Path) -> list[dict]:
@@ -130,7 +122,7 @@ def sweep(tmp: Path, dataset: Path, center: float, confirm_s: float, min_queries
         out = tmp / f"sweep{k}"
         harness(out, dataset, CAPACITY, "--scenario", "Server", "--lg-model-name", LG_MODEL, "--target-qps",
                 f"{rate:.3f}", "--min-duration-ms", str(int(confirm_s * 1000)), "--min-query-count", str(min_queries))
-        d = detail(out)
+        d = parse_detail_log(out / "mlperf_log_detail.txt").values
         ok = (d.get("result_validity") == "VALID" and d["result_first_token_99.00_percentile_latency_ns"] <= TTFT_S * 1e9
               and d["result_time_per_output_token_99.00_percentile_ns"] <= TPOT_S * 1e9)
         results.append((rate, ok, d["result_time_per_output_token_99.00_percentile_ns"] / 1e6))
