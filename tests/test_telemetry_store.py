@@ -248,13 +248,18 @@ def test_ten_thousand_rows_ingest_fast(gpu_run: Path, tmp_path: Path) -> None:
     write_telemetry(gpu_run, lines, GPU_TELEMETRY_SUMMARY)
     db = tmp_path / "t.duckdb"
     store.ingest_path(db, gpu_run)  # creates and migrates
-    t0 = time.perf_counter()
-    store.ingest_path(db, gpu_run)
-    with_telemetry = time.perf_counter() - t0
+
+    def reingest_s() -> float:  # the best of three: one stall of a loaded machine is not the ingest's cost
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            store.ingest_path(db, gpu_run)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    with_telemetry = reingest_s()
     (gpu_run / "telemetry.jsonl").unlink()
-    t0 = time.perf_counter()
-    store.ingest_path(db, gpu_run)
-    without = time.perf_counter() - t0
+    without = reingest_s()
     print(f"re-ingest with 10,800 telemetry rows {with_telemetry * 1e3:.0f} ms, without {without * 1e3:.0f} ms")
     assert _one(db, "SELECT count(*) FROM telemetry") == [(0,)]  # the file is gone: so are its rows
     assert with_telemetry - without < 0.5
