@@ -723,9 +723,12 @@ class DockerRunner(BenchmarkRunner):
             try:
                 code, out = self._exec(container, render_status_command(handle.run_dir))
             except EngineRefused as exc:
-                if exc.status_code != 409:
+                # The container stopped between the status check and the exec: the engine answers 409 to the exec's
+                # create, another code when it stops between the create and the start ("is not running"). Either
+                # way it is stopping: ask again. An exec refused in a container still live is an error.
+                if exc.status_code != 409 and self._container(handle).status in LIVE_STATES:
                     raise
-                problem, stopping = str(exc), True  # it is stopping: ask again
+                problem, stopping = str(exc), True
                 continue
             except docker.errors.NotFound:
                 problem, stopping = "its exec went with it", True  # it stopped: ask again
