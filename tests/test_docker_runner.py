@@ -219,6 +219,28 @@ def test_status_exec_that_races_the_container_stopping_is_a_stopping_run_not_an_
         run_with(["running", "running"])
 
 
+def test_status_exec_killed_as_the_container_stops_is_asked_again_not_believed(monkeypatch):
+    """The container stops while the status exec runs: the exec printed its header (the supervisor had written exit
+    code 0) and was killed before the progress tail (seen once in CI: a run 'succeeded' with no progress). Without the
+    end line poll must not report that; it asks again and reads the stopped container's files. Stubbed engine: the
+    race cannot be produced on demand."""
+
+    class Container:
+        name = "mlperf-cut"
+
+        def __init__(self, status: str) -> None:
+            self.status = status
+
+    runner = DockerRunner(node=NODE, image="mlperf:1")
+    seen = iter(["running", "exited"])
+    monkeypatch.setattr(runner, "_container", lambda handle: Container(next(seen)))
+    monkeypatch.setattr(runner, "_exec", lambda container, command: (137, "@@mlperf-status 1 1 1 0 0\n"))
+    files = {"exit_code": "0\n", "progress.jsonl": '{"completed": 5, "issued": 5, "final": true}\n'}
+    monkeypatch.setattr(runner, "_read", lambda container, path, default=None, limit=None: files.get(path.rsplit("/", 1)[-1], default))
+    progress = runner._poll(RunHandle(run_id="r1", node=NODE, run_dir="/runs/r1", scenario="Offline", mode="performance"))
+    assert (progress.state, progress.final, progress.completed) == (SUCCEEDED, True, 5)
+
+
 def test_config_docker_node_validation(tmp_path):
     from mlperf_assets.config import ConfigError, parse_config
 

@@ -32,6 +32,7 @@ from resources.runners.ssh import (
     render_launch_command,
     version_compatible,
 )
+from resources.runners.remote_shell import StatusCutShort, render_status_command
 from sshd import PrivateSSHD, free_port, keygen
 
 pytestmark = pytest.mark.timeout(300)
@@ -501,12 +502,33 @@ def test_version_compatibility_and_status_parsing():
     assert version_compatible("0.1.0", "0.1.7")
     assert not version_compatible("0.1.0", "0.2.0")
     assert not version_compatible("1.0.0", "")
-    status = parse_status_output('@@mlperf-status 1 1 0 0 0\n{"completed": 3, "final": true}\n')
+    status = parse_status_output('@@mlperf-status 1 1 0 0 0\n{"completed": 3, "final": true}\n@@mlperf-status-end\n')
     assert status.exists and status.launched and not status.alive and status.exit_code_text == "0"
     assert status.progress().state == SUCCEEDED and status.progress().completed == 3
-    assert parse_status_output("@@mlperf-status 1 1 1 - 0\n").progress().state == RUNNING
+    assert parse_status_output("@@mlperf-status 1 1 1 - 0\n\n@@mlperf-status-end\n").progress().state == RUNNING
     with pytest.raises(ValueError):
         parse_status_output("bash: syntax error\n")
+    # killed after its header (a container stopping under the exec): "exited 0" with no progress is not believed
+    with pytest.raises(StatusCutShort):
+        parse_status_output("@@mlperf-status 1 1 1 0 0\n")
+    with pytest.raises(StatusCutShort):
+        parse_status_output('@@mlperf-status 1 1 1 0 0\n{"completed": 3, "fin')
+
+
+def test_status_command_output_parses_with_and_without_a_run_folder(tmp_path):
+    """The real command in a real sh: the end line follows a progress tail that lacks a final newline."""
+    run_dir = tmp_path / "r1" / "performance"
+    missing = parse_status_output(subprocess.run(["sh", "-c", render_status_command(str(run_dir))],
+                                                 capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    assert not missing.exists and missing.progress_text == ""
+    run_dir.mkdir(parents=True)
+    (run_dir / "exit_code").write_text("0\n")
+    (run_dir / "progress.jsonl").write_text('{"completed": 1}\n{"completed": 7, "final": true}')  # no newline
+    status = parse_status_output(subprocess.run(["sh", "-c", render_status_command(str(run_dir))],
+                                                capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    assert status.exists and status.exit_code_text == "0"
+    progress = status.progress()
+    assert (progress.state, progress.completed, progress.final) == (SUCCEEDED, 7, True)
 
 
 def test_from_node_config_reads_the_config_model(tmp_path):

@@ -86,7 +86,7 @@ from .base import (
     wrapped_argv,
 )
 from .harness_check import HARNESS_DIST, judge_answer, local_harness_version
-from .remote_shell import DATASETS_DIR, parse_status_output, render_status_command, sha256_file
+from .remote_shell import DATASETS_DIR, StatusCutShort, parse_status_output, render_status_command, sha256_file
 
 LABEL = "mlperf-dagster"  # label keys: mlperf-dagster.run-id, .node, .scenario, .mode, .component, .spec
 COMPONENT_RUN = "benchmark-run"
@@ -735,6 +735,9 @@ class DockerRunner(BenchmarkRunner):
                 continue
             try:
                 remote = parse_status_output(out)
+            except StatusCutShort:  # killed as the container stopped, maybe after saying "exited 0": ask again
+                problem, stopping = f"exit code {code}: the output was cut short", True
+                continue
             except ValueError:  # killed (137) as the container stopped, or the command itself failed
                 problem, stopping = f"exit code {code}: {out.strip()[-200:]}", code == 137 and not out.strip()
                 continue

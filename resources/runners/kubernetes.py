@@ -55,7 +55,14 @@ from .base import (
     replacing_folder,
     wrapped_argv,
 )
-from .remote_shell import DATASETS_DIR, parse_status_output, render_cancel_command, render_status_command, sha256_file
+from .remote_shell import (
+    DATASETS_DIR,
+    StatusCutShort,
+    parse_status_output,
+    render_cancel_command,
+    render_status_command,
+    sha256_file,
+)
 
 LABEL_PREFIX = "mlperf-dagster"
 COMPONENT = "benchmark-run"
@@ -557,7 +564,10 @@ class KubernetesRunner(BenchmarkRunner):
         terminated = harness.state.terminated if harness is not None and harness.state else None
         if phase == "Running" and terminated is None:
             rc, out, err = self.exec(pod_name, HARNESS_CONTAINER, render_status_command(handle.run_dir), timeout_s=60)
-            remote = parse_status_output(out.decode(errors="replace"))
+            try:
+                remote = parse_status_output(out.decode(errors="replace"))
+            except StatusCutShort:  # the container stopped under the exec: the next poll sees it terminated
+                return replace(last, state=RUNNING, message=f"pod {pod_name}: the harness container is stopping")
             remote = replace(remote, alive=remote.exit_code_text is None)  # the container runs: so does the harness
             progress = remote.progress()
         else:  # the container ended: its exit code is the harness's

@@ -26,6 +26,7 @@ from .base import CANCEL_MARKER_FILE, EXIT_CODE_FILE, PROGRESS_FILE, RunProgress
 PID_FILE = "pid"  # the supervisor's pid = its process group (and, over SSH, session) id
 DATASETS_DIR = "_datasets"  # below the workdir; "_" cannot start a run id, so it never clashes with a run
 STATUS_MARK = "@@mlperf-status"
+STATUS_END = "@@mlperf-status-end"  # last line: its absence means the command was killed midway
 
 
 def _alive_snippet(run_dir: str) -> str:
@@ -44,16 +45,17 @@ def _alive_snippet(run_dir: str) -> str:
 
 def render_status_command(run_dir: str) -> str:
     """One round trip: ``@@mlperf-status <dir-exists> <pid-file> <alive> <exit code|-> <cancel>`` then the
-    tail of progress.jsonl. ``alive`` is read before ``exit_code`` (the supervisor writes the file, then exits)."""
+    tail of progress.jsonl, then ``@@mlperf-status-end``. ``alive`` is read before ``exit_code`` (the supervisor
+    writes the file, then exits)."""
     q = shlex.quote(run_dir)
     return (
-        f"if [ ! -d {q} ]; then echo '{STATUS_MARK} 0 0 0 - 0'; exit 0; fi; "
+        f"if [ ! -d {q} ]; then echo '{STATUS_MARK} 0 0 0 - 0'; echo '{STATUS_END}'; exit 0; fi; "
         + _alive_snippet(run_dir)
         + f"e=$(cat {q}/{EXIT_CODE_FILE} 2>/dev/null | tr -d ' \\n'); [ -n \"$e\" ] || e=-; "
         f"c=0; [ -f {q}/{CANCEL_MARKER_FILE} ] && c=1; "
         f"f=0; [ -s {q}/{PID_FILE} ] && f=1; "
         f'echo "{STATUS_MARK} 1 $f $a $e $c"; '
-        f"tail -c 8192 {q}/{PROGRESS_FILE} 2>/dev/null; true"
+        f"tail -c 8192 {q}/{PROGRESS_FILE} 2>/dev/null; printf '\\n%s\\n' '{STATUS_END}'"
     )
 
 
@@ -77,12 +79,21 @@ class RemoteStatus:
         )
 
 
+class StatusCutShort(ValueError):
+    """The status command was killed before its last line: in a container, it ran as the container stopped (the
+    header may already say the harness exited, while the progress tail is missing). Ask again."""
+
+
 def parse_status_output(text: str) -> RemoteStatus:
-    """The output of :func:`render_status_command`; ValueError if it is something else (a shell error)."""
+    """The output of :func:`render_status_command`; ValueError if it is something else (a shell error),
+    :class:`StatusCutShort` if it stops before its end line."""
     head, _, rest = text.partition("\n")
     parts = head.split()
     if len(parts) != 6 or parts[0] != STATUS_MARK:
         raise ValueError(f"unexpected status output: {head[:200]!r}")
+    rest, end, after = rest.rpartition(STATUS_END)
+    if not end or after.strip():
+        raise StatusCutShort(f"the status output stops before its end line (after {len(text)} bytes)")
     _, exists, launched, alive, exit_code, cancel = parts
     return RemoteStatus(
         exists=exists == "1",
@@ -150,7 +161,9 @@ def render_list_command(workdir: str) -> str:
 __all__ = [
     "DATASETS_DIR",
     "PID_FILE",
+    "STATUS_END",
     "STATUS_MARK",
+    "StatusCutShort",
     "RemoteStatus",
     "parse_free_space",
     "parse_status_output",

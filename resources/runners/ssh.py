@@ -72,6 +72,7 @@ from .remote_shell import (
     DATASETS_DIR,
     PID_FILE,
     RemoteStatus,
+    StatusCutShort,
     parse_free_space,
     parse_status_output,
     render_cancel_command,
@@ -844,7 +845,7 @@ class SSHRunner(BenchmarkRunner):
         except (HostKeyError, SSHAuthError):
             raise  # permanent: a changed host key mid-run is a security event, not a hiccup
         except Exception as exc:  # noqa: BLE001 - any transport trouble: back off and retry
-            if not (isinstance(exc, (NodeUnreachableError, RemoteCommandError)) or _is_connection_error(exc)):
+            if not (isinstance(exc, (NodeUnreachableError, RemoteCommandError, StatusCutShort)) or _is_connection_error(exc)):
                 raise
             if self._conn is not None:
                 self._conn.close()
