@@ -149,7 +149,8 @@ def test_scenario_mode_backend(tmp_path: Path, dataset: Path, samples: list[dict
     acc = json.loads((out / "mlperf_log_accuracy.json").read_text())
     if mode == "performance":
         assert acc == []
-        assert final["total"] == (len(timings) if scenario == "Offline" else None)
+        # Offline: the SUT counts its one query; Server and SingleStream: LoadGen's generated schedule
+        assert final["total"] == len(timings) == d["generated_query_count"] * d["generated_samples_per_query"]
         if scenario != "Offline":  # first-token latencies reached LoadGen
             assert d["result_first_token_99.00_percentile_latency_ns"] > 0
         else:

@@ -135,6 +135,31 @@ def test_server_run_streams_on_a_real_clock_like_the_model(dataset, tmp_path):
     assert abs(pct(ttft, 0.99) - pct(model_run.ttft, 0.99)) < 0.010
 
 
+def test_a_server_run_knows_its_total_from_the_schedule_loadgen_generated(dataset, tmp_path):
+    """Server issues queries one at a time, so the SUT never learns how many will come; the progress line's total is
+    read from LoadGen's detail log. llama3_1-8b has sample_concatenate_permutation on (mlperf.conf): LoadGen pads
+    ~250 scheduled queries to whole multiples of the 20 loaded samples, and the log line says why the run is longer
+    than target_qps x min_duration."""
+    from mlperf_assets.loadgen_logs import parse_detail_log
+
+    out = tmp_path / "server"
+    r = harness("--scenario", "Server", "--mode", "performance", "--backend", "sim", "--dataset", str(dataset),
+                "--output-dir", str(out), "--lg-model-name", "llama3_1-8b", "--target-qps", "250",
+                "--min-duration-ms", "1000", "--min-query-count", "10", "--progress-interval-s", "0.2",
+                *engine_flags(ENGINE))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    detail = parse_detail_log(out / "mlperf_log_detail.txt")
+    generated = detail.get("generated_query_count")
+    assert detail.get("effective_sample_concatenate_permutation") is True
+    assert generated % 20 == 0 and generated >= 240, generated
+    progress = rows(out / "progress.jsonl")
+    assert {p["total"] for p in progress if not p["final"] and p["issued"] > 0} == {generated}  # known mid-run
+    assert progress[-1]["total"] == progress[-1]["completed"] == generated
+    said = (out / "harness.log").read_text()
+    assert f"LoadGen scheduled {generated:,} queries over" in said
+    assert f"({generated // 20} x the 20 loaded samples: sample_concatenate_permutation pads" in said
+
+
 def test_offline_run_fills_the_batch(dataset, tmp_path):
     out = tmp_path / "offline"
     engine = {**ENGINE, "max_num_seqs": 256}

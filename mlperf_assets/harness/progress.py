@@ -11,12 +11,16 @@ being lost too). ``stop`` raises that error after closing both files.
 
 A progress line carries ``kv_cache_usage_pct`` (the engine's KV-cache use, from ``kv_source``: the telemetry
 sampler's latest reading) when the backend reports it; the bar shows it as ``kv=43%``.
+
+Its ``total`` is the SUT's when the SUT knows it (accuracy mode; Offline once its one query arrives), else the
+schedule LoadGen generated (:mod:`.schedule`, read from the detail log), so a Server run's bar has an end too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import sys
 import threading
 import time
@@ -24,7 +28,10 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from .errors import OutputError
+from .schedule import DETAIL_LOG, ScheduleReader
 from .sut import HarnessSUT, drain_sample_lines
+
+log = logging.getLogger("mlperf_assets.harness")
 
 PROGRESS_FILE = "progress.jsonl"
 SAMPLES_FILE = "samples.jsonl"
@@ -43,6 +50,7 @@ class ProgressWriter:
         self.kv_source = kv_source  # the engine's KV-cache use now (telemetry's latest), or None
         self.t0 = t0_ns
         self.interval = max(0.05, float(interval_s))
+        self.schedule = ScheduleReader(out_dir / DETAIL_LOG)
         self.progress_path = out_dir / PROGRESS_FILE
         self.samples_path = out_dir / SAMPLES_FILE
         self.error: OutputError | None = None  # the first write that failed
@@ -86,7 +94,7 @@ class ProgressWriter:
             "elapsed_s": round(elapsed, 3),
             "issued": issued,
             "completed": completed,
-            "total": self.sut.total,
+            "total": self.sut.total if self.sut.total is not None else self._scheduled_total(),
             "output_tokens": tokens,
             "tokens_per_s": round(tokens / elapsed, 3) if elapsed > 0 else 0.0,
             "final": final,
@@ -95,6 +103,13 @@ class ProgressWriter:
         if kv is not None:
             snap["kv_cache_usage_pct"] = round(kv, 1)
         return snap
+
+    def _scheduled_total(self) -> int | None:
+        known = self.schedule.schedule
+        found = self.schedule.poll()
+        if found is not None and known is None:
+            log.info("%s", found.describe())
+        return found.samples if found is not None else None
 
     def _kv(self) -> float | None:
         if self.kv_source is None:
