@@ -467,19 +467,24 @@ def test_interrupted_harness_run_tolerates_a_half_written_line(tmp_path: Path, m
         store.ingest_path(db, done)
 
 
-def test_bulk_sample_timings_are_fast(tmp_path: Path, mlperf_logs_dir: Path) -> None:
-    """13,368 per-sample rows go in through one vectorized insert (well under a second here)."""
-    import time
-
+def test_bulk_sample_timings_go_in_as_one_insert(tmp_path: Path, mlperf_logs_dir: Path, monkeypatch) -> None:
+    """13,368 per-sample rows go in through one vectorized insert, not a statement per row (the speed that buys is
+    measured in benchmarks/ingest_and_query.py)."""
     src = mlperf_logs_dir / "ntuhpc-v5.1__Dell-XE9680L_B200_SXM_180GBx8_TRT__llama3.1-8b__Interactive/performance/run_1"
     run = _harness_run(tmp_path / "big", src, run_id="big-1", mode="performance", n_samples=13368)
     db = tmp_path / "b.duckdb"
     store.init_db(db)
-    t0 = time.perf_counter()
+    inserts: list[tuple[str, int]] = []
+    real = store._arrow_insert
+
+    def counted(conn, table, columns):
+        inserts.append((table, len(next(iter(columns.values()))[0])))
+        real(conn, table, columns)
+
+    monkeypatch.setattr(store, "_arrow_insert", counted)
     store.ingest_path(db, run)
-    elapsed = time.perf_counter() - t0
     assert store.query_rows(db, "SELECT count(*) FROM sample_timings")[1] == [(13368,)]
-    assert elapsed < 5, elapsed
+    assert [n for table, n in inserts if table == "sample_timings"] == [13368]
 
 
 def test_summary_only_run_falls_back_to_the_summary(tmp_path: Path, mlperf_logs_dir: Path, manifest) -> None:
