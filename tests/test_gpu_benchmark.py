@@ -27,8 +27,10 @@ def test_gpu_benchmark_runs_the_harness_and_plain_vllm_on_the_same_samples(tmp_p
     env = {**os.environ, **RECIPE_ENV}
     proc = subprocess.run(
         [sys.executable, str(PROJECT / "benchmarks" / "gpu_vllm.py"), "--work", str(work), "--tiny",
-         "--device-check", "off", "--configs", "cpu", "--scenarios", "Offline", "--samples", "24",
-         "--offline-samples", "8", "--offline-duration-ms", "50", "--results", str(results)],
+         "--device-check", "off", "--configs", "cpu", "--scenarios", "Offline,Interactive,SingleStream",
+         "--samples", "24", "--offline-samples", "8", "--offline-duration-ms", "50", "--interactive-fractions", "0.5",
+         "--server-duration-ms", "500", "--singlestream-samples", "4", "--singlestream-expected-ms", "200",
+         "--results", str(results)],
         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "SPEED ONLY" in proc.stdout
@@ -54,3 +56,16 @@ def test_gpu_benchmark_runs_the_harness_and_plain_vllm_on_the_same_samples(tmp_p
     assert plain["engine_args"] == manifest["backend"]["engine_args"]
     assert abs(row["harness_over_plain"] - row["tokens_per_s"] / plain["tokens_per_s"]) < 1e-9
     assert (results / "cpu-offline" / "mlperf_log_summary.txt").read_text().count("Result is : VALID") == 1
+
+    # Interactive: LoadGen's Server under llama3_1-8b-interactive, at half the Offline samples/s
+    (inter,) = [r for r in summary["rows"] if r["scenario"] == "Interactive"]
+    assert inter["target_qps"] == round(0.5 * row["samples_per_s"], 2) and inter["validity"] in ("VALID", "INVALID")
+    m = json.loads((results / inter["job"] / "run_manifest.json").read_text())
+    assert (m["scenario"], m["lg_model_name"]) == ("Server", "llama3_1-8b-interactive")
+    assert (inter["ttft_limit_ms"], inter["tpot_limit_ms"]) == (500, 30)  # the interactive limits, from LoadGen
+    # SingleStream: one query at a time over 4 samples; its 90th percentile latency is the figure
+    (single,) = [r for r in summary["rows"] if r["scenario"] == "SingleStream"]
+    assert single["latency_p90_ms"] > 0 and single["tokens_per_s"] > 0
+    conf = (results / single["job"] / "user.conf").read_text()
+    assert "llama3_1-8b.SingleStream.min_query_count = 4" in conf
+    assert "SingleStream" in proc.stdout and "p90 latency ms" in proc.stdout
