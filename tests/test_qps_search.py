@@ -287,6 +287,34 @@ def test_search_finds_the_slow_capacity(dataset, loadgen_schedule, tmp_path, fas
     assert out.status == FOUND and out.probes <= 8 and abs(out.qps - truth) / truth <= 0.05, (out.qps, truth)
 
 
+def test_probes_are_not_padded_to_whole_multiples_of_the_loaded_samples(dataset, tmp_path):
+    """llama3.1-8b's Server runs have sample_concatenate_permutation on (mlperf.conf): LoadGen pads a schedule to whole
+    multiples of the loaded samples. Probes turn it off so they last probe_duration_s; the confirmation keeps it.
+    Real LoadGen (replay backend) on the probe and confirmation specs as the search builds them: 5 QPS for 1 s
+    against 20 loaded samples."""
+    from mlperf_assets.loadgen_logs import parse_detail_log
+    from mlperf_assets.search import probe_settings
+    from resources.runners.base import RunSpec
+
+    config = load_config(write_config(tmp_path, dataset, FAST, probe_duration_s=1, confirm_duration_s=1,
+                                      min_queries=1))
+    assert probe_settings(config, ESTIMATE, 1.0)["sample_concatenate_permutation"] is False
+    generated = {}
+    for kind in (PROBE, CONFIRM):
+        spec = RunSpec(run_id=f"pad-{kind}", node="local", scenario="Server", mode="performance",
+                       benchmark="llama3.1-8b", backend="replay", dataset_path=str(dataset),
+                       settings=probe_settings(config, kind, 5.0), lg_model_name="llama3_1-8b")
+        out = tmp_path / kind
+        r = subprocess.run(spec.harness_argv(sys.executable, str(out)), capture_output=True, text=True, cwd=PROJECT,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        detail = parse_detail_log(out / "mlperf_log_detail.txt")
+        generated[kind] = (detail.get("effective_sample_concatenate_permutation"), detail.get("generated_query_count"))
+    assert generated[CONFIRM] == (True, 20)  # ~5 queries padded to the 20 loaded samples: 4 s instead of 1
+    padded, count = generated[PROBE]
+    assert padded is False and count < 20, generated
+
+
 def test_unreachable_target_stops_with_a_clear_message(dataset, tmp_path, fast_polls):
     """Every step takes 40 ms, more than the 30 ms Interactive TPOT limit at any load: the search steps down to
     search.min_qps, says so, and keeps every probe it ran."""
