@@ -518,7 +518,7 @@ def test_sampler_thread_stops_and_closes(tmp_path: Path):
 class _Counters:
     """What ProgressWriter reads of the SUT."""
 
-    total, records = 400, []
+    total, records, scenario = 400, [], "Server"
 
     def counters(self):
         return 120, 100, 5000

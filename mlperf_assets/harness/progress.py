@@ -12,8 +12,10 @@ being lost too). ``stop`` raises that error after closing both files.
 A progress line carries ``kv_cache_usage_pct`` (the engine's KV-cache use, from ``kv_source``: the telemetry
 sampler's latest reading) when the backend reports it; the bar shows it as ``kv=43%``.
 
-Its ``total`` is the SUT's when the SUT knows it (accuracy mode; Offline once its one query arrives), else the
-schedule LoadGen generated (:mod:`.schedule`, read from the detail log), so a Server run's bar has an end too.
+Its ``total`` is the SUT's when the SUT knows it (accuracy mode; Offline once its one query arrives); in Server,
+the schedule LoadGen generated (:mod:`.schedule`, read from the detail log: Server issues every generated query), so
+its bar has an end too. A SingleStream run's stays unknown: LoadGen ends it once min_query_count and min_duration are
+met, before its generated schedule runs out.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class ProgressWriter:
         self.kv_source = kv_source  # the engine's KV-cache use now (telemetry's latest), or None
         self.t0 = t0_ns
         self.interval = max(0.05, float(interval_s))
-        self.schedule = ScheduleReader(out_dir / DETAIL_LOG)
+        self.schedule = ScheduleReader(out_dir / DETAIL_LOG) if sut.scenario == "Server" else None
         self.progress_path = out_dir / PROGRESS_FILE
         self.samples_path = out_dir / SAMPLES_FILE
         self.error: OutputError | None = None  # the first write that failed
@@ -105,6 +107,8 @@ class ProgressWriter:
         return snap
 
     def _scheduled_total(self) -> int | None:
+        if self.schedule is None:
+            return None
         known = self.schedule.schedule
         found = self.schedule.poll()
         if found is not None and known is None:

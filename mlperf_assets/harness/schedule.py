@@ -1,11 +1,12 @@
 """The schedule LoadGen generated for a test, read from its detail log while the test runs.
 
 LoadGen generates every query before it issues the first and logs how many (``generated_query_count``,
-``generated_samples_per_query``, ``generated_query_duration``). In Server and SingleStream that count is the only way
-to know the run's total in advance: it is not ``target_qps x min_duration`` where ``sample_concatenate_permutation``
+``generated_samples_per_query``, ``generated_query_duration``). Server issues every one of them, so that count is
+its run's total, known in advance: it is not ``target_qps x min_duration`` where ``sample_concatenate_permutation``
 is on (mlperf.conf sets it for llama3.1-8b and gpt-j), because LoadGen then pads the schedule to a whole multiple of
-the loaded samples, which can double a run's length. :class:`ScheduleReader` gives the progress line its ``total``
-and the log one line saying so.
+the loaded samples, which can double a run's length. :class:`ScheduleReader` gives a Server run's progress line its
+``total`` and the log one line saying so. (SingleStream generates up to twice what it issues and ends once
+min_query_count and min_duration are met: its count is no total.)
 """
 
 from __future__ import annotations
