@@ -7,7 +7,9 @@ ignored in ..." and carries on), so a handler that only raises can lose the sign
 with :func:`check` at its safe points (after the run folder and manifest exist, after the backend started, every 0.1 s
 while LoadGen runs, before it declares a run completed). Around long blocking calls that cannot poll (a backend's
 ``start``, which may load a model for minutes) :func:`raising` also lets the handler raise :class:`Interrupted` at
-once; if that exception is dropped by a finalizer, the record is still there for the next check.
+once; if that exception is dropped by a finalizer or a weakref callback (e.g. importlib's module-lock callback, when
+the signal lands during an import), the record is still there for the next check, and the dropped exception is not
+printed (``sys.unraisablehook``): the handler may raise again at the next signal.
 
 Moments of the process's life and what a signal does in each:
 
@@ -64,6 +66,7 @@ class _State:
     raising = False  # the handler may raise at once (inside ``raising()``); cleared by the handler when it raises
     leave_with: int | None = None  # the outcome is on disk: a further signal leaves with this code at once
     installed = False
+    unraisable_before = staticmethod(sys.__unraisablehook__)
 
 
 _state = _State()
@@ -85,6 +88,9 @@ def install() -> None:
     except ValueError:  # not the main thread: signals are the process owner's business
         return
     _state.installed = True
+    if sys.unraisablehook is not _unraisable:
+        _state.unraisable_before = sys.unraisablehook
+        sys.unraisablehook = _unraisable
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # a launcher may have blocked them to cover start-up
 
 
@@ -110,6 +116,16 @@ def _handler(signum: int, frame) -> None:
     if _state.raising and not _in_finalizer(frame):
         _state.raising = False  # raise once: cleanup code after this point runs without interruptions
         raise Interrupted(_state.received)
+
+
+def _unraisable(hook_args) -> None:
+    """An :class:`Interrupted` that Python dropped (raised in a finalizer or weakref callback) is not an error to
+    print: the record stands and the next check acts on it; the handler may raise again. Others go to the hook that
+    was there before."""
+    if isinstance(hook_args.exc_value, Interrupted):
+        _state.raising = True  # still inside raising(): its raise never reached the blocking call
+        return
+    _state.unraisable_before(hook_args)
 
 
 def _in_finalizer(frame) -> bool:
