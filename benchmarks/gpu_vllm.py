@@ -207,7 +207,8 @@ def harness_argv(a: argparse.Namespace, job: Job, model: Path, dataset: Path, ou
         argv += ["--max-samples", str(samples), "--target-qps", "1", "--min-duration-ms", str(a.offline_duration_ms),
                  "--min-query-count", "1", "--offline-workers", "2"]
     elif job.scenario == "SingleStream":
-        # as many queries as loaded samples: sample_concatenate_permutation pads the count to a multiple of them
+        # with sample_concatenate_permutation on (mlperf.conf), LoadGen raises a SingleStream min_query_count to the
+        # next multiple of the loaded samples above it: 64 samples run 128 queries (early stopping needs 64)
         n = a.singlestream_samples
         argv += ["--max-samples", str(n), "--min-query-count", str(n), "--min-duration-ms", "1000",
                  "--target-latency-ms", str(a.singlestream_expected_ms)]
