@@ -478,7 +478,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "(official: 600000)")
     ap.add_argument("--interactive-fractions", default="0.5", help="Interactive QPS as fractions of Offline "
                     "samples/s, one run each (comma-separated)")
-    ap.add_argument("--singlestream-samples", type=int, default=64, help="SingleStream samples, each issued once")
+    ap.add_argument("--singlestream-samples", type=int, default=64, help="SingleStream samples loaded (and its "
+                    "min_query_count; LoadGen runs the next multiple of them above it)")
     ap.add_argument("--singlestream-expected-ms", type=float, default=1000.0, help="SingleStream expected latency "
                     "(LoadGen sizes its schedule with it)")
     ap.add_argument("--offline-duration-ms", type=int, default=1000, help="Offline min_duration (the whole sample "
