@@ -198,7 +198,8 @@ def harness_argv(a: argparse.Namespace, job: Job, model: Path, dataset: Path, ou
 
     engine = {**COMMON_ENGINE_ARGS, **CONFIGS[job.config], **a.engine_args, **job.engine}
     samples = a.offline_samples * (job.gpus if job.parallelism else 1)
-    argv = [sys.executable, "-m", "mlperf_assets.harness", "run", "--scenario", job.scenario,
+    lg_scenario = "Server" if job.scenario == "Interactive" else job.scenario
+    argv = [sys.executable, "-m", "mlperf_assets.harness", "run", "--scenario", lg_scenario,
             "--mode", "performance", "--backend", "vllm", "--dataset", str(dataset), "--output-dir", str(out),
             "--overwrite", "--node", a.node, "--model", str(model),
             "--telemetry-interval-s", "1"]
@@ -217,7 +218,6 @@ def harness_argv(a: argparse.Namespace, job: Job, model: Path, dataset: Path, ou
         fraction = a.server_fraction
         if job.scenario == "Interactive":
             fraction = job.qps_fraction
-            argv[argv.index("--scenario") + 1] = "Server"
             argv += ["--lg-model-name", INTERACTIVE_LG_MODEL]
         qps = round(fraction * offline["samples_per_s"], 2)
         job.result["target_qps"] = qps
@@ -251,14 +251,14 @@ def read_harness_run(folder: Path) -> dict:
     if summary.is_file():
         s = parse_summary_log(summary)
         f = {k: parse_float(v) for k, v in s.figures.items()}
-        out.update(validity=s.result_validity, tokens_per_s=f.get("tokens_per_second") or f.get(
-            "completed_tokens_per_second"), samples_per_s=f.get("samples_per_second") or f.get(
+        # Offline / Server name tokens/s differently; SingleStream reports it as TPS
+        tokens = f.get("tokens_per_second") or f.get("completed_tokens_per_second") or f.get(
+            "tps_without_loadgen_overhead")
+        out.update(validity=s.result_validity, tokens_per_s=tokens, samples_per_s=f.get("samples_per_second") or f.get(
             "completed_samples_per_second"), ttft_p99_ms=_ms(f.get("ttft_p99_ns")),
             tpot_p99_ms=_ms(f.get("tpot_p99_ns")), ttft_limit_ms=_ms(f.get("ttft_latency_ns")),
             tpot_limit_ms=_ms(f.get("tpot_latency_ns")), latency_p90_ms=_ms(f.get("latency_p90_ns")),
             ttft_p90_ms=_ms(f.get("ttft_p90_ns")), tpot_p90_ms=_ms(f.get("tpot_p90_ns")))
-        if out["tokens_per_s"] is None:  # SingleStream reports tokens/s as TPS
-            out["tokens_per_s"] = f.get("tps_without_loadgen_overhead")
     manifest = folder / "run_manifest.json"
     if manifest.is_file():
         m = json.loads(manifest.read_text())

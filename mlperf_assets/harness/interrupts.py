@@ -130,7 +130,8 @@ def _unraisable(hook_args) -> None:
 
 def _in_finalizer(frame) -> bool:
     """True inside a ``__del__`` (an exception raised there is dropped: rely on the record instead, and print nothing).
-    Weakref callbacks and other places that drop exceptions are not recognised; the record covers them too."""
+    Weakref callbacks and other places that drop exceptions are not recognised: the record covers them, and
+    :func:`_unraisable` keeps the dropped exception from being printed."""
     while frame is not None:
         if frame.f_code.co_name == "__del__":
             return True
