@@ -74,11 +74,13 @@ NAIVE_ROWS = 2_000  # per table; row-by-row INSERT is too slow to time on all ro
 def naive_row_inserts(db: Path, run_dir: Path) -> float:
     """Baseline: the same per-sample rows, one INSERT statement per row, timed on the first NAIVE_ROWS rows of
     each table and scaled linearly to the full row count (returned as seconds for all rows)."""
-    import duckdb
-
     parsed = parse_runs([run_dir])[0]
     st, al = parsed.samples, parsed.accuracy_log
-    con = duckdb.connect(str(db))
+    with store.open_for_write(db) as con:
+        return _naive_row_inserts(con, st, al)
+
+
+def _naive_row_inserts(con, st, al) -> float:
     con.execute("CREATE TABLE st (run_id VARCHAR, qsl_idx BIGINT, issue_ns BIGINT, first_token_ns BIGINT, "
                 "complete_ns BIGINT, output_tokens INTEGER)")
     con.execute("CREATE TABLE al (run_id VARCHAR, seq_id BIGINT, qsl_idx BIGINT, data_bytes INTEGER, token_count INTEGER)")
@@ -92,18 +94,20 @@ def naive_row_inserts(db: Path, run_dir: Path) -> float:
                     ["x", al.seq_id[i], al.qsl_idx[i], al.data_bytes[i], al.token_count[i]])
     con.execute("COMMIT")
     elapsed = time.perf_counter() - t0
-    con.close()
     return elapsed * (len(st.qsl_idx) + len(al.qsl_idx)) / (2 * NAIVE_ROWS)
 
 
 def bulk_rows_only(db: Path, run_dir: Path) -> float:
     """Our way for the same rows alone (Arrow, one INSERT per table), to compare like with like."""
-    import duckdb
-    import pyarrow as pa
-
     parsed = parse_runs([run_dir])[0]
     st, al = parsed.samples, parsed.accuracy_log
-    con = duckdb.connect(str(db))
+    with store.open_for_write(db) as con:
+        return _bulk_rows_only(con, st, al)
+
+
+def _bulk_rows_only(con, st, al) -> float:
+    import pyarrow as pa
+
     con.execute("CREATE TABLE st2 AS SELECT * FROM st LIMIT 0")
     con.execute("CREATE TABLE al2 AS SELECT * FROM al LIMIT 0")
     t0 = time.perf_counter()
@@ -118,17 +122,17 @@ def bulk_rows_only(db: Path, run_dir: Path) -> float:
         "run_id": (["x"] * m, pa.string()), "seq_id": (al.seq_id, pa.int64()), "qsl_idx": (al.qsl_idx, pa.int64()),
         "data_bytes": (al.data_bytes, pa.int32()), "token_count": (al.token_count, pa.int32())})
     con.execute("COMMIT")
-    elapsed = time.perf_counter() - t0
-    con.close()
-    return elapsed
+    return time.perf_counter() - t0
 
 
 def synthesize_runs(db: Path, target: int) -> int:
     """Ingest the real logs, then duplicate runs (new run ids and scenario folders) up to ``target`` rows."""
-    import duckdb
-
     store.ingest_path(db, LOGS)
-    con = duckdb.connect(str(db))
+    with store.open_for_write(db) as con:
+        return _copy_runs(con, target)
+
+
+def _copy_runs(con, target: int) -> int:
     base = con.execute("SELECT count(*) FROM runs").fetchone()[0]
     copies = -(-target // base) - 1
     cols = ", ".join(store.RUNS_COLUMN_NAMES)
@@ -144,9 +148,7 @@ def synthesize_runs(db: Path, target: int) -> int:
                 f"(SELECT count(*) - {target} FROM runs))")
     store.refresh_accuracy(con)
     con.execute("COMMIT")
-    n = con.execute("SELECT count(*) FROM runs").fetchone()[0]
-    con.close()
-    return n
+    return con.execute("SELECT count(*) FROM runs").fetchone()[0]
 
 
 def add_hour_of_telemetry(run_dir: Path, gpus: int = 8, ticks: int = 1200) -> int:
@@ -186,6 +188,25 @@ def timed(fn, repeat: int) -> list[float]:
     return out
 
 
+def print_summary_timings(con, n: int, repeat: int) -> None:
+    """``SELECT * FROM run_summary`` over the synthesized runs, against a plain table of the same rows."""
+    nrows = con.execute("SELECT count(*) FROM run_summary").fetchall()[0][0]
+    print(f"== SELECT * FROM run_summary over {n:,} runs ({nrows:,} rows, {len(store.RUN_SUMMARY_COLUMNS)} columns), "
+          f"median of {repeat}; baseline = the same SELECT on a plain table holding the view's rows")
+    for label, fetch in (("to Arrow", lambda q: con.sql(q).to_arrow_table()),
+                         ("to pandas", lambda q: con.sql(q).df()),
+                         ("to Python rows", lambda q: con.execute(q).fetchall())):
+        view = statistics.median(timed(lambda: fetch("SELECT * FROM run_summary"), repeat))
+        plain = statistics.median(timed(lambda: fetch("SELECT * FROM plain_summary"), repeat))
+        target = "   target < 100 ms" if label == "to Arrow" else ""
+        print(f"  {label:15s} view {view * 1000:7.1f} ms   plain table {plain * 1000:7.1f} ms   "
+              f"ratio view/plain {view / plain:.2f}x{target}")
+    filt = statistics.median(timed(lambda: con.execute(
+        "SELECT node, scenario_label, avg(tokens_per_second) FROM run_summary WHERE mode = 'performance' "
+        "GROUP BY ALL").fetchall(), repeat))
+    print(f"  an aggregate over the view (avg tokens/s per scenario): {filt * 1000:.1f} ms")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
@@ -194,8 +215,6 @@ def main() -> int:
         print(f"{LOGS} is absent: the shared test data must sit beside the project", file=sys.stderr)
         return 2
     repeat = 3 if args.quick else 7
-    import duckdb
-
     with tempfile.TemporaryDirectory(prefix="mlperf-bench-") as tmp:
         tmp = Path(tmp)
         run = make_full_run(tmp / "run")
@@ -209,8 +228,9 @@ def main() -> int:
         cold = timed(lambda: store.ingest_path(db, run), 1)[0]
         warm = timed(lambda: store.ingest_path(db, run), repeat)
         parse_only = timed(lambda: parse_runs(discover_runs(run)), repeat)
-        (rows,) = duckdb.connect(str(db), read_only=True).execute(
-            "SELECT (SELECT count(*) FROM sample_timings), (SELECT count(*) FROM accuracy_log_samples)").fetchall()
+        with store.open_read_only(db) as con:
+            (rows,) = con.execute(
+                "SELECT (SELECT count(*) FROM sample_timings), (SELECT count(*) FROM accuracy_log_samples)").fetchall()
         naive = naive_row_inserts(tmp / "naive.duckdb", run)
         bulk = bulk_rows_only(tmp / "naive.duckdb", run)
         print("== ingest of one full run (real detail log, 13,368-sample accuracy log %.1f MB, 13,368 samples.jsonl)" % size_mb)
@@ -224,7 +244,8 @@ def main() -> int:
 
         nrows_tel = add_hour_of_telemetry(run)
         with_tel = timed(lambda: store.ingest_path(db, run), repeat)
-        (stored,) = duckdb.connect(str(db), read_only=True).execute("SELECT count(*) FROM telemetry").fetchone()
+        with store.open_read_only(db) as con:
+            (stored,) = con.execute("SELECT count(*) FROM telemetry").fetchone()
         (run / "telemetry.jsonl").unlink()
         without_tel = timed(lambda: store.ingest_path(db, run), repeat)
         extra = statistics.median(with_tel) - statistics.median(without_tel)
@@ -236,26 +257,10 @@ def main() -> int:
 
         qdb = tmp / "many.duckdb"
         n = synthesize_runs(qdb, 10_000)
-        con = duckdb.connect(str(qdb))
-        con.execute("CREATE TABLE plain_summary AS SELECT * FROM run_summary")
-        con.close()
-        con = duckdb.connect(str(qdb), read_only=True)
-        nrows = con.execute("SELECT count(*) FROM run_summary").fetchall()[0][0]
-        print(f"== SELECT * FROM run_summary over {n:,} runs ({nrows:,} rows, {len(store.RUN_SUMMARY_COLUMNS)} columns), "
-              f"median of {repeat}; baseline = the same SELECT on a plain table holding the view's rows")
-        for label, fetch in (("to Arrow", lambda q: con.sql(q).to_arrow_table()),
-                             ("to pandas", lambda q: con.sql(q).df()),
-                             ("to Python rows", lambda q: con.execute(q).fetchall())):
-            view = statistics.median(timed(lambda: fetch("SELECT * FROM run_summary"), repeat))
-            plain = statistics.median(timed(lambda: fetch("SELECT * FROM plain_summary"), repeat))
-            target = "   target < 100 ms" if label == "to Arrow" else ""
-            print(f"  {label:15s} view {view * 1000:7.1f} ms   plain table {plain * 1000:7.1f} ms   "
-                  f"ratio view/plain {view / plain:.2f}x{target}")
-        filt = statistics.median(timed(lambda: con.execute(
-            "SELECT node, scenario_label, avg(tokens_per_second) FROM run_summary WHERE mode = 'performance' "
-            "GROUP BY ALL").fetchall(), repeat))
-        print(f"  an aggregate over the view (avg tokens/s per scenario): {filt * 1000:.1f} ms")
-        con.close()
+        with store.open_for_write(qdb) as con:
+            con.execute("CREATE TABLE plain_summary AS SELECT * FROM run_summary")
+        with store.open_read_only(qdb) as con:
+            print_summary_timings(con, n, repeat)
         api = statistics.median(timed(lambda: store.query(qdb, "SELECT * FROM run_summary"), repeat))
         print(f"  store.query() end to end (open read-only + DataFrame): {api * 1000:.1f} ms")
     return 0

@@ -1,19 +1,18 @@
 """Sensors: a report after every successful benchmark run, an alert on every failed run, regression alerts.
 
-All three are factories taking the job definitions (and, for regressions, the DuckDB path), so definitions.py wires
-them:
+All three are factories taking the job definitions, so definitions.py wires them:
 
     build_report_on_success_sensor([benchmark_job], report_job)
     build_failure_sensor()                                   # every job of the code location
-    build_regression_alert_sensor(cfg.storage.duckdb_path, threshold_pct=10)
+    build_regression_alert_sensor(threshold_pct=10)          # reads the `store` resource (ResultsStore)
 
 Alerts go to the URL in the environment variable MLPERF_DAGSTER_WEBHOOK_URL when it is set, as Slack-compatible
 JSON `{"text": ...}`. The URL is a secret (Slack puts the token in the path): it is read at send time, never stored
 in a definition, a tag or a log line; logs show only `scheme://host/…`.
 
-Why not `dagster.EnvVar`: EnvVar fills a resource's config field, and sensors hold no resource here. A webhook
-resource would put the URL into resource config the UI and run storage handle; reading the variable by name in the
-sensor's own process, at send time, keeps the value in the environment only (docs/setup-guide.md, "Secrets").
+Why not `dagster.EnvVar`: EnvVar fills a resource's config field. A webhook resource would put the URL into resource
+config the UI and run storage handle; reading the variable by name in the sensor's own process, at send time, keeps
+the value in the environment only (docs/setup-guide.md, "Secrets").
 """
 
 
@@ -25,11 +24,11 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import dagster as dg
 
 from jobs.failures import step_failure_message
+from resources.store import ResultsStore
 
 WEBHOOK_ENV = "MLPERF_DAGSTER_WEBHOOK_URL"
 REPORT_SENSOR = "report_after_benchmark"
@@ -205,7 +204,6 @@ def regression_text(flags) -> str:
 
 
 def build_regression_alert_sensor(
-    db_path: str | os.PathLike,
     *,
     threshold_pct: float = 10.0,
     window: int = 5,
@@ -214,29 +212,26 @@ def build_regression_alert_sensor(
 ) -> dg.SensorDefinition:
     """Post regression flags of runs new to this sensor (the same flags the report shows) to the webhook.
 
-    The cursor is the newest run start already judged; the first tick judges only the latest run of each
+    The runs come from the `store` resource (ResultsStore). The cursor is the newest run start already judged; the first tick judges only the latest run of each
     node/scenario/benchmark/backend, so switching the sensor on does not replay history. A failed post keeps the
     cursor, so the alert is retried rather than lost.
     """
-    db = str(db_path)
-
     @dg.sensor(
         name=name,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Posts tokens/s drops and p99 TTFT/TPOT rises beyond {threshold_pct:g}% to ${WEBHOOK_ENV}.",
     )
-    def _regression_alert(context: dg.SensorEvaluationContext):
+    def _regression_alert(context: dg.SensorEvaluationContext, store: ResultsStore):
         import pandas as pd
 
         from mlperf_assets.reporting.regression import detect_regressions, latest_run_ids
-        from mlperf_assets.reporting import load_summary
         from mlperf_assets.store import StoreError
 
-        if not Path(db).is_file():
-            return dg.SkipReason(f"no results store at {db} yet")
+        if not store.exists():
+            return dg.SkipReason(f"no results store at {store.path} yet")
         try:
-            summary = load_summary(db)
+            summary = store.summary()
         except StoreError as exc:
             return dg.SkipReason(f"results store unavailable: {exc}")
         if summary.empty:

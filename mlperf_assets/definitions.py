@@ -64,7 +64,7 @@ def build_sensors(config: MlperfConfig, jobs: dict[str, Any]) -> list:
     return [
         build_report_on_success_sensor([jobs[BENCHMARK_JOB]], jobs[REPORT_JOB]),
         build_failure_sensor(),
-        build_regression_alert_sensor(config.storage.duckdb_path),
+        build_regression_alert_sensor(),  # reads the `store` resource
     ]
 
 

@@ -1498,20 +1498,25 @@ def read_qps_search(db_path: str | os.PathLike, where: str = "", params: Sequenc
 
 
 def save_submission_checks(db_path: str | os.PathLike, rows: list[dict[str, Any]], *,
-                           lock_timeout_s: float = 30) -> None:
-    """Record one checker run (rows sharing a ``check_id``) in ``submission_checks``, in one transaction. List
-    values (the error lines) are stored as JSON."""
+                           lock_timeout_s: float = 30) -> str:
+    """Record one checker run in ``submission_checks``, in one transaction, and return its ``check_id``. The rows
+    hold the other columns of :data:`SUBMISSION_CHECKS_COLUMNS`; ``check_id`` (default: a new one, shared by all
+    rows) and ``checked_at`` (default: now, UTC) are filled in where a row leaves them out. List values (the error
+    lines) are stored as JSON."""
     import json
+    import uuid
 
     columns = [c for c, _ in SUBMISSION_CHECKS_COLUMNS]
     for row in rows:
         unknown = sorted(set(row) - set(columns))
         if unknown:
             raise ValueError(f"save_submission_checks: unknown column(s) {unknown}")
+    check_id, now = uuid.uuid4().hex[:12], _utcnow()
+    stamped = [{"check_id": check_id, "checked_at": now, **row} for row in rows]
     with open_for_write(db_path, lock_timeout_s=lock_timeout_s) as conn:
         conn.execute("BEGIN TRANSACTION")
         try:
-            for row in rows:
+            for row in stamped:
                 values = [json.dumps(row.get(c)) if isinstance(row.get(c), list) else row.get(c) for c in columns]
                 conn.execute(f"INSERT OR REPLACE INTO submission_checks ({', '.join(columns)}) "
                              f"VALUES ({', '.join('?' for _ in columns)})", values)
@@ -1521,6 +1526,7 @@ def save_submission_checks(db_path: str | os.PathLike, rows: list[dict[str, Any]
             if isinstance(exc, Exception):
                 raise _write_failure(exc, Path(os.path.abspath(db_path)), "saving submission checks") from None
             raise
+    return stamped[0]["check_id"] if stamped else check_id
 
 
 def read_submission_checks(db_path: str | os.PathLike, check_id: str | None = None) -> list[dict[str, Any]]:

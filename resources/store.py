@@ -1,13 +1,12 @@
 """``ResultsStore``: the DuckDB results store (``mlperf_assets.store``) as a Dagster resource.
 
-A thin wrapper: it holds the database path and lock timeout and forwards to the pure store functions,
-which open a connection per call (DuckDB allows one writer process; the store serializes writers with a
-lock file and raises ``StoreLockedError`` after ``lock_timeout_s``).
+The one door into DuckDB for assets, asset checks, sensors and the submission: it holds the database path and
+lock timeout and forwards to the pure store functions, which open a connection per call (DuckDB allows one writer
+process; the store serializes writers with a lock file and raises ``StoreLockedError`` after ``lock_timeout_s``).
 """
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +33,41 @@ class ResultsStore(ConfigurableResource):
         out, with reasons)."""
         from mlperf_assets import store
 
-        kwargs: dict[str, Any] = {"node": node, "backend": backend, "benchmark": benchmark}
-        kwargs["lock_timeout_s"] = self.lock_timeout_s
-        if dagster_run_id is not None and "dagster_run_id" in inspect.signature(store.ingest_path).parameters:
-            kwargs["dagster_run_id"] = dagster_run_id
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        return store.ingest_path(self.path, str(folder), **kwargs)
+        return store.ingest_path(self.path, str(folder), node=node, backend=backend, benchmark=benchmark,
+                                 dagster_run_id=dagster_run_id, lock_timeout_s=self.lock_timeout_s)
 
     def save_accuracy(self, run_id: str, results: dict, checks: dict[str, dict]) -> None:
         from mlperf_assets import store
 
         store.save_accuracy(self.path, run_id, results, checks)
 
+    def save_submission_checks(self, rows: list[dict[str, Any]]) -> str:
+        """Record one checker run over a submission tree (``mlperf_assets.submission.check_records``) in
+        ``submission_checks``; returns its ``check_id``."""
+        from mlperf_assets import store
+
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        return store.save_submission_checks(self.path, rows, lock_timeout_s=self.lock_timeout_s)
+
+    def read_submission_checks(self, check_id: str | None = None) -> list[dict[str, Any]]:
+        """The rows of one checker run (default: the latest); [] before any."""
+        from mlperf_assets import store
+
+        return store.read_submission_checks(self.path, check_id)
+
     def query(self, sql: str, params: list | tuple | dict | None = None):
         """A pandas DataFrame from a read-only connection."""
         from mlperf_assets import store
 
         return store.query(self.path, sql, params)
+
+    def summary(self):
+        """``run_summary`` as the report reads it (a DataFrame; capacity-search probes left out): what the
+        regression check and the regression sensor judge. ``StoreError`` when the store cannot be read."""
+        from mlperf_assets.reporting import load_summary
+
+        return load_summary(self.path)
 
     def exists(self) -> bool:
         return Path(self.path).is_file()

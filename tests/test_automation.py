@@ -258,24 +258,27 @@ def add_night(db: Path, night: int, factor: float) -> None:
 
 def test_regression_alert_sensor_posts_new_flags_once(instance, webhook, monkeypatch, regression_db) -> None:
     monkeypatch.setenv(WEBHOOK_ENV, webhook.url)
-    sensor = build_regression_alert_sensor(regression_db, threshold_pct=10)
-    first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    sensor = build_regression_alert_sensor(threshold_pct=10)
+    store = {"store": ResultsStore(path=str(regression_db))}
+    first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=store))
     assert webhook.posts == [] and "no new regression" in first.skip_message
 
     add_night(regression_db, 4, 0.7)
-    second = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+    second = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=store))
     assert len(webhook.posts) == 1
     text = webhook.posts[0][1]["text"]
     assert "gpu-1" in text and "tokens/s fell 30.0%" in text and "night-4" in text
     assert "1 regression" in second.skip_message
 
-    third = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=second.cursor))
+    third = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=second.cursor, resources=store))
     assert len(webhook.posts) == 1 and "no new regression" in third.skip_message  # posted once
 
 
 def test_regression_alert_waits_for_a_store(instance, tmp_path: Path) -> None:
-    sensor = build_regression_alert_sensor(tmp_path / "missing.duckdb")
-    assert "no results store" in sensor.evaluate_tick(dg.build_sensor_context(instance=instance)).skip_message
+    sensor = build_regression_alert_sensor()
+    store = {"store": ResultsStore(path=str(tmp_path / "missing.duckdb"))}
+    assert "no results store" in sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, resources=store)).skip_message
 
 
 def test_regression_check_warns(instance, regression_db) -> None:

@@ -161,7 +161,7 @@ def test_runner_settings_and_defaults_come_from_the_node_model(tmp_path):
 
 
 def test_openai_gets_the_checkpoint_as_api_model(tmp_path):
-    """One build_spec for the pipeline and render-k8s: the checkpoint reaches each backend as its own argument."""
+    """One build_spec for the pipeline and render: the checkpoint reaches each backend as its own argument."""
     from mlperf_assets.config import parse_config
     from mlperf_assets.plan import build_spec
 
@@ -172,3 +172,28 @@ def test_openai_gets_the_checkpoint_as_api_model(tmp_path):
         )
         spec = build_spec(config, run_id="r1", node="box", scenario="Offline", mode="performance", dataset=tmp_path)
         assert spec.engine_args == {key: "org/model-1"}
+
+
+# --------------------------------------------------------------------------------------- one door into DuckDB
+def test_duckdb_readers_and_writers_take_the_store_resource_of_the_configured_file(tmp_path):
+    """The regression sensor and check, and the assets that read or write results, reach DuckDB through the `store`
+    resource, which holds the config's storage.duckdb_path: the sensor evaluated with it reads that file."""
+    from jobs.sensors import REGRESSION_SENSOR
+    from mlperf_assets.assets.checks import REGRESSION_CHECK
+    from mlperf_assets.config import parse_config
+    from mlperf_assets.definitions import build_definitions
+
+    config = parse_config("storage: {duckdb_path: out/r.duckdb}\nnodes: [{name: box, runner: local}]\n",
+                          tmp_path / "c.yaml")
+    defs = build_definitions(config)
+    store = defs.resources["store"]
+    assert Path(store.path) == tmp_path / "out" / "r.duckdb"
+    repo = defs.get_repository_def()
+    sensor = repo.get_sensor_def(REGRESSION_SENSOR)
+    assert sensor.required_resource_keys == {"store"}
+    for key in ("loadgen_results", "accuracy_scores", "benchmark_report", "submission_package"):
+        assert "store" in repo.assets_defs_by_key[dg.AssetKey(key)].required_resource_keys, key
+    [check] = [c for c in defs.asset_checks if REGRESSION_CHECK in {k.name for k in c.check_keys}]
+    assert "store" in check.required_resource_keys
+    tick = sensor.evaluate_tick(dg.build_sensor_context(resources={"store": store}))
+    assert tick.skip_message == f"no results store at {store.path} yet"

@@ -100,3 +100,59 @@ def test_bad_parameters_are_refused() -> None:
         detect_regressions(history([1, 2]), threshold_pct=-1)
     with pytest.raises(ValueError, match="window"):
         detect_regressions(history([1, 2]), window=0)
+
+
+# ------------------------------------------------------------------------ the regression sensor over a real store
+
+
+def _nightly_store(db, mlperf_logs_dir, factors: list[float]):
+    """One real Server run, then a night per factor under new ids, its tokens/s scaled by the factor."""
+    from mlperf_assets import store
+
+    run = mlperf_logs_dir / "ntuhpc-v5.1__Intel-1-node-2S-GNR_128C__llama3_1-8b__Server" / "performance"
+    store.ingest_path(db, run, node="gpu-1", backend="vllm", benchmark="llama3.1-8b")
+    with store.open_for_write(db) as conn:
+        for night, factor in enumerate(factors, start=1):
+            conn.execute(f"""INSERT INTO runs SELECT * REPLACE (
+                    'night-{night}' AS run_id, 'night-{night}' AS group_id, '/nights/{night}' AS source_path,
+                    started_at + to_days({night}) AS started_at,
+                    tokens_per_second * {factor} AS tokens_per_second,
+                    completed_tokens_per_second * {factor} AS completed_tokens_per_second)
+                FROM runs WHERE run_id NOT LIKE 'night-%'""")
+    return db
+
+
+def test_regression_sensor_judges_the_store_resource_it_is_given(tmp_path, mlperf_logs_dir, monkeypatch) -> None:
+    import dagster as dg
+
+    from jobs.sensors import WEBHOOK_ENV, build_regression_alert_sensor
+    from resources.store import ResultsStore
+
+    monkeypatch.delenv(WEBHOOK_ENV, raising=False)
+    steady = _nightly_store(tmp_path / "steady.duckdb", mlperf_logs_dir, [1.0, 1.01, 0.99, 1.0])
+    slower = _nightly_store(tmp_path / "slower.duckdb", mlperf_logs_dir, [1.0, 1.01, 0.99, 0.7])
+    sensor = build_regression_alert_sensor(threshold_pct=10)
+    assert sensor.required_resource_keys == {"store"}
+
+    def tick(db, cursor=None):
+        resources = {"store": ResultsStore(path=str(db))}
+        return sensor.evaluate_tick(dg.build_sensor_context(cursor=cursor, resources=resources))
+
+    assert tick(steady).skip_message == "no new regression"
+    flagged = tick(slower)
+    assert flagged.skip_message == "1 regression(s) flagged; alert not-configured"
+    assert tick(slower, flagged.cursor).skip_message == "no new regression"  # judged once
+
+
+def test_regression_sensor_skips_a_store_it_cannot_read(tmp_path) -> None:
+    import dagster as dg
+
+    from jobs.sensors import build_regression_alert_sensor
+    from resources.store import ResultsStore
+
+    broken = tmp_path / "broken.duckdb"
+    broken.write_bytes(b"not a DuckDB file" * 512)
+    context = dg.build_sensor_context(resources={"store": ResultsStore(path=str(broken))})
+    result = build_regression_alert_sensor().evaluate_tick(context)
+    assert result.skip_message.startswith("results store unavailable:"), result.skip_message
+    assert result.cursor is None  # nothing judged, nothing skipped past

@@ -526,3 +526,42 @@ def test_published_accuracy_is_checked_against_the_mlperf_targets(tmp_path: Path
     rows = {m: (t, p) for m, t, p in checks.values.tolist()}
     assert rows["gen_len"][1] is False and rows["rouge1"][1] is True
     assert rows["rouge1"][0] == pytest.approx(38.7792 * 0.99)
+
+
+SERVER_RUN = "ntuhpc-v5.1__Intel-1-node-2S-GNR_128C__llama3_1-8b__Server"
+
+
+def test_results_store_resource_ingests_with_the_dagster_run_id(tmp_path: Path, mlperf_logs_dir: Path) -> None:
+    from resources.store import ResultsStore
+
+    resource = ResultsStore(path=str(tmp_path / "new-folder" / "r.duckdb"))  # the folder is made on first write
+    assert not resource.exists()
+    ingested = resource.ingest(mlperf_logs_dir / SERVER_RUN / "performance", node="gpu-1", dagster_run_id="dg-run-1")
+    assert len(ingested) == 1 and resource.exists()
+    stored = resource.query("SELECT node, dagster_run_id FROM runs")
+    assert stored.to_dict("records") == [{"node": "gpu-1", "dagster_run_id": "dg-run-1"}]
+    assert resource.summary()["run_id"].tolist() == [ingested[0].run_id]
+
+
+def test_results_store_resource_records_each_checker_run_under_its_own_id(tmp_path: Path) -> None:
+    from resources.store import ResultsStore
+
+    resource = ResultsStore(path=str(tmp_path / "r.duckdb"))
+    row = {"tree": "/t", "node": "gpu-1", "system": "sys", "benchmark": "llama3.1-8b", "passed": False,
+           "metric": None, "summary": "SUMMARY: submission has errors"}
+    first = resource.save_submission_checks([
+        {**row, "scenario": "Offline", "expected_errors": ["Test duration less than 600s"], "unexpected_errors": []},
+        {**row, "scenario": "Server", "expected_errors": [], "unexpected_errors": ["rng_seed is wrong"]},
+    ])
+    second = resource.save_submission_checks([{**row, "scenario": "Offline", "passed": True, "metric": 12.5,
+                                               "summary": "SUMMARY: submission looks OK"}])
+    assert first != second
+    latest = resource.read_submission_checks()
+    assert [(r["check_id"], r["scenario"], r["passed"], r["metric"]) for r in latest] == [
+        (second, "Offline", True, 12.5)]
+    earlier = resource.read_submission_checks(first)
+    assert [(r["scenario"], r["expected_errors"], r["unexpected_errors"]) for r in earlier] == [
+        ("Offline", ["Test duration less than 600s"], []), ("Server", [], ["rng_seed is wrong"])]
+    assert all(isinstance(r["checked_at"], datetime) for r in earlier)
+    with pytest.raises(ValueError, match="unknown column"):
+        resource.save_submission_checks([{**row, "scenario": "Offline", "verdict": "?"}])

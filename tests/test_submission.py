@@ -83,10 +83,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_smoke_tree_fails_the_checker_only_for_smoke_reasons(smoke, tmp_path):
     from mlperf_assets import store
-    from mlperf_assets.submission import package
+    from mlperf_assets.submission import check_records, package
 
     config, _ = smoke
     tree, verdict, rows = package(config, tmp_path / "tree")
+    store.save_submission_checks(config.storage.duckdb_path, check_records(tree, verdict, rows))
     sub = tree.submitter_dir
     assert sub == tmp_path / "tree" / "closed" / "TestOrg"
     assert sorted(p.name for p in sub.iterdir()) == ["documentation", "results", "src", "systems"]
@@ -145,10 +146,12 @@ def test_cli_writes_the_tree_and_prints_the_verdict(smoke, tmp_path):
 def test_asset_and_its_blocking_check(smoke):
     from mlperf_assets.assets.submission import CHECKER_CHECK, build_submission_package, submission_dir
     from resources.mlperf_config import MlperfConfigResource
+    from resources.store import ResultsStore
 
     config, instance = smoke
     result = dg.materialize([build_submission_package(config)], partition_key="local", instance=instance,
-                            resources={"mlperf_config": MlperfConfigResource.for_config(config)})
+                            resources={"mlperf_config": MlperfConfigResource.for_config(config),
+                                       "store": ResultsStore(path=str(config.storage.duckdb_path))})
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert [(c.check_name, c.passed) for c in checks] == [(CHECKER_CHECK, True)]

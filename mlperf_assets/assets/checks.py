@@ -7,8 +7,6 @@ broken pipeline.
 """
 
 
-from pathlib import Path
-
 import dagster as dg
 
 REGRESSION_CHECK = "no_performance_regression"
@@ -24,7 +22,7 @@ def build_regression_check(
 ) -> dg.AssetChecksDefinition:
     """A non-blocking WARN check on `asset_key`: fails when a latest run regressed beyond `threshold_pct`.
 
-    The store is the `path` of the resource `store_resource_key` (the ResultsStore).
+    The runs come from the resource `store_resource_key` (the ResultsStore).
     """
     key = asset_key if isinstance(asset_key, dg.AssetKey) else dg.AssetKey(asset_key)
 
@@ -38,16 +36,15 @@ def build_regression_check(
                      "runs."),
     )
     def _regression_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        from mlperf_assets.reporting import load_summary
         from mlperf_assets.reporting.regression import current_regressions
         from mlperf_assets.reporting.text import markdown_table
 
-        path = str(getattr(context.resources, store_resource_key).path)
-        if not Path(path).is_file():
+        store = getattr(context.resources, store_resource_key)
+        if not store.exists():
             return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN,
-                                       description=f"no results store at {path} yet: nothing to compare",
+                                       description=f"no results store at {store.path} yet: nothing to compare",
                                        metadata={"regressions": 0})
-        summary = load_summary(path)
+        summary = store.summary()
         flags = current_regressions(summary, threshold_pct, window=window)
         import pandas as pd
 

@@ -15,6 +15,7 @@ import dagster as dg
 from mlperf_assets.assets.accuracy import ACCURACY_KEY
 from mlperf_assets.config import MlperfConfig
 from resources.mlperf_config import MlperfConfigResource
+from resources.store import ResultsStore
 
 SUBMISSION_KEY = dg.AssetKey("submission_package")
 CHECKER_CHECK = "mlcommons_submission_checker"
@@ -41,9 +42,10 @@ def build_submission_package(config: MlperfConfig) -> dg.AssetsDefinition:
         description="MLPerf submission tree of one node: results (performance, truncated accuracy, TEST06), "
                     "measurements, systems JSON; written atomically under <artifact_root>/../submission/<node>.",
     )
-    def submission_package(context: dg.AssetExecutionContext, mlperf_config: MlperfConfigResource):
+    def submission_package(context: dg.AssetExecutionContext, mlperf_config: MlperfConfigResource,
+                           store: ResultsStore):
         from mlperf_assets.errors import UserError
-        from mlperf_assets.submission import package, verdict_block
+        from mlperf_assets.submission import check_records, package, verdict_block
 
         cfg = mlperf_config.load()
         node = context.partition_key
@@ -63,6 +65,7 @@ def build_submission_package(config: MlperfConfig) -> dg.AssetsDefinition:
         yield dg.MaterializeResult(metadata=meta)
         if verdict is None:
             return
+        check_id = store.save_submission_checks(check_records(tree, verdict, rows))
         block = verdict_block(verdict, rows, limit=20)
         context.log.info(block)
         unexpected = [m for r in rows for m in r["unexpected"]] + verdict.general_errors
@@ -72,6 +75,7 @@ def build_submission_package(config: MlperfConfig) -> dg.AssetsDefinition:
             severity=dg.AssetCheckSeverity.ERROR,
             metadata={
                 "summary": verdict.summary,
+                "check_id": check_id,  # its rows in the results store's submission_checks
                 "verdict": dg.MetadataValue.md(f"```\n{block}\n```"),
                 "unexpected_errors": dg.MetadataValue.json(unexpected),
                 "expected_errors": dg.MetadataValue.json({f"{r['system']}/{r['scenario']}": r["expected"]

@@ -37,7 +37,8 @@ def run_submission(args: argparse.Namespace, out=sys.stdout) -> int:
     from pathlib import Path
 
     from mlperf_assets.commands.pipeline import _load
-    from mlperf_assets.submission import checker_path, package, verdict_block
+    from mlperf_assets import store
+    from mlperf_assets.submission import check_records, checker_path, package, verdict_block
 
     config = _load(args.config)
     if args.mlcommons_inference:
@@ -47,6 +48,8 @@ def run_submission(args: argparse.Namespace, out=sys.stdout) -> int:
         if node not in config.node_names:
             raise UserError(f"--node {node}: no such node (nodes: {', '.join(config.node_names)})")
     tree, verdict, rows = package(config, Path(args.out), check=False if args.no_check else None, nodes=args.node)
+    if verdict is not None:
+        store.save_submission_checks(config.storage.duckdb_path, check_records(tree, verdict, rows))
     print(f"submission tree: {tree.submitter_dir} ({len(tree.results)} result(s))", file=out)
     for s in tree.skipped:
         print(f"  skipped {s.node}/{s.scenario}/{s.run_id}: {s.reason}", file=out)
@@ -63,8 +66,9 @@ def demo_submission(config, out=sys.stdout) -> None:
     """The end of ``demo``: the smoke submission tree in ``<artifact_root>/../submission`` (results/submission for
     the default config) and, where an MLCommons checkout is configured or sits beside the project
     (``../shared/reference/mlcommons_inference``), the checker's verdict in one short block. Never fails the demo."""
+    from mlperf_assets import store
     from mlperf_assets.config import PROJECT_ROOT
-    from mlperf_assets.submission import package, verdict_block
+    from mlperf_assets.submission import check_records, package, verdict_block
 
     if config.submission is None:
         return
@@ -75,6 +79,8 @@ def demo_submission(config, out=sys.stdout) -> None:
         if checkout is not None and config.mlcommons_inference is None:
             config = config.model_copy(update={"mlcommons_inference": checkout})
         tree, verdict, rows = package(config, target)
+        if verdict is not None:
+            store.save_submission_checks(config.storage.duckdb_path, check_records(tree, verdict, rows))
     except UserError as exc:
         print(f"submission tree: not written: {exc}", file=out)
         return

@@ -1,5 +1,6 @@
 """MLPerf submission: the tree (``tree``), its systems/measurements JSON (``systems``), the accuracy-log truncation
-rule (``truncate``) and the MLCommons checker run from the user's checkout (``checker``). Pure: no Dagster."""
+rule (``truncate``) and the MLCommons checker run from the user's checkout (``checker``). Pure: no Dagster, no
+DuckDB (the caller records the checker's verdict, ``check_records``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from .checker import CheckerVerdict, ResultVerdict, checker_path, classify, run_
 from .tree import SubmissionTree, build_tree
 
 __all__ = [
-    "CheckerVerdict", "ResultVerdict", "SubmissionTree", "build_tree", "check_tree", "checker_path", "classify",
-    "run_checker", "smoke_traits",
+    "CheckerVerdict", "ResultVerdict", "SubmissionTree", "build_tree", "check_records", "check_tree", "checker_path",
+    "classify", "run_checker", "smoke_traits",
 ]  # fmt: skip
 
 
@@ -41,31 +42,29 @@ def dataset_samples(config) -> int | None:
     return config.dataset.max_samples
 
 
-def package(config, out: Path, *, check: bool | None = None, record: bool = True,
+def package(config, out: Path, *, check: bool | None = None,
             nodes: list[str] | None = None) -> tuple[SubmissionTree, CheckerVerdict | None, list[dict[str, Any]]]:
     """Build the tree into ``out``; then, when ``mlcommons_inference`` is configured (or ``check`` is True), run
-    the checker and record its verdict per result in DuckDB's ``submission_checks``."""
-    import uuid
-    from datetime import datetime, timezone
-
+    the checker. Its verdict per result comes back as rows (:func:`check_tree`); recording them is the caller's
+    (``check_records`` gives the ``submission_checks`` rows)."""
     tree = build_tree(config, out, nodes=nodes)
     if check is None:
         check = config.mlcommons_inference is not None
     if not check:
         return tree, None, []
     verdict, rows = check_tree(tree, config.mlcommons_inference, dataset_samples=dataset_samples(config))
-    if record:
-        from mlperf_assets import store
-
-        check_id, now = uuid.uuid4().hex[:12], datetime.now(timezone.utc).replace(tzinfo=None)
-        store.save_submission_checks(config.storage.duckdb_path, [
-            {"check_id": check_id, "checked_at": now, "tree": str(tree.root), "node": r["node"], "system": r["system"],
-             "benchmark": r["benchmark"], "scenario": r["scenario"], "run_id": r["run_id"], "passed": r["passed"],
-             "metric": r["metric"], "expected_errors": r["expected"], "unexpected_errors": r["unexpected"],
-             "summary": verdict.summary}
-            for r in rows
-        ])
     return tree, verdict, rows
+
+
+def check_records(tree: SubmissionTree, verdict: CheckerVerdict, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One checker run as rows of the results store's ``submission_checks`` (the store adds ``check_id`` and
+    ``checked_at``)."""
+    return [
+        {"tree": str(tree.root), "node": r["node"], "system": r["system"], "benchmark": r["benchmark"],
+         "scenario": r["scenario"], "run_id": r["run_id"], "passed": r["passed"], "metric": r["metric"],
+         "expected_errors": r["expected"], "unexpected_errors": r["unexpected"], "summary": verdict.summary}
+        for r in rows
+    ]
 
 
 def verdict_block(verdict: CheckerVerdict, rows: list[dict[str, Any]], *, limit: int = 4) -> str:
