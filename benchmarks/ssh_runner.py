@@ -23,7 +23,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 sys.path.insert(0, str(PROJECT / "tests"))
 
-from resources.runners.base import RunSpec  # noqa: E402
+from mlperf_assets.harness.args import RunSpec  # noqa: E402
 from resources.runners.local import LocalRunner  # noqa: E402
 from resources.runners.ssh import SSHRunner  # noqa: E402
 from sshd import PrivateSSHD, keygen, sshd_available  # noqa: E402

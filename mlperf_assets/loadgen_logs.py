@@ -12,7 +12,8 @@ What is read, and which source wins:
   scripts write: TEST06 ``verify_accuracy.txt`` (``... check pass: True``), TEST01 ``verify_accuracy.txt``
   (``num_... = N`` counters, ``TEST PASS``), TEST01/TEST04 ``verify_performance.txt`` (scores, ``TEST PASS``).
   A verification file of no known form is skipped with a reason (:class:`Skipped`); it never stops an ingest.
-* Our harness: ``run_manifest.json``, ``progress.jsonl``, ``samples.jsonl``.
+* Our harness: ``run_manifest.json``, ``progress.jsonl``, ``samples.jsonl`` (``harness/run_folder.py`` names every
+  file of a harness run folder).
 
 :func:`discover_runs` finds every LoadGen run below a folder and :func:`parse_run` turns one into a
 :class:`ParsedRun` with canonical typed figures (latencies in ns, throughput per second). Nothing here writes.
@@ -40,28 +41,32 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from mlperf_assets.harness.benchmarks import BENCHMARKS, submission_name
+from mlperf_assets.harness.benchmarks import BENCHMARKS, LOADGEN_MODELS, submission_name
+from mlperf_assets.harness.run_folder import (
+    ACCURACY_LOG,
+    ACCURACY_TXT,
+    DETAIL_LOG,
+    PROGRESS,
+    PROGRESS_COUNTS,
+    RUN_MANIFEST,
+    SAMPLES,
+    SUMMARY_LOG,
+    USER_CONF,
+    VERIFY_ACCURACY,
+    VERIFY_PERFORMANCE,
+)
 from mlperf_assets.numbers import NumberError, as_float, checked_float, checked_int, fits, parse_float
-
-DETAIL_LOG = "mlperf_log_detail.txt"
-SUMMARY_LOG = "mlperf_log_summary.txt"
-ACCURACY_LOG = "mlperf_log_accuracy.json"
-ACCURACY_TXT = "accuracy.txt"
-VERIFY_ACCURACY = "verify_accuracy.txt"
-VERIFY_PERFORMANCE = "verify_performance.txt"
-RUN_MANIFEST = "run_manifest.json"
-PROGRESS = "progress.jsonl"
-SAMPLES = "samples.jsonl"
-USER_CONF = "user.conf"
 
 MLLOG_PREFIX = ":::MLLOG"
 SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 SCENARIO_DIRS = {s.lower(): s for s in SCENARIOS} | {"interactive": "Interactive"}
 # accuracy_log_rng_seed set by compliance/TEST06/audit.config (the test also sets sampling_target=100).
 TEST06_ACCURACY_LOG_SEED = 720381539243781796
-# The llama3_1-8b-interactive Server latency targets in mlperf.conf (ns).
-INTERACTIVE_TTFT_NS = 500_000_000
-INTERACTIVE_TPOT_NS = 30_000_000
+# The (TTFT, TPOT) Server latency targets (ns) of the LoadGen models whose Server runs MLPerf calls Interactive
+INTERACTIVE_LIMITS_NS = frozenset(
+    (limits["ttft_latency_ns"], limits["tpot_latency_ns"])
+    for limits in (m.server_limits_ns() for m in LOADGEN_MODELS.values() if m.server_scenario_label == "Interactive")
+)
 
 
 class LogFormatError(ValueError):
@@ -660,16 +665,13 @@ def parse_progress_jsonl(path: str | os.PathLike, *, lenient_tail: bool = False)
     rows = _jsonl(path, lenient_tail=lenient_tail)
     for n, o in enumerate(rows):
         if "elapsed_s" not in o:
-            raise LogFormatError(f"{path}: record {n + 1}: no 'elapsed_s' (not a harness progress.jsonl)")
-        for key in PROGRESS_INT_FIELDS:
+            raise LogFormatError(f"{path}: record {n + 1}: no 'elapsed_s' (not a harness {PROGRESS})")
+        for key in PROGRESS_COUNTS:
             try:
                 checked_int(o.get(key)) if isinstance(o.get(key), (int, float)) else None
             except NumberError as exc:
                 raise LogFormatError(f"{path}: record {n + 1}: {key!r} {exc}") from None
     return rows
-
-
-PROGRESS_INT_FIELDS = ("issued", "completed", "total", "output_tokens")
 
 
 # ------------------------------------------------------------------------------ paths: what a folder is
@@ -834,11 +836,11 @@ def system_context(folder: str | os.PathLike, manifest: dict[str, Any] | None = 
         versions = backend.get("versions") if isinstance(backend.get("versions"), dict) else {}
         row["framework"] = f"{name} {versions[name]}" if name and _system_text(versions.get(name)) else name
         if names:
-            row.update(system_source="run_manifest.json (nvidia-smi)", accelerators_per_node=len(names),
+            row.update(system_source=f"{RUN_MANIFEST} (nvidia-smi)", accelerators_per_node=len(names),
                        number_of_nodes=1, accelerator=names[0] if len(set(names)) == 1 else
                        " + ".join(sorted(set(names))))
         else:
-            notes.append("run_manifest.json lists no GPU (no nvidia-smi on the node, or it found none)")
+            notes.append(f"{RUN_MANIFEST} lists no GPU (no nvidia-smi on the node, or it found none)")
     elif info.system is None:
         notes.append("not in a results tree (<division>/<submitter>/results/<system>/...), so no systems JSON")
     else:
@@ -1295,10 +1297,9 @@ def _labels(src: _Sources, info: PathInfo, benchmark: str | None, notes: list[st
         scenario == "Server"
         and info.scenario_dir is None
         and not lg_model
-        and ttft_target == INTERACTIVE_TTFT_NS
-        and tpot_target == INTERACTIVE_TPOT_NS
+        and (ttft_target, tpot_target) in INTERACTIVE_LIMITS_NS
     ):
-        scenario_label = "Interactive"  # the llama3_1-8b-interactive targets, no path or manifest to say otherwise
+        scenario_label = "Interactive"  # an Interactive model's targets, no path or manifest to say otherwise
     else:
         scenario_label = scenario
     return {

@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from mlperf_assets.harness.run_folder import TELEMETRY
 from mlperf_assets.loadgen_logs import (
     ACCURACY_INT_METRICS,
     LogFormatError,
@@ -456,7 +457,6 @@ _MIGRATION_5_SUBMISSION_CHECKS = (
 
 # GPU and engine telemetry (migration 6): the harness's telemetry.jsonl, one row per GPU per tick and one per engine
 # tick, wide (NULL where a column does not apply), and one row per run of what run_manifest.json says about it.
-TELEMETRY_FILE = "telemetry.jsonl"
 TELEMETRY_COLUMNS: list[tuple[str, str]] = [
     ("run_id", "VARCHAR NOT NULL"),
     ("t_s", "DOUBLE"),  # seconds since the sampler started
@@ -690,7 +690,7 @@ def read_telemetry(parsed: ParsedRun) -> RunTelemetry | None:
     in the run's parse_notes and the ingest's skipped list; the LoadGen results are stored as ever."""
     manifest = parsed.manifest if isinstance(parsed.manifest, dict) else {}
     summary = manifest.get("telemetry")
-    path = Path(parsed.folder) / TELEMETRY_FILE
+    path = Path(parsed.folder) / TELEMETRY
     has_file = path.is_file()
     if summary is None and not has_file:
         return None
@@ -705,9 +705,9 @@ def read_telemetry(parsed: ParsedRun) -> RunTelemetry | None:
             columns, extra = _telemetry_columns(path, records)
         except TelemetryFormatError as exc:
             skipped = str(exc)
-            notes = [f"{TELEMETRY_FILE} left out: {exc}"]
+            notes = [f"{TELEMETRY} left out: {exc}"]
         if extra["ignored"]:
-            notes.append(f"{TELEMETRY_FILE}: {extra['ignored']} event line(s) of unknown kinds left out")
+            notes.append(f"{TELEMETRY}: {extra['ignored']} event line(s) of unknown kinds left out")
     if summary.get("error"):
         notes.append(f"the telemetry sampler stopped: {summary['error']}")
     header, marks = extra["header"], extra["marks"]
@@ -1309,7 +1309,7 @@ def ingest_parsed(
         tel = read_telemetry(parsed)
         parsed.telemetry = tel  # type: ignore[attr-defined]  # what _write_run_rows stores
         if tel is not None and tel.skipped:
-            where = str(Path(parsed.folder) / TELEMETRY_FILE)
+            where = str(Path(parsed.folder) / TELEMETRY)
             reason = tel.skipped[len(where) + 1:] if tel.skipped.startswith(f"{where}:") else tel.skipped
             skipped.append(Skipped(where, f"line {reason}" if reason[:1].isdigit() else reason))
     if runs:

@@ -251,7 +251,7 @@ def test_table_and_bad_verify_input(tmp_path: Path):
 
 
 def test_runspec_renders_compliance_argv():
-    from resources.runners.base import RunSpec
+    from mlperf_assets.harness.args import RunSpec
 
     spec = RunSpec(run_id="r1", node="n", scenario="Server", mode="performance", benchmark="llama3.1-8b",
                    backend="replay", dataset_path="/d.json", compliance="TEST06", audit_config="*.*.mode = 2\n")
@@ -268,7 +268,9 @@ def test_test06_through_the_local_runner_from_a_runspec(dataset: Path, tmp_path:
     """The orchestrator's path: RunSpec(compliance=, audit_config=TEXT) through an unchanged runner; the collected
     folder verifies with MLCommons' script."""
     need_mlcommons()
-    from resources.runners import SUCCEEDED, LocalRunner, RunSpec
+    from mlperf_assets.harness.args import RunSpec
+    from mlperf_assets.harness.run_folder import SUCCEEDED
+    from resources.runners import LocalRunner
 
     spec = RunSpec(run_id="t06", node="local", scenario="Server", mode="performance", benchmark="llama3.1-8b",
                    backend="replay", dataset_path=str(dataset), settings={"target_qps": 200},

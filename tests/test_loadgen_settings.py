@@ -22,7 +22,7 @@ from mlperf_assets.harness.settings import (
     settings_argv,
     validate_settings,
 )
-from resources.runners import RunSpec
+from mlperf_assets.harness.args import RunSpec
 
 PROJECT = Path(__file__).resolve().parents[1]
 NODE = "nodes: [{name: a, runner: local}]\n"

@@ -294,7 +294,7 @@ def test_probes_are_not_padded_to_whole_multiples_of_the_loaded_samples(dataset,
     against 20 loaded samples."""
     from mlperf_assets.loadgen_logs import parse_detail_log
     from mlperf_assets.search import probe_settings
-    from resources.runners.base import RunSpec
+    from mlperf_assets.harness.args import RunSpec
 
     config = load_config(write_config(tmp_path, dataset, FAST, probe_duration_s=1, confirm_duration_s=1,
                                       min_queries=1))

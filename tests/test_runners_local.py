@@ -8,16 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from resources.runners import (
-    CANCELLED,
-    FAILED,
-    RUNNING,
-    SUCCEEDED,
-    LocalRunner,
-    RunHandle,
-    RunSpec,
-    progress_from_texts,
-)
+from mlperf_assets.harness.args import RunSpec
+from mlperf_assets.harness.run_folder import CANCELLED, FAILED, RUNNING, SUCCEEDED, progress_from_texts
+from resources.runners import LocalRunner, RunHandle
 
 
 def _spec(dataset: Path, run_id: str, **kw) -> RunSpec:

@@ -21,7 +21,9 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from resources.runners.base import SUCCEEDED, RunSpec, RunUnreachable
+from mlperf_assets.harness.args import RunSpec
+from mlperf_assets.harness.run_folder import SUCCEEDED
+from resources.runners.base import RunUnreachable
 from resources.runners.remote_shell import parse_free_space, render_free_space_command
 from resources.runners.ssh import (
     ConnectionLostError,

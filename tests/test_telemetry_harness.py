@@ -487,7 +487,7 @@ def test_interrupted_run_leaves_a_complete_telemetry_file(dataset: Path, tmp_pat
 
 
 def test_progress_line_shows_kv_cache():
-    from resources.runners.base import RunProgress, progress_from_texts
+    from mlperf_assets.harness.run_folder import RunProgress, progress_from_texts
 
     line = json.dumps({"elapsed_s": 12.0, "completed": 120, "total": 400, "tokens_per_s": 5123.0,
                        "kv_cache_usage_pct": 43.2})

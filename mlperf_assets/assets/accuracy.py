@@ -60,6 +60,7 @@ def build_accuracy_scores(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
     ) -> dg.MaterializeResult:
         from mlperf_assets.accuracy import AccuracyError, evaluate_accuracy_log, write_accuracy_txt
         from mlperf_assets.harness.files import sha256_file
+        from mlperf_assets.harness.run_folder import ACCURACY_LOG, ACCURACY_TXT, RUN_MANIFEST
         from mlperf_assets.loadgen_logs import parse_run_manifest
 
         cfg = mlperf_config.load()
@@ -80,9 +81,9 @@ def build_accuracy_scores(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
             )
         run_folder = latest_run_folder(context)
         folder = run_folder / "accuracy"
-        log = folder / "mlperf_log_accuracy.json"
+        log = folder / ACCURACY_LOG
         dataset = run_dataset(context) or prepared_dataset_path(cfg)
-        manifest_path = folder / "run_manifest.json"
+        manifest_path = folder / RUN_MANIFEST
         manifest = parse_run_manifest(manifest_path) if manifest_path.is_file() else {}
         recorded = (manifest.get("dataset") or {}).get("sha256")
         if recorded and dataset.is_file() and sha256_file(dataset) != recorded:
@@ -94,7 +95,7 @@ def build_accuracy_scores(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
             report = evaluate_accuracy_log(log, dataset, benchmark=cfg.benchmark.model)
         except (AccuracyError, OSError) as exc:
             raise dg.Failure(description=f"scoring {log} failed: {exc}", allow_retries=False) from None
-        write_accuracy_txt(report, folder / "accuracy.txt")
+        write_accuracy_txt(report, folder / ACCURACY_TXT)
         run_id = manifest.get("run_id") or folder.parent.name
         store.save_accuracy(run_id, report.results, report.checks)
         results = report.results
@@ -124,7 +125,7 @@ def build_accuracy_scores(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
             "passed": report.passed,
             "complete_dataset": report.complete,
             "tokenizer": report.tokenizer,
-            "accuracy_txt": dg.MetadataValue.path(str(Path(folder) / "accuracy.txt")),
+            "accuracy_txt": dg.MetadataValue.path(str(Path(folder) / ACCURACY_TXT)),
         }
         return dg.MaterializeResult(metadata=metadata, check_results=[check])
 

@@ -1,20 +1,27 @@
 """The typed arguments of the harness subcommands. Each ``*Args`` dataclass owns its flags (``add_cli_args``) and
 its construction from a parsed command line (``from_cli_args``); ``cli.py`` only lists them, and the code that runs
 a subcommand receives the dataclass, never an ``argparse.Namespace``.
+
+:class:`RunSpec` is the orchestrator's side of ``run``: it renders the argv that :class:`RunArgs` parses, so the
+codec has one home.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+import json
+import re
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from .backends import BACKENDS, add_backend_cli_args, backend_class
-from .backends.base import BackendArgs
+from .backends.base import BackendArgs, format_key_value
 from .benchmarks import BENCHMARKS, DEFAULT_BENCHMARK, LOADGEN_MODELS, MODES, SCENARIOS
 from .compliance import COMPLIANCE_TESTS
 from .dataset import SOURCES
-from .settings import add_settings_cli_args, settings_from_cli, validate_settings
+from .settings import add_settings_cli_args, settings_argv, settings_from_cli, validate_settings
+
+HARNESS_MODULE = "mlperf_assets.harness"  # python -m HARNESS_MODULE run ...
 
 
 def _positive_int(text: str) -> int:
@@ -161,6 +168,101 @@ class RunArgs:
             compliance=ns.compliance, audit_config=ns.audit_config, audit_config_text=ns.audit_config_text,
             data_parallel_size=ns.data_parallel_size, telemetry_interval_s=ns.telemetry_interval_s,
         )
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one harness process needs, as the orchestrator plans it (``plan.py``); renders the ``run``
+    argv that :meth:`RunArgs.from_cli_args` reads back on the node (the two halves of one codec: a flag added to
+    one is added to the other, and ``tests/test_run_spec_codec.py`` checks the round trip)."""
+
+    run_id: str
+    node: str
+    scenario: str  # Offline | Server | SingleStream
+    mode: str  # performance | accuracy
+    benchmark: str  # a harness/benchmarks.py name
+    backend: str  # a harness/backends registry name
+    dataset_path: str  # the prepared dataset on the orchestrator; a remote runner maps it to its copy
+    engine_args: Mapping[str, Any] = field(default_factory=dict)
+    # LoadGen scenario settings (harness/settings.py: LoadGen keys or their config spelling; None values dropped),
+    # held validated, by LoadGen key
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    max_samples: int | None = None
+    lg_model_name: str | None = None
+    progress_interval_s: float = 2.0
+    # engine replicas behind the run's one SUT (data parallelism: --data-parallel-size), tensor_parallel_size GPUs
+    # each; plan.build_spec sets it from the config's parallelism and the node's GPUs
+    data_parallel_size: int = 1
+    extra_args: tuple[str, ...] = ()  # appended verbatim (backend-specific flags), each one argv element
+    # A compliance test (harness/compliance.py: "TEST06") and the TEXT of its audit.config, taken from the user's
+    # MLCommons checkout; the harness writes it into LoadGen's working directory for the run only.
+    compliance: str | None = None
+    audit_config: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, not {self.scenario!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        object.__setattr__(self, "settings", validate_settings(self.settings))  # SettingsError is a ValueError
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.run_id):
+            raise ValueError(f"run_id must be letters, digits, '.', '_' or '-', not {self.run_id!r}")
+
+    def harness_args(self, output_dir: str, *, dataset_path: str | None = None) -> list[str]:
+        """Arguments after ``python -m mlperf_assets.harness``: ``["run", "--scenario", ...]``."""
+        args = [
+            "run",
+            "--scenario", self.scenario,
+            "--mode", self.mode,
+            "--backend", self.backend,
+            "--benchmark", self.benchmark,
+            "--dataset", dataset_path or self.dataset_path,
+            "--output-dir", output_dir,
+            "--run-id", self.run_id,
+            "--node", self.node,
+            "--progress-interval-s", repr(float(self.progress_interval_s)),
+        ]  # fmt: skip
+        if self.lg_model_name:
+            args += ["--lg-model-name", self.lg_model_name]
+        if self.max_samples is not None:
+            args += ["--max-samples", str(int(self.max_samples))]
+        args += settings_argv(self.settings)
+        if self.compliance:
+            args += ["--compliance", self.compliance]
+        if self.audit_config is not None:
+            args += ["--audit-config-text", self.audit_config]
+        for key, value in self.engine_args.items():
+            args += ["--engine-arg", format_key_value(key, value)]
+        if self.data_parallel_size > 1:
+            args += ["--data-parallel-size", str(int(self.data_parallel_size))]
+        args += list(self.extra_args)
+        return args
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two specs of one run id the same run (a runner adopting a launched run compares these)."""
+        return {
+            "scenario": self.scenario, "mode": self.mode, "benchmark": self.benchmark, "backend": self.backend,
+            "max_samples": self.max_samples, "settings": dict(self.settings), "engine_args": dict(self.engine_args),
+            "compliance": self.compliance, "data_parallel_size": self.data_parallel_size,
+            "extra_args": list(self.extra_args),
+        }  # fmt: skip
+
+    def harness_argv(self, python: str, output_dir: str, *, dataset_path: str | None = None) -> list[str]:
+        """The full argv: ``[python, "-m", "mlperf_assets.harness", "run", ...]``."""
+        return [python, "-m", HARNESS_MODULE, *self.harness_args(output_dir, dataset_path=dataset_path)]
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["engine_args"] = dict(self.engine_args)
+        data["settings"] = dict(self.settings)
+        data["extra_args"] = list(self.extra_args)
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunSpec":
+        data = json.loads(text)
+        data["extra_args"] = tuple(data.get("extra_args", ()))
+        return cls(**data)
 
 
 @dataclass(frozen=True)

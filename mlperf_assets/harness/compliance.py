@@ -30,10 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .benchmarks import BENCHMARKS, LOADGEN_MODELS, SCENARIOS
 from .errors import HarnessError
-
-AUDIT_CONFIG_FILE = "audit.config"  # the name LoadGen looks for in its working directory
-ACCURACY_LOG = "mlperf_log_accuracy.json"
-VERIFY_FILE = "verify_accuracy.txt"
+from .run_folder import ACCURACY_DIR, ACCURACY_LOG, AUDIT_CONFIG, VERIFY_ACCURACY, read_manifest
 
 
 class ComplianceError(HarnessError):
@@ -179,11 +176,11 @@ class ComplianceTest:
     mlcommons_argv: Callable[[Path, Path, Path, VerifyContext], list[str]]  # script, run folder, -o folder, ctx
     audit_config_path: str = ""  # inside an MLCommons checkout
     verification_script: str = ""  # inside an MLCommons checkout
-    result_file: str = VERIFY_FILE
+    result_file: str = VERIFY_ACCURACY
 
     def __post_init__(self) -> None:
         if not self.audit_config_path:
-            object.__setattr__(self, "audit_config_path", f"compliance/{self.name}/{AUDIT_CONFIG_FILE}")
+            object.__setattr__(self, "audit_config_path", f"compliance/{self.name}/{AUDIT_CONFIG}")
         if not self.verification_script:
             object.__setattr__(self, "verification_script", f"compliance/{self.name}/run_verification.py")
 
@@ -286,7 +283,7 @@ class AuditConfig:
     """The audit.config of one compliance run, in LoadGen's working directory only while LoadGen needs it."""
 
     def __init__(self, folder: Path, text: str) -> None:
-        self.path = folder / AUDIT_CONFIG_FILE
+        self.path = folder / AUDIT_CONFIG
         self.text = text
 
     def place(self) -> None:
@@ -301,13 +298,6 @@ class AuditConfig:
 
 
 # ---------------------------------------------------------------------------------------------------- verification
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    try:
-        return json.loads((folder / "run_manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def verify(folder: str | os.PathLike, scenario: str | None = None, benchmark: str | None = None,
            mlcommons_inference: str | os.PathLike | None = None, *, test: str | None = None,
            eos_token_id: int | None = None, out: str | os.PathLike | None = None,
@@ -321,7 +311,7 @@ def verify(folder: str | os.PathLike, scenario: str | None = None, benchmark: st
     Bad input (no accuracy log, unknown test or scenario, a checkout without the script): :class:`ComplianceError`."""
     folder = Path(folder)
     out_dir = Path(out) if out is not None else folder
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder)
     comp = manifest.get("compliance") or {}
     t = compliance_test(test or comp.get("test") or "TEST06")
     scenario = scenario or manifest.get("scenario")
@@ -352,7 +342,7 @@ def verify(folder: str | os.PathLike, scenario: str | None = None, benchmark: st
         raise ComplianceError(f"{log_path}: expected a JSON list of accuracy-log records")
     own = t.checks(records, ctx)
     own_ok = all(v is not False for v in own.values()) and bool(records)
-    notes = [] if records else [f"{log_path} holds no samples: was {AUDIT_CONFIG_FILE} applied?"]
+    notes = [] if records else [f"{log_path} holds no samples: was {AUDIT_CONFIG} applied?"]
     if mlcommons_inference is None:
         text = t.render(own, own_ok)
         _write_result(out_dir, t.result_file, text, log_path)
@@ -366,7 +356,7 @@ def _write_result(out_dir: Path, name: str, text: str, log_path: Path) -> None:
     from .files import write_atomic
 
     write_atomic(out_dir / name, text)
-    dest = out_dir / "accuracy" / ACCURACY_LOG
+    dest = out_dir / ACCURACY_DIR / ACCURACY_LOG
     if dest.resolve() != log_path.resolve():
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(log_path, dest)
@@ -394,9 +384,9 @@ def _verify_mlcommons(t: ComplianceTest, folder: Path, out_dir: Path, ctx: Verif
         text = result.read_text(encoding="utf-8")
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(result, out_dir / t.result_file)
-        acc = produced / "accuracy"
+        acc = produced / ACCURACY_DIR
         if acc.is_dir():
-            shutil.copytree(acc, out_dir / "accuracy", dirs_exist_ok=True)
+            shutil.copytree(acc, out_dir / ACCURACY_DIR, dirs_exist_ok=True)
     checks = t.parse(text)
     passed = all(v is not False for v in checks.values()) and f"{t.name} verification complete" in text
     if checks != own or passed != own_ok:

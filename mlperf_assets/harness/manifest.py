@@ -25,10 +25,9 @@ from typing import Any
 from .errors import OutputError
 from .files import write_json_atomic
 from .progress import utc_now
+from .run_folder import MANIFEST_RESERVE, RUN_MANIFEST
 from .telemetry import select_visible
 
-MANIFEST_FILE = "run_manifest.json"
-RESERVE_FILE = ".run_manifest.reserve"
 RESERVE_BYTES = 64 * 1024
 SCHEMA = 1
 GPU_QUERY = "index,name,uuid,memory.total,driver_version"
@@ -163,14 +162,14 @@ class RunManifest:
             "error": None,
         }
         data.update(fields)
-        m = cls(out_dir / MANIFEST_FILE, data)
+        m = cls(out_dir / RUN_MANIFEST, data)
         m.write()
         m._make_reserve()
         return m
 
     @property
     def reserve_path(self) -> Path:
-        return self.path.parent / RESERVE_FILE
+        return self.path.parent / MANIFEST_RESERVE
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)

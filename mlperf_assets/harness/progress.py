@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from .errors import OutputError
-from .schedule import DETAIL_LOG, ScheduleReader
+from .run_folder import DETAIL_LOG, PROGRESS, SAMPLES, progress_record
+from .schedule import ScheduleReader
 from .sut import HarnessSUT, drain_sample_lines
 
 log = logging.getLogger("mlperf_assets.harness")
 
-PROGRESS_FILE = "progress.jsonl"
-SAMPLES_FILE = "samples.jsonl"
 DRAIN_SLICE = 64  # timing records (an Offline record is a whole batch) formatted per GIL slice
 
 
@@ -53,8 +52,8 @@ class ProgressWriter:
         self.t0 = t0_ns
         self.interval = max(0.05, float(interval_s))
         self.schedule = ScheduleReader(out_dir / DETAIL_LOG) if sut.scenario == "Server" else None
-        self.progress_path = out_dir / PROGRESS_FILE
-        self.samples_path = out_dir / SAMPLES_FILE
+        self.progress_path = out_dir / PROGRESS
+        self.samples_path = out_dir / SAMPLES
         self.error: OutputError | None = None  # the first write that failed
         try:
             self._progress: TextIO = open(self.progress_path, "a", encoding="utf-8")
@@ -91,20 +90,9 @@ class ProgressWriter:
     def snapshot(self, final: bool) -> dict:
         issued, completed, tokens = self.sut.counters()
         elapsed = (time.monotonic_ns() - self.t0) / 1e9
-        snap = {
-            "time": utc_now(),
-            "elapsed_s": round(elapsed, 3),
-            "issued": issued,
-            "completed": completed,
-            "total": self.sut.total if self.sut.total is not None else self._scheduled_total(),
-            "output_tokens": tokens,
-            "tokens_per_s": round(tokens / elapsed, 3) if elapsed > 0 else 0.0,
-            "final": final,
-        }
-        kv = self._kv()
-        if kv is not None:
-            snap["kv_cache_usage_pct"] = round(kv, 1)
-        return snap
+        total = self.sut.total if self.sut.total is not None else self._scheduled_total()
+        return progress_record(time=utc_now(), elapsed_s=elapsed, issued=issued, completed=completed, total=total,
+                               output_tokens=tokens, final=final, kv_cache_usage_pct=self._kv())
 
     def _scheduled_total(self) -> int | None:
         if self.schedule is None:

@@ -35,14 +35,15 @@ from . import interrupts
 from .args import RunArgs
 from .backends import backend_class, build_backend
 from .benchmarks import BENCHMARKS
-from .compliance import ACCURACY_LOG, VERIFY_FILE, AuditConfig, ComplianceTest, check_runnable, compliance_test
+from .compliance import AuditConfig, ComplianceTest, check_runnable, compliance_test
 from .compliance import default_eos_token_id, parse_audit_config, read_audit_config
 from .dataset import PreparedDataset, load_prepared
 from .errors import NO_SPACE, HarnessError, OutputError, output_error_text, say
 from .files import sha256_file
 from .interrupts import Interrupted
-from .manifest import RESERVE_FILE, RunManifest
-from .progress import PROGRESS_FILE, SAMPLES_FILE, ProgressWriter
+from .manifest import RunManifest
+from .progress import ProgressWriter
+from .run_folder import ACCURACY_LOG, DETAIL_LOG, HARNESS_LOG, HARNESS_OUTPUTS, SUMMARY_LOG, TRACE_LOG, USER_CONF
 from .settings import (
     RunSettings,
     build_user_conf,
@@ -52,18 +53,15 @@ from .settings import (
     load_test_settings,
 )
 from .sut import HarnessQSL, HarnessSUT
-from .telemetry import TELEMETRY_FILE, TelemetrySampler, engine_kv_reader
+from .telemetry import TelemetrySampler, engine_kv_reader
 
 log = logging.getLogger("mlperf_assets.harness")
 
-LOADGEN_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json", "mlperf_log_trace.json")
-RUN_FILES = (*LOADGEN_FILES, "user.conf", PROGRESS_FILE, SAMPLES_FILE, "run_manifest.json", "harness.log",
-             TELEMETRY_FILE, VERIFY_FILE, f"accuracy/{ACCURACY_LOG}")
 EXIT_OK, EXIT_FAILED = 0, 1
 EXIT_SIGINT, EXIT_SIGTERM = interrupts.EXIT_SIGINT, interrupts.EXIT_SIGTERM
 # How each LoadGen log ends when LoadGen wrote all of it (its C++ streams fail silently on a full disk): the summary's
 # last line is "No errors encountered during test." or "N ERRORS encountered. See detailed log."
-LOG_ENDINGS = {"mlperf_log_summary.txt": b"encountered", "mlperf_log_detail.txt": b"}", "mlperf_log_accuracy.json": b"]"}
+LOG_ENDINGS = {SUMMARY_LOG: b"encountered", DETAIL_LOG: b"}", ACCURACY_LOG: b"]"}
 
 
 class _BackendFailed(Exception):
@@ -97,7 +95,7 @@ def prepare_output_dir(out: Path, overwrite: bool, compliance: bool = False) -> 
     if (out / "audit.config").exists():
         raise HarnessError(f"{out / 'audit.config'} exists: LoadGen would silently apply it (compliance overrides); "
                            "remove it or use another --output-dir")
-    present = [f for f in (*RUN_FILES, RESERVE_FILE) if (out / f).exists()]
+    present = [f for f in HARNESS_OUTPUTS if (out / f).exists()]
     if present and not overwrite:
         raise HarnessError(f"{out} already holds a run ({', '.join(present)}): use a new --output-dir or --overwrite")
     for f in present:
@@ -169,9 +167,9 @@ class _RunLogHandler(logging.FileHandler):
 
 def _setup_logging(out: Path) -> _RunLogHandler:
     try:
-        handler = _RunLogHandler(out / "harness.log", encoding="utf-8")
+        handler = _RunLogHandler(out / HARNESS_LOG, encoding="utf-8")
     except OSError as exc:
-        raise OutputError(out / "harness.log", exc) from None
+        raise OutputError(out / HARNESS_LOG, exc) from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
@@ -201,7 +199,7 @@ def run(args: RunArgs) -> int:
     top = prepare_output_dir(out, args.overwrite, compliance is not None)
     handler: _RunLogHandler | None = None
     try:
-        _write_run_file(out / "user.conf", user_conf.text)
+        _write_run_file(out / USER_CONF, user_conf.text)
         handler = _setup_logging(out)
         manifest = _begin_manifest(args, out, cls, benchmark, lg_name, dataset, dataset_path, settings, user_conf,
                                    compliance)
@@ -209,7 +207,7 @@ def run(args: RunArgs) -> int:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
-        _remove_partial(out, top, ("user.conf", "harness.log"))
+        _remove_partial(out, top, (USER_CONF, HARNESS_LOG))
         raise
     log.info("run %s: %s %s %s backend=%s samples=%d -> %s", manifest.data["run_id"], lg_name, args.scenario,
              args.mode, args.backend, len(dataset), out)
@@ -367,7 +365,7 @@ class _RunState:
 
 
 def _drop_empty_trace(out: Path) -> None:
-    trace = out / "mlperf_log_trace.json"
+    trace = out / TRACE_LOG
     try:
         if trace.exists() and trace.stat().st_size == 0:  # LoadGen opens it even with tracing off
             trace.unlink()
@@ -415,7 +413,7 @@ def _run_loadgen(args: RunArgs, out: Path, dataset: PreparedDataset, settings: R
     _record_provenance(manifest, backend)
 
     os.chdir(out)  # LoadGen reads audit.config from the working directory: only this clean folder
-    ts = load_test_settings(out / "user.conf", settings)
+    ts = load_test_settings(out / USER_CONF, settings)
     psc = int(ts.performance_sample_count_override)
     if psc <= 0 or psc > len(dataset):
         note = manifest.data.get("performance_sample_count_note") or (
@@ -510,9 +508,9 @@ def _verify_compliance(out: Path, manifest: RunManifest, scenario: str) -> None:
     from .compliance import verify
 
     record = manifest.data["compliance"]
-    detail = (out / "mlperf_log_detail.txt").read_text(encoding="utf-8", errors="replace")
+    detail = (out / DETAIL_LOG).read_text(encoding="utf-8", errors="replace")
     if "audit.config" not in detail and "Audit Config" not in detail:
-        raise HarnessError(f"{out / 'mlperf_log_detail.txt'}: LoadGen does not say it read audit.config; the "
+        raise HarnessError(f"{out / DETAIL_LOG}: LoadGen does not say it read audit.config; the "
                            f"{record['test']} run did not apply it")
     result = verify(out, scenario, manifest.data["benchmark"], test=record["test"],
                     eos_token_id=record["eos_token_id"])
@@ -546,7 +544,7 @@ def check_loadgen_logs(out: Path) -> None:
                 tail = fh.read().rstrip()
         except OSError:
             size, tail = 0, b""
-        complete = ending in tail.rsplit(b"\n", 1)[-1] if name == "mlperf_log_summary.txt" else tail.endswith(ending)
+        complete = ending in tail.rsplit(b"\n", 1)[-1] if name == SUMMARY_LOG else tail.endswith(ending)
         if complete:
             continue
         if _disk_full(out):

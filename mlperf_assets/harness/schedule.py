@@ -15,7 +15,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-DETAIL_LOG = "mlperf_log_detail.txt"
 MLLOG_PREFIX = ":::MLLOG"
 KEYS = (
     "effective_sample_concatenate_permutation",

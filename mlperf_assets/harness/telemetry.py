@@ -38,7 +38,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-TELEMETRY_FILE = "telemetry.jsonl"
+from .run_folder import TELEMETRY
+
 MIB = 1 << 20
 ENGINE_GAUGES = ("kv_cache_usage_pct", "requests_running", "requests_waiting")
 ENGINE_COUNTERS = (("prompt_tokens_total", "prompt_tokens_per_s"),
@@ -210,7 +211,7 @@ class TelemetrySampler:
 
     def __init__(self, out_dir: Path, backend: Any, interval_s: float, *,
                  clock: Callable[[], float] = time.monotonic, nvml_open: Callable[[], tuple] | None = None) -> None:
-        self.path = Path(out_dir) / TELEMETRY_FILE
+        self.path = Path(out_dir) / TELEMETRY
         self.backend = backend
         self.interval = max(0.01, float(interval_s))
         self._clock = clock
@@ -295,7 +296,7 @@ class TelemetrySampler:
     def _make_record(self) -> dict[str, Any]:
         summary = summarize_telemetry([] if self.error else self._records)
         return {"enabled": True, "nvml": self.nvml, "reason": self.reason, "interval_s": self.interval,
-                "gpus": self.gpus, "file": None if self.error else TELEMETRY_FILE, "error": self.error, **summary}
+                "gpus": self.gpus, "file": None if self.error else TELEMETRY, "error": self.error, **summary}
 
     # ---------------------------------------------------------------------------------------------- sampling
     def _run(self) -> None:

@@ -13,21 +13,7 @@ from typing import Any
 
 from mlperf_assets.config import runner_resource_key
 
-from .base import (
-    CANCELLED,
-    FAILED,
-    RUNNING,
-    SUCCEEDED,
-    BenchmarkRunner,
-    RunGone,
-    RunHandle,
-    RunnerError,
-    RunProgress,
-    RunSpec,
-    RunUnreachable,
-    progress_from_texts,
-    wrapped_argv,
-)
+from .base import BenchmarkRunner, RunGone, RunHandle, RunnerError, RunUnreachable, wrapped_argv
 from .local import LocalRunner
 
 RUNNER_CLASSES: dict[str, str] = {
@@ -62,7 +48,7 @@ class UnavailableRunner(BenchmarkRunner):
     def _unavailable(self, *_: Any) -> Any:
         raise RunnerError(f"node {self.node}: {self.reason}")
 
-    start = poll = collect = active_runs = _unavailable
+    start = poll = collect = active_runs = render = _unavailable
 
     def cancel(self, handle: RunHandle) -> None:
         return None
@@ -84,18 +70,11 @@ __all__ = [
     "LocalRunner",
     "RunGone",
     "RunHandle",
-    "RunProgress",
-    "RunSpec",
     "RunUnreachable",
     "RunnerError",
     "RUNNER_CLASSES",
     "UnavailableRunner",
-    "RUNNING",
-    "SUCCEEDED",
-    "FAILED",
-    "CANCELLED",
     "build_runner",
-    "progress_from_texts",
     "runner_class",
     "runner_resource_key",
     "wrapped_argv",

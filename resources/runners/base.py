@@ -15,13 +15,11 @@ is the one list of the node's settings and their defaults, and ``runner.settings
 :class:`RunGone` (the node answered: the run is not there) and :class:`RunUnreachable` (the node or API could not
 be asked: the run may be alive), both :class:`RunnerError`. Helpers here are pure and shared by every runner:
 
-- :class:`RunSpec` renders the harness argv; every value is its own argv element, never a shell string
-  (a remote runner that must go through a shell quotes each element with ``shlex.quote``).
-- :func:`wrapped_argv` runs the harness under a tiny Python supervisor that writes the exit code to
-  ``exit_code`` in the run folder, so the outcome is known even if the orchestrator died meanwhile
-  (a finished process may linger as a zombie; a file does not lie).
-- :func:`parse_progress` / :func:`progress_from_texts` turn ``progress.jsonl`` + ``exit_code`` into a
-  :class:`RunProgress`; a remote runner reads the two files' text and calls the same function.
+- :func:`wrapped_argv` runs the harness argv (``RunSpec.harness_argv``, ``harness/args.py``) under a tiny Python
+  supervisor that writes the exit code to the run folder (``harness/run_folder.py`` names its files and parses
+  them), so the outcome is known even if the orchestrator died meanwhile (a finished process may linger as a
+  zombie; a file does not lie). A remote runner that must go through a shell quotes each argv element with
+  ``shlex.quote``.
 
 This is deliberately not Dagster Pipes: the harness runs detached on the node and writes everything to its run
 folder, so a runner can reconnect, resume polling and reattach after an orchestrator restart.
@@ -32,41 +30,14 @@ per-node limit, plus a per-node file lock in ``ledger.PartitionRun``), so a runn
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import shutil
-import tempfile
 import time
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
-from mlperf_assets.harness.backends.base import format_key_value
-from mlperf_assets.harness.benchmarks import MODES, SCENARIOS
-from mlperf_assets.harness.settings import settings_argv, validate_settings
-
-HARNESS_MODULE = "mlperf_assets.harness"
-
-# Files a runner relies on inside the run folder (the harness writes the rest).
-EXIT_CODE_FILE = "exit_code"  # written by the supervisor: the harness's exit code, or -N if killed by signal N
-RUNNER_LOG_FILE = "runner.log"  # the harness's stdout and stderr
-CANCEL_MARKER_FILE = "cancel_requested"  # written by cancel(): a later poll reports "cancelled", not "failed"
-SPEC_FILE = "run_spec.json"  # the RunSpec as JSON (for reattaching and for remote runners)
-PROGRESS_FILE = "progress.jsonl"
-
-# LoadGen scenario settings pass through as one mapping keyed by LoadGen's user.conf keys: the table, its one
-# validation and the harness flags they become are in harness/settings.py (LOADGEN_SETTINGS).
-
-# Exit codes the harness uses (harness/cli.py): 0 = LoadGen finished; 130 / 143 = stopped by SIGINT / SIGTERM
-# (Ctrl-C, cancel). A signal that lands before the harness's handlers exist ends the process by the signal itself,
-# which the supervisor records as -2 / -15: the same outcome.
-EXIT_OK = 0
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
-INTERRUPTED_EXIT_CODES = frozenset({EXIT_INTERRUPTED, EXIT_TERMINATED, -2, -15})
+from mlperf_assets.harness.args import RunSpec
+from mlperf_assets.harness.run_folder import EXIT_CODE, EXIT_CODE_TMP, RUNNER_LOG, RunProgress
 
 
 class RunnerError(Exception):
@@ -83,104 +54,11 @@ class RunUnreachable(RunnerError):
     still be going. Asking again later may succeed."""
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything one harness process needs; renders its argv."""
-
-    run_id: str
-    node: str
-    scenario: str  # Offline | Server | SingleStream
-    mode: str  # performance | accuracy
-    benchmark: str  # a harness/benchmarks.py name
-    backend: str  # a harness/backends registry name
-    dataset_path: str  # the prepared dataset on the orchestrator; a remote runner maps it to its copy
-    engine_args: Mapping[str, Any] = field(default_factory=dict)
-    # LoadGen scenario settings (harness/settings.py: LoadGen keys or their config spelling; None values dropped),
-    # held validated, by LoadGen key
-    settings: Mapping[str, Any] = field(default_factory=dict)
-    max_samples: int | None = None
-    lg_model_name: str | None = None
-    progress_interval_s: float = 2.0
-    # engine replicas behind the run's one SUT (data parallelism: --data-parallel-size), tensor_parallel_size GPUs
-    # each; plan.build_spec sets it from the config's parallelism and the node's GPUs
-    data_parallel_size: int = 1
-    extra_args: tuple[str, ...] = ()  # appended verbatim (backend-specific flags), each one argv element
-    # A compliance test (harness/compliance.py: "TEST06") and the TEXT of its audit.config, taken from the user's
-    # MLCommons checkout; the harness writes it into LoadGen's working directory for the run only.
-    compliance: str | None = None
-    audit_config: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.scenario not in SCENARIOS:
-            raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, not {self.scenario!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        object.__setattr__(self, "settings", validate_settings(self.settings))  # SettingsError is a ValueError
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.run_id):
-            raise ValueError(f"run_id must be letters, digits, '.', '_' or '-', not {self.run_id!r}")
-
-    def harness_args(self, output_dir: str, *, dataset_path: str | None = None) -> list[str]:
-        """Arguments after ``python -m mlperf_assets.harness``: ``["run", "--scenario", ...]``."""
-        args = [
-            "run",
-            "--scenario", self.scenario,
-            "--mode", self.mode,
-            "--backend", self.backend,
-            "--benchmark", self.benchmark,
-            "--dataset", dataset_path or self.dataset_path,
-            "--output-dir", output_dir,
-            "--run-id", self.run_id,
-            "--node", self.node,
-            "--progress-interval-s", repr(float(self.progress_interval_s)),
-        ]  # fmt: skip
-        if self.lg_model_name:
-            args += ["--lg-model-name", self.lg_model_name]
-        if self.max_samples is not None:
-            args += ["--max-samples", str(int(self.max_samples))]
-        args += settings_argv(self.settings)
-        if self.compliance:
-            args += ["--compliance", self.compliance]
-        if self.audit_config is not None:
-            args += ["--audit-config-text", self.audit_config]
-        for key, value in self.engine_args.items():
-            args += ["--engine-arg", format_key_value(key, value)]
-        if self.data_parallel_size > 1:
-            args += ["--data-parallel-size", str(int(self.data_parallel_size))]
-        args += list(self.extra_args)
-        return args
-
-    def identity(self) -> dict[str, Any]:
-        """What makes two specs of one run id the same run (a runner adopting a launched run compares these)."""
-        return {
-            "scenario": self.scenario, "mode": self.mode, "benchmark": self.benchmark, "backend": self.backend,
-            "max_samples": self.max_samples, "settings": dict(self.settings), "engine_args": dict(self.engine_args),
-            "compliance": self.compliance, "data_parallel_size": self.data_parallel_size,
-            "extra_args": list(self.extra_args),
-        }  # fmt: skip
-
-    def harness_argv(self, python: str, output_dir: str, *, dataset_path: str | None = None) -> list[str]:
-        """The full argv: ``[python, "-m", "mlperf_assets.harness", "run", ...]``."""
-        return [python, "-m", HARNESS_MODULE, *self.harness_args(output_dir, dataset_path=dataset_path)]
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data["engine_args"] = dict(self.engine_args)
-        data["settings"] = dict(self.settings)
-        data["extra_args"] = list(self.extra_args)
-        return json.dumps(data, indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "RunSpec":
-        data = json.loads(text)
-        data["extra_args"] = tuple(data.get("extra_args", ()))
-        return cls(**data)
-
-
 # The supervisor: runs argv[2:] in the run folder argv[1], with stdout/stderr in runner.log, and writes
 # the exit code atomically to exit_code. SIGINT/SIGTERM get a no-op handler (reset to the default in the
 # child at exec), so a group-wide signal stops the harness and the supervisor still records how it ended.
 # It is plain Python so it runs wherever the harness does (local, SSH node, container).
-SUPERVISOR_CODE = """\
+SUPERVISOR_CODE = f"""\
 import os, signal, subprocess, sys
 run_dir, argv = sys.argv[1], sys.argv[2:]
 os.chdir(run_dir)
@@ -188,17 +66,17 @@ for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(sig, lambda *_: None)
 # The harness starts with SIGINT/SIGTERM blocked and unblocks them once its handlers are in place, so a cancel that
 # lands while Python is still starting is held, not lost (the supervisor itself ignores them).
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-with open("runner.log", "ab") as log:
+signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGINT, signal.SIGTERM}})
+with open({RUNNER_LOG!r}, "ab") as log:
     try:
         rc = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     except OSError as exc:
         log.write(("cannot start the harness: %s\\n" % exc).encode())
         rc = 127
 try:
-    with open("exit_code.tmp", "w") as f:
+    with open({EXIT_CODE_TMP!r}, "w") as f:
         f.write("%d\\n" % rc)
-    os.replace("exit_code.tmp", "exit_code")
+    os.replace({EXIT_CODE_TMP!r}, {EXIT_CODE!r})
 except OSError:
     pass  # a full disk: no exit_code file, and a dead process without one reads as failed
 sys.exit(rc if 0 <= rc < 256 else 1)
@@ -229,128 +107,6 @@ class RunHandle:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RunHandle":
         return cls(**dict(data))
-
-
-RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
-TERMINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
-
-
-@dataclass(frozen=True)
-class RunProgress:
-    """One observation of a run: the last ``progress.jsonl`` line plus the process state."""
-
-    state: str = RUNNING  # running | succeeded | failed | cancelled
-    elapsed_s: float = 0.0
-    issued: int = 0
-    completed: int = 0
-    total: int | None = None
-    output_tokens: int = 0
-    tokens_per_s: float = 0.0
-    final: bool = False  # the harness wrote its final progress line
-    exit_code: int | None = None
-    message: str | None = None  # why it failed, when known (runner-level)
-    stale: bool = False  # the node could not be reached just now: the runner's last answer, repeated while it retries
-    kv_cache_usage_pct: float | None = None  # the engine's KV-cache use on the last progress line, when reported
-
-    @property
-    def done(self) -> bool:
-        return self.state in TERMINAL_STATES
-
-    @property
-    def fraction(self) -> float | None:
-        """Completed / total, when the total is known."""
-        if not self.total:
-            return None
-        return min(1.0, self.completed / self.total)
-
-    def describe(self) -> str:
-        """One short line for logs: ``running 120/400 samples (30%), 5,123 tokens/s, 12.0 s[, KV cache 43%]``.
-
-        A stale observation (the node cannot be reached just now) leads with the runner's message and gives the
-        figures as the last ones seen, never as live: ``connection lost 12 s ago (...); reconnecting (last seen:
-        running 120/400 samples ...)``. A failed or cancelled run ends with its message."""
-        count = f"{self.completed}/{self.total}" if self.total else f"{self.completed}"
-        pct = f" ({self.fraction:.0%})" if self.fraction is not None else ""
-        text = f"{self.state} {count} samples{pct}, {self.tokens_per_s:,.0f} tokens/s, {self.elapsed_s:.1f} s"
-        if self.kv_cache_usage_pct is not None:
-            text += f", KV cache {self.kv_cache_usage_pct:.0f}%"
-        if self.stale:
-            return f"{self.message or 'no answer from the node'} (last seen: {text})"
-        if self.message and self.state in (FAILED, CANCELLED):
-            text += f": {self.message}"
-        elif self.exit_code is not None and self.state != SUCCEEDED:
-            text += f", exit code {self.exit_code}"
-        return text
-
-
-def parse_progress(text: str) -> dict[str, Any] | None:
-    """The last complete JSON line of a ``progress.jsonl`` text (a line being written is ignored)."""
-    for line in reversed(text.splitlines()):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # torn last line: the harness is writing it right now
-        if isinstance(value, dict):
-            return value
-    return None
-
-
-def state_from_exit_code(exit_code: int | None, *, alive: bool, cancel_requested: bool = False) -> str:
-    """Run state from the supervisor's exit code (None = no file yet) and whether the process still exists."""
-    if exit_code is None:
-        if alive:
-            return RUNNING
-        return CANCELLED if cancel_requested else FAILED
-    if exit_code == EXIT_OK:
-        return SUCCEEDED
-    if cancel_requested or exit_code in INTERRUPTED_EXIT_CODES:
-        return CANCELLED
-    return FAILED
-
-
-def progress_from_texts(
-    progress_text: str | None,
-    exit_code_text: str | None,
-    *,
-    alive: bool,
-    cancel_requested: bool = False,
-) -> RunProgress:
-    """Build a :class:`RunProgress` from the two files' contents (None = file absent)."""
-    last = parse_progress(progress_text or "") or {}
-    exit_code: int | None = None
-    if exit_code_text and exit_code_text.strip():
-        try:
-            exit_code = int(exit_code_text.strip())
-        except ValueError:
-            exit_code = None
-    state = state_from_exit_code(exit_code, alive=alive, cancel_requested=cancel_requested)
-    message = None
-    if state == FAILED:
-        message = (
-            f"the harness exited with code {exit_code}"
-            if exit_code is not None
-            else "the harness process ended without recording an exit code (killed?)"
-        )
-    elif state == CANCELLED:
-        message = "the run was cancelled"
-    total = last.get("total")
-    kv = last.get("kv_cache_usage_pct")
-    return RunProgress(
-        state=state,
-        elapsed_s=float(last.get("elapsed_s") or 0.0),
-        issued=int(last.get("issued") or 0),
-        completed=int(last.get("completed") or 0),
-        total=int(total) if total is not None else None,
-        output_tokens=int(last.get("output_tokens") or 0),
-        tokens_per_s=float(last.get("tokens_per_s") or 0.0),
-        kv_cache_usage_pct=float(kv) if isinstance(kv, (int, float)) and not isinstance(kv, bool) else None,
-        final=bool(last.get("final", False)),
-        exit_code=exit_code,
-        message=message,
-    )
 
 
 ProgressCallback = Callable[[RunProgress], None]
@@ -469,27 +225,15 @@ class BenchmarkRunner(ABC):
     def close(self) -> None:
         """Release connections; the runner reconnects when used again."""
 
+    def machine_facts(self) -> dict[str, Any]:
+        """What the node's machine says about itself for a submission's systems JSON (``cpu_model``, ``cpu_sockets``,
+        ``cpu_mhz``, ``cpu_cache``, ``memory_gb``, ``os``). Default: nothing is knowable from the orchestrator."""
+        return {}
+
+    def render(self, spec: RunSpec) -> str:
+        """What this runner would launch for ``spec``, as text (``mlperf-dagster render``); starts nothing."""
+        raise RunnerError(f"node {self.node} ({self.kind}) has nothing to render")
+
     def run_dir_name(self, spec: RunSpec) -> str:
         """Run folder below the node's workdir: ``<run_id>/<mode>`` (one run id covers both modes)."""
         return f"{spec.run_id}/{spec.mode}"
-
-
-@contextmanager
-def replacing_folder(dest_dir: str | Path) -> Iterator[Path]:
-    """``with replacing_folder(dest) as tmp: <fill tmp>``: a temporary folder beside ``dest`` that replaces it when
-    the block succeeds and is removed when it fails, so a collected run folder is never seen half-copied."""
-    dest = Path(dest_dir).resolve()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        yield tmp
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from .base import HARNESS_MODULE
+from mlperf_assets.harness.args import HARNESS_MODULE
 
 HARNESS_DIST = "mlperf-dagster"
 

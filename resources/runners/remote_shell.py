@@ -20,10 +20,8 @@ import shlex
 from dataclasses import dataclass
 
 from mlperf_assets.harness.files import sha256_file  # noqa: F401 - re-exported: the dataset checksum both runners use
+from mlperf_assets.harness.run_folder import CANCEL_REQUESTED, EXIT_CODE, PID, PROGRESS, RunProgress, progress_from_texts
 
-from .base import CANCEL_MARKER_FILE, EXIT_CODE_FILE, PROGRESS_FILE, RunProgress, progress_from_texts
-
-PID_FILE = "pid"  # the supervisor's pid = its process group (and, over SSH, session) id
 DATASETS_DIR = "_datasets"  # below the workdir; "_" cannot start a run id, so it never clashes with a run
 STATUS_MARK = "@@mlperf-status"
 STATUS_END = "@@mlperf-status-end"  # last line: its absence means the command was killed midway
@@ -34,7 +32,7 @@ def _alive_snippet(run_dir: str) -> str:
     (one of its arguments mentions the folder: the supervisor's, or ``docker run -v DIR:DIR``'s)."""
     q = shlex.quote(run_dir)
     return (
-        f"p=$(cat {q}/{PID_FILE} 2>/dev/null); a=0; "
+        f"p=$(cat {q}/{PID} 2>/dev/null); a=0; "
         'if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then '
         '  st=$(sed "s/.*) //" /proc/$p/stat 2>/dev/null | cut -d" " -f1); '
         f'  if [ "$st" != Z ] && tr "\\000" "\\n" < /proc/$p/cmdline 2>/dev/null | grep -qF -- {q}; then a=1; '
@@ -51,11 +49,11 @@ def render_status_command(run_dir: str) -> str:
     return (
         f"if [ ! -d {q} ]; then echo '{STATUS_MARK} 0 0 0 - 0'; echo '{STATUS_END}'; exit 0; fi; "
         + _alive_snippet(run_dir)
-        + f"e=$(cat {q}/{EXIT_CODE_FILE} 2>/dev/null | tr -d ' \\n'); [ -n \"$e\" ] || e=-; "
-        f"c=0; [ -f {q}/{CANCEL_MARKER_FILE} ] && c=1; "
-        f"f=0; [ -s {q}/{PID_FILE} ] && f=1; "
+        + f"e=$(cat {q}/{EXIT_CODE} 2>/dev/null | tr -d ' \\n'); [ -n \"$e\" ] || e=-; "
+        f"c=0; [ -f {q}/{CANCEL_REQUESTED} ] && c=1; "
+        f"f=0; [ -s {q}/{PID} ] && f=1; "
         f'echo "{STATUS_MARK} 1 $f $a $e $c"; '
-        f"tail -c 8192 {q}/{PROGRESS_FILE} 2>/dev/null; printf '\\n%s\\n' '{STATUS_END}'"
+        f"tail -c 8192 {q}/{PROGRESS} 2>/dev/null; printf '\\n%s\\n' '{STATUS_END}'"
     )
 
 
@@ -114,9 +112,9 @@ def render_cancel_command(run_dir: str, *, grace_s: float, container: str | None
     steps = max(1, int(grace_s / 0.2))
     script = (
         f"cd {q} 2>/dev/null || exit 0; "
-        f"[ -f {EXIT_CODE_FILE} ] && exit 0; "
-        f"[ -f {CANCEL_MARKER_FILE} ] || date +%s > {CANCEL_MARKER_FILE}; "
-        f"p=$(cat {PID_FILE} 2>/dev/null); [ -n \"$p\" ] || exit 0; "
+        f"[ -f {EXIT_CODE} ] && exit 0; "
+        f"[ -f {CANCEL_REQUESTED} ] || date +%s > {CANCEL_REQUESTED}; "
+        f"p=$(cat {PID} 2>/dev/null); [ -n \"$p\" ] || exit 0; "
     )
     if container:
         script += f"{shlex.quote(engine)} kill --signal INT {shlex.quote(container)} > /dev/null 2>&1; "
@@ -125,7 +123,7 @@ def render_cancel_command(run_dir: str, *, grace_s: float, container: str | None
         "  sig=${s%%:*}; n=${s##*:}; "
         '  kill -$sig -$p 2>/dev/null || break; '
         "  i=0; while [ $i -lt $n ]; do "
-        f"    [ -f {EXIT_CODE_FILE} ] && break 2; "
+        f"    [ -f {EXIT_CODE} ] && break 2; "
         '    kill -0 -$p 2>/dev/null || break 2; '
         "    sleep 0.2; i=$((i+1)); "
         "  done; "
@@ -154,13 +152,12 @@ def render_list_command(workdir: str) -> str:
     """Run folders below ``workdir`` that were launched and have no exit code yet, one ``<run_id>/<mode>`` a line."""
     return (
         f"cd {shlex.quote(workdir)} 2>/dev/null || exit 0; "
-        f'for d in */*/; do [ -f "${{d}}{PID_FILE}" ] && [ ! -f "${{d}}{EXIT_CODE_FILE}" ] && echo "${{d%/}}"; done; true'
+        f'for d in */*/; do [ -f "${{d}}{PID}" ] && [ ! -f "${{d}}{EXIT_CODE}" ] && echo "${{d%/}}"; done; true'
     )
 
 
 __all__ = [
     "DATASETS_DIR",
-    "PID_FILE",
     "STATUS_END",
     "STATUS_MARK",
     "StatusCutShort",
