@@ -632,6 +632,14 @@ class SearchConfig(_Model):
         return value
 
 
+# Fields the config's submission: block must give (a machine cannot report them); one config line each.
+MACHINE_UNKNOWABLE = (
+    "submitter", "system_name", "host_storage_type", "host_storage_capacity", "host_memory_configuration",
+    "host_networking", "host_networking_topology", "host_network_card_count", "accelerator_host_interconnect",
+    "accelerator_interconnect", "accelerator_memory_configuration", "cooling",
+)  # fmt: skip
+
+
 class SubmissionConfig(_Model):
     """What an MLPerf submission tree needs that a machine cannot report (``systems/<system>.json``,
     ``measurements.json``); the rest comes from the run manifests. Any other systems-JSON field goes in ``system``."""
@@ -660,8 +668,6 @@ class SubmissionConfig(_Model):
     system: dict[str, Any] = Field(default_factory=dict)  # extra or overriding systems-JSON fields, verbatim
 
     def missing_fields(self) -> list[str]:
-        from mlperf_assets.submission.systems import MACHINE_UNKNOWABLE
-
         return [f for f in MACHINE_UNKNOWABLE if getattr(self, f) in (None, "") and f not in self.system]
 
 

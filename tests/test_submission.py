@@ -330,3 +330,113 @@ def test_checker_lines_of_a_tree_under_a_results_folder_name_their_result():
     results, general, _ = parse_output(text)
     assert list(results) == [("sys", "llama3.1-8b", "Offline")] and general == []
     assert results[("sys", "llama3.1-8b", "Offline")].errors[0].endswith("found=2")
+
+
+def _variant(tmp_path: Path, stories: Path, *, edits: dict[str, str]) -> object:
+    """A smoke pipeline run of the shared config with some lines replaced (another benchmark, LoadGen model or
+    scenario set): performance and accuracy of each scenario, plus TEST06 where the config keeps it."""
+    from mlperf_assets.commands.pipeline import run_pipeline
+
+    text = _config_text(tmp_path, stories)
+    for old, new in edits.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    (tmp_path / "config.yaml").write_text(text)
+    config = load_config(tmp_path / "config.yaml", use_env_dataset=False)
+    with dg.instance_for_test() as instance:
+        outcome = run_pipeline(config, instance=instance, progress=False, report=False)
+    assert all(p.success for p in outcome.partitions), [p.error for p in outcome.partitions]
+    return config
+
+
+def _only_smoke_findings(verdict, rows) -> None:
+    """The checker judged every result and each failed only on what the run's smoke settings explain: no layout,
+    naming, scenario-set, latency-limit or compliance finding."""
+    assert verdict.summary == "SUMMARY: submission has errors" and not verdict.general_errors
+    for r in rows:
+        assert r["unexpected"] == [], r["unexpected"]
+        assert r["expected"], r
+    for forbidden in ("does not have all required scenarios", "has all unknown scenarios", "Execution occurred",
+                      "Failed extra check for TTFT", "compliance check Checks", "system checks Checks failed",
+                      "measurement checks Checks failed", "rng_seed is wrong", "TEST06 accuracy"):
+        assert forbidden not in verdict.output, forbidden
+
+
+SERVER_LINE = "    Server: {target_qps: 250, min_duration_ms: 1000, min_query_count: 600}\n"
+
+
+def test_gptj_result_is_named_gptj_99_and_asks_no_test06(tmp_path, stories_dir):
+    """gpt-j lands under the registry's submission name (gptj-99, not the config's gptj) and, as no compliance test
+    is required of it, no run is called unsubmittable for lacking TEST06. (The pinned checker's --version v6.1
+    no longer lists gpt-j, its last round was v5.0 with another layout: it cannot judge this tree.)"""
+    from mlperf_assets.submission import build_tree
+
+    config = _variant(tmp_path, stories_dir, edits={"  model: llama3.1-8b\n": "  model: gptj\n",
+                                                    "  compliance: [TEST06]\n": "", SERVER_LINE: ""})
+    tree = build_tree(config, tmp_path / "tree")
+    results = tree.submitter_dir / "results" / "test-local-cpu"
+    assert [p.name for p in results.iterdir()] == ["gptj-99"]
+    assert (results / "gptj-99" / "Offline" / "performance" / "run_1" / "mlperf_log_detail.txt").is_file()
+    assert "# gptj-99 Offline on test-local-cpu" in (results / "gptj-99" / "Offline" / "README.md").read_text()
+    reasons = tree.smoke_reasons[("local", "Offline")]
+    assert "performance_sample_count 20 < 13368 (a smoke dataset)" in reasons
+    assert not any("TEST06" in r for r in reasons), reasons
+
+
+def test_edge_result_is_judged_by_its_own_sample_count(tmp_path, stories_dir):
+    """llama3.1-8b-edge (edge system: Offline and SingleStream) under its own folder, checked by the pinned checker
+    with only smoke findings; its smoke threshold is the registry's 5,000 samples: a 5,000-sample run is not smoke."""
+    import json as _json
+
+    from mlperf_assets.harness.benchmarks import LOADGEN_MODELS
+    from mlperf_assets.submission import package
+    from mlperf_assets.submission.tree import select_runs, smoke_reasons
+
+    config = _variant(tmp_path, stories_dir, edits={
+        "  model: llama3.1-8b\n": "  model: llama3.1-8b-edge\n", "  compliance: [TEST06]\n": "",
+        SERVER_LINE: "    SingleStream: {min_duration_ms: 1, min_query_count: 200}\n",
+        "  cooling: air\n": "  cooling: air\n  category: edge\n"})
+    tree, verdict, rows = package(config, tmp_path / "tree", machine_facts=lambda node: {"cpu_model": f"CPU of {node}"})
+    results = tree.submitter_dir / "results" / "test-local-cpu"
+    assert sorted(p.relative_to(results).as_posix() for p in results.glob("*/*")) == [
+        "llama3.1-8b-edge/Offline", "llama3.1-8b-edge/SingleStream"]
+    assert {(r["benchmark"], r["scenario"]) for r in rows} == {("llama3.1-8b-edge", "Offline"),
+                                                               ("llama3.1-8b-edge", "SingleStream")}
+    _only_smoke_findings(verdict, rows)
+    assert any("needs to be >= 5000" in m for r in rows for m in r["expected"])
+    system = _json.loads((tree.submitter_dir / "systems" / "test-local-cpu.json").read_text())
+    assert system["host_processor_model_name"] == "CPU of local" and system["system_type"] == "edge"
+    for reasons in tree.smoke_reasons.values():
+        assert "performance_sample_count 20 < 5000 (a smoke dataset)" in reasons
+        assert not any("TEST06" in r for r in reasons), reasons
+
+    # the same run with LoadGen's 5,000 samples is not called a smoke dataset
+    run = next(r for r in select_runs(config.storage.artifact_root, ["local"], ["Offline"])[0])
+    detail = run.performance / "mlperf_log_detail.txt"
+    text = detail.read_text()
+    assert '"key": "effective_performance_sample_count", "value": 20,' in text
+    detail.write_text(text.replace('"key": "effective_performance_sample_count", "value": 20,',
+                                   '"key": "effective_performance_sample_count", "value": 5000,'))
+    reasons = smoke_reasons(run, LOADGEN_MODELS["llama3_1-8b-edge"], baseline=False)
+    assert not any("performance_sample_count" in r for r in reasons), reasons
+    assert any("performance_sample_count" in r for r in smoke_reasons(run, LOADGEN_MODELS["llama3_1-8b"], False))
+
+
+def test_interactive_result_is_the_interactive_scenario_of_llama(tmp_path, stories_dir):
+    """A Server run under llama3_1-8b-interactive is, for the checker (v6.1), the Interactive scenario of
+    llama3.1-8b (there is no llama3.1-8b-interactive folder in v6.x): with its TEST06 run, only smoke findings."""
+    from mlperf_assets.submission import package
+
+    config = _variant(tmp_path, stories_dir, edits={
+        "  backend: extractive\n": "  backend: extractive\n  lg_model_name: llama3_1-8b-interactive\n"})
+    tree, verdict, rows = package(config, tmp_path / "tree")
+    results = tree.submitter_dir / "results" / "test-local-cpu"
+    assert sorted(p.relative_to(results).as_posix() for p in results.glob("*/*")) == [
+        "llama3.1-8b/Interactive", "llama3.1-8b/Offline"]
+    assert "TEST06 verification complete" in (results / "llama3.1-8b" / "Interactive" / "TEST06" /
+                                              "verify_accuracy.txt").read_text()
+    assert {(r["benchmark"], r["scenario"], r["run_id"] is not None) for r in rows} == {
+        ("llama3.1-8b", "Offline", True), ("llama3.1-8b", "Interactive", True)}
+    _only_smoke_findings(verdict, rows)
+    assert "# llama3.1-8b Interactive on test-local-cpu" in (results / "llama3.1-8b" / "Interactive" / "README.md"
+                                                             ).read_text()

@@ -46,11 +46,13 @@ def build_submission_package(config: MlperfConfig) -> dg.AssetsDefinition:
                            store: ResultsStore):
         from mlperf_assets.errors import UserError
         from mlperf_assets.submission import check_records, package, verdict_block
+        from resources.runners import build_runner
 
         cfg = mlperf_config.load()
         node = context.partition_key
         try:
-            tree, verdict, rows = package(cfg, submission_dir(cfg, node), nodes=[node])
+            tree, verdict, rows = package(cfg, submission_dir(cfg, node), nodes=[node],
+                                          machine_facts=lambda n: build_runner(cfg.node(n)).machine_facts())
         except UserError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         meta = {

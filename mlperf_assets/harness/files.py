@@ -1,6 +1,6 @@
 """File helpers shared by the harness and the orchestrator: a file's sha256, atomic writes (a temporary file in
-the same folder, then ``os.replace``, so a reader sees the old file or the new one, never half of one), and strict
-UTF-8 decoding that says where a file stops being text.
+the same folder, then ``os.replace``, so a reader sees the old file or the new one, never half of one; a whole folder
+likewise), and strict UTF-8 decoding that says where a file stops being text.
 
 Standard library only (the node side imports it).
 """
@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +62,28 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, mode: int = DEFA
     with atomic_writer(path, text=isinstance(data, str), mode=mode) as fh:
         fh.write(data)
     return Path(path)
+
+
+@contextmanager
+def replacing_folder(dest_dir: str | os.PathLike) -> Iterator[Path]:
+    """``with replacing_folder(dest) as tmp: <fill tmp>``: a temporary folder beside ``dest`` that replaces it when
+    the block succeeds and is removed when it fails, so a folder (a collected run, a submission tree) is never seen
+    half-written. The folder-sized :func:`atomic_writer`."""
+    dest = Path(dest_dir).resolve()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 class NotUTF8(ValueError):

@@ -5,7 +5,7 @@ DuckDB (the caller records the checker's verdict, ``check_records``)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from .checker import CheckerVerdict, ResultVerdict, checker_path, classify, run_checker, smoke_traits
 from .tree import SubmissionTree, build_tree
@@ -23,12 +23,14 @@ def check_tree(tree: SubmissionTree, mlcommons_inference: Path | str | None, *, 
     verdict = run_checker(tree.root, mlcommons_inference)
     rows = []
     node_of = {system: node for node, system in tree.systems.items()}
-    runs = {(r.node, r.scenario): r for r in tree.results}
+    runs = {(tree.systems[r.node], r.benchmark, r.result_scenario): r for r in tree.results}
     for key, result in sorted(verdict.results.items()):
         node = node_of.get(result.system)
-        run = runs.get((node, result.scenario))
-        reasons = tree.smoke_reasons.get((node, result.scenario), [])
-        expected, unexpected = classify(result.errors, smoke_traits(reasons, dataset_samples))
+        run = runs.get(key)
+        reasons = tree.smoke_reasons.get((node, run.scenario), []) if run else []
+        traits = smoke_traits(reasons, dataset_samples, full_size=run.dataset_size) if run else \
+            smoke_traits(reasons, dataset_samples)
+        expected, unexpected = classify(result.errors, traits)
         rows.append({
             "node": node, "system": result.system, "benchmark": result.benchmark, "scenario": result.scenario,
             "run_id": run.run_id if run else None, "passed": result.passed, "metric": result.metric,
@@ -42,12 +44,13 @@ def dataset_samples(config) -> int | None:
     return config.dataset.max_samples
 
 
-def package(config, out: Path, *, check: bool | None = None,
-            nodes: list[str] | None = None) -> tuple[SubmissionTree, CheckerVerdict | None, list[dict[str, Any]]]:
+def package(config, out: Path, *, check: bool | None = None, nodes: list[str] | None = None,
+            machine_facts: Callable[[str], Mapping[str, Any]] | None = None,
+            ) -> tuple[SubmissionTree, CheckerVerdict | None, list[dict[str, Any]]]:
     """Build the tree into ``out``; then, when ``mlcommons_inference`` is configured (or ``check`` is True), run
     the checker. Its verdict per result comes back as rows (:func:`check_tree`); recording them is the caller's
     (``check_records`` gives the ``submission_checks`` rows)."""
-    tree = build_tree(config, out, nodes=nodes)
+    tree = build_tree(config, out, nodes=nodes, machine_facts=machine_facts)
     if check is None:
         check = config.mlcommons_inference is not None
     if not check:

@@ -4,51 +4,13 @@ run manifests say about the machine (GPUs, driver, CPU, memory, OS, engine versi
 
 from __future__ import annotations
 
-import platform
 import re
-from pathlib import Path
 from typing import Any, Mapping
-
-# Fields the config's submission: block must give (a machine cannot report them); one config line each.
-MACHINE_UNKNOWABLE = (
-    "submitter", "system_name", "host_storage_type", "host_storage_capacity", "host_memory_configuration",
-    "host_networking", "host_networking_topology", "host_network_card_count", "accelerator_host_interconnect",
-    "accelerator_interconnect", "accelerator_memory_configuration", "cooling",
-)  # fmt: skip
 
 
 def safe_name(text: str) -> str:
     """A folder name from free text: letters, digits, '.', '_' and '-' only."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "system"
-
-
-def local_machine() -> dict[str, Any]:
-    """CPU model, sockets, cores and memory of this machine (a local node is this machine), from /proc."""
-    facts: dict[str, Any] = {}
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
-        if models:
-            facts["cpu_model"] = models[0].strip()
-        sockets = set(re.findall(r"^physical id\s*:\s*(\d+)$", cpuinfo, re.MULTILINE))
-        facts["cpu_sockets"] = max(len(sockets), 1)
-        mhz = re.findall(r"^cpu MHz\s*:\s*([\d.]+)$", cpuinfo, re.MULTILINE)
-        if mhz:
-            facts["cpu_mhz"] = round(max(float(m) for m in mhz))
-        cache = re.findall(r"^cache size\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
-        if cache:
-            facts["cpu_cache"] = cache[0].strip()
-    except OSError:
-        pass
-    try:
-        meminfo = Path("/proc/meminfo").read_text()
-        m = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.MULTILINE)
-        if m:
-            facts["memory_gb"] = round(int(m.group(1)) / 1024 / 1024)
-    except OSError:
-        pass
-    facts["os"] = platform.platform()
-    return facts
 
 
 def _gpu_memory_gb(text: str | None) -> str | None:
@@ -59,8 +21,8 @@ def _gpu_memory_gb(text: str | None) -> str | None:
 def system_json(sub: Mapping[str, Any], manifest: Mapping[str, Any], *, division: str, machine: Mapping[str, Any],
                 framework: str, nodes: int = 1) -> dict[str, Any]:
     """Every field the MLCommons checker requires of ``systems/<system>.json``: measured facts first (the run
-    manifest's GPUs and host, ``machine`` for a local node), the config's ``submission:`` block over them, and its
-    ``system:`` mapping (any field, verbatim) last."""
+    manifest's GPUs and host, ``machine`` as the node's runner reports it), the config's ``submission:`` block over
+    them, and its ``system:`` mapping (any field, verbatim) last."""
     gpus = manifest.get("gpus") or []
     host = manifest.get("host") or {}
     backend = manifest.get("backend") or {}

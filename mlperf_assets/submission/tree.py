@@ -24,23 +24,24 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from mlperf_assets.errors import UserError
-from mlperf_assets.harness.compliance import COMPLIANCE_NAMES
+from mlperf_assets.harness.benchmarks import BENCHMARKS, FULL_VALIDATION_SIZE, LOADGEN_MODELS, LoadGenModel
+from mlperf_assets.harness.compliance import COMPLIANCE_NAMES, required_tests
+from mlperf_assets.harness.files import replacing_folder
+from mlperf_assets.harness.run_folder import read_manifest
 
-from .systems import framework_name, local_machine, measurements_json, safe_name, scenario_readme, system_json
+from .systems import framework_name, measurements_json, safe_name, scenario_readme, system_json
 from .truncate import write_truncated
 
 # The LoadGen scenarios a system category submits (the checker refuses others as unknown for the benchmark).
 CATEGORY_SCENARIOS = {"datacenter": ("Offline", "Server"), "edge": ("Offline", "SingleStream"),
                       "datacenter,edge": ("Offline", "Server", "SingleStream")}
 PERF_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
-FULL_SAMPLES = 13368
-MIN_DURATION_MS = 600_000
+MIN_DURATION_MS = 600_000  # mlperf.conf's *.*.min_duration: one value for every model (the registry has no column)
 
 
 @dataclass
@@ -51,6 +52,9 @@ class SelectedRun:
     folder: Path  # <artifact_root>/<node>/<scenario>/<run_id>
     manifest: dict[str, Any]
     compliance: dict[str, Path] = field(default_factory=dict)  # test -> its run folder
+    benchmark: str = ""  # its folder under results/<system>/: the checker's name (result_folder)
+    result_scenario: str = ""  # its folder under that: the checker's scenario (Interactive for a Server run of one)
+    dataset_size: int = FULL_VALIDATION_SIZE  # the official evaluation set of its benchmark (edge: 5,000)
 
     @property
     def performance(self) -> Path:
@@ -88,13 +92,6 @@ def _detail_value(detail: Path, key: str) -> Any:
         return None
 
 
-def _manifest(folder: Path) -> dict[str, Any]:
-    try:
-        return json.loads((folder / "run_manifest.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def select_runs(artifact_root: Path, nodes: list[str], scenarios: list[str]) -> tuple[list[SelectedRun], list[Skipped]]:
     """Newest run folder per node x scenario with a VALID performance run; the newer INVALID ones as skipped."""
     chosen: list[SelectedRun] = []
@@ -111,7 +108,7 @@ def select_runs(artifact_root: Path, nodes: list[str], scenarios: list[str]) -> 
                     why = "no performance log" if validity is None else f"performance run is {validity}"
                     skipped.append(Skipped(node, scenario, folder.name, why))
                     continue
-                run = SelectedRun(node, scenario, folder.name, folder, _manifest(folder / "performance"))
+                run = SelectedRun(node, scenario, folder.name, folder, read_manifest(folder / "performance"))
                 for test in COMPLIANCE_NAMES:
                     test_dir = folder / "compliance" / test
                     if test_dir.is_dir():
@@ -121,22 +118,45 @@ def select_runs(artifact_root: Path, nodes: list[str], scenarios: list[str]) -> 
     return chosen, skipped
 
 
-def smoke_reasons(run: SelectedRun, baseline: bool) -> list[str]:
-    """Why a run cannot be submitted, from its own logs (the checker's list, said in advance)."""
+def run_loadgen_model(run: SelectedRun, default: str) -> LoadGenModel:
+    """The LoadGen model a run used: its manifest's ``lg_model_name``, else ``default`` (the config's)."""
+    name = run.manifest.get("lg_model_name") or default
+    if name not in LOADGEN_MODELS:
+        raise UserError(f"{run.folder}: LoadGen model {name!r} is not one of harness/benchmarks.py "
+                        f"({', '.join(LOADGEN_MODELS)})")
+    return LOADGEN_MODELS[name]
+
+
+def result_folder(model: LoadGenModel, scenario: str) -> tuple[str, str]:
+    """``(benchmark, scenario)`` folders of a run under ``results/<system>/``, as the checker (``--version v6.1``)
+    names them: the LoadGen model's submission name (``gptj`` -> ``gptj-99``, ``llama3_1-8b-edge`` ->
+    ``llama3.1-8b-edge``) and the LoadGen scenario. A model whose Server runs MLPerf labels otherwise
+    (``llama3_1-8b-interactive``: Interactive) is a scenario of its benchmark's own model since v6.0: its Server run
+    goes to ``llama3.1-8b/Interactive`` (the checker knows no ``llama3.1-8b-interactive`` folder)."""
+    if model.server_scenario_label == "Server":
+        return model.submission_name, scenario
+    base = LOADGEN_MODELS[BENCHMARKS[model.benchmark].default_lg_model_name]
+    return base.submission_name, model.server_scenario_label if scenario == "Server" else scenario
+
+
+def smoke_reasons(run: SelectedRun, model: LoadGenModel, baseline: bool) -> list[str]:
+    """Why a run cannot be submitted, from its own logs and the registry's facts of its LoadGen ``model`` (the
+    checker's list, said in advance)."""
     detail = run.performance / "mlperf_log_detail.txt"
     from mlperf_assets.loadgen_logs import parse_detail_log
 
     values = parse_detail_log(detail).values
     reasons = []
     psc = values.get("effective_performance_sample_count")
-    if isinstance(psc, int) and psc < FULL_SAMPLES:
-        reasons.append(f"performance_sample_count {psc} < {FULL_SAMPLES} (a smoke dataset)")
+    if isinstance(psc, int) and psc < model.performance_sample_count:
+        reasons.append(f"performance_sample_count {psc} < {model.performance_sample_count} (a smoke dataset)")
     duration = values.get("effective_min_duration_ms")
     if isinstance(duration, (int, float)) and duration < MIN_DURATION_MS:
         reasons.append(f"min_duration {duration} ms < {MIN_DURATION_MS} ms")
-    if not run.compliance:
-        reasons.append("no TEST06 run (set benchmark.compliance: [TEST06] or profile: submission, and "
-                       "mlcommons_inference)")
+    for test in required_tests(model.name):
+        if test not in run.compliance:
+            reasons.append(f"no {test} run (set benchmark.compliance: [{test}] or profile: submission, and "
+                           "mlcommons_inference)")
     if baseline:
         reasons.append(f"the {(run.manifest.get('backend') or {}).get('name')} backend is a baseline, not a model: "
                        "its accuracy is not the model's")
@@ -171,7 +191,8 @@ def _write_result(run: SelectedRun, scen_dir: Path, *, system: str, benchmark: s
     (scen_dir / "measurements.json").write_text(
         json.dumps(measurements_json(sub, run.manifest, checkpoint), indent=2) + "\n")
     (scen_dir / "README.md").write_text(scenario_readme(
-        system=system, benchmark=benchmark, scenario=run.scenario, manifest=run.manifest, run_id=run.run_id,
+        system=system, benchmark=benchmark, scenario=run.result_scenario or run.scenario, manifest=run.manifest,
+        run_id=run.run_id,
         smoke_reasons=reasons))
 
 
@@ -202,11 +223,12 @@ def _src_readme(config_path: Path | None) -> str:
 
 
 def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Mapping[str, Any] | None = None,
+               machine_facts: Callable[[str], Mapping[str, Any]] | None = None,
                replace: bool = True) -> SubmissionTree:
-    """Write the submission tree of ``config``'s runs to ``out`` (atomically). Raises :class:`UserError` (one
-    line) when the config has no ``submission:`` block or no run qualifies."""
-    from mlperf_assets.config import LocalNode
-
+    """Write the submission tree of ``config``'s runs to ``out`` (atomically). ``machine_facts(node)`` gives what
+    the node's machine reports for its systems JSON (its runner's ``machine_facts()``; none: nothing known);
+    ``machine`` overrides it for every node. Raises :class:`UserError` (one line) when the config has no
+    ``submission:`` block or no run qualifies."""
     sub_cfg = config.submission
     if sub_cfg is None:
         raise UserError(f"{config.source_path}: submission: is required to build a submission tree "
@@ -217,6 +239,7 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
     sub = sub_cfg.model_dump()
     nodes = nodes or config.node_names
     benchmark = config.benchmark.model
+    default_lg = config.benchmark.lg_model_name or BENCHMARKS[benchmark].default_lg_model_name
     allowed = CATEGORY_SCENARIOS[sub_cfg.category]
     selected, skipped = select_runs(config.storage.artifact_root, nodes,
                                     [s for s in config.scenario_names if s in allowed])
@@ -227,11 +250,9 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
         raise UserError(f"no VALID performance run to submit under {config.storage.artifact_root}"
                         + (f" ({why})" if why else " (run the benchmark first)"))
     out = Path(out).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not replace:
         raise UserError(f"{out} already exists")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with replacing_folder(out) as tmp:
         sub_dir = tmp / sub_cfg.division / safe_name(sub_cfg.submitter)
         for name in ("systems", "src", "documentation", "results"):
             (sub_dir / name).mkdir(parents=True)
@@ -241,31 +262,22 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
         systems: dict[str, str] = {}
         reasons_by: dict[tuple[str, str], list[str]] = {}
         for run in selected:
-            node_cfg = config.node(run.node)
             system = systems.get(run.node) or safe_name(
                 sub_cfg.system_name if len(nodes) == 1 else f"{sub_cfg.system_name}_{run.node}")
             if run.node not in systems:
                 systems[run.node] = system
-                facts = dict(machine if machine is not None else
-                             (local_machine() if isinstance(node_cfg, LocalNode) else {}))
+                facts = dict(machine if machine is not None else machine_facts(run.node) if machine_facts else {})
                 data = system_json(sub, run.manifest, division=sub_cfg.division, machine=facts,
                                    framework=framework_name(run.manifest))
                 (sub_dir / "systems" / f"{system}.json").write_text(json.dumps(data, indent=2) + "\n")
-            reasons = smoke_reasons(run, config.benchmark.is_baseline)
+            model = run_loadgen_model(run, default_lg)
+            run.benchmark, run.result_scenario = result_folder(model, run.scenario)
+            run.dataset_size = BENCHMARKS[model.benchmark].dataset_size
+            reasons = smoke_reasons(run, model, config.benchmark.is_baseline)
             reasons_by[(run.node, run.scenario)] = reasons
-            scen_dir = sub_dir / "results" / system / benchmark / run.scenario
-            _write_result(run, scen_dir, system=system, benchmark=benchmark, sub=sub,
+            scen_dir = sub_dir / "results" / system / run.benchmark / run.result_scenario
+            _write_result(run, scen_dir, system=system, benchmark=run.benchmark, sub=sub,
                           checkpoint=config.benchmark.checkpoint, reasons=reasons,
                           mlcommons_inference=config.mlcommons_inference)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     final = out / sub_cfg.division / safe_name(sub_cfg.submitter)
     return SubmissionTree(out, final, selected, skipped, systems, reasons_by)

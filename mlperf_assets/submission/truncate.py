@@ -4,22 +4,14 @@ cut to its first and last 4 KiB with ``\\n\\n...\\n\\n`` between them. A log und
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 from pathlib import Path
+
+from mlperf_assets.harness.files import sha256_file
 
 VIEWABLE_BYTES = 4096  # kept from each end of the log
 MAX_SUBMITTED_BYTES = 10 * 1024  # the checker refuses a longer mlperf_log_accuracy.json ("is not truncated")
 _HASH_LINE = re.compile(r"^hash=([\w\d]+)$", re.MULTILINE)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def truncated_bytes(data: bytes) -> bytes:
