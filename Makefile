@@ -70,7 +70,7 @@ bench-gpu: $(STAMP)
 ## The Dagster UI on http://127.0.0.1:3000, on the instance `mlperf-dagster run|demo` record their runs in:
 ## $DAGSTER_HOME if set, else <project>/.dagster_home (made from dagster.yaml). DEV_ARGS: more `dagster dev` options.
 dev: $(STAMP)
-	DAGSTER_HOME="$$($(PY) -c 'from mlperf_assets.commands.pipeline import ensure_dagster_home; print(ensure_dagster_home())')" \
+	DAGSTER_HOME="$$($(PY) -c 'from mlperf_assets.commands._shared import ensure_dagster_home; print(ensure_dagster_home())')" \
 	  && export DAGSTER_HOME && exec $(VENV)/bin/dagster dev -w workspace.yaml $(DEV_ARGS)
 
 clean:

@@ -20,7 +20,7 @@ COMMAND_MODULES = (
     "mlperf_assets.commands.results",  # ingest, query
     "mlperf_assets.commands.scoring",  # accuracy, rouge
     "mlperf_assets.commands.reporting",  # report
-    "mlperf_assets.commands.remote",  # monitor, render-k8s
+    "mlperf_assets.commands.remote",  # render, monitor
     "mlperf_assets.commands.search",  # search-qps
     "mlperf_assets.commands.submission",  # submission
 )

@@ -269,7 +269,7 @@ def test_example_config_and_render_docker_cli():
     remote = config.node("docker-remote")
     assert remote.known_hosts.is_absolute() and remote.key_file.is_absolute()  # orchestrator-side paths resolved
     out = subprocess.run(
-        [CLI, "render-docker", "--config", str(example), "--node", "docker-h100", "--scenario", "Offline",
+        [CLI, "render", "--config", str(example), "--node", "docker-h100", "--scenario", "Offline",
          "--mode", "accuracy", "--run-id", "nightly-1"],
         capture_output=True, text=True, timeout=120, env={**os.environ, "HF_TOKEN": SECRET_VALUE},
     )  # fmt: skip
@@ -279,7 +279,7 @@ def test_example_config_and_render_docker_cli():
     assert rendered["device_requests"][0]["DeviceIDs"] == ["0", "1"]
     assert rendered["env_from_orchestrator"] == ["HF_TOKEN"] and SECRET_VALUE not in out.stdout
     assert rendered["volumes"]["/data/mlperf"] == {"bind": "/data/mlperf", "mode": "ro"}
-    wrong = subprocess.run([CLI, "render-docker", "--config", str(PROJECT / "config" / "examples" / "kubernetes.yaml"),
+    wrong = subprocess.run([CLI, "render", "--runner", "docker", "--config", str(PROJECT / "config" / "examples" / "kubernetes.yaml"),
                             "--node", "k8s-a100", "--scenario", "Offline"], capture_output=True, text=True)  # fmt: skip
     assert wrong.returncode == 2 and "has runner: kubernetes, not docker" in wrong.stderr and "Traceback" not in wrong.stderr
 

@@ -90,7 +90,7 @@ def test_manifest_round_trips_through_the_kubernetes_models(name):
     assert isinstance(job, V1Job)
     # the client's models drop unknown fields: an identical round trip means every field is a real, typed one
     assert ApiClient().sanitize_for_serialization(job) == manifest
-    # the YAML that render-k8s prints is the same object
+    # the YAML that `render` prints is the same object
     assert yaml.safe_load(manifest_yaml(manifest)) == manifest
     pod = job.spec.template.spec
     assert job.kind == "Job" and job.api_version == "batch/v1"
@@ -202,7 +202,7 @@ def test_labels_are_valid_and_distinct_for_awkward_values():
     assert job_name("r1", "performance") != job_name("r1", "accuracy")
 
 
-# ------------------------------------------------------------------------------------------ render-k8s
+# ----------------------------------------------------------------------------------------------- render
 def test_render_k8s_prints_the_example_nodes_job():
     example = PROJECT / "config" / "examples" / "kubernetes.yaml"
     from mlperf_assets.config import load_config
@@ -210,7 +210,7 @@ def test_render_k8s_prints_the_example_nodes_job():
     config = load_config(example, use_env_dataset=False)
     node = next(n for n in config.nodes if n.runner == "kubernetes")
     out = subprocess.run(
-        [CLI, "render-k8s", "--config", str(example), "--node", node.name,
+        [CLI, "render", "--config", str(example), "--node", node.name,
          "--scenario", config.scenario_names[0], "--mode", "accuracy", "--run-id", "nightly-1"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -232,11 +232,11 @@ def test_render_k8s_refuses_non_kubernetes_and_unknown_nodes(tmp_path):
 
     config = tmp_path / "c.yaml"
     config.write_text("nodes: [{name: local, runner: local}]\nbenchmark: {backend: extractive, checkpoint: null}\n")
-    err = subprocess.run([CLI, "render-k8s", "--config", str(config),
+    err = subprocess.run([CLI, "render", "--runner", "kubernetes", "--config", str(config),
                           "--node", "local", "--scenario", "Offline"], capture_output=True, text=True)  # fmt: skip
     assert err.returncode == 2 and "has runner: local, not kubernetes" in err.stderr
     assert "Traceback" not in err.stderr
-    assert main(["render-k8s", "--config", str(config), "--node", "nope", "--scenario", "Offline"]) == 2
+    assert main(["render", "--config", str(config), "--node", "nope", "--scenario", "Offline"]) == 2
 
 
 # ------------------------------------------------------- the runner's call path, against a stand-in API server

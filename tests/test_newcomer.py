@@ -71,7 +71,7 @@ with get_possibly_temporary_instance_for_cli("test") as instance:
         "runs_db": instance.run_storage._conn_string,
         "limits": instance.run_coordinator.get_run_queue_config().tag_concurrency_limits,
     }
-from mlperf_assets.commands.pipeline import cli_instance, ensure_dagster_home
+from mlperf_assets.commands._shared import cli_instance, ensure_dagster_home
 home = str(ensure_dagster_home())
 with cli_instance() as instance:
     persistent = {"home": home, "env": os.environ["DAGSTER_HOME"], "root": instance.root_directory,

@@ -165,12 +165,12 @@ def test_failing_run_fails_the_asset_and_writes_nothing(stories_dir, tmp_path):
 
 def test_demo_without_dataset_stops_with_instructions(tmp_path, monkeypatch, capsys):
     from mlperf_assets import cli
-    from mlperf_assets.commands import pipeline
+    from mlperf_assets.commands import _shared, pipeline
 
     with socket.socket() as s:  # a port nobody listens on: the "hub" is unreachable, for sure
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    monkeypatch.setattr(pipeline, "HUB_HOST", ("127.0.0.1", closed))
+    monkeypatch.setattr(_shared, "HUB_HOST", ("127.0.0.1", closed))
     monkeypatch.setattr(pipeline, "LOCAL_STORIES_FALLBACK", tmp_path / "absent")
     monkeypatch.delenv("MLPERF_DAGSTER_DATASET", raising=False)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
@@ -297,7 +297,7 @@ def test_failure_reason_picks_the_harness_error_line(tmp_path, stories_dir):
 def test_progress_line_says_when_the_node_cannot_be_reached():
     """F9: while the node cannot be reached the runner repeats its last answer marked stale, with its own message;
     the log line leads with that message and gives the figures as the last ones seen, never as live."""
-    from resources.runners.base import RunProgress
+    from mlperf_assets.harness.run_folder import RunProgress
 
     live = RunProgress(state="running", elapsed_s=4.0, completed=192, total=400, tokens_per_s=19497.2)
     assert live.describe() == "running 192/400 samples (48%), 19,497 tokens/s, 4.0 s"

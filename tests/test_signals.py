@@ -249,7 +249,7 @@ def test_ssh_node_run_is_cancelled_on_the_node(sshd, stories_dir, tmp_path):
 def test_stop_signals_records_the_signal_whoever_handles_it():
     """Dagster swaps its own SIGINT/SIGTERM handler in while a job runs; the signal still counts, with its number,
     and between jobs a signal is recorded without raising. The previous handlers come back afterwards."""
-    from mlperf_assets.commands.pipeline import StopSignals
+    from mlperf_assets.commands._shared import StopSignals
 
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with StopSignals() as stop:
@@ -278,7 +278,7 @@ def test_a_run_interrupted_while_launching_is_found_and_cancelled(stories_dir, t
     list then holds the spec only, and cancel_in_flight finds the run among the runner's active_runs() and stops it
     (the local runner finds the supervisor by its run folder)."""
     from mlperf_assets.harness.dataset import prepare_dataset
-    from resources.runners.base import RunSpec
+    from mlperf_assets.harness.args import RunSpec
     from resources.runners.ledger import _track, cancel_in_flight, in_flight
     from resources.runners.local import LocalRunner
 

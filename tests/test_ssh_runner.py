@@ -19,13 +19,12 @@ from pathlib import Path
 import pytest
 from processes import live_supervisors
 
-from resources.runners.base import CANCELLED, RUNNING, SUCCEEDED, RunSpec, wrapped_argv
+from mlperf_assets.harness.args import RunSpec
+from mlperf_assets.harness.run_folder import CANCELLED, RUNNING, SUCCEEDED
+from resources.runners.base import wrapped_argv
 from resources.runners.ssh import (
     ContainerSettings,
     HarnessNotInstalledError,
-    HostKeyError,
-    NodeUnreachableError,
-    SSHAuthError,
     SSHRunner,
     parse_status_output,
     render_container_argv,
@@ -33,6 +32,7 @@ from resources.runners.ssh import (
     version_compatible,
 )
 from resources.runners.remote_shell import StatusCutShort, render_status_command
+from resources.runners.ssh_connection import HostKeyError, NodeUnreachableError, SSHAuthError
 from sshd import PrivateSSHD, free_port, keygen
 
 pytestmark = pytest.mark.timeout(300)

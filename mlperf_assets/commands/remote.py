@@ -1,4 +1,4 @@
-"""``mlperf-dagster render-k8s``, ``render-docker`` and ``monitor``: remote nodes seen from the orchestrator."""
+"""``mlperf-dagster render`` and ``monitor``: what the nodes' runners launch and run, seen from the orchestrator."""
 
 from __future__ import annotations
 
@@ -11,33 +11,33 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from mlperf_assets.commands._shared import load_cli_config
 from mlperf_assets.errors import UserError
 
 RENDER_HELP = """\
-Print the Kubernetes Job that a `runner: kubernetes` node would be given for one scenario, as YAML
-(nothing is submitted; no cluster is needed). Check it, or apply it by hand:
+Print what a node's runner would launch for one scenario (nothing is started; no cluster, engine or GPU is
+needed). What it prints depends on the node's runner:
 
-  mlperf-dagster render-k8s --config config/examples/kubernetes.yaml --node k8s-a100 --scenario Offline
-  mlperf-dagster render-k8s --config cfg.yaml --node k8s-a100 --scenario Server --mode accuracy | kubectl apply --dry-run=server -f -
+  kubernetes  the Job manifest, as YAML: nvidia.com/gpu = the node's gpus (vLLM's tensor_parallel_size set to each
+              engine replica's share), the node's nodeSelector, tolerations and CPU/memory requests, one benchmark
+              pod per machine (pod anti-affinity), HF_TOKEN read from the node's Secret by reference, the run folder
+              on the node's PVC (or an emptyDir the runner collects from). Labels: mlperf-dagster/run-id, /node,
+              /scenario, /mode.
+  docker      the container, as YAML: the Docker SDK's containers.create() keywords (image, the command: the
+              harness under its exit-code supervisor, the GPU device request, ipc, shm_size, network, volumes, user,
+              and the labels the runner finds the run by after a restart). Environment variables listed in the
+              node's `env` appear by name only: their values are read from the orchestrator's environment at start.
+  ssh         the shell command sent to the node, quoted as it is sent (a workdir below the login's home is
+              resolved by asking the node; nothing is written there).
+  local       the command run on this machine, as one shell command (it runs without a shell, in the run folder).
 
-The Job requests nvidia.com/gpu = the node's gpus (vLLM's tensor_parallel_size is set to match each engine replica's share), carries the
-node's nodeSelector, tolerations and CPU/memory requests, keeps one benchmark pod per machine (pod
-anti-affinity), reads HF_TOKEN from the node's Secret by reference, and stores the run folder on the node's PVC
-(or an emptyDir the runner collects from). Labels: mlperf-dagster/run-id, /node, /scenario, /mode.
+examples:
+  mlperf-dagster render --config config/examples/kubernetes.yaml --node k8s-a100 --scenario Offline
+  mlperf-dagster render --config cfg.yaml --node k8s-a100 --scenario Server --mode accuracy --runner kubernetes \\
+      | kubectl apply --dry-run=server -f -
+  mlperf-dagster render --config config/examples/docker.yaml --node docker-h100 --scenario Offline
 """
 
-RENDER_DOCKER_HELP = """\
-Print the container that a `runner: docker` node would be given for one scenario, as YAML: the Docker SDK's
-containers.create() keywords (nothing is created; no engine is needed):
-
-  mlperf-dagster render-docker --config config/examples/docker.yaml --node docker-h100 --scenario Offline
-
-It shows the image, the command (the harness under its exit-code supervisor), the GPU device request (`gpus`: a
-count, all, or device ids; vLLM's tensor_parallel_size set to each replica's share of a count), ipc, shm_size, network, the volumes
-(model cache, datasets, harness_source), the user, and the labels the runner finds the run by after a restart
-(mlperf-dagster.run-id, .node, .scenario, .mode). Environment variables listed in the node's `env` appear by name
-only: their values are read from the orchestrator's environment when the run starts.
-"""
 MONITOR_HELP = """\
 Show the runs in progress on every node of the config, with a progress bar each: node, run, scenario and
 mode, samples done/total, tokens/s, ETA and elapsed time. Read from the runners themselves: a local node's
@@ -53,29 +53,23 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    def render_parser(name: str, help: str, description: str, kind: str, dataset_help: str, func) -> None:
-        from mlperf_assets.harness.benchmarks import MODES, SCENARIOS
+    from mlperf_assets.config import RUNNER_KINDS
+    from mlperf_assets.harness.benchmarks import MODES, SCENARIOS
 
-        p = subparsers.add_parser(name, help=help, description=description,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--config",
-                       help="config file (default: $MLPERF_DAGSTER_CONFIG or the embedded config/config.yaml)")
-        p.add_argument("--node", required=True, help=f"name of a node with runner: {kind}")
-        p.add_argument("--scenario", required=True, choices=SCENARIOS)
-        p.add_argument("--mode", default="performance", choices=MODES)
-        p.add_argument("--run-id", help="run id to render (default: a timestamped example id)")
-        p.add_argument("--dataset", help=dataset_help)
-        p.set_defaults(func=func)
-
-    render_parser(
-        "render-k8s", "print the Kubernetes Job manifest a node would get", RENDER_HELP, "kubernetes",
-        "prepared dataset file whose name and sha256 go in the manifest (default: the config's prepared dataset "
-        "path; a placeholder hash if it does not exist yet)", cmd_render_k8s,
-    )
-    render_parser(
-        "render-docker", "print the container spec a docker node would get", RENDER_DOCKER_HELP, "docker",
-        "prepared dataset file whose name goes in the spec (default: the config's)", cmd_render_docker,
-    )
+    p = subparsers.add_parser(
+        "render", help="print what a node's runner would launch (Job manifest, container, command line)",
+        description=RENDER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("--config", help="config file (default: $MLPERF_DAGSTER_CONFIG or the embedded config/config.yaml)")
+    p.add_argument("--node", required=True, help="name of a node in the config")
+    p.add_argument("--scenario", required=True, choices=SCENARIOS)
+    p.add_argument("--mode", default="performance", choices=MODES)
+    p.add_argument("--runner", choices=RUNNER_KINDS,
+                   help="refuse a node with another runner (a guard for scripts: --runner kubernetes | kubectl ...)")
+    p.add_argument("--run-id", help="run id to render (default: a timestamped example id)")
+    p.add_argument("--dataset", help="prepared dataset file the run would get (default: the config's prepared dataset "
+                   "path; the Kubernetes manifest carries its sha256, a placeholder hash if it does not exist yet)")
+    p.set_defaults(func=cmd_render)
 
     m = subparsers.add_parser(
         "monitor", help="live progress of the runs in progress on every node",
@@ -88,27 +82,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.set_defaults(func=cmd_monitor)
 
 
-def _load(path: str | None) -> Any:
-    from mlperf_assets.config import ConfigError, load_config
-
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        raise UserError("invalid config:\n" + "\n".join(exc.problems)) from None
-
-
-# ------------------------------------------------------------------------------------------ render-k8s
-def _render_target(args: argparse.Namespace, runner: str) -> tuple[Any, Any]:
-    """(node model, RunSpec) for ``render-k8s``/``render-docker``: the named node, which must use ``runner``."""
+# ---------------------------------------------------------------------------------------------- render
+def _render_target(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(node model, RunSpec) for ``render``: the named node (of ``--runner``'s kind when given) and the spec a run of
+    ``--scenario`` / ``--mode`` gets."""
     from mlperf_assets.plan import build_spec, prepared_dataset_path
 
-    config = _load(args.config)
+    config = load_cli_config(args.config)
     try:
         node = config.node(args.node)
     except KeyError:
         raise UserError(f"no node {args.node!r} in {config.source_path}; nodes: {', '.join(config.node_names)}") from None
-    if node.runner != runner:
-        raise UserError(f"node {node.name} in {config.source_path} has runner: {node.runner}, not {runner}")
+    if args.runner and node.runner != args.runner:
+        raise UserError(f"node {node.name} in {config.source_path} has runner: {node.runner}, not {args.runner}")
     if args.scenario not in config.scenario_names:
         raise UserError(
             f"scenario {args.scenario} is not configured in {config.source_path} (benchmark.scenarios has "
@@ -125,36 +111,19 @@ def _render_target(args: argparse.Namespace, runner: str) -> tuple[Any, Any]:
     return node, spec
 
 
-def cmd_render_k8s(args: argparse.Namespace) -> int:
+def cmd_render(args: argparse.Namespace) -> int:
+    from resources.runners import build_runner
     from resources.runners.base import RunnerError
-    from resources.runners.kubernetes import KubernetesRunner, manifest_yaml
 
-    node, spec = _render_target(args, "kubernetes")
+    node, spec = _render_target(args)
+    runner = build_runner(node)
     try:
-        manifest = KubernetesRunner(node).manifest(spec)
+        text = runner.render(spec)
     except (RunnerError, ValueError) as exc:
         raise UserError(str(exc)) from None
-    sys.stdout.write(manifest_yaml(manifest))
-    return 0
-
-
-# ---------------------------------------------------------------------------------------- render-docker
-def cmd_render_docker(args: argparse.Namespace) -> int:
-    from resources.runners.base import RunnerError
-    from resources.runners.docker import DockerRunner, spec_yaml
-
-    node, spec = _render_target(args, "docker")
-    try:
-        container = DockerRunner(node).container_spec(spec)
-    except (RunnerError, ValueError) as exc:
-        raise UserError(str(exc)) from None
-    engine = node.docker_host or "the local engine ($DOCKER_HOST or /var/run/docker.sock)"
-    sys.stdout.write(
-        f"# the container node {node.name} gets for {spec.scenario} {spec.mode} on {engine}: Docker SDK\n"
-        "# containers.create() keywords. env_from_orchestrator: names whose values are read from the orchestrator's\n"
-        "# environment at start. Before it starts, the run spec and the prepared dataset are copied into it.\n"
-    )
-    sys.stdout.write(spec_yaml(container))
+    finally:
+        runner.close()
+    sys.stdout.write(text)
     return 0
 
 
@@ -264,7 +233,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    config = _load(args.config)
+    config = load_cli_config(args.config)
     runners = build_runners(config, args.node)
     console = Console() if sys.stdout.isatty() else Console(width=160)  # scripts and logs get full rows
     try:

@@ -95,19 +95,19 @@ def cmd_search_qps(args: argparse.Namespace) -> int:
 
     from mlperf_assets.assets.dataset import cnn_dailymail_dataset
     from mlperf_assets.assets.search import FRESH_TAG, build_max_qps_search, search_partitions
-    from mlperf_assets.commands.pipeline import (
+    from mlperf_assets.commands._shared import (
         StopSignals,
-        _load,
-        _run_config,
         check_dataset_reachable,
         ensure_dagster_home,
         failure_messages,
+        job_run_config,
+        load_cli_config,
     )
     from mlperf_assets.definitions import build_resources
     from mlperf_assets.plan import NODE_DIM, SCENARIO_DIM, prepared_dataset_path
     from mlperf_assets.search import RESULT, search_labels, suggestion_lines, suggestion_path
 
-    config = apply_overrides(_load(args.config, dataset_override=args.dataset), args)
+    config = apply_overrides(load_cli_config(args.config, dataset_override=args.dataset), args)
     labels = search_labels(config)
     nodes = args.node or config.node_names
     for n in nodes:
@@ -119,7 +119,7 @@ def cmd_search_qps(args: argparse.Namespace) -> int:
             raise UserError(f"--scenario {label}: benchmark {config.benchmark.model} has no {label} LoadGen model")
     ensure_dagster_home()
     instance = dg.DagsterInstance.get()
-    run_config = _run_config(args.verbose)
+    run_config = job_run_config(args.verbose)
     resources = build_resources(config)
     results: dict[tuple[str, str], Any] = {}
     printer = _step_printer(sys.stdout)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mlperf_assets.commands._shared import load_cli_config
 from mlperf_assets.errors import UserError
 
 
@@ -36,11 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_submission(args: argparse.Namespace, out=sys.stdout) -> int:
     from pathlib import Path
 
-    from mlperf_assets.commands.pipeline import _load
     from mlperf_assets import store
     from mlperf_assets.submission import check_records, checker_path, package, verdict_block
 
-    config = _load(args.config)
+    config = load_cli_config(args.config)
     if args.mlcommons_inference:
         checker_path(args.mlcommons_inference)  # a missing checkout: one line, before anything is written
         config.mlcommons_inference = Path(args.mlcommons_inference).expanduser().absolute()

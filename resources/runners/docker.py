@@ -35,12 +35,12 @@ the harness (a stock vLLM image) runs it from ``harness_source``: the project's 
 read-only and put on ``PYTHONPATH`` (the image still needs the ``[node]`` dependencies; see docker/README.md).
 
 **Engines and secrets.** ``docker_host`` unset: the local engine (``$DOCKER_HOST``, else ``/var/run/docker.sock``);
-``unix:///path``; ``ssh://user@host[:port]``: the SDK's paramiko transport, connected by the SSH runner's
+``unix:///path``; ``ssh://user@host[:port]``: the SDK's paramiko transport, connected by ``ssh_connection``'s
 ``SSHConnection`` (host key checked against ``known_hosts``; an unknown or changed key is refused, never added; key
 file, passphrase by variable name), with ``docker system dial-stdio`` run on the host; ``tcp://host:port``: TLS with
 the node's CA (and client certificate). ``env`` lists NAMES: the values are read from the orchestrator's environment at
 start and go only into the engine's create request (like ``docker run -e``: visible to whoever may inspect containers
-on that engine), never into the config, the run handle, a log line or ``render-docker``'s output.
+on that engine), never into the config, the run handle, a log line or ``mlperf-dagster render``'s output.
 """
 
 from __future__ import annotations
@@ -334,7 +334,7 @@ def _parents(path: str) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ ssh:// engines
 def _ssh_client(node: DockerNode, timeout: float) -> Any:
-    """A DockerClient over SSH: the SDK's paramiko transport, connected by the SSH runner's ``SSHConnection`` (so the
+    """A DockerClient over SSH: the SDK's paramiko transport, connected by ``ssh_connection.SSHConnection`` (so the
     same known_hosts rules, errors and key handling apply), then ``docker system dial-stdio`` on the host."""
     from urllib.parse import urlparse
 
@@ -342,7 +342,7 @@ def _ssh_client(node: DockerNode, timeout: float) -> Any:
 
     from mlperf_assets.config import SSHNode
 
-    from .ssh import SSHConnection
+    from .ssh_connection import SSHConnection  # imports paramiko: only for ssh:// engines
 
     url = urlparse(node.docker_host)
     ssh_node = SSHNode(
@@ -369,7 +369,7 @@ def _ssh_client(node: DockerNode, timeout: float) -> Any:
     # The SDK keeps one connection pool, so one SSH session, per request URL; sshd allows 10 sessions per connection
     # (MaxSessions): keep at most 4 pools (closing a pool closes its session).
     adapter = Adapter(node.docker_host, timeout=timeout, pool_connections=4, max_pool_size=1)  # connects: may raise
-    # HostKeyError, SSHAuthError, NodeUnreachableError (RunUnreachable, with the SSH runner's messages)
+    # HostKeyError, SSHAuthError, NodeUnreachableError (RunUnreachable, with ssh_connection's messages)
     api._custom_adapter.close()
     api._custom_adapter = adapter
     api.mount("http+docker://ssh", adapter)
@@ -383,7 +383,7 @@ def _ssh_client(node: DockerNode, timeout: float) -> Any:
 # ---------------------------------------------------------------------------------------------- runner
 class DockerRunner(BenchmarkRunner):
     """Runs the harness in containers on one Docker engine, configured by a ``config.DockerNode`` (see the module
-    docstring; ``mlperf-dagster render-docker`` prints the container a run gets). Option ``check_harness_version``:
+    docstring; ``mlperf-dagster render`` prints the container a run gets). Option ``check_harness_version``:
     refuse an image whose harness differs from the orchestrator's in major.minor (default true)."""
 
     kind = "docker"
@@ -549,11 +549,22 @@ class DockerRunner(BenchmarkRunner):
 
     # ---- start
     def container_spec(self, spec: RunSpec) -> dict[str, Any]:
-        """The container this runner would create for ``spec`` (pure; ``render-docker`` prints it)."""
+        """The container this runner would create for ``spec`` (pure; ``mlperf-dagster render`` prints it)."""
         try:
             return build_container_spec(spec, self.settings, dataset_name=Path(spec.dataset_path).name)
         except ValueError as exc:
             raise DockerRunnerError(f"node {self.node}: {exc}") from None
+
+    def render(self, spec: RunSpec) -> str:
+        """The container spec as YAML, under a comment naming the engine and what the keys mean."""
+        container = self.container_spec(spec)
+        engine = self.docker_host or "the local engine ($DOCKER_HOST or /var/run/docker.sock)"
+        return (
+            f"# the container node {self.node} gets for {spec.scenario} {spec.mode} on {engine}: Docker SDK\n"
+            "# containers.create() keywords. env_from_orchestrator: names whose values are read from the orchestrator's\n"
+            "# environment at start. Before it starts, the run spec and the prepared dataset are copied into it.\n"
+            + spec_yaml(container)
+        )
 
     def _list(self, labels: list[str]) -> list[dict[str, Any]]:
         """The engine's short records (Id, Names, Labels, State) of the containers with all ``labels`` (KEY=VALUE).

@@ -1,6 +1,6 @@
 """``KubernetesRunner``: one Kubernetes Job per harness run, through dagster-k8s's client.
 
-The Job manifest is built by a pure function (:func:`build_job_manifest`; ``mlperf-dagster render-k8s`` prints
+The Job manifest is built by a pure function (:func:`build_job_manifest`; ``mlperf-dagster render`` prints
 it, tests validate it against the ``kubernetes`` client's models). The pod:
 
 - requests and limits ``nvidia.com/gpu`` = the node's ``gpus`` (vLLM's ``tensor_parallel_size`` is set to match),
@@ -385,6 +385,10 @@ class KubernetesRunner(BenchmarkRunner):
             return build_job_manifest(spec, self.pod_settings, dataset_name=dataset.name, dataset_sha256=digest)
         except ValueError as exc:
             raise KubernetesRunnerError(f"node {self.node}: {exc}") from None
+
+    def render(self, spec: RunSpec) -> str:
+        """The Job manifest as YAML (``kubectl apply -f -`` takes it)."""
+        return manifest_yaml(self.manifest(spec))
 
     # ---- API access (dagster-k8s client over the kubernetes client)
     def client(self) -> Any:

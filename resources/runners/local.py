@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -106,8 +107,23 @@ class LocalRunner(BenchmarkRunner):
     def _python(self) -> str:
         return self.python or sys.executable
 
+    def run_dir(self, spec: RunSpec) -> Path:
+        return (Path(self.workdir) / self.run_dir_name(spec)).resolve()
+
+    def launch_argv(self, spec: RunSpec, run_dir: Path) -> list[str]:
+        """The argv ``start`` runs in ``run_dir``: the harness under the exit-code supervisor."""
+        python = self._python()
+        dataset = Path(spec.dataset_path).resolve()
+        return wrapped_argv(python, str(run_dir), spec.harness_argv(python, str(run_dir), dataset_path=str(dataset)))
+
+    def render(self, spec: RunSpec) -> str:
+        """The command ``start`` would run, as one shell command: it runs the argv without a shell, in the run folder,
+        in a session of its own."""
+        run_dir = self.run_dir(spec)
+        return f"cd {shlex.quote(str(run_dir))} && {shlex.join(self.launch_argv(spec, run_dir))}\n"
+
     def start(self, spec: RunSpec) -> RunHandle:
-        run_dir = (Path(self.workdir) / self.run_dir_name(spec)).resolve()
+        run_dir = self.run_dir(spec)
         if run_dir.exists() and any(run_dir.iterdir()):
             raise RunnerError(f"node {self.node}: run folder {run_dir} already exists; run ids must be unique")
         dataset = Path(spec.dataset_path).resolve()
@@ -116,7 +132,7 @@ class LocalRunner(BenchmarkRunner):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / SPEC_FILE).write_text(spec.to_json())
         python = self._python()
-        argv = wrapped_argv(python, str(run_dir), spec.harness_argv(python, str(run_dir), dataset_path=str(dataset)))
+        argv = self.launch_argv(spec, run_dir)
         env = {**os.environ, **self.env}
         try:
             proc = subprocess.Popen(

@@ -29,14 +29,11 @@ mounted at the same paths, so paths and files are identical to the bare mode.
 
 from __future__ import annotations
 
-import base64
 import errno
-import hashlib
 import json
 import os
 import re
 import shlex
-import socket
 import stat
 import time
 from contextlib import contextmanager
@@ -48,29 +45,23 @@ from typing import Any, Iterator, Sequence
 import paramiko
 
 from mlperf_assets.config import SSHNode
-
-from .base import (
-    CANCEL_MARKER_FILE,
-    EXIT_CODE_FILE,
-    HARNESS_MODULE,
-    PROGRESS_FILE,
-    RUNNER_LOG_FILE,
+from mlperf_assets.harness.args import HARNESS_MODULE, RunSpec
+from mlperf_assets.harness.files import replacing_folder
+from mlperf_assets.harness.run_folder import (
+    CANCEL_REQUESTED,
+    EXIT_CODE,
+    PID,
+    PROGRESS,
+    RUN_SPEC,
+    RUNNER_LOG,
     RUNNING,
-    SPEC_FILE,
-    BenchmarkRunner,
-    RunGone,
-    RunHandle,
-    RunnerError,
     RunProgress,
-    RunSpec,
-    RunUnreachable,
-    replacing_folder,
-    wrapped_argv,
 )
+
+from .base import BenchmarkRunner, RunGone, RunHandle, RunnerError, RunUnreachable, wrapped_argv
 from .harness_check import HARNESS_DIST, judge_answer, local_harness_version, version_compatible
 from .remote_shell import (
     DATASETS_DIR,
-    PID_FILE,
     RemoteStatus,
     StatusCutShort,
     parse_free_space,
@@ -81,27 +72,19 @@ from .remote_shell import (
     render_status_command,
     sha256_file,
 )
+from .ssh_connection import (
+    CommandResult,
+    HostKeyError,
+    NodeUnreachableError,
+    SSHAuthError,
+    SSHConnection,
+    SSHRunnerError,
+)
 
 SECRETS_FILE = ".forward.env"  # forwarded environment (0600), read and deleted by the launch command
 
 
 # ---------------------------------------------------------------------------------------------- errors
-class SSHRunnerError(RunnerError):
-    """Base of the SSH runner's errors; the message names the node."""
-
-
-class HostKeyError(SSHRunnerError, RunUnreachable):
-    """The node's host key is not in known_hosts, or differs from the one recorded there."""
-
-
-class SSHAuthError(SSHRunnerError, RunUnreachable):
-    """The key was refused, cannot be read, or needs a passphrase that is not available."""
-
-
-class NodeUnreachableError(SSHRunnerError, RunUnreachable):
-    """No TCP/SSH connection could be made (refused, timed out, name not resolved)."""
-
-
 class HarnessNotInstalledError(SSHRunnerError):
     """The node's python cannot import the harness, or has an incompatible version of it."""
 
@@ -125,24 +108,6 @@ class RemoteWriteError(SSHRunnerError):
 
 
 # ------------------------------------------------------------------------------------- pure helpers
-def fingerprint(key: Any) -> str:
-    """OpenSSH-style ``SHA256:...`` fingerprint of a paramiko key."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def known_hosts_name(host: str, port: int) -> str:
-    """How OpenSSH names a host in known_hosts: ``host`` on port 22, else ``[host]:port``."""
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-def keyscan_hint(host: str, port: int, known_hosts: str) -> str:
-    return (
-        f"check the node's fingerprint out of band (on the node: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), "
-        f"then add it: ssh-keyscan -p {port} {shlex.quote(host)} >> {shlex.quote(known_hosts)}"
-    )
-
-
 # What the node's python prints: the harness version, or why it cannot import it. Runs with ``-c``.
 HARNESS_CHECK_CODE = f"""\
 import json, sys
@@ -231,195 +196,11 @@ def render_launch_command(run_dir: str, argv: Sequence[str], *, with_env_file: b
     q = shlex.quote
     return (
         f"cd {q(run_dir)} || exit 97; "
-        f"rm -f {PID_FILE}; "
+        f"rm -f {PID}; "
         f"setsid nohup sh -c {q(inner)} sh {shlex.join(argv)} > /dev/null 2>&1 < /dev/null & "
-        f"i=0; while [ ! -s {PID_FILE} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; "
-        f"cat {PID_FILE} 2>/dev/null || echo none"
+        f"i=0; while [ ! -s {PID} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; "
+        f"cat {PID} 2>/dev/null || echo none"
     )
-
-
-# ------------------------------------------------------------------------------------------ connection
-class _RefuseUnknownHost(paramiko.RejectPolicy):
-    """paramiko's RejectPolicy, refusing with a message naming the host, the offered fingerprint and the fix."""
-
-    def __init__(self, node: str, host: str, port: int, known_hosts: str) -> None:
-        self.node, self.host, self.port, self.known_hosts = node, host, port, known_hosts
-
-    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        raise HostKeyError(
-            f"node {self.node}: host key of {known_hosts_name(self.host, self.port)} is not in {self.known_hosts} "
-            f"(the server offered {key.get_name()} {fingerprint(key)}); refusing to connect. "
-            + keyscan_hint(self.host, self.port, self.known_hosts)
-        )
-
-
-@dataclass
-class CommandResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-class SSHConnection:
-    """One authenticated paramiko connection to a node, with clear errors and a command timeout."""
-
-    def __init__(self, settings: SSHNode) -> None:
-        self.settings = settings
-        self.node, self.host, self.port = settings.name, settings.host, settings.port
-        self.user = settings.user or getuser()
-        self.key_file = os.path.expanduser(str(settings.key_file)) if settings.key_file else None
-        self.known_hosts = os.path.expanduser(str(settings.known_hosts))
-        self.passphrase_env = settings.key_passphrase_env  # the variable's NAME; its value is read in _load_key
-        self.connect_timeout_s = settings.connect_timeout_s
-        self.command_timeout_s = settings.command_timeout_s
-        self.keepalive_s = settings.keepalive_s
-        self._client: Any = None
-        self._sftp: Any = None
-
-    # ---- connecting
-    def _load_key(self) -> Any:
-        """The private key (None: let paramiko use the SSH agent and the default ~/.ssh keys)."""
-        if self.key_file is None:
-            return None
-        if not os.path.isfile(self.key_file):
-            raise SSHAuthError(f"node {self.node}: key file {self.key_file} does not exist")
-        passphrase = None
-        if self.passphrase_env:
-            passphrase = os.environ.get(self.passphrase_env)
-            if passphrase is None:
-                raise SSHAuthError(
-                    f"node {self.node}: environment variable {self.passphrase_env} (passphrase of {self.key_file}) is not set"
-                )
-        try:
-            return paramiko.PKey.from_path(self.key_file, password=passphrase.encode() if passphrase is not None else None)
-        except (paramiko.PasswordRequiredException, TypeError) as exc:
-            if isinstance(exc, TypeError) and "password" not in str(exc).lower():
-                raise
-            raise SSHAuthError(
-                f"node {self.node}: key {self.key_file} is encrypted; name the environment variable holding its "
-                "passphrase with key_passphrase_env in the node's config"
-            ) from None
-        except (paramiko.SSHException, ValueError) as exc:
-            hint = " (wrong passphrase?)" if passphrase else ""
-            raise SSHAuthError(f"node {self.node}: cannot read key {self.key_file}{hint}: {exc}") from None
-
-    def connect(self) -> None:
-        self.close()
-        if not os.path.isfile(self.known_hosts):
-            raise HostKeyError(
-                f"node {self.node}: known_hosts file {self.known_hosts} does not exist; "
-                + keyscan_hint(self.host, self.port, self.known_hosts)
-            )
-        pkey = self._load_key()
-        client = paramiko.SSHClient()
-        try:
-            client.load_host_keys(self.known_hosts)
-        except (OSError, paramiko.SSHException) as exc:
-            raise HostKeyError(f"node {self.node}: cannot read known_hosts file {self.known_hosts}: {exc}") from None
-        client.set_missing_host_key_policy(_RefuseUnknownHost(self.node, self.host, self.port, self.known_hosts))
-        where = f"{self.user}@{self.host}:{self.port}"
-        try:
-            client.connect(
-                self.host,
-                port=self.port,
-                username=self.user,
-                pkey=pkey,
-                timeout=self.connect_timeout_s,
-                banner_timeout=self.connect_timeout_s,
-                auth_timeout=self.connect_timeout_s,
-                look_for_keys=pkey is None,
-                allow_agent=pkey is None,
-            )
-        except HostKeyError:
-            client.close()
-            raise
-        except paramiko.BadHostKeyException as exc:
-            client.close()
-            name = known_hosts_name(self.host, self.port)
-            raise HostKeyError(
-                f"node {self.node}: host key of {name} CHANGED: {self.known_hosts} records {fingerprint(exc.expected_key)}, "
-                f"the server offered {fingerprint(exc.key)}; refusing to connect (possible man-in-the-middle). If the node "
-                f"was reinstalled, remove the old entry (ssh-keygen -R {shlex.quote(name)} -f {shlex.quote(self.known_hosts)}), "
-                + keyscan_hint(self.host, self.port, self.known_hosts)
-            ) from None
-        except paramiko.AuthenticationException:
-            client.close()
-            which = f"key {self.key_file} ({pkey.get_name()} {fingerprint(pkey)})" if pkey else "the agent's and ~/.ssh's keys"
-            raise SSHAuthError(
-                f"node {self.node}: {where} refused {which}; add the public key to ~{self.user}/.ssh/authorized_keys "
-                "on the node (ssh-copy-id), or set key_file in the node's config"
-            ) from None
-        except (socket.timeout, TimeoutError):
-            client.close()
-            raise NodeUnreachableError(
-                f"node {self.node}: cannot reach {where}: no answer within {self.connect_timeout_s:g} s"
-            ) from None
-        except (OSError, paramiko.SSHException, EOFError) as exc:
-            client.close()
-            reason = str(exc) or type(exc).__name__
-            if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-                reason = "connection refused (is sshd running and the port right?)"
-            raise NodeUnreachableError(f"node {self.node}: cannot reach {where}: {reason}") from None
-        transport = client.get_transport()
-        if self.keepalive_s:
-            transport.set_keepalive(int(max(1, self.keepalive_s)))
-        self._client = client
-
-    @property
-    def active(self) -> bool:
-        transport = self._client.get_transport() if self._client else None
-        return bool(transport and transport.is_active())
-
-    def close(self) -> None:
-        for thing in (self._sftp, self._client):
-            if thing is not None:
-                try:
-                    thing.close()
-                except Exception:  # noqa: BLE001 - closing a dead connection
-                    pass
-        self._sftp = self._client = None
-
-    # ---- commands and files
-    def run(self, command: str, *, timeout_s: float | None = None, stdin: bytes | None = None) -> CommandResult:
-        """Run ``command`` through the node's shell; raises ConnectionError-like exceptions on a dead link."""
-        timeout = timeout_s or self.command_timeout_s
-        transport = self._client.get_transport() if self._client else None
-        if transport is None or not transport.is_active():
-            raise ConnectionResetError("SSH connection is not active")
-        channel = transport.open_session(timeout=timeout)
-        try:
-            channel.settimeout(timeout)
-            channel.exec_command(command)
-            if stdin:
-                channel.sendall(stdin)
-            channel.shutdown_write()
-            out, err = bytearray(), bytearray()
-            deadline = time.monotonic() + timeout
-            while True:
-                if channel.recv_ready():
-                    out += channel.recv(65536)
-                    continue
-                if channel.recv_stderr_ready():
-                    err += channel.recv_stderr(65536)
-                    continue
-                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"remote command did not finish within {timeout:g} s")
-                if not transport.is_active():
-                    raise ConnectionResetError("SSH connection dropped during a command")
-                time.sleep(0.005)
-            return CommandResult(channel.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
-        finally:
-            channel.close()
-
-    def sftp(self) -> Any:
-        if self._sftp is None:
-            if not self.active:
-                raise ConnectionResetError("SSH connection is not active")
-            self._sftp = self._client.open_sftp()
-            self._sftp.get_channel().settimeout(self.command_timeout_s)
-        return self._sftp
 
 
 _CONNECTION_ERRORS = (OSError, EOFError, TimeoutError)  # socket errors, dropped links, command timeouts
@@ -569,7 +350,9 @@ class SSHRunner(BenchmarkRunner):
         return result
 
     def remote_workdir(self) -> str:
-        """The absolute workdir on the node (``~`` and relative paths are below the login's home)."""
+        """The absolute workdir on the node (``~`` and relative paths are below the login's home, asked of the node)."""
+        if self._workdir_abs is None and self.workdir.startswith("/"):
+            self._workdir_abs = str(PurePosixPath(self.workdir))
         if self._workdir_abs is None:
 
             def resolve(conn: SSHConnection) -> str:
@@ -637,7 +420,7 @@ class SSHRunner(BenchmarkRunner):
             sftp.stat(run_dir)
         except FileNotFoundError:
             return RemoteStatus(False, False, False, None, False, "")
-        pid_text = (_sftp_read(sftp, f"{run_dir}/{PID_FILE}") or "").strip()
+        pid_text = (_sftp_read(sftp, f"{run_dir}/{PID}") or "").strip()
         alive = False
         if pid_text.isdigit():
             try:
@@ -648,14 +431,14 @@ class SSHRunner(BenchmarkRunner):
                 return parse_status_output(self._sh(conn, render_status_command(run_dir), "status").stdout)
             state = stat_text.rsplit(")", 1)[-1].split()[:1]
             alive = bool(stat_text) and state != ["Z"] and run_dir in cmdline  # read before exit_code, as in poll
-        exit_text = _sftp_read(sftp, f"{run_dir}/{EXIT_CODE_FILE}")
+        exit_text = _sftp_read(sftp, f"{run_dir}/{EXIT_CODE}")
         return RemoteStatus(
             exists=True,
             launched=bool(pid_text),
             alive=alive,
             exit_code_text=exit_text.strip() if exit_text and exit_text.strip() else None,
-            cancel_requested=_sftp_exists(sftp, f"{run_dir}/{CANCEL_MARKER_FILE}"),
-            progress_text=_sftp_read(sftp, f"{run_dir}/{PROGRESS_FILE}", tail=8192) or "",
+            cancel_requested=_sftp_exists(sftp, f"{run_dir}/{CANCEL_REQUESTED}"),
+            progress_text=_sftp_read(sftp, f"{run_dir}/{PROGRESS}", tail=8192) or "",
         )
 
     def _ensure_dataset(self, conn: SSHConnection, local: Path, remote_dir: str) -> str:
@@ -736,6 +519,18 @@ class SSHRunner(BenchmarkRunner):
             container, run_dir=run_dir, datasets_dir=datasets_dir, inner_argv=inner, env_names=self.forward_env
         )
 
+    def launch_command(self, spec: RunSpec, run_dir: str, dataset_remote: str, datasets_dir: str) -> str:
+        """The shell command ``start`` sends to launch ``spec`` in ``run_dir``."""
+        argv = self.launch_argv(spec, run_dir, dataset_remote, datasets_dir)
+        return render_launch_command(run_dir, argv, with_env_file=bool(self.forward_env))
+
+    def render(self, spec: RunSpec) -> str:
+        """The shell command ``start`` would send to the node, as it sends it. A workdir below the login's home is
+        resolved by asking the node (one SFTP call); nothing is written there."""
+        datasets_dir = f"{self.remote_workdir()}/{DATASETS_DIR}"
+        dataset_remote = f"{datasets_dir}/{Path(spec.dataset_path).resolve().name}"  # where _ensure_dataset puts it
+        return self.launch_command(spec, self.remote_run_dir(spec), dataset_remote, datasets_dir) + "\n"
+
     def start(self, spec: RunSpec) -> RunHandle:
         dataset = Path(spec.dataset_path).resolve()
         if not dataset.is_file():
@@ -767,8 +562,8 @@ class SSHRunner(BenchmarkRunner):
             dataset_remote = self._ensure_dataset(conn, dataset, datasets_dir)
             sftp = conn.sftp()
             spec_text = spec.to_json()
-            with self._writes(conn, run_dir, f"writing {SPEC_FILE}", len(spec_text.encode())):
-                self._put_text(sftp, f"{run_dir}/{SPEC_FILE}", spec_text)
+            with self._writes(conn, run_dir, f"writing {RUN_SPEC}", len(spec_text.encode())):
+                self._put_text(sftp, f"{run_dir}/{RUN_SPEC}", spec_text)
             if self.forward_env:
                 env_text = "".join(f"{name}={shlex.quote(os.environ[name])}\n" for name in self.forward_env)
                 with self._writes(conn, run_dir, "writing the forwarded environment", len(env_text.encode())):
@@ -780,8 +575,7 @@ class SSHRunner(BenchmarkRunner):
         except (DiskFullError, RemoteWriteError):
             self._remove_unlaunched(run_dir)  # nothing half-written stays: the run never started
             raise
-        argv = self.launch_argv(spec, run_dir, dataset_remote, datasets_dir)
-        command = render_launch_command(run_dir, argv, with_env_file=bool(self.forward_env))
+        command = self.launch_command(spec, run_dir, dataset_remote, datasets_dir)
         try:  # not retried blindly: the link may have dropped after the harness started
             pid_text = self._sh(self.connection(), command, "launching the harness").stdout.strip()
         except Exception as exc:  # noqa: BLE001 - classify below
@@ -800,7 +594,7 @@ class SSHRunner(BenchmarkRunner):
     def _remove_unlaunched(self, run_dir: str) -> None:
         """Remove a run folder whose harness was never launched (its preparation failed), and its empty parent."""
         parent = str(PurePosixPath(run_dir).parent)
-        command = (f"[ -s {shlex.quote(run_dir + '/' + PID_FILE)} ] || rm -rf {shlex.quote(run_dir)}; "
+        command = (f"[ -s {shlex.quote(run_dir + '/' + PID)} ] || rm -rf {shlex.quote(run_dir)}; "
                    f"rmdir {shlex.quote(parent)} 2>/dev/null; true")  # fmt: skip
         try:
             self._call("removing the unlaunched run folder", lambda c: c.run(command))
@@ -811,14 +605,14 @@ class SSHRunner(BenchmarkRunner):
         """The run id was launched on this node before: check it is the same run, then adopt it."""
 
         def read_spec(conn: SSHConnection) -> str:
-            with conn.sftp().open(f"{handle.run_dir}/{SPEC_FILE}", "r") as f:
+            with conn.sftp().open(f"{handle.run_dir}/{RUN_SPEC}", "r") as f:
                 return f.read().decode()
 
         try:
             remote_spec = RunSpec.from_json(self._call("reading the remote run spec", read_spec))
         except (OSError, ValueError, TypeError) as exc:
             raise RunnerError(
-                f"node {self.node}: {handle.run_dir} holds a launched run without a readable {SPEC_FILE} ({exc}); "
+                f"node {self.node}: {handle.run_dir} holds a launched run without a readable {RUN_SPEC} ({exc}); "
                 "refusing to start a second harness there"
             ) from None
         mine, theirs = spec.identity(), remote_spec.identity()
@@ -828,7 +622,7 @@ class SSHRunner(BenchmarkRunner):
                 f"node {self.node}: run {spec.run_id} ({spec.mode}) already exists on the node with different "
                 f"{', '.join(diffs)}; run ids must be unique"
             )
-        pid = self._call("reading the pid", lambda c: c.sftp().open(f"{handle.run_dir}/{PID_FILE}").read().decode())
+        pid = self._call("reading the pid", lambda c: c.sftp().open(f"{handle.run_dir}/{PID}").read().decode())
         handle.pid = int(pid.strip()) if pid.strip().isdigit() else None
         handle.extra["reattached"] = True
         handle.extra["state_at_reattach"] = existing.progress().state
@@ -941,7 +735,7 @@ class SSHRunner(BenchmarkRunner):
         self._call("cancelling the run", lambda c: c.run(command, timeout_s=timeout))
 
     def log_tail(self, handle: RunHandle, lines: int = 20) -> str:
-        command = f"tail -n {int(lines)} {shlex.quote(handle.run_dir + '/' + RUNNER_LOG_FILE)} 2>/dev/null; true"
+        command = f"tail -n {int(lines)} {shlex.quote(handle.run_dir + '/' + RUNNER_LOG)} 2>/dev/null; true"
         try:
             return self._call("reading the log", lambda c: c.run(command)).stdout.rstrip()
         except RunnerError:
@@ -964,7 +758,7 @@ class SSHRunner(BenchmarkRunner):
 
             def read_scenario(conn: SSHConnection, run_dir: str = run_dir) -> str:
                 try:
-                    with conn.sftp().open(f"{run_dir}/{SPEC_FILE}") as f:
+                    with conn.sftp().open(f"{run_dir}/{RUN_SPEC}") as f:
                         return str(json.loads(f.read().decode()).get("scenario", ""))
                 except (OSError, ValueError):
                     return ""
@@ -1013,11 +807,6 @@ def _sftp_makedirs(sftp: Any, path: str) -> None:
 
 __all__ = [
     "SSHRunner",
-    "SSHConnection",
-    "SSHRunnerError",
-    "HostKeyError",
-    "SSHAuthError",
-    "NodeUnreachableError",
     "HarnessNotInstalledError",
     "ConnectionLostError",
     "RemoteCommandError",
