@@ -23,7 +23,6 @@ import os
 import re
 import stat as statmod
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -40,11 +39,15 @@ from pydantic import (
     model_validator,
 )
 
-from mlperf_assets.harness.backends import BACKEND_KINDS, BACKEND_NAMES
+from mlperf_assets.harness.backends import BACKEND_NAMES, BASELINE_BACKENDS
+from mlperf_assets.harness.backends import BACKENDS as BACKEND_ROWS
 from mlperf_assets.harness.benchmarks import BENCHMARK_NAMES, DEFAULT_BENCHMARK, LG_MODEL_NAMES, SCENARIOS
 from mlperf_assets.harness.benchmarks import HF_DATASET as _HF_DATASET
-from mlperf_assets.harness.compliance import COMPLIANCE_NAMES, required_tests
+from mlperf_assets.harness.compliance import COMPLIANCE_NAMES
 from mlperf_assets.harness.settings import LOADGEN_SETTINGS, positive_number, validate_settings
+# The planner decides parallelism, the profile and the compliance runs; the load applies and checks them. plan.py
+# imports this module for type hints only (no import circle).
+from mlperf_assets.plan import apply_profile, compliance_tests, resolve_parallelism
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "config.yaml"
@@ -55,7 +58,6 @@ DATASET_ENV = "MLPERF_DAGSTER_DATASET"
 PARALLELISM = ("auto", "data", "tensor")
 BENCHMARKS = BENCHMARK_NAMES
 BACKENDS = BACKEND_NAMES
-BASELINE_BACKENDS = tuple(n for n, kind in BACKEND_KINDS.items() if kind != "model")  # labelled, never a model
 DATASET_SOURCES = ("huggingface", "mlcommons-json", "stories", "jsonl", "local")
 RUNNER_KINDS = ("local", "ssh", "kubernetes", "docker")
 HF_DATASET = _HF_DATASET[0]  # "abisee/cnn_dailymail"
@@ -394,7 +396,7 @@ DOCKER_SIZE_RE = re.compile(r"[0-9]+(\.[0-9]+)?[bkmgBKMG]?")
 
 class DockerNode(_NodeBase):
     """A Docker engine: this machine's, or a remote one (``ssh://``, or ``tcp://`` with TLS). Each run is a container
-    started from ``image`` (``resources/runners/docker.py``; ``mlperf-dagster render-docker`` prints its spec)."""
+    started from ``image`` (``resources/runners/docker.py``; ``mlperf-dagster render`` prints its spec)."""
 
     runner: Literal["docker"]
     image: str  # an image with the harness installed (docker/Dockerfile), or any image plus harness_source
@@ -916,7 +918,7 @@ def _cross_checks(config: MlperfConfig, raw: dict) -> list[tuple[str, str]]:
             resolve_parallelism(config.benchmark, node)
         except ValueError as exc:
             problems.append((f"nodes[{i}].gpus", str(exc)))
-    if config.benchmark.backend in ("vllm", "openai") and not config.benchmark.checkpoint:
+    if BACKEND_ROWS[config.benchmark.backend].checkpoint_arg and not config.benchmark.checkpoint:
         problems.append(("benchmark.checkpoint", f"is required for the {config.benchmark.backend} backend"))
     elif (engine_problem := _engine_problem(config.benchmark)) is not None:
         problems.append(("benchmark.engine", engine_problem))
@@ -945,85 +947,6 @@ def _submission_problems(config: MlperfConfig) -> list[tuple[str, str]]:
     return problems
 
 
-def compliance_tests(config: MlperfConfig) -> list[str]:
-    """The compliance tests each partition runs: benchmark.compliance, plus under the submission profile the tests
-    a submission of the benchmark requires (TEST06 for llama3.1-8b; harness/compliance.py's table)."""
-    tests = list(config.benchmark.compliance)
-    if config.benchmark.profile == "submission":
-        tests += [t for t in required_tests(config.benchmark.model) if t not in tests]
-    return tests
-
-
-def _apply_profile(config: MlperfConfig) -> None:
-    """benchmark.profile: submission means the full dataset and accuracy (durations: plan.build_spec)."""
-    if config.benchmark.profile == "submission":
-        config.dataset.max_samples = None
-        config.benchmark.accuracy = True
-
-
-@dataclass(frozen=True)
-class Parallelism:
-    """How one node runs one test on its GPUs (``benchmark.parallelism`` resolved for the node's ``gpus``)."""
-
-    mode: Literal["none", "data", "tensor"]  # none: a single engine as configured (0 or 1 GPU, or a backend without)
-    data_parallel_size: int = 1  # engine replicas behind one SUT (the harness's --data-parallel-size)
-    tensor_parallel_size: int | None = None  # vLLM's engine argument, set explicitly; None: the engine mapping's
-
-
-def node_gpu_count(node: Any) -> int | None:
-    """GPUs a node gives each run: its ``gpus`` count, or the number of device ids listed (docker); None for
-    docker's ``all`` (not known before the container runs)."""
-    gpus = getattr(node, "gpus", 0)
-    if isinstance(gpus, list):
-        return len(gpus)
-    return None if gpus == "all" else int(gpus)
-
-
-def resolve_parallelism(benchmark: BenchmarkConfig, node: Any) -> Parallelism:
-    """``benchmark.parallelism`` on ``node`` (a node model). Only a node with more than one GPU (a known count) gets
-    any: with the vllm backend, tensor = ``tensor_parallel_size`` = all its GPUs; data = replicas of
-    ``tensor_parallel_size`` GPUs each (the engine mapping's value, default 1), which must divide the GPU count
-    (ValueError naming the node); auto = data when the model fits one GPU, else tensor. The other backends use no
-    GPU of the node: auto and tensor leave them alone (openai's server owns its GPUs; it is never replicated), while
-    an explicit ``data`` runs the baselines (extractive, replay, sim) as that many replicas (harmless; it exercises the
-    replica path on CPU nodes, and a sim replica per GPU simulates the node)."""
-    from mlperf_assets.harness.benchmarks import BENCHMARKS as FACTS
-
-    gpus = node_gpu_count(node)
-    choice = benchmark.parallelism
-    if gpus is None or gpus <= 1 or benchmark.backend == "openai":
-        return Parallelism("none")
-    if benchmark.backend != "vllm":
-        return Parallelism("data", gpus) if choice == "data" else Parallelism("none")
-    if choice == "auto":
-        choice = "data" if FACTS[benchmark.model].fits_one_gpu else "tensor"
-    raw = benchmark.engine.get("tensor_parallel_size")
-    try:
-        tp = None if raw is None else int(raw)
-        if tp is not None and (isinstance(raw, bool) or tp != float(raw) or tp < 1):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError(f"node {node.name!r}: benchmark.engine tensor_parallel_size must be a positive integer, "
-                         f"got {raw!r}") from None
-    if choice == "tensor":
-        if tp is not None and tp != gpus:
-            how = "tensor" if benchmark.parallelism == "tensor" else f"{benchmark.parallelism} -> tensor"
-            raise ValueError(f"node {node.name!r} has {gpus} GPUs but benchmark.engine sets tensor_parallel_size={tp}"
-                             f" (parallelism {how}: one engine over all {gpus}); make them equal or remove it")
-        return Parallelism("tensor", 1, gpus)
-    tp = tp or 1
-    if gpus % tp:
-        raise ValueError(f"node {node.name!r} has {gpus} GPUs, not a multiple of benchmark.engine tensor_parallel_size"
-                         f" {tp} (parallelism {benchmark.parallelism}: replicas of {tp} GPUs each)")
-    if gpus == tp:
-        return Parallelism("tensor", 1, tp)
-    return Parallelism("data", gpus // tp, tp)
-
-
-# How the checkpoint reaches a backend as an engine argument; plan.build_spec adds it the same way.
-_CHECKPOINT_ENGINE_ARG = {"vllm": "model", "openai": "api_model"}
-
-
 def _engine_problem(benchmark: BenchmarkConfig) -> str | None:
     """Why the backend would refuse an entry of the ``engine:`` mapping, asked of the backend itself (``from_args``,
     the check the harness makes on the node) with the arguments exactly as the node gets them (``--engine-arg
@@ -1035,7 +958,7 @@ def _engine_problem(benchmark: BenchmarkConfig) -> str | None:
     from mlperf_assets.harness.errors import HarnessError
 
     def refusal(engine: dict[str, Any]) -> str | None:
-        model_key = _CHECKPOINT_ENGINE_ARG.get(benchmark.backend)
+        model_key = BACKEND_ROWS[benchmark.backend].checkpoint_arg
         if model_key and benchmark.checkpoint and model_key not in engine:
             engine = {**engine, model_key: benchmark.checkpoint}
         try:
@@ -1117,6 +1040,15 @@ def _path_problem(path: Path, *, folder: bool) -> str | None:
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"{path} cannot be created: {parent} is not writable by this user"
     return None
+
+
+def how_to_supply_dataset() -> str:
+    return (
+        f"To use a local copy instead, set {DATASET_ENV} to a folder of .story files, an MLCommons cnn_eval.json "
+        f"or a .jsonl file of {{id, article, highlights}}, e.g. "
+        f"`{DATASET_ENV}=../shared/testdata/cnn_dailymail/stories make demo`; or set dataset.source and "
+        "dataset.path in the config."
+    )
 
 
 def detect_dataset_source(path: Path) -> tuple[str, Path]:
@@ -1337,7 +1269,7 @@ def parse_config(text: str, source_path: Path, *, dataset_override: str | None =
             raise ConfigError([f"{DATASET_ENV}={dataset_override}: {exc}"]) from None
         config.dataset = config.dataset.model_copy(update={"source": source, "path": path})
         config.dataset_overridden_by = f"{DATASET_ENV}={dataset_override}"
-    _apply_profile(config)
+    apply_profile(config)
     problems = _cross_checks(config, raw)
     if problems:
         raise ConfigError([f"{shown}: {where}: {msg}" for where, msg in problems])

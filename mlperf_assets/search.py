@@ -41,6 +41,7 @@ from typing import Any, Callable, Mapping, Sequence
 from mlperf_assets.config import MlperfConfig, SearchConfig
 from mlperf_assets.errors import UserError
 from mlperf_assets.harness.benchmarks import BENCHMARKS, LOADGEN_MODELS, latency_limits_ns
+from mlperf_assets.plan import PERFORMANCE, PlannedRun, engine_args, probe_folder, run_spec
 
 LABELS = ("Server", "Interactive")  # the search's scenarios: LoadGen Server under the plain / -interactive model
 ESTIMATE, PROBE, CONFIRM, RESULT = "estimate", "probe", "confirm", "result"
@@ -471,18 +472,8 @@ def probe_settings(config: MlperfConfig, kind: str, target_qps: float) -> dict[s
     return out
 
 
-def base_spec(config: MlperfConfig, node: str, run_id: str, dataset: Path, mode: str = "performance"):
-    """The config's RunSpec for ``node`` (backend, engine arguments, dataset), before a probe sets its scenario,
-    settings and LoadGen model."""
-    from mlperf_assets.plan import build_spec
-
-    any_scenario = next(iter(config.benchmark.scenarios.enabled()))
-    return build_spec(config, run_id=run_id, node=node, scenario=any_scenario, mode=mode, dataset=dataset)
-
-
 def search_identity(config: MlperfConfig, node: str, label: str, dataset: Path) -> dict[str, Any]:
     """Everything that shapes a search's steps: the same identity resumes the stored search."""
-    spec = base_spec(config, node, "x", dataset)
     try:
         st = dataset.stat()
         ds = {"path": str(dataset), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
@@ -491,7 +482,7 @@ def search_identity(config: MlperfConfig, node: str, label: str, dataset: Path) 
     return {
         "node": node, "scenario": label, "lg_model_name": search_lg_model_name(config, label),
         "benchmark": config.benchmark.model, "backend": config.benchmark.backend,
-        "engine_args": dict(spec.engine_args), "dataset": ds, "server_settings": base_server_settings(config),
+        "engine_args": engine_args(config, node), "dataset": ds, "server_settings": base_server_settings(config),
         "search": config.search.model_dump(),
     }
 
@@ -540,16 +531,17 @@ def suggestion_path(config: MlperfConfig, node: str, label: str) -> Path:
 
 
 class ProbePlan:
-    """One probe as ``ledger.PartitionRun`` sees a partition plan: one performance run with the probe's settings,
-    recorded in the ledger as ``<label>-search`` (so it never disturbs, nor is mistaken for, a scenario_run), and
-    collected into ``<artifact_root>/<node>/<label>/search/<run_id>``."""
-
-    modes = ("performance",)
+    """One probe as ``ledger.PartitionRun`` runs it (a :class:`mlperf_assets.plan.RunPlan`): one performance run of
+    LoadGen scenario ``scenario`` with the probe's settings and LoadGen model, recorded in the ledger as
+    ``<label>-search`` (so it never disturbs, nor is mistaken for, a scenario_run's record), and collected into
+    :func:`mlperf_assets.plan.probe_folder` (``<artifact_root>/.search/<node>/<label>/<run_id>``: outside every
+    scenario's folder)."""
 
     def __init__(self, config: MlperfConfig, node: str, label: str, dataset: Path, *, run_id: str, scenario: str,
-                 settings: Mapping[str, Any], lg_model_name: str) -> None:
-        self.config, self.node, self.label, self.dataset = config, node, label, dataset
-        self.scenario = label + LEDGER_SUFFIX  # the ledger's partition name
+                 settings: Mapping[str, Any], lg_model_name: str | None) -> None:
+        self.config, self.node, self.dataset = config, node, dataset
+        self.scenario = label  # the MLPerf label searched, for messages
+        self.ledger_key = label + LEDGER_SUFFIX
         self._run_id, self._scenario, self._settings, self._lg = run_id, scenario, dict(settings), lg_model_name
 
     @property
@@ -563,15 +555,16 @@ class ProbePlan:
     def new_run_id(self, dagster_run_id: str) -> str:
         return self._run_id
 
-    def spec(self, run_id: str, mode: str):
-        base = base_spec(self.config, self.node, run_id, self.dataset, mode)
-        return dataclasses.replace(base, scenario=self._scenario, settings=self._settings, lg_model_name=self._lg)
+    def runs(self, run_id: str) -> list[PlannedRun]:
+        spec = run_spec(self.config, run_id=run_id, node=self.node, scenario=self._scenario, mode=PERFORMANCE,
+                        dataset=self.dataset, settings=self._settings, lg_model_name=self._lg)
+        return [PlannedRun(PERFORMANCE, spec, PERFORMANCE)]
 
     def run_folder(self, run_id: str) -> Path:
-        return self.artifact_root / self.node / self.label / "search" / run_id
+        return probe_folder(self.config, self.node, self.scenario, run_id)
 
     def staging_folder(self, run_id: str) -> Path:
-        return self.artifact_root / self.node / self.label / "search" / f".staging-{run_id}"
+        return self.run_folder(run_id).with_name(f".staging-{run_id}")
 
 
 _FIGURE_COLUMNS = ("result_validity", "invalid_reason", "ttft_p99_ns", "tpot_p99_ns", "latency_p99_ns",
@@ -611,7 +604,7 @@ class RunnerProbes:
         if not Path(self.db).is_file():
             return None
         b = self.config.benchmark
-        wanted = dict(base_spec(self.config, self.node, "x", self.dataset).engine_args)
+        wanted = engine_args(self.config, self.node)
         _, rows = store.query_rows(
             self.db,
             "SELECT s.run_id, s.samples_per_second, s.started_at, p.engine_args_json FROM run_summary s "

@@ -350,7 +350,7 @@ def _argv_of(config, tmp_path) -> list[str]:
 
 
 def test_parallelism_resolution_and_the_harness_argv(tmp_path, monkeypatch):
-    from mlperf_assets.config import Parallelism, resolve_parallelism
+    from mlperf_assets.plan import Parallelism, resolve_parallelism
     from mlperf_assets.harness import benchmarks
 
     def engine_args(argv):
@@ -392,7 +392,7 @@ def test_parallelism_resolution_and_the_harness_argv(tmp_path, monkeypatch):
 
 
 def test_parallelism_of_backends_without_gpus(tmp_path):
-    from mlperf_assets.config import Parallelism, resolve_parallelism
+    from mlperf_assets.plan import Parallelism, resolve_parallelism
 
     for backend in ("extractive", "replay", "sim"):  # baselines: only an explicit `data` replicates them
         for choice in ("auto", "tensor"):

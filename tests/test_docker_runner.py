@@ -21,18 +21,10 @@ import yaml
 from docker_image import Dockerd, build_all, engine_unavailable, fake_source
 
 from mlperf_assets.config import DockerNode, load_config
-from resources.runners import (
-    CANCELLED,
-    FAILED,
-    RUNNING,
-    SUCCEEDED,
-    RunGone,
-    RunHandle,
-    RunnerError,
-    RunSpec,
-    RunUnreachable,
-    build_runner,
-)
+from mlperf_assets.harness.args import RunSpec
+from mlperf_assets.harness.run_folder import CANCELLED, FAILED, RUNNING, SUCCEEDED
+from mlperf_assets.plan import parallelism
+from resources.runners import RunGone, RunHandle, RunnerError, RunUnreachable, build_runner
 from resources.runners.docker import (
     LABEL,
     DockerRunner,
@@ -113,6 +105,14 @@ def spec(dataset: Path, run_id: str, **kw) -> RunSpec:
     return RunSpec(**base)
 
 
+def planned(spec: RunSpec, gpus: int | None) -> RunSpec:
+    """``spec`` with the layout the plan gives it on a node of ``gpus`` GPUs (parallelism tensor: one engine)."""
+    from dataclasses import replace
+
+    layout = parallelism(spec.node, gpus, spec.backend, spec.engine_args, "tensor", fits_one_gpu=True)
+    return replace(spec, engine_args=layout.engine_args(spec.engine_args), data_parallel_size=layout.data_parallel_size)
+
+
 LONG = {"scenario": "Server", "settings": {"target_qps": 5, "min_duration_ms": 120000}}
 
 
@@ -145,7 +145,8 @@ def test_container_spec_gpus_shm_ipc_volumes_env_names(monkeypatch, tmp_path):
         volumes=["/data/hf:/root/.cache/huggingface", "models:/models:ro"], env=[SECRET_NAME, "HF_TOKEN"],
         user="1000:1000", harness_source="/opt/src", datasets_volume="mlperf-ds", network="host",
     )  # fmt: skip
-    vllm = spec(tmp_path / "ds.json", "r1", backend="vllm", node="gpu-box", engine_args={"model": "m"})
+    raw = spec(tmp_path / "ds.json", "r1", backend="vllm", node="gpu-box", engine_args={"model": "m"})
+    vllm = planned(raw, 2)
     kwargs = build_container_spec(vllm, node, dataset_name="ds.json")
     [request] = kwargs["device_requests"]
     assert request["DeviceIDs"] == ["0", "3"] and request["Capabilities"] == [["gpu"]] and request["Count"] == 0
@@ -176,9 +177,9 @@ def test_container_spec_gpus_shm_ipc_volumes_env_names(monkeypatch, tmp_path):
     assert yaml.safe_load(text) == kwargs and SECRET_VALUE not in text
 
     # a count and "all"; no GPUs: no request
-    count = build_container_spec(vllm, node.model_copy(update={"gpus": 4}), dataset_name="ds.json")
+    count = build_container_spec(planned(raw, 4), node.model_copy(update={"gpus": 4}), dataset_name="ds.json")
     assert count["device_requests"][0]["Count"] == 4 and "tensor_parallel_size=4" in count["command"]
-    every = build_container_spec(vllm, node.model_copy(update={"gpus": "all"}), dataset_name="ds.json")
+    every = build_container_spec(planned(raw, None), node.model_copy(update={"gpus": "all"}), dataset_name="ds.json")
     assert every["device_requests"][0]["Count"] == -1 and not any("tensor_parallel" in a for a in every["command"])
     assert build_container_spec(vllm, node.model_copy(update={"gpus": 0}), dataset_name="ds.json")["device_requests"] == []
     with pytest.raises(ValueError, match="tensor_parallel_size=8 but node gpu-box requests 2"):

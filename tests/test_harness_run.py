@@ -320,7 +320,7 @@ def test_help_lists_the_contract_flags_without_backend_libraries():
                        cwd=PROJECT)
     assert r.returncode == 0, r.stderr
     added = r.stdout.splitlines()[0].split()[1:]
-    written = [n for n, t in BACKENDS.items() if importlib.util.find_spec(t.partition(":")[0]) is not None]
+    written = [n for n, e in BACKENDS.items() if importlib.util.find_spec(e.target.partition(":")[0]) is not None]
     assert {"extractive", "replay"} <= set(written) and added == written
     for flag in ("--scenario", "--mode", "--backend", "--dataset", "--output-dir", "--user-conf", "--benchmark",
                  "--lg-model-name", "--max-samples", "--target-qps", "--min-duration-ms", "--max-duration-ms",

@@ -115,7 +115,8 @@ FINALIZER_BACKEND = textwrap.dedent("""\
 
     sys.modules[__name__].SlowFinalizer = SlowFinalizer
     sys.modules[__name__].SlowStop = SlowStop
-    backends.BACKENDS["replay"] = __name__ + ":" + __import__("os").environ["TEST_BACKEND"]
+    backends.BACKENDS["replay"] = __import__("dataclasses").replace(
+        backends.BACKENDS["replay"], target=__name__ + ":" + __import__("os").environ["TEST_BACKEND"])
     from mlperf_assets.harness.cli import main
     sys.exit(main(sys.argv[2:]))
     """)

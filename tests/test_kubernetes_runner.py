@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,7 +25,9 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient, V1Job
 
-from resources.runners.base import SUCCEEDED, RunSpec
+from mlperf_assets.harness.args import RunSpec
+from mlperf_assets.harness.run_folder import SUCCEEDED
+from mlperf_assets.plan import parallelism
 from resources.runners.kubernetes import (
     GPU_RESOURCE,
     HARNESS_CONTAINER,
@@ -76,9 +79,15 @@ NODE_CONFIGS = {
 }  # fmt: skip
 
 
+def planned(spec: RunSpec, gpus: int) -> RunSpec:
+    """``spec`` with the layout the plan gives it on a node of ``gpus`` GPUs (parallelism tensor: one engine)."""
+    layout = parallelism(spec.node, gpus, spec.backend, spec.engine_args, "tensor", fits_one_gpu=True)
+    return replace(spec, engine_args=layout.engine_args(spec.engine_args), data_parallel_size=layout.data_parallel_size)
+
+
 def build(settings: PodSettings, spec: RunSpec | None = None) -> dict:
-    spec = spec or spec_for(node=settings.node, backend="vllm" if settings.gpus else "extractive",
-                            engine_args={"dtype": "bfloat16"} if settings.gpus else {})  # fmt: skip
+    spec = spec or planned(spec_for(node=settings.node, backend="vllm" if settings.gpus else "extractive",
+                                    engine_args={"dtype": "bfloat16"} if settings.gpus else {}), settings.gpus)  # fmt: skip
     return build_job_manifest(spec, settings, dataset_name="cnn_eval_prepared.json", dataset_sha256=SHA)
 
 
@@ -185,8 +194,8 @@ def test_labels_are_valid_and_distinct_for_awkward_values():
     seen = set()
     for run_id_raw, node in awkward:
         run_id = re.sub(r"[^A-Za-z0-9._-]", "-", run_id_raw).lstrip("-.") or "r"  # RunSpec's own rule for run ids
-        spec = spec_for(run_id=run_id, node=node)
-        manifest = build(NODE_CONFIGS["a100-pvc-secret"], spec)
+        settings = NODE_CONFIGS["a100-pvc-secret"]
+        manifest = build(settings, planned(spec_for(run_id=run_id, node=node), settings.gpus))
         labels = manifest["metadata"]["labels"]
         for key, value in labels.items():
             assert len(value) <= 63 and LABEL_VALUE_RE.fullmatch(value), (key, value)
@@ -415,6 +424,7 @@ def test_api_errors_become_one_line_messages(tmp_path):
 
 def test_from_node_config_reads_the_config_model(tmp_path):
     from mlperf_assets.config import parse_config
+    from mlperf_assets.plan import build_spec
     from resources.runners import build_runner
 
     text = """
@@ -444,7 +454,9 @@ dataset: {source: huggingface}
     assert (s.namespace, s.image, s.gpus, s.pvc, s.hf_token_secret) == ("mlperf", "registry/mlperf:0.1", 4, "results", "hf-token")
     assert s.tolerations == ({"key": "nvidia.com/gpu", "operator": "Exists", "value": None, "effect": "NoSchedule",
                               "toleration_seconds": None},)  # fmt: skip
-    job = manifest_to_model(runner.manifest(spec_for(dataset_path=str(tmp_path / "absent.json"))))
+    planned_spec = build_spec(config, run_id="run-1", node="k8s-a100", scenario="Offline", mode="performance",
+                              dataset=tmp_path / "absent.json")
+    job = manifest_to_model(runner.manifest(planned_spec))
     assert job.spec.template.spec.tolerations[0].key == "nvidia.com/gpu" and len(job.spec.template.spec.tolerations) == 1
     assert job.spec.template.spec.containers[0].resources.limits[GPU_RESOURCE] == "4"
     assert (s.exclusive_node, s.stage_timeout_s, s.collect_window_s) == (False, 120, 300)
@@ -480,6 +492,7 @@ def test_kubernetes_runner_imports_without_paramiko():
 
 def test_pod_spec_overrides_merge_into_a_valid_pod_spec(tmp_path):
     from mlperf_assets.config import ConfigError, parse_config
+    from mlperf_assets.plan import build_spec
 
     text = """
 nodes:
@@ -499,7 +512,8 @@ benchmark: {backend: vllm, checkpoint: meta-llama/Llama-3.1-8B-Instruct}
 """
     config = parse_config(text, tmp_path / "c.yaml")
     runner = KubernetesRunner(config.node("k8s-a100"))
-    manifest = runner.manifest(spec_for(node="k8s-a100", dataset_path=str(tmp_path / "absent.json")))
+    manifest = runner.manifest(build_spec(config, run_id="run-1", node="k8s-a100", scenario="Offline",
+                                          mode="performance", dataset=tmp_path / "absent.json"))
     job = manifest_to_model(manifest)
     assert ApiClient().sanitize_for_serialization(job) == manifest  # every field is a real V1 field
     pod = job.spec.template.spec

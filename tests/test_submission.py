@@ -249,7 +249,7 @@ def test_invalid_run_is_not_submitted_and_the_tree_is_atomic(smoke, tmp_path):
 
 
 def test_submission_profile_runs_mlperf_settings_accuracy_and_test06(tmp_path, stories_dir):
-    from mlperf_assets.config import compliance_tests
+    from mlperf_assets.plan import compliance_tests
     from mlperf_assets.plan import PartitionPlan
 
     text = _config_text(tmp_path, stories_dir).replace("  compliance: [TEST06]\n", "  profile: submission\n")
@@ -258,11 +258,11 @@ def test_submission_profile_runs_mlperf_settings_accuracy_and_test06(tmp_path, s
     assert config.dataset.max_samples is None  # 13,368: the whole validation set
     assert config.benchmark.accuracy and compliance_tests(config) == ["TEST06"]
     plan = PartitionPlan(config, "local", "Server", tmp_path / "d.json")
-    assert plan.modes == ("performance", "accuracy", "compliance/TEST06")
+    assert [run.folder for run in plan.runs("r1")] == ["performance", "accuracy", "compliance/TEST06"]
     settings = plan.spec("r1", "performance").settings
     assert "min_duration" not in settings and "min_query_count" not in settings  # mlperf.conf's values apply
     assert settings["target_qps"] == 250
-    test06 = plan.spec("r1", "compliance/TEST06")
+    test06 = plan.runs("r1")[-1].spec
     assert (test06.run_id, test06.mode, test06.compliance) == ("r1.TEST06", "performance", "TEST06")
     assert "accuracy_log_sampling_target = 100" in test06.audit_config
     smoke = parse_config(_config_text(tmp_path, stories_dir), tmp_path / "config.yaml")

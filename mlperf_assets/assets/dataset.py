@@ -12,9 +12,9 @@ from typing import Any
 
 import dagster as dg
 
-from mlperf_assets.config import HF_DATASET, MlperfConfig
+from mlperf_assets.config import HF_DATASET, MlperfConfig, how_to_supply_dataset
 from mlperf_assets.harness.benchmarks import FULL_VALIDATION_SIZE
-from mlperf_assets.plan import how_to_supply_dataset, prepared_dataset_path
+from mlperf_assets.plan import prepared_dataset_path
 from resources.mlperf_config import MlperfConfigResource
 
 DATASET_KEY = dg.AssetKey("cnn_dailymail_dataset")

@@ -15,7 +15,7 @@ import dagster as dg
 
 from mlperf_assets.assets.dataset import DATASET_KEY
 from mlperf_assets.config import MlperfConfig, runner_resource_key
-from mlperf_assets.harness.backends import BACKEND_KINDS
+from mlperf_assets.harness.backends import BACKENDS
 from mlperf_assets.plan import NODE_DIM, SCENARIO_DIM, PartitionPlan, prepared_dataset_path
 from resources.runners.base import RunProgress
 from resources.runners.ledger import ModeProgress, PartitionRun, PartitionRunError
@@ -88,7 +88,7 @@ def run_metadata(config: MlperfConfig, folder: Path, run_id: str, node: str, sce
         "node": node,
         "scenario": scenario,
         "backend": config.benchmark.backend,
-        "label": BACKEND_KINDS[config.benchmark.backend] + ("" if not config.benchmark.is_baseline else " (not a model)"),
+        "label": BACKENDS[config.benchmark.backend].kind + ("" if not config.benchmark.is_baseline else " (not a model)"),
         "artifacts": dg.MetadataValue.path(str(folder)),
     }
     try:
@@ -172,7 +172,7 @@ def build_scenario_run(
             _mark_cancelled(context)  # the harness run is already cancelled (runner.wait does that on the way out)
             raise
         meta = run_metadata(cfg, result.folder, result.run_id, node, scenario)
-        meta["modes"] = ", ".join(plan.modes)
+        meta["modes"] = ", ".join(run.folder for run in plan.runs(result.run_id))
         meta["dataset"] = dg.MetadataValue.path(str(plan.dataset))
         meta["wall_time_s"] = round(time.monotonic() - started, 2)
         meta["dagster_run_id"] = context.run.run_id

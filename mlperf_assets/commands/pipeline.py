@@ -415,7 +415,8 @@ def demo_compliance(config):
     """The demo runs the benchmark's required compliance tests (TEST06) when it can: their audit.config comes from an
     MLCommons checkout, the configured one or the pinned copy beside the project (../shared/reference/
     mlcommons_inference). Without one it says so once and runs without them."""
-    from mlperf_assets.config import PROJECT_ROOT, compliance_tests
+    from mlperf_assets.config import PROJECT_ROOT
+    from mlperf_assets.plan import compliance_tests
     from mlperf_assets.harness.compliance import required_tests
 
     wanted = [t for t in required_tests(config.benchmark.model) if t not in compliance_tests(config)]

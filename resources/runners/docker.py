@@ -63,6 +63,7 @@ from docker.types import DeviceRequest
 from docker.utils import parse_repository_tag
 
 from mlperf_assets.config import DockerNode
+from mlperf_assets.plan import check_node_gpus
 
 from .base import (
     CANCEL_MARKER_FILE,
@@ -253,12 +254,8 @@ def _static_env(node: DockerNode, run_id: str | None = None) -> dict[str, str]:
 def build_container_spec(spec: RunSpec, node: DockerNode, *, dataset_name: str) -> dict[str, Any]:
     """The container one harness run gets, as the Docker SDK's ``containers.create`` keywords (plain data; device
     requests as the engine's JSON), plus ``env_from_orchestrator``: the NAMES whose values are added at start. Pure."""
-    from .kubernetes import engine_args_for_gpus  # pure helper shared with the Kubernetes Job (tensor_parallel_size)
-
     labels = labels_for(spec)  # the spec as planned: what a restarted orchestrator compares its own plan with
-    count = gpu_count(node.gpus)
-    if count:
-        spec = replace(spec, engine_args=engine_args_for_gpus(spec, count))
+    check_node_gpus(spec, gpu_count(node.gpus))  # the container gets them all: the plan's layout must use them all
     run_dir, datasets_dir, dataset_path = container_paths(node, spec, dataset_name)
     harness = spec.harness_argv(node.python, run_dir, dataset_path=dataset_path)
     supervised = wrapped_argv(node.python, run_dir, harness)

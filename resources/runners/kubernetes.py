@@ -3,7 +3,8 @@
 The Job manifest is built by a pure function (:func:`build_job_manifest`; ``mlperf-dagster render`` prints
 it, tests validate it against the ``kubernetes`` client's models). The pod:
 
-- requests and limits ``nvidia.com/gpu`` = the node's ``gpus`` (vLLM's ``tensor_parallel_size`` is set to match),
+- requests and limits ``nvidia.com/gpu`` = the node's ``gpus`` (the plan's vLLM ``tensor_parallel_size`` x replicas
+  must match: :func:`mlperf_assets.plan.check_node_gpus`),
   CPU/memory requests, the node selector and tolerations of the GPU pool, and a *required* pod anti-affinity
   on ``kubernetes.io/hostname`` against other benchmark pods, so two runs never share a machine (a second run
   waits for a free GPU node instead of disturbing the first one's measurement);
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mlperf_assets.config import KubernetesNode
+from mlperf_assets.plan import check_node_gpus
 
 from .base import (
     CANCELLED,
@@ -138,24 +140,6 @@ def _toleration(t: Mapping[str, Any]) -> dict[str, Any]:
     return {keys[k]: v for k, v in t.items() if k in keys and v is not None}
 
 
-def engine_args_for_gpus(spec: RunSpec, gpus: int) -> dict[str, Any]:
-    """The spec's engine args with vLLM's ``tensor_parallel_size`` = the GPUs of one engine replica: all of them, or
-    GPUs / the spec's ``data_parallel_size`` (plan.build_spec); a conflicting explicit value is an error."""
-    engine = dict(spec.engine_args)
-    if spec.backend != "vllm" or gpus < 1:
-        return engine
-    replicas = spec.data_parallel_size
-    current = engine.get("tensor_parallel_size")
-    if current is not None and int(current) * replicas != gpus:
-        layout = f"{replicas} replicas x " if replicas > 1 else ""
-        raise ValueError(f"engine {layout}tensor_parallel_size={current} but node {spec.node} requests {gpus} GPU(s); "
-                         "make them equal")
-    if current is None and gpus % replicas:
-        raise ValueError(f"--data-parallel-size {replicas} does not divide the {gpus} GPU(s) of node {spec.node}")
-    engine["tensor_parallel_size"] = int(current) if current is not None else gpus // replicas
-    return engine
-
-
 def pod_paths(settings: PodSettings, spec: RunSpec, dataset_name: str) -> tuple[str, str, str]:
     """(run folder, datasets folder, dataset file) inside the pod."""
     root = settings.workdir.rstrip("/") or "/"
@@ -202,8 +186,7 @@ def build_job_manifest(
     """The Job for one harness run, as a plain dict (camelCase keys, as ``kubectl`` takes it). Pure."""
     if isinstance(settings, KubernetesNode):
         settings = PodSettings(settings)
-    engine = engine_args_for_gpus(spec, settings.gpus)
-    spec = replace(spec, engine_args=engine)
+    check_node_gpus(spec, settings.gpus)  # the pod requests them all: the plan's layout must use them all
     run_dir, datasets_dir, dataset_path = pod_paths(settings, spec, dataset_name)
     harness = spec.harness_argv(settings.python, run_dir, dataset_path=dataset_path)
     argv = wrapped_argv(settings.python, run_dir, harness)
@@ -667,7 +650,6 @@ __all__ = [
     "KubernetesRunnerError",
     "PodSettings",
     "build_job_manifest",
-    "engine_args_for_gpus",
     "job_name",
     "label_value",
     "manifest_to_model",

@@ -1,13 +1,15 @@
-"""Runs in flight and picking them up again: one partition's run (performance, then accuracy) through any runner.
+"""Runs in flight and picking them up again: one partition's run (performance, accuracy, compliance) through any runner.
 
-:class:`PartitionRun` starts, watches and collects the harness runs of one node x scenario partition
-(:class:`mlperf_assets.plan.PartitionPlan`) through the node's runner, using only the runner interface and its
-typed errors. The runs are collected into a staging folder and renamed into place only when every mode
+:class:`PartitionRun` starts, watches and collects the harness runs of a plan (:class:`mlperf_assets.plan.RunPlan`:
+a node x scenario partition, or a capacity-search probe) through the node's runner, using only the runner interface
+and its typed errors. Each harness run is a :class:`mlperf_assets.plan.PlannedRun` (its key in the record, its spec,
+its folder in the run). The runs are collected into a staging folder and renamed into place only when every one
 succeeded, so a failed run leaves nothing in the artifact store (its node-side folder is kept for debugging and
 named in the error).
 
 Surviving an orchestrator restart: while a partition's harness runs are in flight, and until they are collected,
-``<artifact_root>/.active/<node>/<scenario>.json`` (an :class:`ActiveRecord`) records their specs and runner
+``<artifact_root>/.active/<node>/<ledger_key>.json`` (an :class:`ActiveRecord`; the ledger key is the scenario for a
+partition) records their specs and runner
 handles. A new run of the same partition reads it first: if the recorded run was made with the same settings and
 the runner reports it still running, or finished but not collected, it *reattaches* (same run id, same node-side
 folder; no second harness) and collects it. A record whose run failed, was cancelled, is gone from the node
@@ -44,16 +46,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from mlperf_assets.harness.args import RunSpec
 from mlperf_assets.harness.files import write_atomic
+from mlperf_assets.harness.run_folder import RUNNING, SUCCEEDED, RunProgress
+from mlperf_assets.plan import PlannedRun, RunPlan
 
-from .base import RUNNING, SUCCEEDED, BenchmarkRunner, RunGone, RunHandle, RunnerError, RunProgress, RunSpec
+from .base import BenchmarkRunner, RunGone, RunHandle, RunnerError
 
-ACTIVE_DIR = ".active"  # <artifact_root>/.active/<node>/<scenario>.json: runs in flight or not yet collected
+ACTIVE_DIR = ".active"  # <artifact_root>/.active/<node>/<ledger_key>.json: runs in flight or not yet collected
 ACTIVE_SCHEMA = 2
 LOCK_DIR = ".locks"
 LOCK_NOTE_EVERY_S = 60.0  # while waiting for a busy node, say so this often
 
-ModeProgress = Callable[[str, RunProgress], None]  # fn(mode, progress): every observation of a harness run
+ModeProgress = Callable[[str, RunProgress], None]  # fn(key, progress): every observation of a harness run
 
 
 class Log(Protocol):
@@ -85,8 +90,8 @@ def _utc_now() -> str:
 
 @dataclass
 class ModeRun:
-    """One harness run (mode) of a partition run: its spec, the runner's handle once launched, and whether its
-    folder is already collected into the staging folder."""
+    """One harness run of a partition run: its spec, the runner's handle once launched, and whether its folder is
+    already collected into the staging folder."""
 
     spec: dict[str, Any]
     handle: dict[str, Any] | None = None
@@ -101,15 +106,15 @@ class ModeRun:
 
 @dataclass
 class ActiveRecord:
-    """``<artifact_root>/.active/<node>/<scenario>.json``: a partition run that is in flight or not yet collected."""
+    """``<artifact_root>/.active/<node>/<ledger_key>.json``: a partition run that is in flight or not yet collected."""
 
     node: str
-    scenario: str
+    scenario: str  # the plan's scenario label (before the ledger key was explicit: the key itself)
     run_id: str
     dagster_run_id: str  # the Dagster run that started it
     started_at: str  # ISO 8601 UTC
     dataset: dict[str, Any]  # {"path", "size", "mtime_ns"} of the prepared dataset it reads
-    runs: dict[str, ModeRun] = field(default_factory=dict)  # mode -> run, in the order they were started
+    runs: dict[str, ModeRun] = field(default_factory=dict)  # PlannedRun.key -> run, in the order they were started
     reattached_by: list[str] = field(default_factory=list)  # Dagster runs that picked it up since
 
     @property
@@ -126,17 +131,18 @@ class ActiveRecord:
         data = json.loads(text)
         if data.pop("schema", None) != ACTIVE_SCHEMA:
             raise ValueError("unknown record schema")
-        data["runs"] = {mode: ModeRun(**run) for mode, run in data.get("runs", {}).items()}
+        # a record written before the keys were PlannedRun keys names a compliance run by its folder, compliance/<TEST>
+        data["runs"] = {key.rpartition("/")[2]: ModeRun(**run) for key, run in data.get("runs", {}).items()}
         return cls(**data)
 
 
-def active_record_path(artifact_root: Path, node: str, scenario: str) -> Path:
-    return artifact_root / ACTIVE_DIR / node / f"{scenario}.json"
+def active_record_path(artifact_root: Path, node: str, key: str) -> Path:
+    return artifact_root / ACTIVE_DIR / node / f"{key}.json"
 
 
-def read_active(artifact_root: Path, node: str, scenario: str) -> ActiveRecord | None:
-    """The partition's record; None if there is none. An unreadable record raises ValueError."""
-    path = active_record_path(artifact_root, node, scenario)
+def read_active(artifact_root: Path, node: str, key: str) -> ActiveRecord | None:
+    """The record under ledger key ``key``; None if there is none. An unreadable record raises ValueError."""
+    path = active_record_path(artifact_root, node, key)
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -147,12 +153,12 @@ def read_active(artifact_root: Path, node: str, scenario: str) -> ActiveRecord |
         raise ValueError(f"{path} is not a readable run record ({exc})") from None
 
 
-def write_active(artifact_root: Path, record: ActiveRecord) -> None:
-    write_atomic(active_record_path(artifact_root, record.node, record.scenario), record.to_json())
+def write_active(artifact_root: Path, key: str, record: ActiveRecord) -> None:
+    write_atomic(active_record_path(artifact_root, record.node, key), record.to_json())
 
 
-def clear_active(artifact_root: Path, node: str, scenario: str) -> None:
-    active_record_path(artifact_root, node, scenario).unlink(missing_ok=True)
+def clear_active(artifact_root: Path, node: str, key: str) -> None:
+    active_record_path(artifact_root, node, key).unlink(missing_ok=True)
 
 
 def dataset_identity(path: Path) -> dict[str, Any]:
@@ -310,23 +316,23 @@ def failure_reason(output: str | None) -> str | None:
 @dataclass(frozen=True)
 class PartitionResult:
     run_id: str
-    folder: Path  # <artifact_root>/<node>/<scenario>/<run_id>, holding one folder per mode
+    folder: Path  # the plan's run folder (<artifact_root>/<node>/<scenario>/<run_id>), one folder per planned run
     started_by: str  # the Dagster run that launched the harness runs (another one, when this one reattached)
 
 
 class PartitionRun:
     """The harness runs of one partition through ``runner``: reattach or start, watch, collect (module docstring).
 
-    ``plan``: a :class:`mlperf_assets.plan.PartitionPlan` (node, scenario, modes, dataset, specs, folders);
+    ``plan``: what to run (:class:`mlperf_assets.plan.RunPlan`: its planned runs, folders, dataset and ledger key);
     ``log``: where decisions are reported; ``dagster_run_id``: the run doing this, recorded in the ledger."""
 
-    def __init__(self, runner: BenchmarkRunner, plan: Any, *, log: Log, dagster_run_id: str) -> None:
+    def __init__(self, runner: BenchmarkRunner, plan: RunPlan, *, log: Log, dagster_run_id: str) -> None:
         self.runner, self.plan, self.log, self.dagster_run_id = runner, plan, log, dagster_run_id
         self.root: Path = plan.artifact_root
-        self.node, self.scenario = plan.node, plan.scenario
+        self.node, self.scenario, self.key = plan.node, plan.scenario, plan.ledger_key
 
     def run(self, on_progress: ModeProgress | None = None) -> PartitionResult:
-        """Run (or pick up) every mode and collect them into the artifact store; :class:`PartitionRunError` if a
+        """Run (or pick up) every planned run and collect them into the artifact store; :class:`PartitionRunError` if a
         harness run did not succeed or the node is busy with an unwatched run."""
         lock = self._lock()
         staging: Path | None = None
@@ -345,13 +351,12 @@ class PartitionRun:
                 )
             final = self.plan.run_folder(record.run_id)
             staging = self.plan.staging_folder(record.run_id)
-            for mode in self.plan.modes:
-                handles.append(self._run_mode(record, self.plan.spec(record.run_id, mode), staging, on_progress,
-                                              key=mode))
+            for planned in self.plan.runs(record.run_id):
+                handles.append(self._run_one(record, planned, staging, on_progress))
             if final.exists():  # collected before, by a run that died before clearing its record
                 shutil.rmtree(final)
             os.replace(staging, final)
-            clear_active(self.root, self.node, self.scenario)
+            clear_active(self.root, self.node, self.key)
         finally:
             lock.release()
             if staging is not None:
@@ -383,14 +388,14 @@ class PartitionRun:
     # ---- reattaching
     def _resume(self) -> ActiveRecord | None:
         """The partition's recorded run, if this run should reattach to it; else None (after clearing a stale record
-        and saying why). Mode runs recorded without a handle (the orchestrator died while launching) are started
+        and saying why). Runs recorded without a handle (the orchestrator died while launching) are started
         again with the same spec: a runner that finds the run already launched adopts it."""
-        node, scenario, runner = self.node, self.scenario, self.runner
+        node, scenario, runner, key = self.node, self.scenario, self.runner, self.key
         try:
-            record = read_active(self.root, node, scenario)
+            record = read_active(self.root, node, key)
         except ValueError as exc:
             self.log.warning(f"{exc}; removing it and starting a new run")
-            clear_active(self.root, node, scenario)
+            clear_active(self.root, node, key)
             return None
         if record is None:
             return None
@@ -398,15 +403,20 @@ class PartitionRun:
         staging = self.plan.staging_folder(record.run_id)
         why_not: str | None = None
         observed: list[str] = []
+        planned = {p.key: p for p in self.plan.runs(record.run_id)}
         for mode, entry in record.runs.items():
             try:
                 recorded = entry.run_spec()
             except (ValueError, TypeError) as exc:
                 why_not = f"its {mode} spec is unreadable ({exc})"
                 break
-            diffs = _spec_differences(recorded, self.plan.spec(record.run_id, mode))
+            wanted = planned.get(mode)
+            if wanted is None:
+                why_not = f"the config no longer asks for its {mode} run"
+                break
+            diffs = _spec_differences(recorded, wanted.spec)
             diffs += [] if same_dataset else ["dataset file"]
-            staged = (staging / mode).is_dir()
+            staged = (staging / wanted.folder).is_dir()
             if entry.collected and staged and not diffs:
                 observed.append(f"{mode} collected")
                 continue
@@ -421,13 +431,13 @@ class PartitionRun:
                     why_not = f"its {mode} run cannot be adopted ({exc})"
                     break
                 entry.handle = handle.to_dict()
-                write_active(self.root, record)
+                write_active(self.root, key, record)
             seen = observe(runner, handle)
             progress = seen.progress
             if seen.problem is not None and seen.uncertain:
                 raise PartitionRunError(
                     f"{node}/{scenario}: cannot check {record.origin}: {seen.problem}. Its record "
-                    f"({active_record_path(self.root, node, scenario)}) is kept, so the next materialization can "
+                    f"({active_record_path(self.root, node, key)}) is kept, so the next materialization can "
                     "reattach to the run; delete that file if the run is gone for good"
                 )
             if diffs:
@@ -453,11 +463,11 @@ class PartitionRun:
                 f"{node}/{scenario}: not reattaching to {record.origin}: {why_not}. Its record is cleared and a new "
                 "run starts" + (" (its folder stays on the node for inspection)" if record.runs else "")
             )
-            clear_active(self.root, node, scenario)
+            clear_active(self.root, node, key)
             shutil.rmtree(staging, ignore_errors=True)
             return None
         record.reattached_by.append(self.dagster_run_id)
-        write_active(self.root, record)
+        write_active(self.root, key, record)
         self.log.info(f"{node}/{scenario}: reattaching to {record.origin} ({'; '.join(observed)})")
         return record
 
@@ -467,7 +477,7 @@ class PartitionRun:
         folder = self.root / ACTIVE_DIR / self.node
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             other = path.stem
-            if other == self.scenario:
+            if other == self.key:
                 continue
             try:
                 record = read_active(self.root, self.node, other)
@@ -488,17 +498,16 @@ class PartitionRun:
                     f"collect it, or {self.runner.stop_hint(handle)} and retry"
                 )
 
-    # ---- running one mode
-    def _run_mode(
-        self, record: ActiveRecord, spec: RunSpec, staging: Path, on_progress: ModeProgress | None,
-        key: str | None = None,
+    # ---- one harness run
+    def _run_one(
+        self, record: ActiveRecord, planned: PlannedRun, staging: Path, on_progress: ModeProgress | None
     ) -> RunHandle:
         """Start (or adopt, from ``record``), watch and collect one harness run; PartitionRunError if it did not
         succeed. ``record`` is kept up to date on disk: it is cleared when the run failed or was cancelled here, and
         kept when the outcome is unknown (connection lost, collection failed) so a later run reattaches."""
-        runner, root = self.runner, self.root
-        # key: the plan's name for the run and its folder in the run ("compliance/TEST06" runs in performance mode)
-        node, scenario, mode = spec.node, spec.scenario, key or spec.mode
+        runner, root, key = self.runner, self.root, self.key
+        spec, mode = planned.spec, planned.key  # mode: the run's name in the record and in messages ("TEST06")
+        node, scenario = spec.node, self.scenario
         entry = record.runs.get(mode)
         handle = entry.run_handle() if entry is not None else None
         if entry is not None and entry.collected:
@@ -509,7 +518,7 @@ class PartitionRun:
             flight = _track(runner, spec, handle)
         else:
             record.runs[mode] = entry = ModeRun(spec=json.loads(spec.to_json()))
-            write_active(root, record)  # before launching: a restart during the launch adopts what got started
+            write_active(root, key, record)  # before launching: a restart during the launch adopts what got started
             flight = _track(runner, spec, None)  # an interrupt during the launch: cancel_in_flight() finds it
             try:
                 handle = runner.start(spec)
@@ -517,13 +526,13 @@ class PartitionRun:
                 _untrack(flight)
                 del record.runs[mode]
                 if record.runs:
-                    write_active(root, record)
+                    write_active(root, key, record)
                 else:
-                    clear_active(root, node, scenario)
+                    clear_active(root, node, key)
                 raise PartitionRunError(str(exc)) from None
             flight.handle = handle
             entry.handle = handle.to_dict()
-            write_active(root, record)
+            write_active(root, key, record)
             self.log.info(f"{node}/{scenario} {mode}: started run {spec.run_id} in {handle.run_dir}")
         report = (lambda progress: on_progress(mode, progress)) if on_progress is not None else None
         try:
@@ -532,7 +541,7 @@ class PartitionRun:
             _untrack(flight)
             seen = observe(runner, handle)
             if seen.problem is not None and not seen.uncertain:  # it ended (cancelled on timeout): nothing to resume
-                clear_active(root, node, scenario)
+                clear_active(root, node, key)
                 raise PartitionRunError(str(exc)) from None
             raise PartitionRunError(
                 f"{exc} (materializing {node}|{scenario} again reattaches to the run if it is still going)"
@@ -541,11 +550,11 @@ class PartitionRun:
             # Interrupted (Ctrl-C, SIGTERM, Dagster run termination): wait() has cancelled the run. It stays in the
             # in-flight list, so a caller's cancel_in_flight() makes sure of it (a second interrupt can cut the
             # cancel short) and names it.
-            clear_active(root, node, scenario)
+            clear_active(root, node, key)
             raise
         _untrack(flight)
         if progress.state != SUCCEEDED:
-            clear_active(root, node, scenario)
+            clear_active(root, node, key)
             output = runner.log_tail(handle, 15)
             reason = failure_reason(output)
             raise PartitionRunError(
@@ -556,8 +565,8 @@ class PartitionRun:
                 harness_output=output,
             )
         try:
-            (staging / mode).parent.mkdir(parents=True, exist_ok=True)  # compliance/<TEST> sits one level down
-            runner.collect(handle, staging / mode)
+            (staging / planned.folder).parent.mkdir(parents=True, exist_ok=True)  # compliance/<TEST>: one level down
+            runner.collect(handle, staging / planned.folder)
         except (RunnerError, OSError) as exc:
             raise PartitionRunError(
                 f"{node}/{scenario} {mode}: collecting the run folder failed: {exc} (the run is kept on the node; "
@@ -565,6 +574,6 @@ class PartitionRun:
                 retry=True,
             ) from None
         entry.collected = True
-        write_active(root, record)
+        write_active(root, key, record)
         return handle
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol, Sequence
 
 from ..errors import HarnessError
+from . import BACKENDS  # the registry's rows (the package imports this module for type hints only)
 
 TokenCallback = Callable[[Sequence[int]], None]
 log = logging.getLogger(__name__)
@@ -119,22 +120,15 @@ class DatasetView(Protocol):
     def reference_token_ids(self, index: int) -> list[int]: ...
 
 
-# What each registered backend's figures are, shown beside every figure: "model" (a real LLM), "baseline"
-# (extractive lead-3), "harness-ceiling" (replay), "simulation" (sim). The config's baseline backends derive from it.
-BACKEND_KINDS: dict[str, str] = {
-    "vllm": "model", "openai": "model", "extractive": "baseline", "replay": "harness-ceiling", "sim": "simulation",
-}
-
-
 class Backend(ABC):
     name: ClassVar[str]
-    # What its figures are (shown beside every figure): set from BACKEND_KINDS, the one place.
+    # What its figures are (shown beside every figure): its registry row's kind, the one place.
     kind: ClassVar[str] = "model"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
-            cls.kind = BACKEND_KINDS[cls.name]
+            cls.kind = BACKENDS[cls.name].kind
 
     # Command line: the backend's flags (each sets one engine argument) under one --help group, and whether it
     # takes --sampling-arg (the model backends).

@@ -395,7 +395,7 @@ class ReplicatedBackend(Backend):
         self.inner_class = backend_class(backend_name)
         self.name = self.inner_class.name
         self.kind = self.inner_class.kind
-        self.target = BACKENDS[backend_name]
+        self.target = BACKENDS[backend_name].target
         self.args = args
         self._probe = self.inner_class.from_args(args)  # refuses bad engine arguments here, before anything starts
         self.tensor_parallel_size = tensor_parallel_size(args)
