@@ -17,7 +17,7 @@ from mlperf_assets.assets.dataset import DATASET_KEY
 from mlperf_assets.config import MlperfConfig, runner_resource_key
 from mlperf_assets.harness.backends import BACKENDS
 from mlperf_assets.plan import NODE_DIM, SCENARIO_DIM, PartitionPlan, prepared_dataset_path
-from resources.runners.base import RunProgress
+from mlperf_assets.harness.run_folder import RunProgress
 from resources.runners.ledger import ModeProgress, PartitionRun, PartitionRunError
 
 SCENARIO_RUN_KEY = dg.AssetKey("scenario_run")

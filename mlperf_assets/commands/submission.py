@@ -39,6 +39,7 @@ def run_submission(args: argparse.Namespace, out=sys.stdout) -> int:
 
     from mlperf_assets import store
     from mlperf_assets.submission import check_records, checker_path, package, verdict_block
+    from resources.runners import build_runner
 
     config = load_cli_config(args.config)
     if args.mlcommons_inference:
@@ -47,7 +48,8 @@ def run_submission(args: argparse.Namespace, out=sys.stdout) -> int:
     for node in args.node or []:
         if node not in config.node_names:
             raise UserError(f"--node {node}: no such node (nodes: {', '.join(config.node_names)})")
-    tree, verdict, rows = package(config, Path(args.out), check=False if args.no_check else None, nodes=args.node)
+    tree, verdict, rows = package(config, Path(args.out), check=False if args.no_check else None, nodes=args.node,
+                                  machine_facts=lambda node: build_runner(config.node(node)).machine_facts())
     if verdict is not None:
         store.save_submission_checks(config.storage.duckdb_path, check_records(tree, verdict, rows))
     print(f"submission tree: {tree.submitter_dir} ({len(tree.results)} result(s))", file=out)
@@ -69,6 +71,7 @@ def demo_submission(config, out=sys.stdout) -> None:
     from mlperf_assets import store
     from mlperf_assets.config import PROJECT_ROOT
     from mlperf_assets.submission import check_records, package, verdict_block
+    from resources.runners import build_runner
 
     if config.submission is None:
         return
@@ -78,7 +81,8 @@ def demo_submission(config, out=sys.stdout) -> None:
     try:
         if checkout is not None and config.mlcommons_inference is None:
             config = config.model_copy(update={"mlcommons_inference": checkout})
-        tree, verdict, rows = package(config, target)
+        tree, verdict, rows = package(config, target,
+                                      machine_facts=lambda node: build_runner(config.node(node)).machine_facts())
         if verdict is not None:
             store.save_submission_checks(config.storage.duckdb_path, check_records(tree, verdict, rows))
     except UserError as exc:

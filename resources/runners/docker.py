@@ -11,7 +11,7 @@ local and a remote engine behave the same and nothing has to be shared between t
   and the tail of ``progress.jsonl``, as ``remote_shell`` renders it for the SSH and Kubernetes runners); once the
   container has exited, it reads the same files with ``get_archive``, which works on a stopped container;
 - ``collect`` streams the run folder out as one tar into a temporary folder that replaces the destination only when
-  complete (``base.replacing_folder``): nothing is ever half-collected;
+  complete (``files.replacing_folder``): nothing is ever half-collected;
 - the container is not removed when it exits: until it is collected it *is* the run folder. ``discard`` (after a
   successful collection) removes it. A container removed by anyone else is a run that is gone (:class:`RunGone`).
 
@@ -63,29 +63,23 @@ from docker.types import DeviceRequest
 from docker.utils import parse_repository_tag
 
 from mlperf_assets.config import DockerNode
+from mlperf_assets.harness.args import HARNESS_MODULE, RunSpec
+from mlperf_assets.harness.files import replacing_folder
+from mlperf_assets.harness.run_folder import (
+    CANCEL_REQUESTED,
+    CANCELLED,
+    EXIT_CODE,
+    FAILED,
+    PROGRESS,
+    RUN_SPEC,
+    RUNNER_LOG,
+    RUNNING,
+    RunProgress,
+    progress_from_texts,
+)
 from mlperf_assets.plan import check_node_gpus
 
-from .base import (
-    CANCEL_MARKER_FILE,
-    CANCELLED,
-    EXIT_CODE_FILE,
-    FAILED,
-    HARNESS_MODULE,
-    PROGRESS_FILE,
-    RUNNER_LOG_FILE,
-    RUNNING,
-    SPEC_FILE,
-    BenchmarkRunner,
-    RunGone,
-    RunHandle,
-    RunnerError,
-    RunProgress,
-    RunSpec,
-    RunUnreachable,
-    progress_from_texts,
-    replacing_folder,
-    wrapped_argv,
-)
+from .base import BenchmarkRunner, RunGone, RunHandle, RunnerError, RunUnreachable, wrapped_argv
 from .harness_check import HARNESS_DIST, judge_answer, local_harness_version
 from .remote_shell import DATASETS_DIR, StatusCutShort, parse_status_output, render_status_command, sha256_file
 
@@ -629,7 +623,7 @@ class DockerRunner(BenchmarkRunner):
         handle = self._handle(container, spec, dataset)
         run_dir, datasets_dir, dataset_path = container_paths(self.settings, spec, dataset.name)
         digest = sha256_file(dataset)
-        files: list[tuple[str, bytes | Path]] = [(f"{run_dir}/{SPEC_FILE}", spec.to_json().encode())]
+        files: list[tuple[str, bytes | Path]] = [(f"{run_dir}/{RUN_SPEC}", spec.to_json().encode())]
         if not (self.datasets_volume and self._read(container, f"{dataset_path}.sha256", "").split()[:1] == [digest]):
             files += [(dataset_path, dataset), (f"{dataset_path}.sha256", f"{digest}  {dataset.name}\n".encode())]
         dirs = sorted({*_parents(run_dir), *_parents(datasets_dir)})
@@ -761,9 +755,9 @@ class DockerRunner(BenchmarkRunner):
     def _stopped_progress(self, container: Any, handle: RunHandle) -> RunProgress:
         """A container that has exited: the run folder's files, or the engine's account of how it ended."""
         run_dir = handle.run_dir
-        exit_text = self._read(container, f"{run_dir}/{EXIT_CODE_FILE}")
-        cancelled = self._read(container, f"{run_dir}/{CANCEL_MARKER_FILE}") is not None
-        progress_text = self._read(container, f"{run_dir}/{PROGRESS_FILE}", limit=16384)
+        exit_text = self._read(container, f"{run_dir}/{EXIT_CODE}")
+        cancelled = self._read(container, f"{run_dir}/{CANCEL_REQUESTED}") is not None
+        progress_text = self._read(container, f"{run_dir}/{PROGRESS}", limit=16384)
         progress = progress_from_texts(progress_text, exit_text, alive=False, cancel_requested=cancelled)
         if exit_text is None or not exit_text.strip():
             state = container.attrs.get("State", {})
@@ -809,8 +803,8 @@ class DockerRunner(BenchmarkRunner):
                     member.name = str(PurePosixPath(*name.parts[1:]))
                     members.append(member)
                 tar.extractall(tmp, members=members, filter="data")
-                if not (tmp / SPEC_FILE).is_file():
-                    raise DockerRunnerError(f"node {self.node}: the copy of {handle.run_dir} has no {SPEC_FILE}")
+                if not (tmp / RUN_SPEC).is_file():
+                    raise DockerRunnerError(f"node {self.node}: the copy of {handle.run_dir} has no {RUN_SPEC}")
         return dest
 
     def cancel(self, handle: RunHandle) -> None:
@@ -823,7 +817,7 @@ class DockerRunner(BenchmarkRunner):
             return
         if container.status not in ("running", "paused", "restarting"):
             return
-        marker = _tar_of([(f"{handle.run_dir}/{CANCEL_MARKER_FILE}", f"{time.time()}\n".encode())], [])
+        marker = _tar_of([(f"{handle.run_dir}/{CANCEL_REQUESTED}", f"{time.time()}\n".encode())], [])
         try:
             self._api("marking the run cancelled", lambda: container.put_archive("/", marker))
             self._api("signalling the container", lambda: container.kill(signal="SIGTERM"))
@@ -860,7 +854,7 @@ class DockerRunner(BenchmarkRunner):
     def log_tail(self, handle: RunHandle, lines: int = 20) -> str:
         try:
             container = self._container(handle)
-            text = self._read(container, f"{handle.run_dir}/{RUNNER_LOG_FILE}", limit=64 * 1024)
+            text = self._read(container, f"{handle.run_dir}/{RUNNER_LOG}", limit=64 * 1024)
             if not text:  # the harness never started: what the container printed (python missing, ...)
                 text = self._api("reading the container's log", lambda: container.logs(tail=lines)).decode(errors="replace")
         except RunnerError:

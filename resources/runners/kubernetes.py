@@ -38,25 +38,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mlperf_assets.config import KubernetesNode
+from mlperf_assets.harness.args import RunSpec
+from mlperf_assets.harness.files import replacing_folder
+from mlperf_assets.harness.run_folder import CANCELLED, EXIT_CODE, FAILED, RUNNER_LOG, RUNNING, SUCCEEDED, RunProgress
 from mlperf_assets.plan import check_node_gpus
 
-from .base import (
-    CANCELLED,
-    EXIT_CODE_FILE,
-    FAILED,
-    RUNNER_LOG_FILE,
-    RUNNING,
-    SUCCEEDED,
-    BenchmarkRunner,
-    RunGone,
-    RunHandle,
-    RunnerError,
-    RunProgress,
-    RunSpec,
-    RunUnreachable,
-    replacing_folder,
-    wrapped_argv,
-)
+from .base import BenchmarkRunner, RunGone, RunHandle, RunnerError, RunUnreachable, wrapped_argv
 from .remote_shell import (
     DATASETS_DIR,
     StatusCutShort,
@@ -170,7 +157,7 @@ def harness_script(run_dir: str, collect_window_s: int) -> str:
         "setsid \"$@\" & child=$!; echo $child > pid; "
         "trap 'kill -TERM -$child 2>/dev/null' TERM INT; "
         "while :; do wait $child; rc=$?; kill -0 $child 2>/dev/null || break; done; "
-        f"[ -f {EXIT_CODE_FILE} ] && rc=$(cat {EXIT_CODE_FILE}); "
+        f"[ -f {EXIT_CODE} ] && rc=$(cat {EXIT_CODE}); "
         f"i=0; while [ ! -f {COLLECTED_MARKER} ] && [ $i -lt {int(collect_window_s)} ]; do sleep 1; i=$((i+1)); done; "
         'case "$rc" in -*) rc=1;; esac; exit $rc'
     )
@@ -607,7 +594,7 @@ class KubernetesRunner(BenchmarkRunner):
             return ""
         try:
             if pod.status and pod.status.phase == "Running":
-                _, out, _ = self.exec(pod.metadata.name, HARNESS_CONTAINER, f"tail -n {int(lines)} {shlex.quote(handle.run_dir + '/' + RUNNER_LOG_FILE)}")
+                _, out, _ = self.exec(pod.metadata.name, HARNESS_CONTAINER, f"tail -n {int(lines)} {shlex.quote(handle.run_dir + '/' + RUNNER_LOG)}")
                 return out.decode(errors="replace").rstrip()
             return self.client().retrieve_pod_logs(pod.metadata.name, self.namespace, tail_lines=lines).rstrip()
         except Exception:  # noqa: BLE001 - best effort, for error messages

@@ -16,24 +16,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from mlperf_assets.config import LocalNode
-
-from .base import (
-    CANCEL_MARKER_FILE,
-    EXIT_CODE_FILE,
-    PROGRESS_FILE,
-    RUNNER_LOG_FILE,
-    SPEC_FILE,
-    BenchmarkRunner,
-    RunHandle,
-    RunnerError,
+from mlperf_assets.harness.args import RunSpec
+from mlperf_assets.harness.files import replacing_folder
+from mlperf_assets.harness.host_facts import this_machine
+from mlperf_assets.harness.run_folder import (
+    CANCEL_REQUESTED,
+    EXIT_CODE,
+    PROGRESS,
+    RUN_SPEC,
+    RUNNER_LOG,
     RunProgress,
-    RunSpec,
     progress_from_texts,
-    replacing_folder,
-    wrapped_argv,
 )
+
+from .base import BenchmarkRunner, RunHandle, RunnerError, wrapped_argv
 
 _TAIL_BYTES = 64 * 1024
 
@@ -130,7 +129,7 @@ class LocalRunner(BenchmarkRunner):
         if not dataset.is_file():
             raise RunnerError(f"node {self.node}: prepared dataset {dataset} does not exist")
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / SPEC_FILE).write_text(spec.to_json())
+        (run_dir / RUN_SPEC).write_text(spec.to_json())
         python = self._python()
         argv = self.launch_argv(spec, run_dir)
         env = {**os.environ, **self.env}
@@ -168,16 +167,16 @@ class LocalRunner(BenchmarkRunner):
         run_dir = Path(handle.run_dir)
         alive = self._alive(handle)  # before reading exit_code: the supervisor writes it before exiting
         return progress_from_texts(
-            _read_tail(run_dir / PROGRESS_FILE),
-            _read_tail(run_dir / EXIT_CODE_FILE),
+            _read_tail(run_dir / PROGRESS),
+            _read_tail(run_dir / EXIT_CODE),
             alive=alive,
-            cancel_requested=(run_dir / CANCEL_MARKER_FILE).exists(),
+            cancel_requested=(run_dir / CANCEL_REQUESTED).exists(),
         )
 
     def cancel(self, handle: RunHandle) -> None:
         run_dir = Path(handle.run_dir)
-        if run_dir.is_dir() and not (run_dir / EXIT_CODE_FILE).exists():
-            (run_dir / CANCEL_MARKER_FILE).write_text(f"{time.time()}\n")
+        if run_dir.is_dir() and not (run_dir / EXIT_CODE).exists():
+            (run_dir / CANCEL_REQUESTED).write_text(f"{time.time()}\n")
         if handle.pid is None:  # e.g. a handle from active_runs(): find the run's supervisor by its run folder
             pid = _supervisor_pid(handle.run_dir)
             if pid is None:
@@ -212,7 +211,7 @@ class LocalRunner(BenchmarkRunner):
         return dest
 
     def log_tail(self, handle: RunHandle, lines: int = 20) -> str:
-        text = _read_tail(Path(handle.run_dir) / RUNNER_LOG_FILE) or ""
+        text = _read_tail(Path(handle.run_dir) / RUNNER_LOG) or ""
         return "\n".join(text.splitlines()[-lines:])
 
     def discard(self, handle: RunHandle) -> None:
@@ -224,15 +223,19 @@ class LocalRunner(BenchmarkRunner):
         except OSError:
             pass
 
+    def machine_facts(self) -> dict[str, Any]:
+        """This host's facts: a local node is the orchestrator's own machine."""
+        return this_machine()
+
     def active_runs(self) -> list[tuple[RunHandle, RunProgress]]:
         """Runs in the work folder that have a spec, no exit code, and a live supervisor or fresh progress."""
         out = []
         fresh_after = time.time() - max(30.0, 10 * self.poll_interval_s)
-        for spec_file in sorted(Path(self.workdir).glob(f"*/*/{SPEC_FILE}")):
+        for spec_file in sorted(Path(self.workdir).glob(f"*/*/{RUN_SPEC}")):
             run_dir = spec_file.parent
-            if (run_dir / EXIT_CODE_FILE).exists():
+            if (run_dir / EXIT_CODE).exists():
                 continue
-            progress_file = run_dir / PROGRESS_FILE
+            progress_file = run_dir / PROGRESS
             stamp = progress_file.stat().st_mtime if progress_file.exists() else spec_file.stat().st_mtime
             if stamp < fresh_after:
                 continue  # abandoned (the process died without an exit code long ago)
