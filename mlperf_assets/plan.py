@@ -14,9 +14,9 @@ search, the commands and ``benchmarks/`` share one answer. The one place that de
   :class:`PartitionPlan`, every harness run of one partition as :class:`PlannedRun` records; it implements
   :class:`RunPlan`, what ``resources.runners.ledger.PartitionRun`` takes (the search's probe plan does too).
 
-Imports: ``config`` imports this module (its load applies the profile, and its cross-checks ask
-:func:`resolve_parallelism`), so this module imports the config's models for type hints only and reads every
-config as a plain object; it imports no runner module.
+Imports: ``config.loader`` and ``config.checks`` import this module (the load applies the profile, the cross-checks
+ask :func:`resolve_parallelism`); this module imports ``config.models`` for type hints only (the models import
+nothing of it) and reads every config as a plain object; it imports no runner module.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from mlperf_assets.harness.benchmarks import BENCHMARKS
 from mlperf_assets.harness.compliance import required_tests
 
 if TYPE_CHECKING:
-    from mlperf_assets.config import BenchmarkConfig, MlperfConfig
+    from mlperf_assets.config.models import BenchmarkConfig, MlperfConfig
 
 NODE_DIM, SCENARIO_DIM = "node", "scenario"  # the two partition dimensions; time is never one
 PERFORMANCE, ACCURACY = "performance", "accuracy"

@@ -33,8 +33,9 @@ from mlperf_assets.commands._shared import (
     signal_name,
 )
 from mlperf_assets.commands.submission import demo_submission
-from mlperf_assets.config import DATASET_ENV, DEFAULT_CONFIG_PATH, PROJECT_ROOT, SCENARIOS
+from mlperf_assets.config import DATASET_ENV, DEFAULT_CONFIG_PATH, PROJECT_ROOT
 from mlperf_assets.errors import UserError
+from mlperf_assets.harness.benchmarks import SCENARIOS
 
 # The demo's offline fallback: the CNN/DM stories shipped beside the project in a development checkout.
 LOCAL_STORIES_FALLBACK = PROJECT_ROOT.parent / "shared" / "testdata" / "cnn_dailymail" / "stories"

@@ -2,7 +2,7 @@
 generation and merging, and the one ``FromConfig`` call per process.
 
 A scenario setting travels as one mapping, keyed by LoadGen's own user.conf keys, from the config file to the
-node and into user.conf: ``ScenarioSettings`` (config.py) and ``RunSpec`` (runners) validate it with
+node and into user.conf: ``ScenarioSettings`` (config/models.py) and ``RunSpec`` (runners) validate it with
 :func:`validate_settings`; the runner renders it as the harness flags :func:`settings_argv` generates; the harness
 CLI's flags are generated from the same table (:func:`add_settings_cli_args`) and its lines written by
 :func:`generated_lines`. Adding a LoadGen setting is one row in :data:`LOADGEN_SETTINGS`.

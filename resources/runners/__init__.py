@@ -1,7 +1,7 @@
 """Benchmark runners: one interface (``base.BenchmarkRunner``), one implementation per ``runner:`` kind.
 
 ``build_runner(node)`` turns a config node model into its runner. A runner kind maps to ``"module:Class"``; the
-class is built from the node model itself (its fields and defaults live only in ``mlperf_assets/config.py``).
+class is built from the node model itself (its fields and defaults live only in ``mlperf_assets/config/nodes.py``).
 Runner modules are imported only when a node uses them, so the local runner works without paramiko or the
 kubernetes client.
 """
