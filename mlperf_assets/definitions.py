@@ -8,7 +8,9 @@ the nightly schedule.
 ``max_qps_search`` (capacity search, ``assets/search.py``) has partitions of its own: node x {Server, Interactive}.
 
 Resources: ``mlperf_config`` (the config the definitions were built from), ``store`` (DuckDB results store) and one
-runner per node, ``runner_<node>`` (local, ssh or kubernetes, built from the node's config model).
+runner per node, ``runner_<node>`` (local, ssh or kubernetes, built from the node's config model). ``scenario_run``
+carries its own IO manager (``assets/io.py``: the collected run handed to ``loadgen_results`` and ``accuracy_scores``),
+so the default ``io_manager`` stays Dagster's.
 Schedules and sensors (``jobs/schedules.py``, ``jobs/sensors.py``): the nightly schedule (when the config has
 ``schedule:``), a report after each successful benchmark run, an alert on failed runs, and regression alerts.
 """

@@ -1,7 +1,9 @@
 """``accuracy_scores``: ROUGE of the partition's latest accuracy-mode run, the MLPerf way.
 
-Writes ``accuracy.txt`` beside the accuracy log, stores the scores in DuckDB, and checks them against the
-MLPerf target with a *blocking* asset check:
+The run comes from ``scenario_run`` as a value (:class:`~mlperf_assets.assets.io.CollectedRun`: folder, run id and the
+dataset it read); the benchmark scored is the one the run's manifest names. Writes ``accuracy.txt`` beside the accuracy
+log (this asset owns that one file in ``scenario_run``'s folder: ``docs/architecture.md``, "Who writes what in a run
+folder"), stores the scores in DuckDB, and checks them against the MLPerf target with a *blocking* asset check:
 
 - a model backend (vllm, openai): severity ERROR, so a miss fails the check and blocks downstream assets
   (the report) in the same run: a model that loses accuracy must not be reported as a good result;
@@ -12,13 +14,11 @@ MLPerf target with a *blocking* asset check:
 """
 
 
-from pathlib import Path
-
 import dagster as dg
 
+from mlperf_assets.assets.io import CollectedRun
 from mlperf_assets.assets.results import LOADGEN_RESULTS_KEY
-from mlperf_assets.assets.runs import latest_run_folder, run_dataset, split_partition
-from mlperf_assets.plan import prepared_dataset_path
+from mlperf_assets.assets.runs import SCENARIO_RUN_KEY, split_partition
 from resources.mlperf_config import MlperfConfigResource
 from resources.store import ResultsStore
 
@@ -41,7 +41,8 @@ def build_accuracy_scores(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
     @dg.asset(
         key=ACCURACY_KEY,
         group_name="mlperf",
-        deps=[LOADGEN_RESULTS_KEY],
+        ins={"run": dg.AssetIn(SCENARIO_RUN_KEY)},
+        deps=[LOADGEN_RESULTS_KEY],  # after the ingest: the scores attach to the stored runs
         partitions_def=partitions,
         kinds={"python", "duckdb"},
         tags={"mlperf/stage": "accuracy"},
@@ -56,12 +57,11 @@ def build_accuracy_scores(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
         ],
     )
     def accuracy_scores(
-        context: dg.AssetExecutionContext, mlperf_config: MlperfConfigResource, store: ResultsStore
+        context: dg.AssetExecutionContext, run: CollectedRun, mlperf_config: MlperfConfigResource, store: ResultsStore
     ) -> dg.MaterializeResult:
         from mlperf_assets.accuracy import AccuracyError, evaluate_accuracy_log, write_accuracy_txt
         from mlperf_assets.harness.files import sha256_file
-        from mlperf_assets.harness.run_folder import ACCURACY_LOG, ACCURACY_TXT, RUN_MANIFEST
-        from mlperf_assets.loadgen_logs import parse_run_manifest
+        from mlperf_assets.harness.run_folder import ACCURACY_LOG, ACCURACY_TXT, read_manifest
 
         cfg = mlperf_config.load()
         node, scenario = split_partition(context)
@@ -79,12 +79,10 @@ def build_accuracy_scores(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
                     )
                 ],
             )
-        run_folder = latest_run_folder(context)
-        folder = run_folder / "accuracy"
+        folder = run.folder / "accuracy"
         log = folder / ACCURACY_LOG
-        dataset = run_dataset(context) or prepared_dataset_path(cfg)
-        manifest_path = folder / RUN_MANIFEST
-        manifest = parse_run_manifest(manifest_path) if manifest_path.is_file() else {}
+        dataset = run.dataset
+        manifest = read_manifest(folder)
         recorded = (manifest.get("dataset") or {}).get("sha256")
         if recorded and dataset.is_file() and sha256_file(dataset) != recorded:
             raise dg.Failure(
@@ -92,11 +90,12 @@ def build_accuracy_scores(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
                 allow_retries=False,
             )
         try:
-            report = evaluate_accuracy_log(log, dataset, benchmark=cfg.benchmark.model)
+            # the run's benchmark (none recorded: the one the prepared dataset names), never the config's of now
+            report = evaluate_accuracy_log(log, dataset, benchmark=manifest.get("benchmark"))
         except (AccuracyError, OSError) as exc:
             raise dg.Failure(description=f"scoring {log} failed: {exc}", allow_retries=False) from None
         write_accuracy_txt(report, folder / ACCURACY_TXT)
-        run_id = manifest.get("run_id") or folder.parent.name
+        run_id = manifest.get("run_id") or run.run_id
         store.save_accuracy(run_id, report.results, report.checks)
         results = report.results
         label = f"baseline ({cfg.benchmark.backend}), not a model" if baseline else "model"
@@ -125,7 +124,7 @@ def build_accuracy_scores(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
             "passed": report.passed,
             "complete_dataset": report.complete,
             "tokenizer": report.tokenizer,
-            "accuracy_txt": dg.MetadataValue.path(str(Path(folder) / ACCURACY_TXT)),
+            "accuracy_txt": dg.MetadataValue.path(str(folder / ACCURACY_TXT)),
         }
         return dg.MaterializeResult(metadata=metadata, check_results=[check])
 

@@ -4,23 +4,30 @@ The partition's plan (``mlperf_assets.plan``) says what each mode runs; the node
 ``runner_<node>``) runs it through ``resources.runners.ledger.PartitionRun``, which reattaches to a run an earlier
 orchestrator left in flight, and collects the run folders into ``<artifact_root>/<node>/<scenario>/<run_id>/``
 only when every mode succeeded. This asset logs progress to the Dagster log every ``benchmark.log_interval_s``
-(and as the run tag ``mlperf/progress``), and returns the run's headline figures as metadata.
+(and as the run tag ``mlperf/progress``). It returns the collected run (:class:`~mlperf_assets.assets.io.CollectedRun`)
+to ``loadgen_results`` and ``accuracy_scores`` through its IO manager (``assets/io.py`` says why), and LoadGen's verdict,
+token throughput and p99 TTFT from the performance run's summary as metadata; ``loadgen_results``, which parses the
+folder into the store, attaches the other headline figures.
 """
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import dagster as dg
 
 from mlperf_assets.assets.dataset import DATASET_KEY
+from mlperf_assets.assets.io import CollectedRun, collected_run_io_manager
 from mlperf_assets.config import MlperfConfig, runner_resource_key
 from mlperf_assets.harness.backends import BACKENDS
+from mlperf_assets.harness.run_folder import SUMMARY_LOG, RunProgress
+from mlperf_assets.numbers import parse_float
 from mlperf_assets.plan import NODE_DIM, SCENARIO_DIM, PartitionPlan, prepared_dataset_path
-from mlperf_assets.harness.run_folder import RunProgress
 from resources.runners.ledger import ModeProgress, PartitionRun, PartitionRunError
 
 SCENARIO_RUN_KEY = dg.AssetKey("scenario_run")
+PROGRESS_TAG = "mlperf/progress"  # the run tag that shows where a run is on the Runs page
 
 # fn(node, scenario, mode, progress): every observation of a harness run, for whoever builds the definitions
 # (``mlperf-dagster run`` draws its progress bars with it).
@@ -30,6 +37,15 @@ PartitionProgress = Callable[[str, str, str, RunProgress], None]
 def split_partition(context: dg.AssetExecutionContext) -> tuple[str, str]:
     keys = context.partition_key.keys_by_dimension  # type: ignore[union-attr]
     return keys[NODE_DIM], keys[SCENARIO_DIM]
+
+
+def tag_progress(context: dg.AssetExecutionContext, text: str) -> None:
+    """Show ``text`` as the run's ``mlperf/progress`` tag, so the Runs page shows where each run is without opening
+    its log. Never raises: progress display must never fail a run."""
+    try:
+        context.instance.add_run_tags(context.run.run_id, {PROGRESS_TAG: text[:250]})
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        context.log.debug(f"could not tag the run with its progress: {exc}")
 
 
 def _progress_logger(
@@ -45,11 +61,7 @@ def _progress_logger(
             last[0] = now
             line = progress.describe()
             context.log.info(f"{node}/{scenario} {mode}: {line}")
-            # Also on the run itself, so the Runs page shows where each partition is without opening its log.
-            try:
-                context.instance.add_run_tags(context.run.run_id, {"mlperf/progress": f"{mode}: {line}"})
-            except Exception as exc:  # noqa: BLE001 - progress display must never fail a benchmark run
-                context.log.debug(f"could not tag the run with its progress: {exc}")
+            tag_progress(context, f"{mode}: {line}")
 
     return on_progress
 
@@ -75,14 +87,41 @@ def _failure(exc: PartitionRunError) -> dg.Failure:
     return dg.Failure(description=str(exc), metadata=metadata, allow_retries=exc.retry)
 
 
-def _ns_to_ms(value: Any) -> float | None:
+def ns_to_ms(value: Any) -> float | None:
     return None if value is None else round(float(value) / 1e6, 3)
 
 
-def run_metadata(config: MlperfConfig, folder: Path, run_id: str, node: str, scenario: str) -> dict[str, Any]:
-    """Headline figures of the performance run (LoadGen's, via the pure parser) for the asset's metadata."""
-    from mlperf_assets.loadgen_logs import LogFormatError, parse_run
+# LoadGen's token-throughput line in its summary, per LoadGen scenario (SingleStream/MultiStream: the rest)
+_SUMMARY_TOKENS = {
+    "Offline": ("tokens_per_second", "inferred_tokens_per_second"),
+    "Server": ("completed_tokens_per_second", "inferred_completed_tokens_per_second"),
+}
+_STREAM_TOKENS = ("tps_without_loadgen_overhead", "completed_tokens_per_second")
 
+
+def summary_figures(performance: Path) -> dict[str, Any]:
+    """LoadGen's verdict, token throughput and p99 TTFT, as its one-page summary of the performance run prints them:
+    what the run's materialization shows at a glance. The run folder itself is parsed once, by ``loadgen_results``.
+    Missing figures are left out; an unreadable summary gives ``parse_error``."""
+    from mlperf_assets.loadgen_logs import LogFormatError, parse_summary_log
+
+    try:
+        summary = parse_summary_log(performance / SUMMARY_LOG)
+    except (LogFormatError, OSError) as exc:
+        return {"parse_error": str(exc)}
+    figures = summary.figures
+    names = _SUMMARY_TOKENS.get(summary.scenario or "", _STREAM_TOKENS)
+    tokens = next((value for n in names if (value := parse_float(figures.get(n))) is not None), None)
+    found = {
+        "result_validity": summary.result_validity,
+        "tokens_per_second": tokens,
+        "ttft_p99_ms": ns_to_ms(parse_float(figures.get("ttft_p99_ns"))),
+    }
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def run_metadata(config: MlperfConfig, folder: Path, run_id: str, node: str, scenario: str) -> dict[str, Any]:
+    """The run's metadata: what ran where, its artifacts, and LoadGen's verdict (:func:`summary_figures`)."""
     meta: dict[str, Any] = {
         "run_id": run_id,
         "node": node,
@@ -91,22 +130,7 @@ def run_metadata(config: MlperfConfig, folder: Path, run_id: str, node: str, sce
         "label": BACKENDS[config.benchmark.backend].kind + ("" if not config.benchmark.is_baseline else " (not a model)"),
         "artifacts": dg.MetadataValue.path(str(folder)),
     }
-    try:
-        row = parse_run(folder / "performance").row
-    except (LogFormatError, OSError) as exc:
-        meta["parse_error"] = str(exc)
-        return meta
-    figures = {
-        "result_validity": row.get("result_validity"),
-        "samples_per_second": row.get("samples_per_second"),
-        "tokens_per_second": row.get("tokens_per_second"),
-        "latency_p99_ms": _ns_to_ms(row.get("latency_p99_ns")),
-        "ttft_p99_ms": _ns_to_ms(row.get("ttft_p99_ns")),
-        "tpot_p99_ms": _ns_to_ms(row.get("tpot_p99_ns")),
-        "min_duration_met": row.get("min_duration_met"),
-        "backend_kind": row.get("backend_kind"),
-    }
-    meta.update({k: v for k, v in figures.items() if v is not None})
+    meta.update(summary_figures(folder / "performance"))
     return meta
 
 
@@ -144,20 +168,25 @@ def build_scenario_run(
 ) -> dg.AssetsDefinition:
     """The asset for ``config``'s nodes over ``partitions``; ``on_progress`` sees every harness observation."""
 
-    @dg.asset(
-        key=SCENARIO_RUN_KEY,
-        group_name="mlperf",
-        deps=[DATASET_KEY],
-        partitions_def=partitions,
-        required_resource_keys={"mlperf_config", *(runner_resource_key(n) for n in config.node_names)},
-        kinds={"python"},
-        tags={"mlperf/stage": "run"},
-        description=(
-            "One MLPerf LoadGen run per node x scenario: performance, then accuracy, through the node's runner. "
-            "Artifacts: <artifact_root>/<node>/<scenario>/<run_id>/."
-        ),
-    )
-    def scenario_run(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # io_manager_def is beta in Dagster 1.13 (assets/io.py: why)
+        as_asset = dg.asset(
+            key=SCENARIO_RUN_KEY,
+            group_name="mlperf",
+            deps=[DATASET_KEY],
+            partitions_def=partitions,
+            io_manager_def=collected_run_io_manager,
+            required_resource_keys={"mlperf_config", *(runner_resource_key(n) for n in config.node_names)},
+            kinds={"python"},
+            tags={"mlperf/stage": "run"},
+            description=(
+                "One MLPerf LoadGen run per node x scenario: performance, then accuracy, through the node's runner. "
+                "Artifacts: <artifact_root>/<node>/<scenario>/<run_id>/."
+            ),
+        )
+
+    @as_asset
+    def scenario_run(context: dg.AssetExecutionContext) -> dg.Output[CollectedRun]:
         cfg: MlperfConfig = context.resources.mlperf_config.load()
         node, scenario = split_partition(context)
         plan = PartitionPlan(cfg, node, scenario, resolve_dataset(context, cfg))
@@ -182,40 +211,7 @@ def build_scenario_run(
             f"{node}/{scenario}: {meta.get('result_validity', '?')}, "
             f"{meta.get('tokens_per_second', 0) or 0:,.1f} tokens/s; artifacts in {result.folder}"
         )
-        return dg.MaterializeResult(metadata=meta)
+        return dg.Output(CollectedRun(folder=result.folder, run_id=result.run_id, dataset=plan.dataset), metadata=meta)
 
     return scenario_run
 
-
-def _latest_run_metadata(context: dg.AssetExecutionContext) -> dict | None:
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=SCENARIO_RUN_KEY, asset_partitions=[context.partition_key]), limit=1
-    ).records
-    if not records or records[0].asset_materialization is None:
-        return None
-    return dict(records[0].asset_materialization.metadata)
-
-
-def run_dataset(context: dg.AssetExecutionContext) -> Path | None:
-    """The prepared dataset this partition's latest ``scenario_run`` read (its ``dataset`` metadata)."""
-    meta = _latest_run_metadata(context) or {}
-    entry = meta.get("dataset")
-    return Path(entry.value) if entry is not None else None
-
-
-def latest_run_folder(context: dg.AssetExecutionContext) -> Path:
-    """The artifact folder of this partition's latest ``scenario_run`` materialization (its ``artifacts`` metadata)."""
-    meta = _latest_run_metadata(context)
-    if meta is None:
-        raise dg.Failure(
-            description=f"scenario_run has no materialization for partition {context.partition_key}: run it first",
-            allow_retries=False,
-        )
-    entry = meta.get("artifacts")
-    folder = Path(entry.value) if entry is not None else None
-    if folder is None or not folder.is_dir():
-        raise dg.Failure(
-            description=f"the artifacts of scenario_run {context.partition_key} ({folder}) are missing",
-            allow_retries=False,
-        )
-    return folder
