@@ -1645,6 +1645,22 @@ def qps_search_chart(steps: pd.DataFrame, colors: Mapping[str, str] | None = Non
     return Chart(key=key, title=title, figure=fig, mpl=fig_m, notes=notes)
 
 
+def search_charts(steps: Iterable[Mapping], colors: Mapping[str, str] | None = None) -> list[Chart]:
+    """The report's capacity-search chart from the store's `qps_search` rows, or [] when it holds no search."""
+    rows = list(steps)
+    return [qps_search_chart(pd.DataFrame(rows), colors)] if rows else []
+
+
+def drop_probe_runs(summary: pd.DataFrame, probe_run_ids: Iterable[str]) -> pd.DataFrame:
+    """`summary` (run_summary rows) without the capacity search's short probes and estimate probes
+    (`store.search_probe_run_ids`): they stay in the store, but are not a node's latest result (nor history for
+    its regression checks)."""
+    ids = set(probe_run_ids)
+    if not ids or summary.empty or "run_id" not in summary.columns:
+        return summary
+    return summary[~summary["run_id"].astype(str).isin(ids)]
+
+
 # ---------------------------------------------------------------------------------------------- GPU telemetry
 
 TELEMETRY_KEY_PREFIX = "run_telemetry_"

@@ -332,7 +332,7 @@ def _rekey_by_content(conn: "duckdb.DuckDBPyConnection") -> None:
 
 Migration = tuple[int, str, list[Any]]  # statements: SQL strings, or callables taking the connection
 
-# One row per step of a capacity search (mlperf_assets/search.py): the estimate (step 0), the probes, the
+# One row per step of a capacity search (mlperf_assets/search/): the estimate (step 0), the probes, the
 # confirmation runs and the outcome (kind 'result'). Latencies in ns; the probe's LoadGen run is runs.run_id.
 QPS_SEARCH_COLUMNS: list[tuple[str, str]] = [
     ("search_id", "VARCHAR NOT NULL"), ("step", "INTEGER NOT NULL"),
@@ -1495,6 +1495,67 @@ def read_qps_search(db_path: str | os.PathLike, where: str = "", params: Sequenc
             raise StoreError(f"reading qps_search failed: {_first_line(exc)}") from None
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def search_ids(db_path: str | os.PathLike, digest: str) -> list[str]:
+    """The ids of the stored capacity searches of one identity (``<digest>-<n>``), sorted; [] before any."""
+    return sorted({r["search_id"] for r in read_qps_search(db_path, "search_id LIKE ?", [digest + "-%"])})
+
+
+def search_steps(db_path: str | os.PathLike, search_id: str) -> list[dict[str, Any]]:
+    """The stored steps of one capacity search (``qps_search`` rows, by step); [] for a search not stored."""
+    return read_qps_search(db_path, "search_id = ?", [search_id])
+
+
+def search_probe_run_ids(conn: "duckdb.DuckDBPyConnection") -> set[str]:
+    """Run ids of the capacity search's short probes and estimate probes (not its confirmation runs, which are
+    full-length runs at the chosen rate), in an open connection; empty for a store made before ``qps_search``."""
+    import duckdb
+
+    try:
+        rows = conn.execute(
+            "SELECT run_id FROM qps_search WHERE kind IN ('probe', 'estimate') AND run_id IS NOT NULL").fetchall()
+    except duckdb.CatalogException:
+        return set()
+    return {str(r[0]) for r in rows}
+
+
+def latest_offline_runs(db_path: str | os.PathLike, *, node: str, backend: str, benchmark: str,
+                        limit: int = 20) -> list[dict[str, Any]]:
+    """The node's newest Offline performance runs of ``benchmark`` (its submission name) on ``backend`` that
+    measured a throughput, newest first: ``run_id``, ``samples_per_second``, ``started_at`` and ``engine_args``
+    (the provenance's, decoded; {} when unknown or unreadable). [] without a store."""
+    if not Path(db_path).is_file():
+        return []
+    _, rows = query_rows(
+        db_path,
+        "SELECT s.run_id, s.samples_per_second, s.started_at, p.engine_args_json FROM run_summary s "
+        "LEFT JOIN provenance p USING (run_id) WHERE s.node = ? AND s.scenario = 'Offline' "
+        "AND s.mode = 'performance' AND s.backend = ? AND s.benchmark = ? AND s.samples_per_second > 0 "
+        "ORDER BY s.started_at DESC NULLS LAST LIMIT ?",
+        [node, backend, benchmark, limit])
+    out = []
+    for run_id, rate, started, engine_json in rows:
+        try:
+            engine = json.loads(engine_json) if engine_json else {}
+        except ValueError:
+            engine = {}
+        out.append({"run_id": run_id, "samples_per_second": float(rate), "started_at": started,
+                    "engine_args": engine if isinstance(engine, dict) else {}})
+    return out
+
+
+# What a capacity search judges a probe by: LoadGen's verdict, the p99s and the limits the run logged, throughput
+# and the run's times (its duration).
+RUN_FIGURE_COLUMNS = ("result_validity", "invalid_reason", "ttft_p99_ns", "tpot_p99_ns", "latency_p99_ns",
+                      "ttft_latency_ns", "tpot_latency_ns", "target_latency_ns", "samples_per_second",
+                      "completed_samples_per_second", "started_at", "finished_at", "lg_model_name")
+
+
+def run_figures(db_path: str | os.PathLike, run_id: str) -> dict[str, Any] | None:
+    """The :data:`RUN_FIGURE_COLUMNS` of one ``runs`` row (plain values), or None when the run is not stored."""
+    cols, rows = query_rows(db_path, f"SELECT {', '.join(RUN_FIGURE_COLUMNS)} FROM runs WHERE run_id = ?", [run_id])
+    return dict(zip(cols, rows[0])) if rows else None
 
 
 def save_submission_checks(db_path: str | os.PathLike, rows: list[dict[str, Any]], *,

@@ -56,6 +56,44 @@ class ResultsStore(ConfigurableResource):
 
         return store.read_submission_checks(self.path, check_id)
 
+    def migrate(self) -> None:
+        """Create the database (and its folder), or bring it to the current schema, without ingesting anything."""
+        from mlperf_assets import store
+
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        store.init_db(self.path, lock_timeout_s=self.lock_timeout_s)
+
+    def save_search_step(self, row: dict[str, Any]) -> None:
+        """Record one capacity-search step in ``qps_search`` (replacing the row of the same search id and step)."""
+        from mlperf_assets import store
+
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        store.save_qps_search_step(self.path, row, lock_timeout_s=self.lock_timeout_s)
+
+    def search_ids(self, digest: str) -> list[str]:
+        """The stored searches of one identity digest (``<digest>-<n>``), sorted."""
+        from mlperf_assets import store
+
+        return store.search_ids(self.path, digest)
+
+    def search_steps(self, search_id: str) -> list[dict[str, Any]]:
+        """The stored steps of one search (``qps_search`` rows, by step)."""
+        from mlperf_assets import store
+
+        return store.search_steps(self.path, search_id)
+
+    def latest_offline_runs(self, *, node: str, backend: str, benchmark: str) -> list[dict[str, Any]]:
+        """The node's newest Offline performance runs of a benchmark and backend (``store.latest_offline_runs``)."""
+        from mlperf_assets import store
+
+        return store.latest_offline_runs(self.path, node=node, backend=backend, benchmark=benchmark)
+
+    def run_figures(self, run_id: str) -> dict[str, Any] | None:
+        """What the search judges a run by (``store.RUN_FIGURE_COLUMNS`` of its ``runs`` row); None if not stored."""
+        from mlperf_assets import store
+
+        return store.run_figures(self.path, run_id)
+
     def query(self, sql: str, params: list | tuple | dict | None = None):
         """A pandas DataFrame from a read-only connection."""
         from mlperf_assets import store

@@ -1,11 +1,12 @@
 """``max_qps_search``: the highest Server / Interactive target_qps that stays VALID, per node x {Server, Interactive}.
 
 A thin asset over ``mlperf_assets.search.search_node``: short LoadGen probes through the node's runner (bracketing,
-then bisection), one full-length confirmation run, every step stored in DuckDB (``qps_search``; each probe's run
-in ``run_summary``). Each step is a line in the Dagster log and the run tag ``mlperf/progress``; the metadata holds
-the chosen rate, the steps and the suggestion (``benchmark.scenarios.Server.target_qps``), also written to
-``<report_dir>/qps_search_<node>_<scenario>.yaml``. Materializing it again with the same config resumes the stored
-search (nothing is measured twice); ``search-qps --fresh`` starts over.
+then bisection), one full-length confirmation run, every step stored through the ``store`` resource (DuckDB
+``qps_search``; each probe's run in ``run_summary``). Each step is a line in the Dagster log and the run tag
+``mlperf/progress``; the metadata holds the chosen rate, the steps and the suggestion
+(``benchmark.scenarios.Server.target_qps``), also written to ``<report_dir>/qps_search_<node>_<scenario>.yaml``.
+Materializing it again with the same config resumes the stored search (nothing is measured twice); ``search-qps
+--fresh`` starts over.
 """
 
 import time
@@ -14,7 +15,7 @@ from typing import Any, Callable
 import dagster as dg
 
 from mlperf_assets.assets.dataset import DATASET_KEY
-from mlperf_assets.assets.runs import resolve_dataset
+from mlperf_assets.assets.runs import resolve_dataset, tag_progress
 from mlperf_assets.config import MlperfConfig, runner_resource_key
 from mlperf_assets.plan import NODE_DIM, SCENARIO_DIM
 
@@ -36,14 +37,16 @@ def search_partitions(config: MlperfConfig) -> dg.MultiPartitionsDefinition:
 
 
 def _steps_table(steps: list) -> str:
-    from mlperf_assets.reporting.text import fmt_ms
+    import pandas as pd
 
-    lines = ["| step | kind | target QPS | verdict | TTFT p99 ms | TPOT p99 ms | run |", "|---|---|---|---|---|---|---|"]
-    for s in steps:
-        qps = "–" if s.target_qps is None else f"{s.target_qps:,.2f}"
-        lines.append(f"| {s.step} | {s.kind} | {qps} | {s.verdict or '–'} | {fmt_ms(s.ttft_p99_ns)} | "
-                     f"{fmt_ms(s.tpot_p99_ns)} | {s.run_id or '–'} |")
-    return "\n".join(lines)
+    from mlperf_assets.reporting.text import fmt_ms, markdown_table
+
+    return markdown_table(pd.DataFrame([
+        {"step": s.step, "kind": s.kind, "target QPS": "–" if s.target_qps is None else f"{s.target_qps:,.2f}",
+         "verdict": s.verdict or "–", "TTFT p99 ms": fmt_ms(s.ttft_p99_ns), "TPOT p99 ms": fmt_ms(s.tpot_p99_ns),
+         "run": s.run_id or "–"}
+        for s in steps
+    ]), empty="_no steps_")
 
 
 def build_max_qps_search(config: MlperfConfig, partitions: dg.PartitionsDefinition | None = None,
@@ -55,7 +58,7 @@ def build_max_qps_search(config: MlperfConfig, partitions: dg.PartitionsDefiniti
         group_name="mlperf",
         deps=[DATASET_KEY],
         partitions_def=partitions,
-        required_resource_keys={"mlperf_config", *(runner_resource_key(n) for n in config.node_names)},
+        required_resource_keys={"mlperf_config", "store", *(runner_resource_key(n) for n in config.node_names)},
         kinds={"python", "duckdb"},
         tags={"mlperf/stage": "search"},
         description=(
@@ -78,10 +81,7 @@ def build_max_qps_search(config: MlperfConfig, partitions: dg.PartitionsDefiniti
         def step_seen(step: Any, reused: bool) -> None:
             line = ("(stored) " if reused else "") + step.describe()
             context.log.info(f"{node}/{label} search: {line}")
-            try:
-                context.instance.add_run_tags(context.run.run_id, {"mlperf/progress": f"{label} {line}"[:250]})
-            except Exception as exc:  # noqa: BLE001 - progress display must never fail the search
-                context.log.debug(f"could not tag the run with its progress: {exc}")
+            tag_progress(context, f"{label} {line}")
             if on_step is not None:
                 on_step(node, label, step, reused)
 
@@ -94,8 +94,8 @@ def build_max_qps_search(config: MlperfConfig, partitions: dg.PartitionsDefiniti
         started = time.monotonic()
         try:
             result = search_node(cfg, node, label, runner, resolve_dataset(context, cfg),
-                                 dagster_run_id=context.run.run_id, log=context.log, fresh=fresh,
-                                 on_step=step_seen, on_progress=progress_seen)
+                                 dagster_run_id=context.run.run_id, log=context.log, store=context.resources.store,
+                                 fresh=fresh, on_step=step_seen, on_progress=progress_seen)
         except (PartitionRunError, SearchError) as exc:
             raise dg.Failure(
                 description=f"{node}/{label} search stopped: {exc}. The steps measured so far are stored; "

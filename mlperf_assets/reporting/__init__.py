@@ -42,7 +42,7 @@ from mlperf_assets.reporting.regression import (
     latest_run_ids,
 )
 from mlperf_assets.reporting.text import fmt_ms, markdown_table, notes_section
-from mlperf_assets.search import drop_probe_runs, search_charts
+from mlperf_assets.store import read_qps_search, search_probe_run_ids
 
 REPORT_NAME = "report.md"
 DASHBOARD_NAME = "dashboard.html"
@@ -118,7 +118,7 @@ def _summary(conn) -> pd.DataFrame:
         df = _df(conn, f"SELECT s.*, {extra} FROM run_summary s LEFT JOIN runs r USING (run_id)")
     except StoreError:  # a store without some of the extra columns
         df = _df(conn, "SELECT * FROM run_summary")
-    df = drop_probe_runs(conn, fill_missing_labels(_plain_dtypes(df)))  # capacity-search probes stay out
+    df = ch.drop_probe_runs(fill_missing_labels(_plain_dtypes(df)), search_probe_run_ids(conn))  # probes stay out
     if not df.empty:  # computed once: every chart and table groups runs by it
         df[ch.GROUP_KEY_COLUMN] = ch.group_keys(df.drop(columns=[ch.GROUP_KEY_COLUMN], errors="ignore"))
     return df
@@ -335,7 +335,7 @@ def build_report(
         ch.progress_timeline(progress, progress_runs, colors),
         ch.rouge_vs_target(summary, colors=colors),
         ch.published_context(summary, colors),
-        *search_charts(db_path, colors),  # the capacity search (max_qps_search), when the store has one
+        *ch.search_charts(read_qps_search(db_path), colors),  # the capacity search (max_qps_search), if any
     ]
     telemetry_charts, no_telemetry = _telemetry_charts(data, latest)  # per run: the report's pictures only
     # Each figure encoded once: the dashboard embeds the text and the PNG cache is keyed by it.
