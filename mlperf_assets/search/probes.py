@@ -1,9 +1,9 @@
 """A capacity search's LoadGen runs through the node's runner, and its figures through the results store.
 
 :class:`ProbePlan` is one probe as ``ledger.PartitionRun`` runs it; :class:`RunnerProbes` runs the estimate and the
-probes of one search (runner, ledger, ingest, the run's figures) and hands :func:`~mlperf_assets.search.algorithm.
-run_search` plain :class:`~mlperf_assets.search.algorithm.ProbeFigures`. The store is an argument (the ``store``
-resource, :class:`resources.store.ResultsStore`, or any object with the :class:`SearchStore` methods)."""
+probes of one search (runner, ledger, ingest, the run's figures) and gives the algorithm's ``run_search`` plain
+``ProbeFigures``. The store is an argument: the ``store`` resource (:class:`resources.store.ResultsStore`), or any
+object with the :class:`SearchStore` methods."""
 
 from __future__ import annotations
 
