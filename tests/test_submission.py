@@ -367,8 +367,8 @@ SERVER_LINE = "    Server: {target_qps: 250, min_duration_ms: 1000, min_query_co
 
 def test_gptj_result_is_named_gptj_99_and_asks_no_test06(tmp_path, stories_dir):
     """gpt-j lands under the registry's submission name (gptj-99, not the config's gptj) and, as no compliance test
-    is required of it, no run is called unsubmittable for lacking TEST06. (The pinned checker's --version v6.1
-    no longer lists gpt-j, its last round was v5.0 with another layout: it cannot judge this tree.)"""
+    is required of it by the compliance table, no run is called unsubmittable for lacking TEST06. (The checker at
+    gpt-j's round, v5.0, does want TEST06 of it: see test_gptj_tree_is_laid_out_for_v5_0_and_judged_at_it.)"""
     from mlperf_assets.submission import build_tree
 
     config = _variant(tmp_path, stories_dir, edits={"  model: llama3.1-8b\n": "  model: gptj\n",
@@ -440,3 +440,69 @@ def test_interactive_result_is_the_interactive_scenario_of_llama(tmp_path, stori
     _only_smoke_findings(verdict, rows)
     assert "# llama3.1-8b Interactive on test-local-cpu" in (results / "llama3.1-8b" / "Interactive" / "README.md"
                                                              ).read_text()
+
+
+
+# What the pinned checker at v5.0 says of a gpt-j smoke tree beyond the smoke findings: none of it layout or naming.
+# - v5.0 demands TEST06 of gptj-99 (models_TEST06), which this harness cannot run for gpt-j (its responses carry no
+#   token counts: harness/compliance.py); the checker looks for it where the tree would put it, compliance/...;
+# - the checkout's OFFLINE_MIN_SPQ_SINCE_V4 has no gptj-99 row: a closed gpt-j Offline result crashes its
+#   min_query_count_check (a KeyError, logged as "Execution occurred"), whatever the tree holds.
+GPTJ_V5_0_GAPS = {
+    "Offline": (r"Execution occurred in running check \S+/results/test-local-cpu/gptj-99/Offline/performance/run_1/"
+                r"mlperf_log_detail\.txt\. Running min_query_count_check in PerformanceCheck",),
+    "*": (r"Missing TEST06 in compliance dir \S+/TestOrg/compliance/test-local-cpu/gptj-99/{scenario}/",
+          r"Missing accuracy file in compliance dir\. Needs file \S+/TestOrg/compliance/test-local-cpu/gptj-99/"
+          r"{scenario}/TEST06/verify_accuracy\.txt",
+          r"Execution occurred in running check \S+/TestOrg/compliance/test-local-cpu/gptj-99/{scenario}/\. Running "
+          r"accuracy_check in ComplianceCheck"),
+}
+SEED_PATTERN = r"(qsl|sample_index|schedule)_rng_seed is wrong, expected=\d+, found=\d+"
+
+
+def test_gptj_tree_is_laid_out_for_v5_0_and_judged_at_it(tmp_path, stories_dir):
+    """gpt-j's round is v5.0 (the newest that lists it): its tree keeps measurements and compliance in folders of
+    their own and code/ for src/, and the pinned checker, run with --version v5.0, raises no layout, naming,
+    missing-file or scenario-set error. Its findings are the smoke ones, LoadGen's v6.1 seeds (a settings finding,
+    expected through the run's smoke reasons) and the two gaps of GPTJ_V5_0_GAPS, asserted line by line."""
+    from mlperf_assets.errors import UserError
+    from mlperf_assets.submission import build_tree, package
+
+    config = _variant(tmp_path, stories_dir, edits={"  model: llama3.1-8b\n": "  model: gptj\n",
+                                                    "  compliance: [TEST06]\n": ""})
+    tree, verdict, rows = package(config, tmp_path / "tree")
+    assert tree.round == "v5.0"  # and the checker looked for TEST06 under compliance/: it ran at v5.0
+    sub = tree.submitter_dir
+    assert sorted(p.name for p in sub.iterdir()) == ["code", "documentation", "measurements", "results", "systems"]
+    for scenario in ("Offline", "Server"):
+        measurements = sub / "measurements" / "test-local-cpu" / "gptj-99" / scenario
+        assert sorted(p.name for p in measurements.iterdir()) == [
+            "README.md", f"test-local-cpu_{scenario}.json", "user.conf"]
+        assert sorted(p.name for p in (sub / "results" / "test-local-cpu" / "gptj-99" / scenario).iterdir()) == [
+            "README.md", "accuracy", "performance"]
+
+    assert verdict.summary == "SUMMARY: submission has errors" and not verdict.general_errors
+    assert {(r["benchmark"], r["scenario"], r["run_id"] is not None) for r in rows} == {
+        ("gptj-99", "Offline", True), ("gptj-99", "Server", True)}
+    for r in rows:
+        for pattern in (*SMOKE_PATTERNS, SEED_PATTERN):
+            assert any(re.search(pattern, m) for m in r["expected"]), (pattern, r["expected"])
+        for m in r["expected"]:
+            assert any(re.search(p, m) for p in (*SMOKE_PATTERNS, SEED_PATTERN)), m
+        gaps = [g.format(scenario=r["scenario"]) for g in GPTJ_V5_0_GAPS["*"] + GPTJ_V5_0_GAPS.get(r["scenario"], ())]
+        assert sorted(gaps) == sorted(next(g for g in gaps if re.fullmatch(g, m)) for m in r["unexpected"]), \
+            r["unexpected"]
+    for forbidden in ("does not have all required scenarios", "has all unknown scenarios", "json file not found",
+                      "src directory does not exist", "system checks Checks failed",
+                      "measurement checks Checks failed", "is missing", "Could not find", "TEST06 accuracy"):
+        assert forbidden not in verdict.output, forbidden
+    for reasons in tree.smoke_reasons.values():
+        assert "LoadGen's RNG seeds are v6.1's, not those of v5.0 (the round that judges gptj-99)" in reasons
+        assert not any("TEST06" in r for r in reasons), reasons
+
+    # one tree holds one round: a run of a v6.1 LoadGen model among them is refused in one line
+    manifest = next(config.storage.artifact_root.glob("local/Server/*/performance/run_manifest.json"))
+    manifest.write_text(manifest.read_text().replace('"lg_model_name": "gptj"', '"lg_model_name": "llama3_1-8b"'))
+    with pytest.raises(UserError, match=r"LoadGen model llama3_1-8b is judged at round v6\.1, the tree of gptj at "
+                                        r"v5\.0: one tree holds one round$"):
+        build_tree(config, tmp_path / "tree2")

@@ -27,8 +27,9 @@ def submission_dir(config: MlperfConfig, node: str) -> Path:
 
 def build_submission_package(config: MlperfConfig) -> dg.AssetsDefinition:
     checks = ([dg.AssetCheckSpec(CHECKER_CHECK, asset=SUBMISSION_KEY, blocking=True,
-                                 description="The MLCommons submission checker (--version v6.1) of the configured "
-                                             "checkout passes the tree, but for what the run's settings explain")]
+                                 description="The MLCommons submission checker of the configured checkout, at the "
+                                             "benchmark's round, passes the tree, but for what the run's "
+                                             "settings explain")]
               if config.mlcommons_inference is not None else [])
 
     @dg.asset(

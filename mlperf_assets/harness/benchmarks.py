@@ -101,6 +101,9 @@ class Benchmark:
     reference_tokenizer: str  # HF model whose tokenizer made the official files
     default_lg_model_name: str
     accuracy_targets: tuple[str, ...]  # submission names, strictest last (gptj-99, gptj-99.9)
+    # the MLPerf round whose checker (``--version``) judges its results and whose tree layout they are written in:
+    # the newest round that lists the benchmark (submission_checker/constants.py MODEL_CONFIG)
+    submission_round: str
     aliases: tuple[str, ...] = field(default=())  # other spellings seen in submissions and logs
     # the reference tokenizer's EOS (what TEST06 counts at the end of an output): Llama 3.1 Instruct's <|eot_id|>
     eos_token_id: int = 128009
@@ -134,6 +137,7 @@ class Benchmark:
 _LLAMA_COMMON: dict[str, Any] = dict(
     prompt_template=LLAMA_TEMPLATE, instruction=None, max_prompt_tokens=None, token_dtype="int32",
     sends_n_tokens=True, sampling=LLAMA_SAMPLING, reference_tokenizer="meta-llama/Llama-3.1-8B-Instruct",
+    submission_round="v6.1",
 )
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -147,7 +151,7 @@ BENCHMARKS: dict[str, Benchmark] = {
                   token_dtype="int64", sends_n_tokens=False, sampling=GPTJ_SAMPLING,
                   dataset_size=FULL_VALIDATION_SIZE, reference_tokenizer="EleutherAI/gpt-j-6b",
                   default_lg_model_name="gptj", accuracy_targets=("gptj-99", "gptj-99.9"), aliases=("gpt-j",),
-                  eos_token_id=50256),
+                  submission_round="v5.0", eos_token_id=50256),
     )
 }
 

@@ -18,9 +18,10 @@ __all__ = [
 
 def check_tree(tree: SubmissionTree, mlcommons_inference: Path | str | None, *, dataset_samples: int | None,
                ) -> tuple[CheckerVerdict, list[dict[str, Any]]]:
-    """Run the checker on ``tree`` and return its verdict plus one row per result: node, system, benchmark,
-    scenario, run_id, passed, metric, expected and unexpected findings (the checker's own lines)."""
-    verdict = run_checker(tree.root, mlcommons_inference)
+    """Run the checker on ``tree`` at the round it is laid out for and return its verdict plus one row per result:
+    node, system, benchmark, scenario, run_id, passed, metric, expected and unexpected findings (the checker's own
+    lines)."""
+    verdict = run_checker(tree.root, mlcommons_inference, version=tree.round)
     rows = []
     node_of = {system: node for node, system in tree.systems.items()}
     runs = {(tree.systems[r.node], r.benchmark, r.result_scenario): r for r in tree.results}

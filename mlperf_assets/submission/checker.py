@@ -1,11 +1,13 @@
 """Run the MLCommons submission checker of the user's own checkout (never a copy) and read its verdict per result.
 
-``python <checkout>/tools/submission/submission_checker/main.py --input TREE --version v6.1 --csv FILE`` in a
-subprocess. The checker logs one line per finding, ``[time file:line LEVEL] message``; a result's findings follow
-its ``Starting performance checks for: <perf path>`` line, and its verdict is ``Results <path> <metric>`` (passed)
-or ``NoResults <path>`` (failed). Each ERROR (and the ``accuracy not met`` WARNING, which fails a result too) is
-kept verbatim and classified as *expected* when the run's own settings explain it (a smoke run: fewer samples than its
-benchmark's evaluation set, under 600 s, a baseline backend, no TEST06 run where one is required), else *unexpected*.
+``python <checkout>/tools/submission/submission_checker/main.py --input TREE --version ROUND --csv FILE`` in a
+subprocess, ROUND being the round the tree is laid out for (its benchmark's ``submission_round``). The checker logs
+one line per finding, ``[time file:line LEVEL] message``; a result's findings follow its ``Starting performance
+checks for: <perf path>`` line, and its verdict is ``Results <path> <metric>`` (passed) or ``NoResults <path>``
+(failed). Each ERROR (and the ``accuracy not met`` WARNING, which fails a result too) is kept verbatim and classified
+as *expected* when the run's own settings explain it (a smoke run: fewer samples than its benchmark's evaluation set,
+under 600 s, a baseline backend, no TEST06 run where one is required; LoadGen's RNG seeds when the tree is judged at
+another round than theirs), else *unexpected*.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from mlperf_assets.errors import UserError
 from mlperf_assets.harness.benchmarks import FULL_VALIDATION_SIZE
 
 CHECKER_MAIN = Path("tools/submission/submission_checker/main.py")
-CHECKER_VERSION = "v6.1"  # LoadGen 6.0.x carries the v6.1 RNG seeds
 
 # Findings a smoke run must produce, and the setting that explains each (the checker's own wording).
 SMOKE_FINDINGS = {
@@ -33,6 +34,8 @@ SMOKE_FINDINGS = {
     "Missing TEST06 in compliance dir": "no_test06",
     "Missing accuracy file in compliance dir. Needs file": "no_test06",
     "Running accuracy_check in ComplianceCheck": "no_test06",
+    # qsl_/sample_index_/schedule_rng_seed: LoadGen's mlperf.conf seeds are another round's than the checker's
+    "rng_seed is wrong": "seeds",
 }
 # Lines that only restate a failure already logged (a check class's roll-up, the final verdicts).
 _ROLLUPS = ("Checks failed for:", "NoResults ", "SUMMARY: submission has errors")
@@ -126,12 +129,13 @@ def parse_output(text: str) -> tuple[dict[tuple[str, str, str], ResultVerdict], 
     return results, general, summary
 
 
-def run_checker(tree: Path, mlcommons_inference: Path | str | None, *, timeout_s: float = 600,
+def run_checker(tree: Path, mlcommons_inference: Path | str | None, *, version: str, timeout_s: float = 600,
                 python: str | None = None) -> CheckerVerdict:
+    """The checker's verdict on ``tree`` judged at round ``version`` (``v6.1``, ``v5.0``: ``--version``)."""
     main = checker_path(mlcommons_inference)
     with tempfile.TemporaryDirectory(prefix="mlperf-checker-") as work:
         cmd = [python or sys.executable, str(main), "--input", str(Path(tree).absolute()),
-               "--version", CHECKER_VERSION, "--csv", str(Path(work) / "summary.csv")]
+               "--version", version, "--csv", str(Path(work) / "summary.csv")]
         try:
             proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
@@ -145,7 +149,8 @@ def run_checker(tree: Path, mlcommons_inference: Path | str | None, *, timeout_s
 
 
 def classify(errors: list[str], smoke: set[str]) -> tuple[list[str], list[str]]:
-    """(expected, unexpected) findings; ``smoke`` holds the run's traits: samples, duration, accuracy, no_test06."""
+    """(expected, unexpected) findings; ``smoke`` holds the run's traits: samples, duration, accuracy, no_test06,
+    seeds."""
     expected, unexpected = [], []
     for msg in errors:
         trait = next((t for pattern, t in SMOKE_FINDINGS.items() if pattern in msg), None)
@@ -166,4 +171,6 @@ def smoke_traits(reasons: list[str], dataset_samples: int | None, *,
         traits.add("accuracy")
     if any("no TEST06 run" in r for r in reasons):
         traits.add("no_test06")
+    if any("RNG seeds" in r for r in reasons):
+        traits.add("seeds")
     return traits

@@ -1,10 +1,10 @@
 """The MLPerf submission tree, from collected run folders: pure (no Dagster, no DuckDB).
 
-Layout (what the MLCommons checker ``--version v6.1`` reads; ``src/``, not ``code/``)::
+Layout (what the MLCommons checker reads at the benchmark's round, ``Benchmark.submission_round``)::
 
     <division>/<submitter>/
       systems/<system>.json
-      src/README.md  documentation/README.md
+      src/README.md  documentation/README.md                         (v5.0: code/, not src/)
       results/<system>/<benchmark>/<Scenario>/
         performance/run_1/{mlperf_log_summary.txt, mlperf_log_detail.txt}
         accuracy/{accuracy.txt (+ hash=), mlperf_log_accuracy.json (truncated), mlperf_log_summary.txt,
@@ -12,8 +12,9 @@ Layout (what the MLCommons checker ``--version v6.1`` reads; ``src/``, not ``cod
         TEST06/{verify_accuracy.txt, accuracy/mlperf_log_accuracy.json, accuracy/mlperf_log_{summary,detail}.txt}
         measurements.json  user.conf  README.md
 
-(v5.x kept measurements and compliance in their own ``measurements/`` and ``compliance/`` folders; v6.x reads
-both from the scenario folder under ``results/``, so they are written there.)
+v5.x kept measurements and compliance in folders of their own: ``measurements/<system>/<benchmark>/<Scenario>/``
+(``<system>_<Scenario>.json``, ``user.conf``, ``README.md``) and ``compliance/<system>/<benchmark>/<Scenario>/TEST06/``;
+v6.x reads both from the scenario folder under ``results/``. :data:`ROUND_LAYOUTS` holds only what differs.
 
 One entry per node x scenario: the newest run folder whose performance run is VALID (with its accuracy run and,
 when present, its TEST06 run). The tree is written into a temporary folder beside ``out`` and renamed into place
@@ -42,6 +43,31 @@ CATEGORY_SCENARIOS = {"datacenter": ("Offline", "Server"), "edge": ("Offline", "
                       "datacenter,edge": ("Offline", "Server", "SingleStream")}
 PERF_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
 MIN_DURATION_MS = 600_000  # mlperf.conf's *.*.min_duration: one value for every model (the registry has no column)
+LOADGEN_SEEDS_ROUND = "v6.1"  # the round whose RNG seeds the mlperf.conf compiled into LoadGen 6.0.x carries
+_RESULT_DIR = "results/{system}/{benchmark}/{scenario}"
+
+
+@dataclass(frozen=True)
+class RoundLayout:
+    """Where a round's checker reads what moved between rounds (folders under ``<division>/<submitter>/``, with
+    ``{system}``, ``{benchmark}`` and ``{scenario}`` filled in); ``systems/`` and the results folder's
+    ``performance/`` and ``accuracy/`` are the same in every round."""
+
+    src: str  # the source code folder
+    measurements: str  # the folder of the measurements JSON, user.conf and README.md
+    measurements_json: str  # that JSON's file name
+    compliance: str  # the folder holding one <TEST>/ folder per compliance run
+
+
+ROUND_LAYOUTS: dict[str, RoundLayout] = {
+    # submission_checker/constants.py: SRC_PATH, MEASUREMENTS_PATH (its loader takes the JSON starting with the
+    # system's name and ending in _<scenario>.json), COMPLIANCE_PATH
+    "v5.0": RoundLayout(src="code", measurements="measurements/{system}/{benchmark}/{scenario}",
+                        measurements_json="{system}_{scenario}.json",
+                        compliance="compliance/{system}/{benchmark}/{scenario}"),
+    "v6.1": RoundLayout(src="src", measurements=_RESULT_DIR, measurements_json="measurements.json",
+                        compliance=_RESULT_DIR),
+}
 
 
 @dataclass
@@ -81,6 +107,7 @@ class SubmissionTree:
     skipped: list[Skipped]
     systems: dict[str, str]  # node -> system folder name
     smoke_reasons: dict[tuple[str, str], list[str]]  # (node, scenario) -> why not submittable
+    round: str  # the MLPerf round it is laid out for, and judged at (the checker's --version)
 
 
 def _detail_value(detail: Path, key: str) -> Any:
@@ -128,11 +155,11 @@ def run_loadgen_model(run: SelectedRun, default: str) -> LoadGenModel:
 
 
 def result_folder(model: LoadGenModel, scenario: str) -> tuple[str, str]:
-    """``(benchmark, scenario)`` folders of a run under ``results/<system>/``, as the checker (``--version v6.1``)
-    names them: the LoadGen model's submission name (``gptj`` -> ``gptj-99``, ``llama3_1-8b-edge`` ->
-    ``llama3.1-8b-edge``) and the LoadGen scenario. A model whose Server runs MLPerf labels otherwise
-    (``llama3_1-8b-interactive``: Interactive) is a scenario of its benchmark's own model since v6.0: its Server run
-    goes to ``llama3.1-8b/Interactive`` (the checker knows no ``llama3.1-8b-interactive`` folder)."""
+    """``(benchmark, scenario)`` folders of a run under ``results/<system>/``, as the checker names them: the
+    LoadGen model's submission name (``gptj`` -> ``gptj-99``, ``llama3_1-8b-edge`` -> ``llama3.1-8b-edge``) and the
+    LoadGen scenario. A model whose Server runs MLPerf labels otherwise (``llama3_1-8b-interactive``: Interactive) is
+    a scenario of its benchmark's own model since v6.0: its Server run goes to ``llama3.1-8b/Interactive`` (the
+    checker knows no ``llama3.1-8b-interactive`` folder)."""
     if model.server_scenario_label == "Server":
         return model.submission_name, scenario
     base = LOADGEN_MODELS[BENCHMARKS[model.benchmark].default_lg_model_name]
@@ -157,6 +184,10 @@ def smoke_reasons(run: SelectedRun, model: LoadGenModel, baseline: bool) -> list
         if test not in run.compliance:
             reasons.append(f"no {test} run (set benchmark.compliance: [{test}] or profile: submission, and "
                            "mlcommons_inference)")
+    round_ = BENCHMARKS[model.benchmark].submission_round
+    if round_ != LOADGEN_SEEDS_ROUND:
+        reasons.append(f"LoadGen's RNG seeds are {LOADGEN_SEEDS_ROUND}'s, not those of {round_} (the round that "
+                       f"judges {model.submission_name})")
     if baseline:
         reasons.append(f"the {(run.manifest.get('backend') or {}).get('name')} backend is a baseline, not a model: "
                        "its accuracy is not the model's")
@@ -171,8 +202,14 @@ def _copy(src: Path, dest: Path, names: tuple[str, ...]) -> None:
         shutil.copy2(src / name, dest / name)
 
 
-def _write_result(run: SelectedRun, scen_dir: Path, *, system: str, benchmark: str, sub: Mapping[str, Any],
+def _write_result(run: SelectedRun, sub_dir: Path, layout: RoundLayout, *, system: str, sub: Mapping[str, Any],
                   checkpoint: str | None, reasons: list[str], mlcommons_inference: Path | None) -> None:
+    """One result: its logs under ``results/``, its compliance runs, measurements JSON, user.conf and README.md
+    where ``layout`` puts them (the README also beside the logs, whatever the round)."""
+    names = {"system": system, "benchmark": run.benchmark, "scenario": run.result_scenario}
+    scen_dir = sub_dir / _RESULT_DIR.format(**names)
+    measurements = sub_dir / layout.measurements.format(**names)
+    measurements.mkdir(parents=True, exist_ok=True)
     _copy(run.performance, scen_dir / "performance" / "run_1", PERF_FILES)
     acc = scen_dir / "accuracy"
     _copy(run.accuracy, acc, PERF_FILES)
@@ -183,17 +220,18 @@ def _write_result(run: SelectedRun, scen_dir: Path, *, system: str, benchmark: s
         raise UserError(f"{run.accuracy / 'accuracy.txt'} is missing: materialize accuracy_results for run "
                         f"{run.run_id} first")
     write_truncated(log, run.accuracy / "accuracy.txt", acc)
+    compliance = sub_dir / layout.compliance.format(**names)
     for test, test_dir in run.compliance.items():
-        _write_compliance(test, test_dir, scen_dir / test, scenario=run.scenario, benchmark=benchmark,
+        _write_compliance(test, test_dir, compliance / test, scenario=run.scenario, benchmark=run.benchmark,
                           mlcommons_inference=mlcommons_inference)
     user_conf = run.performance / "user.conf"
-    (scen_dir / "user.conf").write_text(user_conf.read_text() if user_conf.is_file() else "# mlperf.conf only\n")
-    (scen_dir / "measurements.json").write_text(
+    (measurements / "user.conf").write_text(user_conf.read_text() if user_conf.is_file() else "# mlperf.conf only\n")
+    (measurements / layout.measurements_json.format(**names)).write_text(
         json.dumps(measurements_json(sub, run.manifest, checkpoint), indent=2) + "\n")
-    (scen_dir / "README.md").write_text(scenario_readme(
-        system=system, benchmark=benchmark, scenario=run.result_scenario or run.scenario, manifest=run.manifest,
-        run_id=run.run_id,
-        smoke_reasons=reasons))
+    readme = scenario_readme(system=system, benchmark=run.benchmark, scenario=run.result_scenario,
+                             manifest=run.manifest, run_id=run.run_id, smoke_reasons=reasons)
+    for folder in dict.fromkeys((scen_dir, measurements)):
+        (folder / "README.md").write_text(readme)
 
 
 def _write_compliance(test: str, test_dir: Path, out: Path, *, scenario: str, benchmark: str,
@@ -240,6 +278,8 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
     nodes = nodes or config.node_names
     benchmark = config.benchmark.model
     default_lg = config.benchmark.lg_model_name or BENCHMARKS[benchmark].default_lg_model_name
+    round_ = BENCHMARKS[benchmark].submission_round
+    layout = ROUND_LAYOUTS[round_]
     allowed = CATEGORY_SCENARIOS[sub_cfg.category]
     selected, skipped = select_runs(config.storage.artifact_root, nodes,
                                     [s for s in config.scenario_names if s in allowed])
@@ -254,9 +294,9 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
         raise UserError(f"{out} already exists")
     with replacing_folder(out) as tmp:
         sub_dir = tmp / sub_cfg.division / safe_name(sub_cfg.submitter)
-        for name in ("systems", "src", "documentation", "results"):
+        for name in ("systems", layout.src, "documentation", "results"):
             (sub_dir / name).mkdir(parents=True)
-        (sub_dir / "src" / "README.md").write_text(_src_readme(config.source_path))
+        (sub_dir / layout.src / "README.md").write_text(_src_readme(config.source_path))
         (sub_dir / "documentation" / "README.md").write_text(
             "# Documentation\n\nResults produced by mlperf-dagster; see each scenario's README.md.\n")
         systems: dict[str, str] = {}
@@ -271,13 +311,15 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
                                    framework=framework_name(run.manifest))
                 (sub_dir / "systems" / f"{system}.json").write_text(json.dumps(data, indent=2) + "\n")
             model = run_loadgen_model(run, default_lg)
+            if BENCHMARKS[model.benchmark].submission_round != round_:
+                raise UserError(f"{run.folder}: LoadGen model {model.name} is judged at round "
+                                f"{BENCHMARKS[model.benchmark].submission_round}, the tree of {benchmark} at "
+                                f"{round_}: one tree holds one round")
             run.benchmark, run.result_scenario = result_folder(model, run.scenario)
             run.dataset_size = BENCHMARKS[model.benchmark].dataset_size
             reasons = smoke_reasons(run, model, config.benchmark.is_baseline)
             reasons_by[(run.node, run.scenario)] = reasons
-            scen_dir = sub_dir / "results" / system / run.benchmark / run.result_scenario
-            _write_result(run, scen_dir, system=system, benchmark=run.benchmark, sub=sub,
-                          checkpoint=config.benchmark.checkpoint, reasons=reasons,
-                          mlcommons_inference=config.mlcommons_inference)
+            _write_result(run, sub_dir, layout, system=system, sub=sub, checkpoint=config.benchmark.checkpoint,
+                          reasons=reasons, mlcommons_inference=config.mlcommons_inference)
     final = out / sub_cfg.division / safe_name(sub_cfg.submitter)
-    return SubmissionTree(out, final, selected, skipped, systems, reasons_by)
+    return SubmissionTree(out, final, selected, skipped, systems, reasons_by, round_)
