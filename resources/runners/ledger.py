@@ -310,6 +310,18 @@ def failure_reason(output: str | None) -> str | None:
     return None
 
 
+def _other_plan(node: str, key: str, mode: str, record: ActiveRecord) -> tuple[str, str]:
+    """(what the run recorded under ledger key ``key`` is, what a person runs to pick it up again), for messages. A
+    partition's key is its scenario; any other is a capacity-search probe's (``<label>-search``, recorded under the
+    searched label)."""
+    if key == record.scenario:
+        return f"{key} {mode}", f"Materialize partition {node}|{key}"
+    label = record.scenario
+    return (f"a probe of the capacity search of {label} on {node}",
+            f"Run that search again (mlperf-dagster search-qps --node {node} --scenario {label}, or materialize "
+            f"max_qps_search partition {node}|{label})")
+
+
 # ------------------------------------------------------------------------------------- one partition run
 
 
@@ -492,10 +504,11 @@ class PartitionRun:
             seen = observe(self.runner, handle)
             progress = seen.progress
             if progress is not None and progress.state == RUNNING and not seen.uncertain:
+                what, pick_up = _other_plan(self.node, other, mode, record)
                 raise PartitionRunError(
-                    f"node {self.node} is busy: {record.origin} ({other} {mode}) is {describe_state(progress)}, "
-                    f"and no orchestrator is watching it. Materialize partition {self.node}|{other} to reattach and "
-                    f"collect it, or {self.runner.stop_hint(handle)} and retry"
+                    f"node {self.node} is busy: {record.origin} ({what}) is {describe_state(progress)}, and no "
+                    f"orchestrator is watching it. {pick_up} to reattach and collect it, or "
+                    f"{self.runner.stop_hint(handle)} and retry"
                 )
 
     # ---- one harness run
