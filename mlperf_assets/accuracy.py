@@ -502,9 +502,6 @@ def write_accuracy_txt(report: AccuracyReport, path: str | os.PathLike) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ MLCommons' own evaluation
-# Where each benchmark family's reference script sits in a checkout of mlcommons/inference.
-REFERENCE_EVALUATION_DIRS = {"llama3.1-8b": "language/llama3.1-8b", "llama3.1-8b-edge": "language/llama3.1-8b",
-                             "gptj": "language/gpt-j"}
 # What evaluation.py imports (besides its sibling dataset.py), as Python module names and the packages giving them.
 REFERENCE_EVALUATION_MODULES = {"numpy": "numpy", "nltk": "nltk", "evaluate": "evaluate",
                                 "rouge_score": "rouge-score", "torch": "torch", "transformers": "transformers",
@@ -559,7 +556,7 @@ def reference_evaluation_argv(checkout: str | os.PathLike, log_path: str | os.Pa
     root = Path(checkout)
     if not root.is_dir():
         raise AccuracyError(f"--reference-evaluation {root} does not exist (a checkout of mlcommons/inference)")
-    folder = root / REFERENCE_EVALUATION_DIRS[family]
+    folder = root / BENCHMARKS[family].reference_evaluation_dir
     script = folder / "evaluation.py"
     if not script.is_file():
         raise AccuracyError(f"--reference-evaluation {root}: {script.relative_to(root)} not found (a checkout of "

@@ -129,3 +129,33 @@ def test_a_variant_is_one_entry(stories_dir: Path, tmp_path: Path):
     for e in log:
         assert np.frombuffer(bytes.fromhex(e["data"]), "<i8").tolist() == samples[e["qsl_idx"]]["tok_output"]
         assert "token_count" not in e
+
+
+def test_a_variant_entry_carries_its_orchestrator_side_facts(monkeypatch, tmp_path: Path):
+    """Beyond the harness: the compliance tests a submission needs, where MLCommons' evaluation.py sits, and the
+    submission's results folder all come from the variant's two rows, with no other table to edit."""
+    import dataclasses
+
+    from mlperf_assets.accuracy import AccuracyError, reference_evaluation_argv
+    from mlperf_assets.harness import benchmarks as reg
+    from mlperf_assets.harness.compliance import required_tests
+    from mlperf_assets.submission.tree import result_folder
+
+    base = reg.BENCHMARKS["llama3.1-8b"]
+    variant = dataclasses.replace(base, name="cnndm-variant", default_lg_model_name="cnndm_variant",
+                                  reference_evaluation_dir="language/cnndm-variant", aliases=())
+    model = reg.LoadGenModel("cnndm_variant", "cnndm-variant", "cnndm-variant-99", 6000, compliance_tests=("TEST06",))
+    monkeypatch.setitem(reg.BENCHMARKS, variant.name, variant)
+    monkeypatch.setitem(reg.LOADGEN_MODELS, model.name, model)
+    monkeypatch.setattr(reg, "_SPELLINGS", reg._spellings())
+
+    assert required_tests("cnndm_variant") == ["TEST06"]
+    assert required_tests("cnndm-variant-99") == ["TEST06"]
+    assert result_folder(model, "Offline") == ("cnndm-variant-99", "Offline")
+    # the reference evaluation looks for the variant's own folder in the checkout
+    checkout = tmp_path / "inference"
+    (checkout / "language" / "llama3.1-8b").mkdir(parents=True)
+    (checkout / "language" / "llama3.1-8b" / "evaluation.py").write_text("")
+    with pytest.raises(AccuracyError, match="language/cnndm-variant/evaluation.py not found"):
+        reference_evaluation_argv(checkout, tmp_path / "log.json", tmp_path / "ds.json", family="cnndm-variant",
+                                  tokenizer="byte", dtype="int32", total_samples=4)

@@ -77,6 +77,9 @@ class LoadGenModel:
     tpot_latency_ms: float | None = None
     server_target_latency_ms: float | None = None
     uses_token_latencies: bool = True
+    # the compliance tests a submission of it needs (the checker's models_TESTxx lists; names of
+    # harness/compliance.py's COMPLIANCE_TESTS)
+    compliance_tests: tuple[str, ...] = ()
 
     def server_limits_ns(self) -> dict[str, int | None]:
         """The Server limits in ns, as LoadGen logs them (``ttft_latency``, ``tpot_latency``, ``target_latency``)."""
@@ -104,6 +107,9 @@ class Benchmark:
     # the MLPerf round whose checker (``--version``) judges its results and whose tree layout they are written in:
     # the newest round that lists the benchmark (submission_checker/constants.py MODEL_CONFIG)
     submission_round: str
+    # where MLCommons' reference evaluation.py sits in a checkout of mlcommons/inference (accuracy
+    # --reference-evaluation)
+    reference_evaluation_dir: str
     aliases: tuple[str, ...] = field(default=())  # other spellings seen in submissions and logs
     # the reference tokenizer's EOS (what TEST06 counts at the end of an output): Llama 3.1 Instruct's <|eot_id|>
     eos_token_id: int = 128009
@@ -137,7 +143,7 @@ class Benchmark:
 _LLAMA_COMMON: dict[str, Any] = dict(
     prompt_template=LLAMA_TEMPLATE, instruction=None, max_prompt_tokens=None, token_dtype="int32",
     sends_n_tokens=True, sampling=LLAMA_SAMPLING, reference_tokenizer="meta-llama/Llama-3.1-8B-Instruct",
-    submission_round="v6.1",
+    submission_round="v6.1", reference_evaluation_dir="language/llama3.1-8b",
 )
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -151,17 +157,19 @@ BENCHMARKS: dict[str, Benchmark] = {
                   token_dtype="int64", sends_n_tokens=False, sampling=GPTJ_SAMPLING,
                   dataset_size=FULL_VALIDATION_SIZE, reference_tokenizer="EleutherAI/gpt-j-6b",
                   default_lg_model_name="gptj", accuracy_targets=("gptj-99", "gptj-99.9"), aliases=("gpt-j",),
-                  submission_round="v5.0", eos_token_id=50256),
+                  submission_round="v5.0", reference_evaluation_dir="language/gpt-j", eos_token_id=50256),
     )
 }
 
 LOADGEN_MODELS: dict[str, LoadGenModel] = {
     m.name: m
     for m in (
-        LoadGenModel("llama3_1-8b", "llama3.1-8b", "llama3.1-8b", 13368, ttft_latency_ms=2000, tpot_latency_ms=100),
+        LoadGenModel("llama3_1-8b", "llama3.1-8b", "llama3.1-8b", 13368, ttft_latency_ms=2000, tpot_latency_ms=100,
+                     compliance_tests=("TEST06",)),
         LoadGenModel("llama3_1-8b-edge", "llama3.1-8b-edge", "llama3.1-8b-edge", 5000),
         LoadGenModel("llama3_1-8b-interactive", "llama3.1-8b", "llama3.1-8b-interactive", 13368,
-                     server_scenario_label="Interactive", ttft_latency_ms=500, tpot_latency_ms=30),
+                     server_scenario_label="Interactive", ttft_latency_ms=500, tpot_latency_ms=30,
+                     compliance_tests=("TEST06",)),
         LoadGenModel("gptj", "gptj", "gptj-99", 13368, server_target_latency_ms=20000, uses_token_latencies=False),
     )
 }

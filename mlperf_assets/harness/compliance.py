@@ -168,7 +168,6 @@ class ComplianceTest:
     name: str
     description: str
     mode: str  # the harness --mode it runs under (what its audit.config forces)
-    required_for: tuple[str, ...]  # submission names that need it (checker constants, models_TESTxx, v6.1)
     unsupported: Callable[[str], str | None]  # LoadGen model name -> None if the test can run, else why not
     checks: Callable[[Sequence[Mapping[str, Any]], VerifyContext], dict[str, bool | None]]
     render: Callable[[Mapping[str, bool | None], bool], str]  # checks, complete -> result file text
@@ -193,7 +192,6 @@ COMPLIANCE_TESTS: dict[str, ComplianceTest] = {
             description="LLM output consistency: first token, at most one trailing EOS, token counts (100 logged "
                         "samples of a performance run)",
             mode="performance",
-            required_for=("llama3.1-8b", "llama3.1-8b-interactive"),
             unsupported=_takes_token_outputs,
             checks=consistency_checks, render=consistency_text, parse=parse_consistency_text, mlcommons_argv=consistency_mlcommons_argv,
         ),
@@ -212,11 +210,13 @@ def compliance_test(name: str) -> ComplianceTest:
 
 
 def required_tests(benchmark_or_submission_name: str) -> list[str]:
-    """The compliance tests a submission of this benchmark needs (``llama3.1-8b`` -> ``["TEST06"]``)."""
-    from .benchmarks import submission_name
+    """The compliance tests a submission of this benchmark needs (``llama3.1-8b`` -> ``["TEST06"]``): those of the
+    LoadGen model rows (``LoadGenModel.compliance_tests``) filed under its submission name."""
+    from .benchmarks import LOADGEN_MODELS, submission_name
 
     name = submission_name(benchmark_or_submission_name) or benchmark_or_submission_name
-    return [t.name for t in COMPLIANCE_TESTS.values() if name in t.required_for]
+    wanted = {t for m in LOADGEN_MODELS.values() if m.submission_name == name for t in m.compliance_tests}
+    return [t for t in COMPLIANCE_TESTS if t in wanted]
 
 
 def check_runnable(test: ComplianceTest, lg_model_name: str, mode: str) -> None:
