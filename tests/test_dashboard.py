@@ -300,6 +300,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                           text=True, cwd=PROJECT, timeout=300, env={**os.environ, "MLPERF_DAGSTER_CONFIG": ""})
 
 
+@pytest.mark.slow
 def test_cli(base: Path, mlperf_logs_dir: Path, tmp_path: Path) -> None:
     db = submission_store(base, mlperf_logs_dir)
     r = cli("--db", str(db), "--out", str(tmp_path / "r"), "--regression-threshold", "5")

@@ -185,6 +185,7 @@ def test_engine_stats_sum_the_replicas_and_average_the_kv_cache(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------- real runs
+@pytest.mark.slow
 def test_offline_two_sim_replicas_double_the_throughput_each_on_its_own_gpu(dataset, tmp_path):
     out = tmp_path / "offline"
     r = harness("--scenario", "Offline", "--mode", "performance", "--backend", "sim", "--dataset", str(dataset),

@@ -203,6 +203,7 @@ def test_signal_in_a_weakref_callback_is_kept_and_not_printed():
     assert "Exception ignored" in bug.stderr and "ValueError: a real bug in a callback" in bug.stderr
 
 
+@pytest.mark.slow
 def test_signal_while_finishing_is_never_completed(tmp_path: Path, dataset: Path):
     """LoadGen has finished and the backend is stopping (slowly): the run is not declared completed."""
     out, mark = tmp_path / "run", tmp_path / "mark"
@@ -250,6 +251,7 @@ SWEEP_DELAYS = [round(0.05 * i, 2) for i in range(0, 36)]  # 0.00 .. 1.75 s
 SWEEP_SIGNALS = {signal.SIGTERM: SWEEP_DELAYS, signal.SIGINT: SWEEP_DELAYS[::3]}
 
 
+@pytest.mark.slow
 def test_signal_sweep_over_the_whole_start_up(tmp_path: Path, dataset: Path):
     trials = [(sig, delay, tmp_path / f"{sig.name}-{i}") for sig, delays in SWEEP_SIGNALS.items()
               for i, delay in enumerate(delays)]
@@ -310,6 +312,7 @@ def test_signal_during_interpreter_start_up_is_kept_when_the_launcher_blocks_it(
         _assert_interrupted(out, proc.returncode, err, sig, f"{sig.name} {delay} s after exec, signals blocked")
 
 
+@pytest.mark.slow
 def test_prepare_dataset_signal_writes_nothing(tmp_path: Path, stories_dir: Path):
     big = tmp_path / "big.jsonl"
     texts = [p.read_text() for p in sorted(stories_dir.glob("*.story"))]

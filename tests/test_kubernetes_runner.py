@@ -536,6 +536,7 @@ benchmark: {backend: vllm, checkpoint: meta-llama/Llama-3.1-8B-Instruct}
         parse_config(nested, tmp_path / "c.yaml")
 
 
+@pytest.mark.slow
 def test_a_deleted_job_is_gone_and_api_errors_are_unreachable(tmp_path):
     from kubernetes.client.rest import ApiException
 

@@ -181,6 +181,7 @@ def test_report_section(report) -> None:
     assert text.count("](published_context.png)") == 1  # in its section, not again under Charts
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_published_view_renders_in_chromium(browser: Browser, report) -> None:
     browser.open(report.dashboard_path)

@@ -237,6 +237,7 @@ def fast_polls(monkeypatch):
     monkeypatch.setattr(LocalRunner, "poll_interval_s", 0.2)
 
 
+@pytest.mark.slow
 def test_cli_search_finds_the_fast_capacity(dataset, loadgen_schedule, tmp_path, monkeypatch, capsys, fast_polls):
     """`mlperf-dagster search-qps` on a real Dagster instance: the Offline estimate probe, the probes, the
     confirmation, every step in DuckDB, the suggestion printed last and written as YAML."""
@@ -276,6 +277,7 @@ def test_cli_search_finds_the_fast_capacity(dataset, loadgen_schedule, tmp_path,
     assert "qps_search" in report.charts_drawn and report.n_runs == kinds.count(CONFIRM)
 
 
+@pytest.mark.slow
 def test_search_finds_the_slow_capacity(dataset, loadgen_schedule, tmp_path, fast_polls):
     """Half the capacity, found through ``search_node`` and the local runner (no Dagster), from a given estimate."""
     config = load_config(write_config(tmp_path, dataset, SLOW, start_qps=500))
@@ -287,6 +289,7 @@ def test_search_finds_the_slow_capacity(dataset, loadgen_schedule, tmp_path, fas
     assert out.status == FOUND and out.probes <= 8 and abs(out.qps - truth) / truth <= 0.05, (out.qps, truth)
 
 
+@pytest.mark.slow
 def test_probes_are_not_padded_to_whole_multiples_of_the_loaded_samples(dataset, tmp_path):
     """llama3.1-8b's Server runs have sample_concatenate_permutation on (mlperf.conf): LoadGen pads a schedule to whole
     multiples of the loaded samples. Probes turn it off so they last probe_duration_s; the confirmation keeps it.
@@ -315,6 +318,7 @@ def test_probes_are_not_padded_to_whole_multiples_of_the_loaded_samples(dataset,
     assert padded is False and count < 20, generated
 
 
+@pytest.mark.slow
 def test_unreachable_target_stops_with_a_clear_message(dataset, tmp_path, fast_polls):
     """Every step takes 40 ms, more than the 30 ms Interactive TPOT limit at any load: the search steps down to
     search.min_qps, says so, and keeps every probe it ran."""
@@ -355,6 +359,7 @@ class LosesTheNode(LocalRunner):
         raise RunUnreachable(f"node {self.node}: connection lost (test) while {handle.run_id} was {progress.state}")
 
 
+@pytest.mark.slow
 def test_interrupt_and_node_loss_resume_instead_of_starting_over(dataset, tmp_path, fast_polls):
     config = load_config(write_config(tmp_path, dataset, SLOW, start_qps=500, tolerance_pct=10, max_probes=4))
     db = config.storage.duckdb_path

@@ -139,6 +139,7 @@ def summary_fields(path: Path) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ happy paths
+@pytest.mark.slow
 def test_two_nodes_run_concurrently_and_are_collected(sshd, dataset, tmp_path):
     a = make_runner(sshd, tmp_path / "node-a", node="node-a")
     b = make_runner(sshd, tmp_path / "node-b", node="node-b")
@@ -179,6 +180,7 @@ def test_two_nodes_run_concurrently_and_are_collected(sshd, dataset, tmp_path):
     a.close(), b.close()
 
 
+@pytest.mark.slow
 def test_dataset_uploaded_only_when_checksum_differs(sshd, dataset, tmp_path):
     runner = make_runner(sshd, tmp_path / "wd")
     h1 = runner.start(make_spec(dataset, "up-1"))
@@ -203,6 +205,7 @@ def test_dataset_uploaded_only_when_checksum_differs(sshd, dataset, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ faults
+@pytest.mark.slow
 def test_run_survives_sshd_stop_and_everything_is_collected(sshd, dataset, tmp_path):
     runner = make_runner(sshd, tmp_path / "wd")
     handle = runner.start(make_spec(dataset, "drop-1", scenario="Server", backend="replay", settings=SLOW_SERVER))
@@ -235,6 +238,7 @@ def test_run_survives_sshd_stop_and_everything_is_collected(sshd, dataset, tmp_p
     runner.close()
 
 
+@pytest.mark.slow
 def test_new_orchestrator_reattaches_instead_of_starting_a_duplicate(sshd, dataset, tmp_path):
     spec = make_spec(dataset, "reattach-1", scenario="Server", backend="replay", settings=SLOW_SERVER)
     first = make_runner(sshd, tmp_path / "wd")
@@ -265,6 +269,7 @@ def test_new_orchestrator_reattaches_instead_of_starting_a_duplicate(sshd, datas
         r.close()
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_remote_process_group(sshd, dataset, tmp_path):
     runner = make_runner(sshd, tmp_path / "wd")
     spec = make_spec(dataset, "cancel-1", scenario="Server", backend="replay",
@@ -294,6 +299,7 @@ def test_cancel_stops_the_remote_process_group(sshd, dataset, tmp_path):
     runner.close()
 
 
+@pytest.mark.slow
 def test_monitor_shows_a_running_ssh_run(sshd, dataset, tmp_path):
     from mlperf_assets.cli import main
 
@@ -622,6 +628,7 @@ nodes:
         assert len(list((tmp_path / node / "_datasets").glob("*.json"))) == 1
 
 
+@pytest.mark.slow
 def test_monitor_shows_a_running_local_run_and_eta(dataset, tmp_path):
     from mlperf_assets.commands.remote import MonitorRow, format_duration
     from mlperf_assets.config import load_config
@@ -651,6 +658,7 @@ def test_monitor_shows_a_running_local_run_and_eta(dataset, tmp_path):
 
 
 # ------------------------------------------------------------------- typed errors, as the ledger reads them
+@pytest.mark.slow
 def test_outage_is_uncertain_and_a_removed_run_folder_is_gone(sshd, dataset, tmp_path):
     """What reattaching relies on: while the node cannot be reached, the runner's answer is marked stale (the run may
     be alive: keep its record); once the node answers that the folder is gone, that is RunGone (drop the record)."""

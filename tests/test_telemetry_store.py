@@ -204,6 +204,7 @@ def test_telemetry_is_part_of_the_one_transaction(gpu_run: Path, real_runs, tmp_
     assert db_state(db) == before
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_telemetry_ingest_changes_nothing(gpu_run: Path, real_runs, tmp_path: Path) -> None:
     """A real size-limited disk (tmpfs, else RLIMIT_FSIZE): a run whose telemetry alone outgrows it is refused in
     one line and the database file is byte-identical."""
