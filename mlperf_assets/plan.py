@@ -222,7 +222,7 @@ def profile_settings(config: MlperfConfig, settings: Mapping[str, Any]) -> dict[
 
 def compliance_tests(config: MlperfConfig) -> list[str]:
     """The compliance tests each partition runs: benchmark.compliance, plus under the submission profile the tests
-    a submission of the benchmark requires (TEST06 for llama3.1-8b; harness/compliance.py's table)."""
+    a submission of the benchmark requires (TEST06 for llama3.1-8b: its LoadGen model row in the registry)."""
     tests = list(config.benchmark.compliance)
     if config.benchmark.profile == "submission":
         tests += [t for t in required_tests(config.benchmark.model) if t not in tests]
