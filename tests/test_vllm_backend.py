@@ -8,6 +8,7 @@ log holds exactly the tokens the engine generated. Run with ``make test-vllm``; 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -234,16 +235,55 @@ def test_offline_calls_from_parallel_workers_share_the_engine(offline, offline_t
     assert results == {0: offline_tokens[:3], 1: [offline_tokens[4], offline_tokens[3]], 2: [offline_tokens[2]]}
 
 
+STALL_LIMIT_S = 60.0  # a held engine step is let go after this long, whatever the test does meanwhile
+
+
+@contextlib.contextmanager
+def _held_engine_step(backend):
+    """Inside the block, the engine's next step stops where it records its stats (vLLM's ``StatLoggerManager.record``,
+    called on the engine's own thread: the offline loop's ``step()``, the streaming engine's output handler) until
+    the block ends. Yields an Event set once a step is held there."""
+    engine = backend._offline.llm.llm_engine if backend._offline is not None else backend._async.engine
+    manager = engine.logger_manager
+    record = manager.record
+    held, release = threading.Event(), threading.Event()
+
+    def record_when_released(*args, **kwargs):
+        if not release.is_set():
+            held.set()
+            release.wait(STALL_LIMIT_S)
+        return record(*args, **kwargs)
+
+    manager.record = record_when_released
+    try:
+        yield held
+    finally:
+        release.set()
+        del manager.record  # the class's own method again
+
+
+def _stats_while_engine_held(backend) -> dict:
+    """``engine_stats()`` asked from another thread while an engine step is held: it must answer before the step goes
+    on, since it only reads what the last step left (no lock or turn of the engine). Were it to wait on the engine,
+    it would still be waiting when the join gives up: the join's limit detects a wait, it does not time a cost."""
+    answer: list = []
+    reader = threading.Thread(target=lambda: answer.append(backend.engine_stats()), daemon=True)
+    reader.start()
+    reader.join(STALL_LIMIT_S / 2)
+    assert answer, "engine_stats() waited for the held engine step"
+    return dict(answer[0] or {})
+
+
 def _poll_stats(backend, work, interval: float = 0.01) -> list[dict]:
-    """Run ``work()`` in a thread and sample ``backend.engine_stats()`` until it returns; the samples."""
-    samples: list[dict] = []
+    """Run ``work()`` in a thread and sample ``backend.engine_stats()`` until it returns; the samples. The first
+    sample is taken while one of the run's engine steps is held (:func:`_stats_while_engine_held`)."""
     thread = threading.Thread(target=work)
-    thread.start()
+    with _held_engine_step(backend) as held:
+        thread.start()
+        assert held.wait(STALL_LIMIT_S), "the run made no engine step"
+        samples = [_stats_while_engine_held(backend)]
     while thread.is_alive():
-        t0 = time.perf_counter()
-        stats = backend.engine_stats()
-        assert time.perf_counter() - t0 < 0.05  # cheap, never blocks on the engine
-        samples.append(dict(stats or {}))
+        samples.append(dict(backend.engine_stats() or {}))
         time.sleep(interval)
     thread.join()
     return samples
