@@ -232,7 +232,7 @@ def test_interrupt_marks_run_interrupted(tmp_path: Path, dataset: Path, sig, cod
 
 
 FAILING_BACKEND = textwrap.dedent("""\
-    import sys
+    import dataclasses, sys
     from mlperf_assets.harness import backends
     from mlperf_assets.harness.backends.replay import ReplayBackend
 
@@ -246,7 +246,7 @@ FAILING_BACKEND = textwrap.dedent("""\
             return super().generate_packed(indices)
 
     sys.modules[__name__].Failing = Failing
-    backends.BACKENDS["replay"] = __name__ + ":Failing"
+    backends.BACKENDS["replay"] = dataclasses.replace(backends.BACKENDS["replay"], target=__name__ + ":Failing")
     from mlperf_assets.harness.cli import main
     sys.exit(main(sys.argv[1:]))
     """)
