@@ -1,6 +1,6 @@
 """Orchestration overhead of the SSH runner, and how fast it notices and recovers from a dropped connection.
 
-A private OpenSSH server on 127.0.0.1 (tests/sshd.py; needs `apt-get install openssh-server`) plays the node, so
+A private OpenSSH server on 127.0.0.1 (tests/support/sshd.py; needs `apt-get install openssh-server`) plays the node, so
 network latency is ~0 and the figures are the runner's own cost: session set-up, the harness check, the dataset
 upload, detached launch, polling, SFTP collection. Baselines measured in the same run: the harness called directly
 (`python -m mlperf_assets.harness run ...`, no runner), and the LocalRunner.
@@ -26,7 +26,7 @@ sys.path.insert(0, str(PROJECT / "tests"))
 from mlperf_assets.harness.args import RunSpec  # noqa: E402
 from resources.runners.local import LocalRunner  # noqa: E402
 from resources.runners.ssh import SSHRunner  # noqa: E402
-from sshd import PrivateSSHD, keygen, sshd_available  # noqa: E402
+from support.sshd import PrivateSSHD, keygen, sshd_available  # noqa: E402
 
 STORIES = PROJECT.parent / "shared" / "testdata" / "cnn_dailymail" / "stories"
 POLL_S = 0.5

