@@ -336,8 +336,23 @@ class RunPlan(Protocol):
     def staging_folder(self, run_id: str) -> Path: ...
 
 
+class ConfigPlan:
+    """What every plan of a config shares: where its runs are collected and their time limit."""
+
+    config: MlperfConfig
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.config.storage.artifact_root
+
+    @property
+    def timeout_s(self) -> float | None:
+        """A harness run still going after this long is cancelled (None: no limit)."""
+        return self.config.benchmark.run_timeout_s
+
+
 @dataclass(frozen=True)
-class PartitionPlan:
+class PartitionPlan(ConfigPlan):
     """One partition's runs (:meth:`runs`): performance, accuracy unless turned off, then each compliance test;
     where they are collected, the time limit. Recorded in flight under the scenario's name."""
 
@@ -349,15 +364,6 @@ class PartitionPlan:
     @property
     def ledger_key(self) -> str:
         return self.scenario
-
-    @property
-    def artifact_root(self) -> Path:
-        return self.config.storage.artifact_root
-
-    @property
-    def timeout_s(self) -> float | None:
-        """A harness run still going after this long is cancelled (None: no limit)."""
-        return self.config.benchmark.run_timeout_s
 
     def new_run_id(self, dagster_run_id: str) -> str:
         return new_run_id(self.node, self.scenario, dagster_run_id)

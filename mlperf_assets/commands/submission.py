@@ -34,12 +34,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_submission)
 
 
+def package_and_record(config, out, **options):
+    """``submission.package`` with each node's machine facts asked of its runner, and the checker's verdict (when
+    it ran) recorded in the results store through the ``ResultsStore`` resource, as the asset records it."""
+    from mlperf_assets.submission import check_records, package
+    from resources.runners import build_runner
+    from resources.store import ResultsStore
+
+    def machine_facts(node: str) -> dict:
+        return build_runner(config.node(node)).machine_facts()
+
+    tree, verdict, rows = package(config, out, machine_facts=machine_facts, **options)
+    if verdict is not None:
+        ResultsStore(path=str(config.storage.duckdb_path)).save_submission_checks(check_records(tree, verdict, rows))
+    return tree, verdict, rows
+
+
 def run_submission(args: argparse.Namespace, out=sys.stdout) -> int:
     from pathlib import Path
 
-    from mlperf_assets import store
-    from mlperf_assets.submission import check_records, checker_path, package, verdict_block
-    from resources.runners import build_runner
+    from mlperf_assets.submission import checker_path, verdict_block
 
     config = load_cli_config(args.config)
     if args.mlcommons_inference:
@@ -48,10 +62,8 @@ def run_submission(args: argparse.Namespace, out=sys.stdout) -> int:
     for node in args.node or []:
         if node not in config.node_names:
             raise UserError(f"--node {node}: no such node (nodes: {', '.join(config.node_names)})")
-    tree, verdict, rows = package(config, Path(args.out), check=False if args.no_check else None, nodes=args.node,
-                                  machine_facts=lambda node: build_runner(config.node(node)).machine_facts())
-    if verdict is not None:
-        store.save_submission_checks(config.storage.duckdb_path, check_records(tree, verdict, rows))
+    tree, verdict, rows = package_and_record(config, Path(args.out), check=False if args.no_check else None,
+                                             nodes=args.node)
     print(f"submission tree: {tree.submitter_dir} ({len(tree.results)} result(s))", file=out)
     for s in tree.skipped:
         print(f"  skipped {s.node}/{s.scenario}/{s.run_id}: {s.reason}", file=out)
@@ -68,10 +80,8 @@ def demo_submission(config, out=sys.stdout) -> None:
     """The end of ``demo``: the smoke submission tree in ``<artifact_root>/../submission`` (results/submission for
     the default config) and, where an MLCommons checkout is configured or sits beside the project
     (``../shared/reference/mlcommons_inference``), the checker's verdict in one short block. Never fails the demo."""
-    from mlperf_assets import store
     from mlperf_assets.config import PROJECT_ROOT
-    from mlperf_assets.submission import check_records, package, verdict_block
-    from resources.runners import build_runner
+    from mlperf_assets.submission import verdict_block
 
     if config.submission is None:
         return
@@ -81,10 +91,7 @@ def demo_submission(config, out=sys.stdout) -> None:
     try:
         if checkout is not None and config.mlcommons_inference is None:
             config = config.model_copy(update={"mlcommons_inference": checkout})
-        tree, verdict, rows = package(config, target,
-                                      machine_facts=lambda node: build_runner(config.node(node)).machine_facts())
-        if verdict is not None:
-            store.save_submission_checks(config.storage.duckdb_path, check_records(tree, verdict, rows))
+        tree, verdict, rows = package_and_record(config, target)
     except UserError as exc:
         print(f"submission tree: not written: {exc}", file=out)
         return

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from mlperf_assets.config import MlperfConfig
 from mlperf_assets.harness.benchmarks import submission_name
-from mlperf_assets.plan import PERFORMANCE, PlannedRun, engine_args, probe_folder, run_spec
+from mlperf_assets.plan import PERFORMANCE, ConfigPlan, PlannedRun, engine_args, probe_folder, run_spec
 from mlperf_assets.search.algorithm import ESTIMATE, Limits, ProbeFigures, SearchError
 from mlperf_assets.search.settings import probe_settings, search_lg_model_name
 
@@ -38,7 +38,7 @@ class SearchStore(Protocol):
     def save_search_step(self, row: dict[str, Any]) -> None: ...
 
 
-class ProbePlan:
+class ProbePlan(ConfigPlan):
     """One probe as ``ledger.PartitionRun`` runs it (a :class:`mlperf_assets.plan.RunPlan`): one performance run of
     LoadGen scenario ``scenario`` with the probe's settings and LoadGen model, recorded in the ledger as
     ``<label>-search`` (so it never disturbs, nor is mistaken for, a scenario_run's record), and collected into
@@ -51,14 +51,6 @@ class ProbePlan:
         self.scenario = label  # the MLPerf label searched, for messages
         self.ledger_key = label + LEDGER_SUFFIX
         self._run_id, self._scenario, self._settings, self._lg = run_id, scenario, dict(settings), lg_model_name
-
-    @property
-    def artifact_root(self) -> Path:
-        return self.config.storage.artifact_root
-
-    @property
-    def timeout_s(self) -> float | None:
-        return self.config.benchmark.run_timeout_s
 
     def new_run_id(self, dagster_run_id: str) -> str:
         return self._run_id
@@ -73,7 +65,6 @@ class ProbePlan:
 
     def staging_folder(self, run_id: str) -> Path:
         return self.run_folder(run_id).with_name(f".staging-{run_id}")
-
 
 
 class RunnerProbes:
