@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from mlperf_assets.harness.run_folder import TELEMETRY
+from mlperf_assets.harness.run_folder import PROGRESS, SAMPLES, TELEMETRY
 from mlperf_assets.loadgen_logs import (
     ACCURACY_INT_METRICS,
     LogFormatError,
@@ -676,10 +676,10 @@ def _window_output_tokens(parsed: ParsedRun) -> tuple[int | None, str | None]:
     if final:
         tokens = as_int(final[-1].get("output_tokens"))
         if tokens is not None:
-            return tokens, "progress.jsonl final line"
+            return tokens, f"{PROGRESS} final line"
     st = parsed.samples
     if st is not None and st.output_tokens and all(v is not None for v in st.output_tokens):
-        return sum(st.output_tokens), "samples.jsonl"  # type: ignore[arg-type]
+        return sum(st.output_tokens), SAMPLES  # type: ignore[arg-type]
     return None, None
 
 
