@@ -469,9 +469,13 @@ def summarize_telemetry(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     for r in gpu_rows:
         by_gpu.setdefault(r.get("gpu"), []).append(r)
     window_rows = [r for r in gpu_rows if inside(r)]
-    utils = [float(r["gpu_util_pct"]) for r in window_rows if r.get("gpu_util_pct") is not None]
+    # each GPU's mean, then their mean: a window end can fall between the rows of one tick (each GPU's row takes its
+    # own t_s), which would otherwise weigh one GPU a row more than another
+    utils = {g: [float(r["gpu_util_pct"]) for r in rows if inside(r) and r.get("gpu_util_pct") is not None]
+             for g, rows in by_gpu.items()}
+    util_means = [sum(v) / len(v) for v in utils.values() if v]
     mems = [float(r["mem_used_mib"]) for r in window_rows if r.get("mem_used_mib") is not None]
-    out["mean_gpu_util_pct"] = round(sum(utils) / len(utils), 3) if utils else None
+    out["mean_gpu_util_pct"] = round(sum(util_means) / len(util_means), 3) if util_means else None
     out["peak_mem_used_mib"] = max(mems) if mems else None
     if by_gpu:
         powers = {g: series(rows, "power_w") for g, rows in by_gpu.items()}

@@ -179,6 +179,20 @@ def test_summary_from_energy_counters_over_the_marked_window():
     assert (s["gpu_rows"], s["engine_rows"]) == (4, 2)
 
 
+def test_a_window_end_between_one_ticks_gpu_rows_weighs_every_gpu_alike():
+    """Each GPU's row of a tick takes its own t_s, so test_end can fall between them: GPU 0's last row is inside
+    the window, GPU 1's is not. The mean utilisation is the mean of each GPU's mean (as mean_power_w sums each
+    GPU's mean), so GPU 0's extra row does not pull it (seen in CI: 80.213 for GPUs at 90 and 70)."""
+    records = [{"event": "test_start", "t_s": 0.0}]
+    for tick in range(3):
+        records += [_gpu(tick + 0.1, 0, power=300.0, util=90.0), _gpu(tick + 0.2, 1, power=500.0, util=70.0)]
+    records += [_gpu(3.1, 0, power=300.0, util=90.0), {"event": "test_end", "t_s": 3.15},
+                _gpu(3.2, 1, power=500.0, util=70.0)]
+    s = summarize_telemetry(records)
+    assert s["gpu_rows"] == 7  # 4 of GPU 0, 3 of GPU 1
+    assert s["mean_gpu_util_pct"] == pytest.approx(80.0) and s["mean_power_w"] == pytest.approx(800.0)
+
+
 def test_power_integral_when_one_gpu_lacks_the_counter():
     records = [{"event": "test_start", "t_s": 0.5}, {"event": "test_end", "t_s": 2.5}]
     for t, p in zip((0.0, 1.0, 2.0, 3.0), (100.0, 200.0, 200.0, 100.0)):
