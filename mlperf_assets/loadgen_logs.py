@@ -1363,6 +1363,13 @@ def _figures(src: _Sources, scenario: str | None, notes: list[str]) -> dict[str,
     }
 
 
+def summary_headline(summary: SummaryLog) -> dict[str, Any]:
+    """The throughput and latency figures of a run from LoadGen's one-page summary alone (no detail log), chosen per
+    scenario exactly as :func:`parse_run` chooses them (:func:`_figures`); None where the summary lacks one.
+    :class:`LogFormatError` for a figure that is out of range."""
+    return _figures(_Sources(folder=summary.path.parent, summary=summary), summary.scenario, [])
+
+
 def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 

@@ -22,7 +22,6 @@ from mlperf_assets.assets.io import CollectedRun, collected_run_io_manager
 from mlperf_assets.config import MlperfConfig, runner_resource_key
 from mlperf_assets.harness.backends import BACKENDS
 from mlperf_assets.harness.run_folder import SUMMARY_LOG, RunProgress
-from mlperf_assets.numbers import parse_float
 from mlperf_assets.plan import NODE_DIM, SCENARIO_DIM, PartitionPlan, prepared_dataset_path
 from resources.runners.ledger import ModeProgress, PartitionRun, PartitionRunError
 
@@ -91,31 +90,21 @@ def ns_to_ms(value: Any) -> float | None:
     return None if value is None else round(float(value) / 1e6, 3)
 
 
-# LoadGen's token-throughput line in its summary, per LoadGen scenario (SingleStream/MultiStream: the rest)
-_SUMMARY_TOKENS = {
-    "Offline": ("tokens_per_second", "inferred_tokens_per_second"),
-    "Server": ("completed_tokens_per_second", "inferred_completed_tokens_per_second"),
-}
-_STREAM_TOKENS = ("tps_without_loadgen_overhead", "completed_tokens_per_second")
-
-
 def summary_figures(performance: Path) -> dict[str, Any]:
     """LoadGen's verdict, token throughput and p99 TTFT, as its one-page summary of the performance run prints them:
     what the run's materialization shows at a glance. The run folder itself is parsed once, by ``loadgen_results``.
     Missing figures are left out; an unreadable summary gives ``parse_error``."""
-    from mlperf_assets.loadgen_logs import LogFormatError, parse_summary_log
+    from mlperf_assets.loadgen_logs import LogFormatError, parse_summary_log, summary_headline
 
     try:
         summary = parse_summary_log(performance / SUMMARY_LOG)
+        figures = summary_headline(summary)
     except (LogFormatError, OSError) as exc:
         return {"parse_error": str(exc)}
-    figures = summary.figures
-    names = _SUMMARY_TOKENS.get(summary.scenario or "", _STREAM_TOKENS)
-    tokens = next((value for n in names if (value := parse_float(figures.get(n))) is not None), None)
     found = {
         "result_validity": summary.result_validity,
-        "tokens_per_second": tokens,
-        "ttft_p99_ms": ns_to_ms(parse_float(figures.get("ttft_p99_ns"))),
+        "tokens_per_second": figures["tokens_per_second"],
+        "ttft_p99_ms": ns_to_ms(figures["ttft_p99_ns"]),
     }
     return {k: v for k, v in found.items() if v is not None}
 
