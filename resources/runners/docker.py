@@ -77,7 +77,7 @@ from mlperf_assets.harness.run_folder import (
     RunProgress,
     progress_from_texts,
 )
-from mlperf_assets.plan import check_node_gpus
+from mlperf_assets.plan import check_node_gpus, node_gpu_count
 
 from .base import BenchmarkRunner, RunGone, RunHandle, RunnerError, RunUnreachable, wrapped_argv
 from .harness_check import HARNESS_DIST, judge_answer, local_harness_version
@@ -182,13 +182,6 @@ def container_name(node: str, run_id: str, mode: str) -> str:
     return f"mlperf-{run_id[:80]}-{mode}-{digest}"
 
 
-def gpu_count(gpus: int | str | list[str]) -> int | None:
-    """How many GPUs the container gets (None: ``all``, not known before it runs)."""
-    if isinstance(gpus, list):
-        return len(gpus)
-    return None if gpus == "all" else int(gpus)
-
-
 def gpu_device_requests(gpus: int | str | list[str]) -> list[dict[str, Any]]:
     """The engine's DeviceRequests for the node's ``gpus``, as ``docker run --gpus`` builds them."""
     if gpus == 0 or gpus == []:
@@ -249,7 +242,7 @@ def build_container_spec(spec: RunSpec, node: DockerNode, *, dataset_name: str) 
     """The container one harness run gets, as the Docker SDK's ``containers.create`` keywords (plain data; device
     requests as the engine's JSON), plus ``env_from_orchestrator``: the NAMES whose values are added at start. Pure."""
     labels = labels_for(spec)  # the spec as planned: what a restarted orchestrator compares its own plan with
-    check_node_gpus(spec, gpu_count(node.gpus))  # the container gets them all: the plan's layout must use them all
+    check_node_gpus(spec, node_gpu_count(node))  # the container gets them all: the plan's layout must use them all
     run_dir, datasets_dir, dataset_path = container_paths(node, spec, dataset_name)
     harness = spec.harness_argv(node.python, run_dir, dataset_path=dataset_path)
     supervised = wrapped_argv(node.python, run_dir, harness)
