@@ -33,7 +33,14 @@ from mlperf_assets.errors import UserError
 from mlperf_assets.harness.benchmarks import BENCHMARKS, FULL_VALIDATION_SIZE, LOADGEN_MODELS, LoadGenModel
 from mlperf_assets.harness.compliance import COMPLIANCE_NAMES, required_tests
 from mlperf_assets.harness.files import replacing_folder
-from mlperf_assets.harness.run_folder import read_manifest
+from mlperf_assets.harness.run_folder import (
+    ACCURACY_LOG,
+    ACCURACY_TXT,
+    DETAIL_LOG,
+    SUMMARY_LOG,
+    USER_CONF,
+    read_manifest,
+)
 
 from .systems import framework_name, measurements_json, safe_name, scenario_readme, system_json
 from .truncate import write_truncated
@@ -41,7 +48,7 @@ from .truncate import write_truncated
 # The LoadGen scenarios a system category submits (the checker refuses others as unknown for the benchmark).
 CATEGORY_SCENARIOS = {"datacenter": ("Offline", "Server"), "edge": ("Offline", "SingleStream"),
                       "datacenter,edge": ("Offline", "Server", "SingleStream")}
-PERF_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
+PERF_FILES = (SUMMARY_LOG, DETAIL_LOG)
 MIN_DURATION_MS = 600_000  # mlperf.conf's *.*.min_duration: one value for every model (the registry has no column)
 LOADGEN_SEEDS_ROUND = "v6.1"  # the round whose RNG seeds the mlperf.conf compiled into LoadGen 6.0.x carries
 _RESULT_DIR = "results/{system}/{benchmark}/{scenario}"
@@ -129,7 +136,7 @@ def select_runs(artifact_root: Path, nodes: list[str], scenarios: list[str]) -> 
             candidates = sorted((p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")),
                                 key=lambda p: p.name, reverse=True) if base.is_dir() else []
             for folder in candidates:
-                detail = folder / "performance" / "mlperf_log_detail.txt"
+                detail = folder / "performance" / DETAIL_LOG
                 validity = _detail_value(detail, "result_validity") if detail.is_file() else None
                 if validity != "VALID":
                     why = "no performance log" if validity is None else f"performance run is {validity}"
@@ -169,7 +176,7 @@ def result_folder(model: LoadGenModel, scenario: str) -> tuple[str, str]:
 def smoke_reasons(run: SelectedRun, model: LoadGenModel, baseline: bool) -> list[str]:
     """Why a run cannot be submitted, from its own logs and the registry's facts of its LoadGen ``model`` (the
     checker's list, said in advance)."""
-    detail = run.performance / "mlperf_log_detail.txt"
+    detail = run.performance / DETAIL_LOG
     from mlperf_assets.loadgen_logs import parse_detail_log
 
     values = parse_detail_log(detail).values
@@ -213,19 +220,19 @@ def _write_result(run: SelectedRun, sub_dir: Path, layout: RoundLayout, *, syste
     _copy(run.performance, scen_dir / "performance" / "run_1", PERF_FILES)
     acc = scen_dir / "accuracy"
     _copy(run.accuracy, acc, PERF_FILES)
-    log = run.accuracy / "mlperf_log_accuracy.json"
+    log = run.accuracy / ACCURACY_LOG
     if not log.is_file():
         raise UserError(f"{log} is missing: the run has no accuracy log")
-    if not (run.accuracy / "accuracy.txt").is_file():
+    if not (run.accuracy / ACCURACY_TXT).is_file():
         raise UserError(f"{run.accuracy / 'accuracy.txt'} is missing: materialize accuracy_results for run "
                         f"{run.run_id} first")
-    write_truncated(log, run.accuracy / "accuracy.txt", acc)
+    write_truncated(log, run.accuracy / ACCURACY_TXT, acc)
     compliance = sub_dir / layout.compliance.format(**names)
     for test, test_dir in run.compliance.items():
         _write_compliance(test, test_dir, compliance / test, scenario=run.scenario, benchmark=run.benchmark,
                           mlcommons_inference=mlcommons_inference)
-    user_conf = run.performance / "user.conf"
-    (measurements / "user.conf").write_text(user_conf.read_text() if user_conf.is_file() else "# mlperf.conf only\n")
+    user_conf = run.performance / USER_CONF
+    (measurements / USER_CONF).write_text(user_conf.read_text() if user_conf.is_file() else "# mlperf.conf only\n")
     (measurements / layout.measurements_json.format(**names)).write_text(
         json.dumps(measurements_json(sub, run.manifest, checkpoint), indent=2) + "\n")
     readme = scenario_readme(system=system, benchmark=run.benchmark, scenario=run.result_scenario,

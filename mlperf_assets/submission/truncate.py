@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from mlperf_assets.harness.files import sha256_file
+from mlperf_assets.harness.run_folder import ACCURACY_LOG, ACCURACY_TXT
 
 VIEWABLE_BYTES = 4096  # kept from each end of the log
 MAX_SUBMITTED_BYTES = 10 * 1024  # the checker refuses a longer mlperf_log_accuracy.json ("is not truncated")
@@ -35,7 +36,7 @@ def write_truncated(log: Path, accuracy_txt: Path, dest_dir: Path) -> str:
     """Write ``dest_dir/mlperf_log_accuracy.json`` (truncated) and ``dest_dir/accuracy.txt`` (with the hash);
     returns the hash."""
     digest = sha256_file(log)
-    (dest_dir / "mlperf_log_accuracy.json").write_bytes(truncated_bytes(log.read_bytes()))
+    (dest_dir / ACCURACY_LOG).write_bytes(truncated_bytes(log.read_bytes()))
     text = accuracy_txt.read_text(encoding="utf-8") if accuracy_txt.is_file() else ""
-    (dest_dir / "accuracy.txt").write_text(accuracy_txt_with_hash(text, digest), encoding="utf-8")
+    (dest_dir / ACCURACY_TXT).write_text(accuracy_txt_with_hash(text, digest), encoding="utf-8")
     return digest
