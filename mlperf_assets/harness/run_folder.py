@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .interrupts import EXIT_SIGINT, EXIT_SIGTERM
+
 # --- written by the runner and its supervisor
 RUN_SPEC = "run_spec.json"
 PID = "pid"
@@ -67,9 +69,7 @@ ACCURACY_TXT = "accuracy.txt"
 # (Ctrl-C, cancel). A signal that lands before the harness's handlers exist ends the process by the signal itself,
 # which the supervisor records as -2 / -15: the same outcome.
 EXIT_OK = 0
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
-INTERRUPTED_EXIT_CODES = frozenset({EXIT_INTERRUPTED, EXIT_TERMINATED, -2, -15})
+INTERRUPTED_EXIT_CODES = frozenset({EXIT_SIGINT, EXIT_SIGTERM, -2, -15})
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
 TERMINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
