@@ -174,7 +174,7 @@ class RunArgs:
 class RunSpec:
     """Everything one harness process needs, as the orchestrator plans it (``plan.py``); renders the ``run``
     argv that :meth:`RunArgs.from_cli_args` reads back on the node (the two halves of one codec: a flag added to
-    one is added to the other, and ``tests/test_run_spec_codec.py`` checks the round trip)."""
+    one is added to the other, and ``tests/harness/test_run_spec_codec.py`` checks the round trip)."""
 
     run_id: str
     node: str

@@ -2,7 +2,7 @@
 generation and merging, and the one ``FromConfig`` call per process.
 
 A scenario setting travels as one mapping, keyed by LoadGen's own user.conf keys, from the config file to the
-node and into user.conf: ``ScenarioSettings`` (config/models.py) and ``RunSpec`` (runners) validate it with
+node and into user.conf: ``ScenarioSettings`` (config/models.py) and ``RunSpec`` (harness/args.py) validate it with
 :func:`validate_settings`; the runner renders it as the harness flags :func:`settings_argv` generates; the harness
 CLI's flags are generated from the same table (:func:`add_settings_cli_args`) and its lines written by
 :func:`generated_lines`. Adding a LoadGen setting is one row in :data:`LOADGEN_SETTINGS`.
@@ -154,8 +154,8 @@ _ROWS = (
     LoadGenSetting("performance_issue_same", FLAG, "compliance TEST04: issue one sample repeatedly"),
     LoadGenSetting("performance_issue_same_index", COUNT, "compliance TEST04: the sample issue_same repeats"),
 )
-# The keys LoadGen 6 honours in a user.conf for the scenarios run here (tests/test_loadgen_settings.py checks each
-# against LoadGen). Not listed, because LoadGen ignores them there: the RNG seeds and the TEST05 switches (mlperf.conf
+# The keys LoadGen 6 honours in a user.conf for the scenarios run here (tests/harness/test_loadgen_settings.py checks
+# each against LoadGen). Not listed, because LoadGen ignores them there: the RNG seeds and the TEST05 switches (mlperf.conf
 # and audit.config only), server_num_issue_query_threads, accuracy_log_probability, and MultiStream's keys.
 LOADGEN_SETTINGS: dict[str, LoadGenSetting] = {row.key: row for row in _ROWS}
 # Every spelling a mapping may use: the LoadGen key and the config/CLI name.
