@@ -65,6 +65,15 @@ HARNESS_OUTPUTS = (*LOADGEN_FILES, USER_CONF, PROGRESS, SAMPLES, RUN_MANIFEST, H
 # --- written by the orchestrator into a collected accuracy run
 ACCURACY_TXT = "accuracy.txt"
 
+# An MLPerf Endpoints point's run folder: the same protocol (manifest, progress, exit code) around MLCommons' reference
+# client. The orchestrator writes the point's plan and the client's YAML; the client writes its report folder(s); the
+# steady-state detector's verdict lands beside them.
+POINT_MANIFEST = "point_manifest.json"  # the planned point: concurrency, pattern, region, accuracy, seeds, server
+CLIENT_YAML = "client.yaml"  # the reference client's config, as the platform wrote it
+CLIENT_REPORT_DIR = "report"  # the client's report folder of the performance run
+CLIENT_ACCURACY_DIR = "report_accuracy"  # the client's report folder of the accuracy run (accuracy points only)
+STEADY_STATE = "steady_state.json"  # the client's steady-state detector output for this point
+
 # Exit codes the harness uses (harness/cli.py): 0 = LoadGen finished; 130 / 143 = stopped by SIGINT / SIGTERM
 # (Ctrl-C, cancel). A signal that lands before the harness's handlers exist ends the process by the signal itself,
 # which the supervisor records as -2 / -15: the same outcome.
