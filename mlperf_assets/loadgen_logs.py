@@ -594,12 +594,14 @@ def jsonl_records(path: Path, *, lenient_tail: bool, parse_constant=None,
         fast = json.loads("[" + ",".join(ln for _, ln in numbered) + "]", parse_constant=parse_constant)
         if len(fast) == len(numbered) and all(isinstance(o, dict) for o in fast):
             return [(n, o) for (n, _), o in zip(numbered, fast)], None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a line nested too deeply for the decoder
         pass
     out: list[tuple[int, dict[str, Any]]] = []
     for k, (n, raw) in enumerate(numbered):
         try:
             obj = json.loads(raw, parse_constant=parse_constant)
+        except RecursionError:
+            raise LogFormatError(f"{path}:{n}: {bad_line} (nested too deeply)") from None
         except ValueError as exc:
             if lenient_tail and k == len(numbered) - 1 and not text.endswith("\n"):
                 return out, n
@@ -812,11 +814,23 @@ def _system_count(value: Any) -> int | None:
     return None
 
 
+def run_gpus(manifest: dict[str, Any]) -> tuple[list[Any], str]:
+    """The GPUs a harness run used, and where that came from: its telemetry's GPU list (the GPUs NVML sampled:
+    ``CUDA_VISIBLE_DEVICES``'s, so only the run's own), else the manifest's ``gpus`` (nvidia-smi; manifests written
+    before it was narrowed to ``CUDA_VISIBLE_DEVICES`` list every GPU of the host)."""
+    telemetry = manifest.get("telemetry")
+    used = telemetry.get("gpus") if isinstance(telemetry, dict) else None
+    if isinstance(used, list) and any(isinstance(g, dict) and _system_text(g.get("name")) for g in used):
+        return used, f"{RUN_MANIFEST} (telemetry)"
+    gpus = manifest.get("gpus")
+    return (gpus if isinstance(gpus, list) else []), f"{RUN_MANIFEST} (nvidia-smi)"
+
+
 def system_context(folder: str | os.PathLike, manifest: dict[str, Any] | None = None,
                    info: PathInfo | None = None) -> dict[str, Any]:
     """What a run ran on and where it was published, as the ``run_systems`` columns: from the submission tree's
     ``<division>/<submitter>/systems/<system>.json`` (accelerator model and count per node, nodes, host CPU,
-    framework, division), or for a harness run from the GPU list in its ``run_manifest.json`` (nvidia-smi);
+    framework, division), or for a harness run from the GPUs its ``run_manifest.json`` says it used (:func:`run_gpus`);
     the results round from the path. Never raises: a missing or malformed systems JSON leaves the accelerator
     unknown and says why in ``system_note``."""
     folder = Path(os.path.abspath(folder))
@@ -828,15 +842,14 @@ def system_context(folder: str | os.PathLike, manifest: dict[str, Any] | None = 
     }
     notes: list[str] = []
     if manifest:
-        gpus = manifest.get("gpus")
-        names = [n for g in gpus if isinstance(g, dict) and (n := _system_text(g.get("name")))] \
-            if isinstance(gpus, list) else []
+        gpus, source = run_gpus(manifest)
+        names = [n for g in gpus if isinstance(g, dict) and (n := _system_text(g.get("name")))]
         backend = manifest.get("backend") if isinstance(manifest.get("backend"), dict) else {}
         name = _system_text(backend.get("name"))
         versions = backend.get("versions") if isinstance(backend.get("versions"), dict) else {}
         row["framework"] = f"{name} {versions[name]}" if name and _system_text(versions.get(name)) else name
         if names:
-            row.update(system_source=f"{RUN_MANIFEST} (nvidia-smi)", accelerators_per_node=len(names),
+            row.update(system_source=source, accelerators_per_node=len(names),
                        number_of_nodes=1, accelerator=names[0] if len(set(names)) == 1 else
                        " + ".join(sorted(set(names))))
         else:

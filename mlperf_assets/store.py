@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from mlperf_assets.harness.run_folder import PROGRESS, SAMPLES, TELEMETRY
+from mlperf_assets.harness.run_folder import PROGRESS, RUN_MANIFEST, SAMPLES, TELEMETRY
 from mlperf_assets.loadgen_logs import (
     ACCURACY_INT_METRICS,
     LogFormatError,
@@ -373,9 +373,10 @@ RUN_SYSTEMS_COLUMN_NAMES = [c for c, _ in RUN_SYSTEMS_COLUMNS]
 # Columns migration 4 appends to run_summary (their SQL, and their documentation).
 RUN_SUMMARY_SYSTEM_COLUMNS: list[tuple[str, str, str]] = [
     ("accelerator", "s.accelerator",
-     "accelerator model: the results tree's systems JSON (accelerator_model_name), or the GPUs nvidia-smi listed "
-     "in a harness run's run_manifest.json; NULL when unknown (system_note says why)"),
-    ("accelerators_per_node", "s.accelerators_per_node", "accelerators per node (systems JSON, or GPUs listed)"),
+     "accelerator model: the results tree's systems JSON (accelerator_model_name), or the GPUs a harness run used "
+     "(run_manifest.json: its telemetry's GPU list, else nvidia-smi's); NULL when unknown (system_note says why)"),
+    ("accelerators_per_node", "s.accelerators_per_node", "accelerators per node (systems JSON, or the GPUs the run "
+                                                         "used)"),
     ("number_of_nodes", "s.number_of_nodes", "nodes of the system (systems JSON; 1 for harness runs)"),
     ("tokens_per_second_per_accelerator",
      "CASE WHEN s.accelerators_per_node > 0 THEN (CASE WHEN r.scenario = 'Server' "
@@ -387,7 +388,8 @@ RUN_SUMMARY_SYSTEM_COLUMNS: list[tuple[str, str, str]] = [
     ("framework", "s.framework", "software framework (systems JSON), or the harness backend and its version"),
     ("division", "coalesce(r.division, s.division)", "closed | open: from the results tree path, else systems JSON"),
     ("round", "s.round", "MLPerf round from the path (inference_results_v5.1/..., <source>-v5.1__...), e.g. v5.1"),
-    ("system_source", "s.system_source", "where accelerator came from: systems JSON | run_manifest.json (nvidia-smi)"),
+    ("system_source", "s.system_source", "where accelerator came from: systems JSON | run_manifest.json (telemetry) | "
+                                        "run_manifest.json (nvidia-smi)"),
     ("system_note", "s.system_note",
      "why the accelerator is unknown (systems JSON missing or malformed, no GPU listed), else NULL"),
 ]
@@ -501,7 +503,7 @@ RUN_TELEMETRY_COLUMNS: list[tuple[str, str]] = [
     ("engine_rows", "BIGINT"),
     ("stored_rows", "BIGINT"),  # rows of telemetry.jsonl stored in `telemetry` (0 when the file was left out)
     ("window_output_tokens", "BIGINT"),  # output tokens of the timed window (see _window_output_tokens)
-    ("window_output_tokens_source", "VARCHAR"),  # progress.jsonl final line | samples.jsonl
+    ("window_output_tokens_source", "VARCHAR"),  # progress.jsonl final line | samples.jsonl | run_manifest.json
     ("note", "VARCHAR"),  # what was left out of telemetry.jsonl, and why
 ]
 RUN_TELEMETRY_COLUMN_NAMES = [c for c, _ in RUN_TELEMETRY_COLUMNS]
@@ -511,7 +513,7 @@ RUN_SUMMARY_TELEMETRY_COLUMNS: list[tuple[str, str, str]] = [
     ("energy_per_output_token_j", "t.energy_j / nullif(t.window_output_tokens, 0)",
      "GPU energy per output token, J: run_manifest.json telemetry energy_j (all GPUs, LoadGen's timed window) / "
      "the output tokens generated in that window (the final progress.jsonl line's output_tokens, else the sum of "
-     "samples.jsonl output_tokens); NULL without GPU telemetry"),
+     "samples.jsonl output_tokens, else run_manifest.json output_tokens); NULL without GPU telemetry"),
     ("mean_gpu_util_pct", "t.mean_gpu_util_pct", "mean GPU utilisation over the timed window, % (all GPUs)"),
     ("mean_gpu_power_w", "t.mean_power_w", "mean GPU power over the timed window, W (run_manifest.json telemetry "
                                            "mean_power_w)"),
@@ -533,6 +535,15 @@ _ENGINE_FIELDS = ("kv_cache_usage_pct", "requests_running", "requests_waiting", 
                   "generation_tokens_per_s")
 _NUMBER_TYPES = {int, float, type(None)}
 _MAX_T_S = 1e8  # about three years of sampling: anything beyond is a broken clock
+_MAX_GPUS = 4096  # NVML indices 0..4095 (the rows' 'gpu' range)
+# What run_manifest.json's telemetry summary may hold: the rows' ranges, summed over the GPUs where the summary sums
+# them (energy_j, mean_power_w); a window is > 0 (checked apart). Out of range: stored as NULL with a note.
+_SUMMARY_RANGES: dict[str, tuple[float, float]] = {
+    "interval_s": (0, _MAX_T_S), "window_s": (0, _MAX_T_S), "energy_j": _TELEMETRY_RANGES["energy_j"][1:],
+    "mean_gpu_util_pct": (0, 100), "mean_power_w": (0, _TELEMETRY_RANGES["power_w"][2] * _MAX_GPUS),
+    "peak_mem_used_mib": _TELEMETRY_RANGES["mem_used_mib"][1:], "mean_kv_cache_usage_pct": (0, 100),
+    "peak_kv_cache_usage_pct": (0, 100),
+}
 
 
 class TelemetryFormatError(ValueError):
@@ -666,20 +677,56 @@ def _finite(value: Any) -> float | None:
     return float(value)
 
 
-def _window_output_tokens(parsed: ParsedRun) -> tuple[int | None, str | None]:
+def _summary_figure(summary: dict[str, Any], key: str, notes: list[str]) -> float | None:
+    """A figure of run_manifest.json's telemetry summary, or None: not a finite number (NaN, a string), or outside
+    what it can be (negative energy, 500 % utilisation, a window of 0 s), which adds a note naming it."""
+    value = _finite(summary.get(key))
+    low, high = _SUMMARY_RANGES[key]
+    if value is not None and not (low <= value <= high and (value > 0 or key not in ("window_s", "interval_s"))):
+        bound = "> 0" if value <= 0 and key in ("window_s", "interval_s") else f"within {low:g}..{high:g}"
+        notes.append(f"{RUN_MANIFEST} telemetry {key} = {summary.get(key)!r} is not {bound}; stored as NULL")
+        return None
+    return value
+
+
+def _summary_count(summary: dict[str, Any], key: str, notes: list[str]) -> int | None:
+    """A row count of the telemetry summary (gpu_rows, engine_rows): an integer >= 0 that fits BIGINT, else None
+    (a negative one with a note)."""
+    value = summary.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not fits(value, 64):
+        return None
+    if value < 0:
+        notes.append(f"{RUN_MANIFEST} telemetry {key} = {value!r} is not a count; stored as NULL")
+        return None
+    return value
+
+
+def _window_output_tokens(parsed: ParsedRun, notes: list[str]) -> tuple[int | None, str | None]:
     """Output tokens generated in LoadGen's timed window, the one the energy figure covers (the telemetry's
     test_start..test_end markers bracket LoadGen's StartTest). The final progress.jsonl line counts every output
     token the SUT produced for LoadGen's queries, all of which are issued and completed inside StartTest: exactly
     that window. (LoadGen's tokens/s x a duration would need LoadGen's own duration, which is shorter than the
-    marker window by the test's setup and teardown.) Without a final progress line: the sum of samples.jsonl."""
+    marker window by the test's setup and teardown.) Without a final progress line: the sum of samples.jsonl; without
+    either (a folder that kept only the logs and the manifest): the manifest's ``output_tokens``, the same count
+    the harness takes for the final progress line when LoadGen returns. A count that is not one (negative) is
+    passed over with a note."""
+    candidates: list[tuple[Any, str]] = []
     final = [p for p in parsed.progress if p.get("final") is True]
     if final:
-        tokens = as_int(final[-1].get("output_tokens"))
-        if tokens is not None:
-            return tokens, f"{PROGRESS} final line"
+        candidates.append((final[-1].get("output_tokens"), f"{PROGRESS} final line"))
     st = parsed.samples
     if st is not None and st.output_tokens and all(v is not None for v in st.output_tokens):
-        return sum(st.output_tokens), SAMPLES  # type: ignore[arg-type]
+        candidates.append((sum(st.output_tokens), SAMPLES))  # type: ignore[arg-type]
+    manifest = parsed.manifest if isinstance(parsed.manifest, dict) else {}
+    candidates.append((manifest.get("output_tokens"), f"{RUN_MANIFEST} output_tokens"))
+    for raw, source in candidates:
+        tokens = as_int(raw)
+        if tokens is None:
+            continue
+        if tokens < 0 or not fits(tokens, 64):
+            notes.append(f"{source}: output_tokens = {raw!r} is not a token count; not used for energy per token")
+            continue
+        return tokens, source
     return None, None
 
 
@@ -715,28 +762,33 @@ def read_telemetry(parsed: ParsedRun) -> RunTelemetry | None:
     nvml = summary.get("nvml", header.get("nvml"))
     reason = summary.get("reason", header.get("reason"))
     start, end = marks.get("test_start"), marks.get("test_end")
-    window = _finite(summary.get("window_s"))
-    tokens, tokens_source = _window_output_tokens(parsed)
+    window = _summary_figure(summary, "window_s", notes)
+    if summary.get("window_s") is None and start is not None and end is not None:
+        window = end - start
+        if window <= 0:
+            notes.append(f"{TELEMETRY}: test_end ({end:g} s) is not after test_start ({start:g} s); window stored "
+                         "as NULL")
+            window = None
+    tokens, tokens_source = _window_output_tokens(parsed, notes)
+    figures = {k: _summary_figure(summary, k, notes) for k in _SUMMARY_RANGES if k != "window_s"}
     info = {
         "enabled": summary.get("enabled") is not False,
         "nvml": nvml if isinstance(nvml, bool) else None,
         "reason": None if reason is None else str(reason),
-        "interval_s": _finite(summary.get("interval_s", header.get("interval_s"))),
+        "interval_s": figures["interval_s"] if "interval_s" in summary else
+        _summary_figure(header, "interval_s", notes),
         "driver": None if header.get("driver") is None else str(header.get("driver")),
         "gpu_count": len(gpus) if isinstance(gpus, list) else None,
         "gpus_json": json.dumps(gpus) if isinstance(gpus, list) else None,
         "test_start_s": start,
         "test_end_s": end,
-        "window_s": window if window is not None else (end - start if start is not None and end is not None else None),
-        "energy_j": _finite(summary.get("energy_j")),
+        "window_s": window,
+        "energy_j": figures["energy_j"],
         "energy_source": None if summary.get("energy_source") is None else str(summary.get("energy_source")),
-        "mean_gpu_util_pct": _finite(summary.get("mean_gpu_util_pct")),
-        "mean_power_w": _finite(summary.get("mean_power_w")),
-        "peak_mem_used_mib": _finite(summary.get("peak_mem_used_mib")),
-        "mean_kv_cache_usage_pct": _finite(summary.get("mean_kv_cache_usage_pct")),
-        "peak_kv_cache_usage_pct": _finite(summary.get("peak_kv_cache_usage_pct")),
-        "gpu_rows": as_int(summary.get("gpu_rows")) if isinstance(summary.get("gpu_rows"), int) else None,
-        "engine_rows": as_int(summary.get("engine_rows")) if isinstance(summary.get("engine_rows"), int) else None,
+        **{k: figures[k] for k in ("mean_gpu_util_pct", "mean_power_w", "peak_mem_used_mib",
+                                   "mean_kv_cache_usage_pct", "peak_kv_cache_usage_pct")},
+        "gpu_rows": _summary_count(summary, "gpu_rows", notes),
+        "engine_rows": _summary_count(summary, "engine_rows", notes),
         "stored_rows": len(columns["t_s"]),
         "window_output_tokens": tokens,
         "window_output_tokens_source": tokens_source,
@@ -786,6 +838,46 @@ _MIGRATION_6_TELEMETRY = [
 ]
 RUN_SUMMARY_COLUMNS.extend((name, doc) for name, _, doc in RUN_SUMMARY_TELEMETRY_COLUMNS)
 
+# MLPerf Endpoints (migration 7): one row per measured point (mlperf_assets/endpoints/results.py computes every figure
+# as the Endpoints checker does), its accuracy (the client's own scores and our re-score), and the checker's findings
+# per checked bundle.
+ENDPOINT_POINTS_COLUMNS: list[tuple[str, str]] = [
+    ("run_id", "VARCHAR NOT NULL"), ("label", "VARCHAR"), ("node", "VARCHAR"), ("benchmark", "VARCHAR"),
+    ("concurrency", "BIGINT"), ("load_pattern", "VARCHAR"), ("region", "VARCHAR"), ("role", "VARCHAR"),
+    ("accuracy_point", "BOOLEAN"), ("n_samples_issued", "BIGINT"), ("n_samples_completed", "BIGINT"),
+    ("n_samples_failed", "BIGINT"), ("duration_ns", "BIGINT"), ("duration_s", "DOUBLE"), ("output_tokens", "BIGINT"),
+    ("system_tps", "DOUBLE"), ("tps_per_user", "DOUBLE"), ("qps", "DOUBLE"), ("client_tps", "DOUBLE"),
+    ("tpot_p50_ms", "DOUBLE"), ("tpot_p90_ms", "DOUBLE"), ("tpot_p99_ms", "DOUBLE"), ("ttft_p50_ms", "DOUBLE"),
+    ("ttft_p90_ms", "DOUBLE"), ("ttft_p99_ms", "DOUBLE"), ("latency_p90_ms", "DOUBLE"),
+    ("steady_state_status", "VARCHAR"), ("steady_state_verdict", "VARCHAR"), ("steady_state_window_s", "DOUBLE"),
+    ("seed_set", "VARCHAR"), ("scheduler_rng_seed", "UBIGINT"), ("sample_index_rng_seed", "UBIGINT"),
+    ("model_seed", "UBIGINT"), ("client_commit", "VARCHAR"), ("client_version", "VARCHAR"),
+    ("client_git_sha", "VARCHAR"), ("server_url", "VARCHAR"), ("server_model", "VARCHAR"),
+    ("gpu_energy_j", "DOUBLE"), ("energy_j_per_token", "DOUBLE"),  # the point's GPU telemetry, where recorded
+    ("run_folder", "VARCHAR"), ("ingested_at", "TIMESTAMP"),
+]
+ENDPOINT_ACCURACY_COLUMNS: list[tuple[str, str]] = [
+    ("run_id", "VARCHAR NOT NULL"), ("source", "VARCHAR NOT NULL"),  # client | ours
+    ("dataset", "VARCHAR"), ("metric", "VARCHAR NOT NULL"), ("value", "DOUBLE"), ("target_min", "DOUBLE"),
+    ("target_max", "DOUBLE"), ("passed", "BOOLEAN"), ("n_samples", "BIGINT"),
+]
+ENDPOINT_CHECKS_COLUMNS: list[tuple[str, str]] = [
+    ("check_id", "VARCHAR NOT NULL"), ("checked_at", "TIMESTAMP"), ("bundle", "VARCHAR"), ("seq", "INTEGER"),
+    ("rule", "VARCHAR"), ("severity", "VARCHAR"), ("message", "VARCHAR"), ("fix", "VARCHAR"), ("path", "VARCHAR"),
+    ("spec_ref", "VARCHAR"),
+]
+
+
+def _create(table: str, columns: list[tuple[str, str]], key: str) -> str:
+    return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(f'{c} {t}' for c, t in columns)}, PRIMARY KEY ({key}))"
+
+
+_MIGRATION_7_ENDPOINTS = [
+    _create("endpoint_points", ENDPOINT_POINTS_COLUMNS, "run_id"),
+    _create("endpoint_accuracy", ENDPOINT_ACCURACY_COLUMNS, "run_id, source, dataset, metric"),
+    _create("endpoint_checks", ENDPOINT_CHECKS_COLUMNS, "check_id, seq"),
+]
+
 MIGRATIONS: list[Migration] = [
     (1, "initial schema: runs, detail_events, settings, accuracy_results, provenance, sample_timings, progress, "
         "accuracy_log_samples, accuracy_latest; views accuracy_summary, run_summary", _MIGRATION_1),
@@ -801,6 +893,9 @@ MIGRATIONS: list[Migration] = [
     (6, "telemetry: GPU and engine samples of each harness run (telemetry.jsonl); run_telemetry: its summary "
         "(run_manifest.json); run_summary gains energy per output token, mean GPU utilisation and power, energy "
         "and peak KV-cache use", _MIGRATION_6_TELEMETRY),
+    (7, "MLPerf Endpoints: endpoint_points (one row per measured point, figures as the Endpoints checker computes "
+        "them), endpoint_accuracy (the client's and our accuracy scores), endpoint_checks (the checker's findings)",
+        _MIGRATION_7_ENDPOINTS),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -1616,3 +1711,83 @@ def read_submission_checks(db_path: str | os.PathLike, check_id: str | None = No
         for key in ("expected_errors", "unexpected_errors"):
             row[key] = json.loads(row[key]) if row[key] else []
     return rows
+
+
+# ------------------------------------------------------------------------------------------- MLPerf Endpoints
+
+
+def _replace_rows(conn: "duckdb.DuckDBPyConnection", table: str, columns: list[tuple[str, str]],
+                  rows: list[dict[str, Any]]) -> None:
+    names = [c for c, _ in columns]
+    for row in rows:
+        unknown = sorted(set(row) - set(names))
+        if unknown:
+            raise ValueError(f"{table}: unknown column(s) {unknown}")
+        conn.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
+                     [row.get(c) for c in names])
+
+
+def save_endpoint_point(db_path: str | os.PathLike, row: dict[str, Any], accuracy: list[dict[str, Any]], *,
+                        lock_timeout_s: float = 30) -> None:
+    """Store one Endpoints point (an ``endpoint_points`` row and its ``endpoint_accuracy`` rows) in one transaction,
+    replacing what an earlier ingest of the same ``run_id`` stored."""
+    row = {**row, "ingested_at": row.get("ingested_at") or _utcnow()}
+    with open_for_write(db_path, lock_timeout_s=lock_timeout_s) as conn:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            for table in ("endpoint_points", "endpoint_accuracy"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = ?", [row["run_id"]])
+            _replace_rows(conn, "endpoint_points", ENDPOINT_POINTS_COLUMNS, [row])
+            _replace_rows(conn, "endpoint_accuracy", ENDPOINT_ACCURACY_COLUMNS, accuracy)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            _rollback_quietly(conn)
+            if isinstance(exc, Exception):
+                raise _write_failure(exc, Path(os.path.abspath(db_path)), "saving an Endpoints point") from None
+            raise
+
+
+def read_endpoint_table(db_path: str | os.PathLike, table: str, where: str = "",
+                        params: Sequence[Any] = ()) -> "pandas.DataFrame":
+    """``endpoint_points`` / ``endpoint_accuracy`` / ``endpoint_checks`` rows matching the optional SQL condition
+    ``where`` as a DataFrame; an empty one (with the columns) before any was stored."""
+    import pandas as pd
+
+    columns = {"endpoint_points": ENDPOINT_POINTS_COLUMNS, "endpoint_accuracy": ENDPOINT_ACCURACY_COLUMNS,
+               "endpoint_checks": ENDPOINT_CHECKS_COLUMNS}[table]
+    names = [c for c, _ in columns]
+    if not Path(db_path).is_file():
+        return pd.DataFrame(columns=names)
+    import duckdb
+
+    order = {"endpoint_points": "node, concurrency, ingested_at", "endpoint_accuracy": "run_id, source, metric",
+             "endpoint_checks": "checked_at, seq"}[table]
+    with open_read_only(db_path) as conn:
+        try:
+            return conn.execute(f"SELECT * FROM {table} {'WHERE ' + where if where else ''} ORDER BY {order}",
+                                list(params)).df()
+        except duckdb.CatalogException:
+            return pd.DataFrame(columns=names)
+        except duckdb.Error as exc:
+            raise StoreError(f"reading {table} failed: {_first_line(exc)}") from None
+
+
+def save_endpoint_checks(db_path: str | os.PathLike, bundle: str, findings: list[dict[str, Any]], *,
+                         lock_timeout_s: float = 30) -> str:
+    """Record one Endpoints checker run over ``bundle`` (its findings: rule, severity, message, fix, path, spec_ref)
+    in ``endpoint_checks``; returns its ``check_id``."""
+    import uuid
+
+    check_id, now = uuid.uuid4().hex[:12], _utcnow()
+    rows = [{"check_id": check_id, "checked_at": now, "bundle": bundle, "seq": i, **f} for i, f in enumerate(findings)]
+    with open_for_write(db_path, lock_timeout_s=lock_timeout_s) as conn:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            _replace_rows(conn, "endpoint_checks", ENDPOINT_CHECKS_COLUMNS, rows)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            _rollback_quietly(conn)
+            if isinstance(exc, Exception):
+                raise _write_failure(exc, Path(os.path.abspath(db_path)), "saving Endpoints checker findings") from None
+            raise
+    return check_id
