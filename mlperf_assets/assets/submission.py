@@ -22,7 +22,7 @@ CHECKER_CHECK = "mlcommons_submission_checker"
 
 
 def submission_dir(config: MlperfConfig, node: str) -> Path:
-    return config.storage.artifact_root.parent / "submission" / node
+    return config.storage.submission_root / node
 
 
 def build_submission_package(config: MlperfConfig) -> dg.AssetsDefinition:
@@ -52,7 +52,7 @@ def build_submission_package(config: MlperfConfig) -> dg.AssetsDefinition:
         cfg = mlperf_config.load()
         node = context.partition_key
         try:
-            tree, verdict, rows = package(cfg, submission_dir(cfg, node), nodes=[node],
+            tree, verdict, rows = package(cfg, submission_dir(cfg, node), nodes=[node], option="submission tree",
                                           machine_facts=lambda n: build_runner(cfg.node(n)).machine_facts())
         except UserError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None

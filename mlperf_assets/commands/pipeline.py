@@ -32,7 +32,7 @@ from mlperf_assets.commands._shared import (
     job_run_config,
     signal_name,
 )
-from mlperf_assets.commands.submission import demo_submission
+from mlperf_assets.commands.submission import demo_checker, print_submissions
 from mlperf_assets.config import DATASET_ENV, DEFAULT_CONFIG_PATH, PROJECT_ROOT
 from mlperf_assets.errors import UserError
 from mlperf_assets.harness.benchmarks import SCENARIOS
@@ -64,6 +64,7 @@ class PipelineOutcome:
     stopped_while: str | None = None
     cancelled: list[Any] = field(default_factory=list)  # ledger.CancelledRun
     not_started: list[str] = field(default_factory=list)
+    submissions: list["SubmissionOutcome"] = field(default_factory=list)  # the demo's submission_package runs
 
     @property
     def success(self) -> bool:
@@ -77,6 +78,37 @@ class PipelineOutcome:
         if self.signal is not None:
             return 128 + self.signal
         return 0 if self.success else 1
+
+
+@dataclass
+class SubmissionOutcome:
+    """One node's ``submission_package`` materialization: where its tree went, or why not, and its checker's
+    verdict (None: not checked)."""
+
+    node: str
+    tree: str | None = None
+    results: int = 0
+    error: str | None = None
+    verdict: str | None = None
+
+
+def materialize_submission(defs, instance, node: str, run_config) -> SubmissionOutcome:
+    """``submission_package`` of ``node`` as a Dagster run on ``instance`` (so the UI shows it materialized, with
+    its checker's verdict as the asset check's result)."""
+    from mlperf_assets.assets.submission import SUBMISSION_KEY
+
+    job = defs.resolve_implicit_job_def_def_for_assets([SUBMISSION_KEY])
+    result = job.execute_in_process(instance=instance, partition_key=node, run_config=run_config,
+                                    raise_on_error=False)
+    outcome = SubmissionOutcome(node)
+    for event in result.get_asset_materialization_events():
+        meta = event.asset_materialization.metadata
+        outcome.tree, outcome.results = meta["tree"].value, meta["results"].value
+    for check in result.get_asset_check_evaluations():
+        outcome.verdict = check.metadata["verdict"].value.strip("`\n")
+    if outcome.tree is None:
+        outcome.error = "; ".join(m.split(": ", 1)[-1] for m in failure_messages(result)) or "not materialized"
+    return outcome
 
 
 class _ProgressBars:
@@ -138,6 +170,7 @@ def run_pipeline(
     verbose: bool = False,
     out=None,
     stop: "StopSignals | None" = None,
+    submission: bool = False,
 ) -> PipelineOutcome:
     """Materialize the dataset (when needed), then each chosen node x scenario partition of ``benchmark_job``
     (one Dagster run each, one after the other), then ``report_job``; all in this process.
@@ -145,7 +178,10 @@ def run_pipeline(
     Ctrl-C / SIGTERM (:class:`StopSignals`; ``stop``: one the caller holds, so its own last steps are covered
     too): the step in progress is interrupted and the harness run in flight cancelled on its node; nothing further
     starts; ``outcome.signal`` says which signal, ``outcome.cancelled`` which runs were cancelled and
-    ``outcome.not_started`` which partitions never ran."""
+    ``outcome.not_started`` which partitions never ran.
+
+    ``submission``: when every partition succeeded and the config has ``submission:``, then ``submission_package``
+    of each node (``outcome.submissions``)."""
     import dagster as dg
 
     out = out if out is not None else sys.stderr  # bound at call time: a default bound at import may be closed
@@ -240,6 +276,12 @@ def run_pipeline(
                     outcome.report_path = config.storage.report_dir / REPORT_NAME
                 else:
                     outcome.errors += failure_messages(result) or ["benchmark_report failed"]
+
+            if submission and config.submission is not None and outcome.success and not stopped("starting"):
+                for node in nodes:
+                    outcome.submissions.append(materialize_submission(defs, instance, node, run_config))
+                    if stopped(f"writing the submission tree of {node}"):
+                        break
         finally:
             bars.close()
             if stop.received is not None:
@@ -442,12 +484,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = load_cli_config(str(args.config or DEFAULT_CONFIG_PATH), dataset_override=override)
     print(f"mlperf-dagster demo: {config.source_path}", file=sys.stderr)
     print(where, file=sys.stderr)
-    config = demo_compliance(config)
+    config = demo_checker(demo_compliance(config))
     check_dataset_reachable(config)
     ensure_dagster_home()
     with StopSignals() as stop:  # held until the end, as in cmd_run
         outcome = run_pipeline(
-            config, prepare_dataset=True, progress=not args.no_progress, verbose=args.verbose, stop=stop
+            config, prepare_dataset=True, progress=not args.no_progress, verbose=args.verbose, stop=stop,
+            submission=True,
         )
         print()
         _print_outcome(config, outcome, started)
@@ -459,8 +502,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 f"note: backend {config.benchmark.backend} is a baseline (no model): figures show the harness and "
                 "pipeline working, not a model's performance; see config/examples/ for GPU fleets."
             )
-        if not outcome.errors and all(p.success for p in outcome.partitions):
-            demo_submission(config)  # the smoke submission tree, and the MLCommons checker's verdict on it
+        print_submissions(outcome.submissions)  # the smoke submission trees, and the checker's verdict on each
         return _exit_code(outcome, stop)
 
 

@@ -24,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "stored in DuckDB (submission_checks)."
         ),
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder of the tree (replaced if present)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder of the tree: a new or empty folder, or one an "
+                        "earlier `submission` wrote (then replaced); never the artifact root, a run folder, or a "
+                        "folder holding the results store, the config or the current directory")
     parser.add_argument("--config", default=None, metavar="FILE", help="config file (default: $MLPERF_DAGSTER_CONFIG, "
                         "else config/config.yaml)")
     parser.add_argument("--node", action="append", default=None, help="only these nodes (repeatable)")
@@ -76,28 +78,25 @@ def run_submission(args: argparse.Namespace, out=sys.stdout) -> int:
     return 1 if any(r["unexpected"] for r in rows) or verdict.general_errors else 0
 
 
-def demo_submission(config, out=sys.stdout) -> None:
-    """The end of ``demo``: the smoke submission tree in ``<artifact_root>/../submission`` (results/submission for
-    the default config) and, where an MLCommons checkout is configured or sits beside the project
-    (``../shared/reference/mlcommons_inference``), the checker's verdict in one short block. Never fails the demo."""
+def demo_checker(config):
+    """The demo's config with an MLCommons checkout to judge its smoke trees: the configured one, else the pinned
+    copy beside the project (``../shared/reference/mlcommons_inference``) when present."""
     from mlperf_assets.config import PROJECT_ROOT
-    from mlperf_assets.submission import verdict_block
 
-    if config.submission is None:
-        return
     fallback = PROJECT_ROOT.parent / "shared" / "reference" / "mlcommons_inference"
-    checkout = config.mlcommons_inference or (fallback if fallback.is_dir() else None)
-    target = config.storage.artifact_root.parent / "submission"
-    try:
-        if checkout is not None and config.mlcommons_inference is None:
-            config = config.model_copy(update={"mlcommons_inference": checkout})
-        tree, verdict, rows = package_and_record(config, target)
-    except UserError as exc:
-        print(f"submission tree: not written: {exc}", file=out)
-        return
-    print(f"submission tree: {tree.submitter_dir} ({len(tree.results)} result(s); smoke settings, not submittable)",
-          file=out)
-    if verdict is None:
-        print("  not checked: set mlcommons_inference: to your mlcommons/inference checkout", file=out)
-    else:
-        print(verdict_block(verdict, rows, limit=3), file=out)
+    if config.submission is None or config.mlcommons_inference is not None or not fallback.is_dir():
+        return config
+    return config.model_copy(update={"mlcommons_inference": fallback})
+
+
+def print_submissions(submissions, out=None) -> None:
+    """The end of ``demo``: each node's ``submission_package`` (materialized through Dagster, so the UI shows it)
+    in a few lines: where the tree went, or why it was not written, and the checker's verdict. Never fails the demo."""
+    out = out if out is not None else sys.stdout
+    for s in submissions:
+        if s.tree is None:
+            print(f"submission tree of {s.node}: not written: {s.error}", file=out)
+            continue
+        print(f"submission tree: {s.tree} ({s.results} result(s); smoke settings, not submittable)", file=out)
+        print(s.verdict if s.verdict is not None else
+              "  not checked: set mlcommons_inference: to your mlcommons/inference checkout", file=out)

@@ -13,7 +13,7 @@ from typing import Any
 from mlperf_assets.config.models import BenchmarkConfig, MlperfConfig
 from mlperf_assets.config.nodes import LocalNode, SSHNode, runner_resource_key
 from mlperf_assets.harness.backends import BACKENDS as BACKEND_ROWS
-from mlperf_assets.plan import compliance_tests, resolve_parallelism
+from mlperf_assets.plan import compliance_tests, resolve_parallelism, submission_rule_problems
 
 
 def cross_checks(config: MlperfConfig) -> list[tuple[str, str]]:
@@ -60,6 +60,7 @@ def cross_checks(config: MlperfConfig) -> list[tuple[str, str]]:
         problems.append(("benchmark.engine", engine_problem))
     problems += _storage_problems(config)
     problems += _submission_problems(config)
+    problems += submission_rule_problems(config)
     return problems
 
 
@@ -70,6 +71,7 @@ def _submission_problems(config: MlperfConfig) -> list[tuple[str, str]]:
     if config.submission is not None:
         for name in config.submission.missing_fields():
             problems.append((f"submission.{name}", "is required for a submission (a machine cannot report it)"))
+        problems += _submission_root_problems(config)
     root = config.mlcommons_inference
     if root is not None:
         if not root.is_dir():
@@ -81,6 +83,21 @@ def _submission_problems(config: MlperfConfig) -> list[tuple[str, str]]:
         problems.append(("mlcommons_inference", f"is required for {', '.join(tests)} "
                                                 f"(its compliance/{tests[0]}/audit.config)"))
     return problems
+
+
+def _submission_root_problems(config: MlperfConfig) -> list[tuple[str, str]]:
+    """No storage path may be or lie inside the submission trees' folder (<artifact_root>/../submission): each tree
+    replaces its folder."""
+    root = Path(os.path.realpath(config.storage.submission_root))
+    for field in ("artifact_root", "duckdb_path", "report_dir", "dataset_dir"):
+        path = getattr(config.storage, field)
+        if path is None:
+            continue
+        path = Path(os.path.realpath(path))
+        if path == root or root in path.parents:
+            return [(f"storage.{field}", f"{path} is or lies inside {root}, where submission trees are written (the folder "
+                                         "submission/ beside the artifact root); move it elsewhere")]
+    return []
 
 
 def _engine_problem(benchmark: BenchmarkConfig) -> str | None:

@@ -5,6 +5,7 @@ Pure: this module imports nothing of the planner; Dagster only inside :func:`_da
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BeforeValidator, Field, create_model, field_validator
 
 from mlperf_assets.config.fields import ConfigModel, NonNegativeInt, PositiveFloat, PositiveInt, resolve_path
+from mlperf_assets.config.endpoints import EndpointsConfig
 from mlperf_assets.config.nodes import NodeConfig
 from mlperf_assets.harness.backends import BACKEND_NAMES, BASELINE_BACKENDS
 from mlperf_assets.harness.benchmarks import BENCHMARK_NAMES, DEFAULT_BENCHMARK, LG_MODEL_NAMES, SCENARIOS
@@ -34,6 +36,11 @@ class StorageConfig(ConfigModel):
     duckdb_path: Path = Path("results/mlperf.duckdb")  # the results store
     report_dir: Path = Path("results/report")  # report.md (and, later, charts and dashboard)
     dataset_dir: Path | None = None  # prepared dataset files; default <artifact_root>/../datasets
+
+    @property
+    def submission_root(self) -> Path:
+        """Where ``submission_package`` (and the demo) write one submission tree per node: <artifact_root>/../submission."""
+        return self.artifact_root.parent / "submission"
 
 
 class DatasetConfig(ConfigModel):
@@ -242,6 +249,22 @@ MACHINE_UNKNOWABLE = (
 )  # fmt: skip
 
 
+def _folder_name_problem(value: str, *, strict: bool) -> None:
+    """A submission name that becomes a folder of the tree: refused (ValueError, one line) when blank, '.' or '..',
+    hidden, or holding a path separator; ``strict`` (the submitter, whose folder must equal it): also any character
+    a folder name of the tree cannot hold (letters, digits, '.', '_' and '-' only)."""
+    if not value.strip():
+        raise ValueError("is blank")
+    if "/" in value or "\\" in value or any(ord(c) < 32 for c in value):
+        raise ValueError(f"{value!r} holds a path separator or control character: it names a folder of the tree")
+    if value.strip().startswith("."):
+        raise ValueError(f"{value!r} starts with '.': it names a folder of the tree ('.', '..' and hidden names "
+                         "are not folder names the checker reads)")
+    if strict and not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+        raise ValueError(f"{value!r} must be letters, digits, '.', '_' or '-' only (the checker requires the "
+                         "tree's <division>/<submitter>/ folder to be this name)")
+
+
 class SubmissionConfig(ConfigModel):
     """What an MLPerf submission tree needs that a machine cannot report (``systems/<system>.json``,
     ``measurements.json``); the rest comes from the run manifests. Any other systems-JSON field goes in ``system``."""
@@ -269,6 +292,34 @@ class SubmissionConfig(ConfigModel):
     starting_weights_filename: str | None = None  # default: benchmark.checkpoint
     system: dict[str, Any] = Field(default_factory=dict)  # extra or overriding systems-JSON fields, verbatim
 
+    @field_validator("submitter", mode="after")
+    @classmethod
+    def _submitter(cls, value: str | None) -> str | None:
+        # The checker requires the tree's <division>/<submitter>/ folder to be the systems JSON's submitter.
+        if value is not None and value != "":
+            _folder_name_problem(value, strict=True)
+        return value
+
+    @field_validator("system_name", mode="after")
+    @classmethod
+    def _system_name(cls, value: str | None) -> str | None:
+        if value is not None and value != "":
+            _folder_name_problem(value, strict=False)
+        return value
+
+    @field_validator("system", mode="after")
+    @classmethod
+    def _system(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            if item is not None and not isinstance(item, (str, int, float)):
+                shown, hint = (item.isoformat(), f"; quote it: '{item.isoformat()}'") if hasattr(item, "isoformat") \
+                    else (repr(item), "")
+                raise ValueError(f"{key}: {shown} is a {type(item).__name__}, not a string, number or boolean "
+                                 f"(the systems JSON holds only those){hint}")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"{key}: {item} is not a finite number (JSON has no NaN or infinity)")
+        return value
+
     def missing_fields(self) -> list[str]:
         return [f for f in MACHINE_UNKNOWABLE if getattr(self, f) in (None, "") and f not in self.system]
 
@@ -284,6 +335,7 @@ class MlperfConfig(ConfigModel):
     search: SearchConfig = Field(default_factory=SearchConfig)  # capacity search (max_qps_search)
     submission: SubmissionConfig | None = None  # present: submission trees can be built (submission_package)
     mlcommons_inference: Path | None = None  # the user's mlcommons/inference checkout (checker, TEST06 audit.config)
+    endpoints: EndpointsConfig | None = None  # an MLPerf Endpoints curve (config/endpoints.py)
 
     source_path: Path | None = Field(default=None, exclude=True)
     dataset_overridden_by: str | None = Field(default=None, exclude=True)  # "MLPERF_DAGSTER_DATASET=..." if so
@@ -334,5 +386,7 @@ class MlperfConfig(ConfigModel):
         s.dataset_dir = resolve_path(base, s.dataset_dir)
         self.dataset.path = resolve_path(base, self.dataset.path)
         self.mlcommons_inference = resolve_path(base, self.mlcommons_inference)
+        if self.endpoints is not None:
+            self.endpoints.resolve_paths(base)
         for node in self.nodes:
             node.resolve_paths(base, s.artifact_root)

@@ -33,10 +33,12 @@ from mlperf_assets.errors import UserError
 from mlperf_assets.harness.benchmarks import BENCHMARKS, FULL_VALIDATION_SIZE, LOADGEN_MODELS, LoadGenModel
 from mlperf_assets.harness.compliance import COMPLIANCE_NAMES, required_tests
 from mlperf_assets.harness.files import replacing_folder
+from mlperf_assets.harness.outputs import check_output_folder, mark_output
 from mlperf_assets.harness.run_folder import (
     ACCURACY_LOG,
     ACCURACY_TXT,
     DETAIL_LOG,
+    RUN_MANIFEST,
     SUMMARY_LOG,
     USER_CONF,
     read_manifest,
@@ -49,6 +51,7 @@ from .truncate import write_truncated
 CATEGORY_SCENARIOS = {"datacenter": ("Offline", "Server"), "edge": ("Offline", "SingleStream"),
                       "datacenter,edge": ("Offline", "Server", "SingleStream")}
 PERF_FILES = (SUMMARY_LOG, DETAIL_LOG)
+DIVISIONS = ("closed", "open", "network")  # the checker's top-level folders
 MIN_DURATION_MS = 600_000  # mlperf.conf's *.*.min_duration: one value for every model (the registry has no column)
 LOADGEN_SEEDS_ROUND = "v6.1"  # the round whose RNG seeds the mlperf.conf compiled into LoadGen 6.0.x carries
 _RESULT_DIR = "results/{system}/{benchmark}/{scenario}"
@@ -88,6 +91,7 @@ class SelectedRun:
     benchmark: str = ""  # its folder under results/<system>/: the checker's name (result_folder)
     result_scenario: str = ""  # its folder under that: the checker's scenario (Interactive for a Server run of one)
     dataset_size: int = FULL_VALIDATION_SIZE  # the official evaluation set of its benchmark (edge: 5,000)
+    verifications: dict[str, Any] = field(default_factory=dict)  # test -> its VerifyResult as written in the tree
 
     @property
     def performance(self) -> Path:
@@ -142,7 +146,7 @@ def select_runs(artifact_root: Path, nodes: list[str], scenarios: list[str]) -> 
                     why = "no performance log" if validity is None else f"performance run is {validity}"
                     skipped.append(Skipped(node, scenario, folder.name, why))
                     continue
-                run = SelectedRun(node, scenario, folder.name, folder, read_manifest(folder / "performance"))
+                run = SelectedRun(node, scenario, folder.name, folder, _checked_manifest(folder / "performance"))
                 for test in COMPLIANCE_NAMES:
                     test_dir = folder / "compliance" / test
                     if test_dir.is_dir():
@@ -150,6 +154,30 @@ def select_runs(artifact_root: Path, nodes: list[str], scenarios: list[str]) -> 
                 chosen.append(run)
                 break
     return chosen, skipped
+
+
+# The manifest fields the tree reads, and the JSON type each must have.
+_MANIFEST_SHAPE = {"backend": dict, "backend.versions": dict, "gpus": list, "host": dict, "lg_model_name": str}
+
+
+def _checked_manifest(folder: Path) -> dict[str, Any]:
+    """The run manifest of ``folder``, refused (one line naming it and the field) where a field the tree reads has
+    another type than the harness writes."""
+    manifest = read_manifest(folder)
+    for name, kind in _MANIFEST_SHAPE.items():
+        holder, _, key = name.rpartition(".")
+        value = manifest.get(holder) if holder else manifest
+        value = value.get(key) if isinstance(value, dict) else None
+        bad = value is not None and not isinstance(value, kind)
+        if name == "gpus" and not bad and value:
+            bad = not all(isinstance(g, dict) for g in value)
+        if bad:
+            raise UserError(f"{folder / RUN_MANIFEST}: {name} is not a JSON {_JSON_NAMES[kind]} (a damaged run "
+                            "manifest)")
+    return manifest
+
+
+_JSON_NAMES = {dict: "object", list: "list (of objects)", str: "string"}
 
 
 def run_loadgen_model(run: SelectedRun, default: str) -> LoadGenModel:
@@ -187,6 +215,10 @@ def smoke_reasons(run: SelectedRun, model: LoadGenModel, baseline: bool) -> list
     duration = values.get("effective_min_duration_ms")
     if isinstance(duration, (int, float)) and duration < MIN_DURATION_MS:
         reasons.append(f"min_duration {duration} ms < {MIN_DURATION_MS} ms")
+    covered, size = accuracy_sample_count(run), BENCHMARKS[model.benchmark].dataset_size
+    if covered is not None and covered < size:
+        reasons.append(f"the accuracy run covers {covered} of the {size} samples of {model.submission_name} "
+                       "(a smoke dataset)")
     for test in required_tests(model.name):
         if test not in run.compliance:
             reasons.append(f"no {test} run (set benchmark.compliance: [{test}] or profile: submission, and "
@@ -199,6 +231,25 @@ def smoke_reasons(run: SelectedRun, model: LoadGenModel, baseline: bool) -> list
         reasons.append(f"the {(run.manifest.get('backend') or {}).get('name')} backend is a baseline, not a model: "
                        "its accuracy is not the model's")
     return reasons
+
+
+def accuracy_sample_count(run: SelectedRun) -> int | None:
+    """The samples the run's accuracy run covered, as the checker reads them from its detail log
+    (``effective_accuracy_sample_count``, else ``qsl_reported_total_count``); None when not logged."""
+    detail = run.accuracy / DETAIL_LOG
+    for key in ("effective_accuracy_sample_count", "qsl_reported_total_count"):
+        value = _detail_value(detail, key) if detail.is_file() else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def backend_is_baseline(manifest: Mapping[str, Any]) -> bool:
+    """Whether the run's own backend (its manifest's, not the config's) is a baseline, whose accuracy is no model's."""
+    from mlperf_assets.harness.backends import BASELINE_BACKENDS
+
+    backend = manifest.get("backend")
+    return isinstance(backend, dict) and backend.get("name") in BASELINE_BACKENDS
 
 
 def _copy(src: Path, dest: Path, names: tuple[str, ...]) -> None:
@@ -229,8 +280,8 @@ def _write_result(run: SelectedRun, sub_dir: Path, layout: RoundLayout, *, syste
     write_truncated(log, run.accuracy / ACCURACY_TXT, acc)
     compliance = sub_dir / layout.compliance.format(**names)
     for test, test_dir in run.compliance.items():
-        _write_compliance(test, test_dir, compliance / test, scenario=run.scenario, benchmark=run.benchmark,
-                          mlcommons_inference=mlcommons_inference)
+        run.verifications[test] = _write_compliance(test, test_dir, compliance / test, scenario=run.scenario,
+                                                    benchmark=run.benchmark, mlcommons_inference=mlcommons_inference)
     user_conf = run.performance / USER_CONF
     (measurements / USER_CONF).write_text(user_conf.read_text() if user_conf.is_file() else "# mlperf.conf only\n")
     (measurements / layout.measurements_json.format(**names)).write_text(
@@ -242,18 +293,20 @@ def _write_result(run: SelectedRun, sub_dir: Path, layout: RoundLayout, *, syste
 
 
 def _write_compliance(test: str, test_dir: Path, out: Path, *, scenario: str, benchmark: str,
-                      mlcommons_inference: Path | None) -> None:
+                      mlcommons_inference: Path | None) -> Any:
     """``<Scenario>/<TEST>/``: ``verify_accuracy.txt`` and ``accuracy/mlperf_log_accuracy.json``, verified afresh
     from the run's logs (by the user's MLCommons ``run_verification.py`` when a checkout is configured, its output
-    kept verbatim), plus the run's summary and detail logs in ``accuracy/``."""
+    kept verbatim), plus the run's summary and detail logs in ``accuracy/``. Returns the verification (its verdict
+    and notes: a failure or a disagreement of the two verifiers fails the result, ``check_tree``)."""
     from mlperf_assets.harness.compliance import ComplianceError, verify
 
     out.mkdir(parents=True)
     try:
-        verify(test_dir, scenario, benchmark, mlcommons_inference, test=test, out=out)
+        result = verify(test_dir, scenario, benchmark, mlcommons_inference, test=test, out=out)
     except ComplianceError as exc:
         raise UserError(f"{test} of {test_dir}: {exc}") from None
     _copy(test_dir, out / "accuracy", tuple(n for n in PERF_FILES if (test_dir / n).is_file()))
+    return result
 
 
 def _src_readme(config_path: Path | None) -> str:
@@ -269,11 +322,12 @@ def _src_readme(config_path: Path | None) -> str:
 
 def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Mapping[str, Any] | None = None,
                machine_facts: Callable[[str], Mapping[str, Any]] | None = None,
-               replace: bool = True) -> SubmissionTree:
+               replace: bool = True, option: str = "--out") -> SubmissionTree:
     """Write the submission tree of ``config``'s runs to ``out`` (atomically). ``machine_facts(node)`` gives what
     the node's machine reports for its systems JSON (its runner's ``machine_facts()``; none: nothing known);
     ``machine`` overrides it for every node. Raises :class:`UserError` (one line) when the config has no
-    ``submission:`` block or no run qualifies."""
+    ``submission:`` block or no run qualifies, or ``out`` (named ``option`` in messages) may not be written
+    (:func:`output_check`)."""
     sub_cfg = config.submission
     if sub_cfg is None:
         raise UserError(f"{config.source_path}: submission: is required to build a submission tree "
@@ -281,6 +335,7 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
     missing = sub_cfg.missing_fields()
     if missing:
         raise UserError(f"{config.source_path}: submission: missing {', '.join(missing)}")
+    out = output_check(config, out, option)
     sub = sub_cfg.model_dump()
     nodes = nodes or config.node_names
     benchmark = config.benchmark.model
@@ -296,37 +351,63 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
         why = "; ".join(f"{s.node}/{s.scenario}/{s.run_id}: {s.reason}" for s in skipped[:3])
         raise UserError(f"no VALID performance run to submit under {config.storage.artifact_root}"
                         + (f" ({why})" if why else " (run the benchmark first)"))
-    out = Path(out).absolute()
     if out.exists() and not replace:
         raise UserError(f"{out} already exists")
-    with replacing_folder(out) as tmp:
-        sub_dir = tmp / sub_cfg.division / safe_name(sub_cfg.submitter)
-        for name in ("systems", layout.src, "documentation", "results"):
-            (sub_dir / name).mkdir(parents=True)
-        (sub_dir / layout.src / "README.md").write_text(_src_readme(config.source_path))
-        (sub_dir / "documentation" / "README.md").write_text(
-            "# Documentation\n\nResults produced by mlperf-dagster; see each scenario's README.md.\n")
-        systems: dict[str, str] = {}
-        reasons_by: dict[tuple[str, str], list[str]] = {}
-        for run in selected:
-            system = systems.get(run.node) or safe_name(
-                sub_cfg.system_name if len(nodes) == 1 else f"{sub_cfg.system_name}_{run.node}")
-            if run.node not in systems:
-                systems[run.node] = system
-                facts = dict(machine if machine is not None else machine_facts(run.node) if machine_facts else {})
-                data = system_json(sub, run.manifest, division=sub_cfg.division, machine=facts,
-                                   framework=framework_name(run.manifest))
-                (sub_dir / "systems" / f"{system}.json").write_text(json.dumps(data, indent=2) + "\n")
-            model = run_loadgen_model(run, default_lg)
-            if BENCHMARKS[model.benchmark].submission_round != round_:
-                raise UserError(f"{run.folder}: LoadGen model {model.name} is judged at round "
-                                f"{BENCHMARKS[model.benchmark].submission_round}, the tree of {benchmark} at "
-                                f"{round_}: one tree holds one round")
-            run.benchmark, run.result_scenario = result_folder(model, run.scenario)
-            run.dataset_size = BENCHMARKS[model.benchmark].dataset_size
-            reasons = smoke_reasons(run, model, config.benchmark.is_baseline)
-            reasons_by[(run.node, run.scenario)] = reasons
-            _write_result(run, sub_dir, layout, system=system, sub=sub, checkpoint=config.benchmark.checkpoint,
-                          reasons=reasons, mlcommons_inference=config.mlcommons_inference)
+    try:
+        with replacing_folder(out) as tmp:
+            mark_output(tmp)
+            sub_dir = tmp / sub_cfg.division / safe_name(sub_cfg.submitter)
+            for name in ("systems", layout.src, "documentation", "results"):
+                (sub_dir / name).mkdir(parents=True)
+            (sub_dir / layout.src / "README.md").write_text(_src_readme(config.source_path))
+            (sub_dir / "documentation" / "README.md").write_text(
+                "# Documentation\n\nResults produced by mlperf-dagster; see each scenario's README.md.\n")
+            systems: dict[str, str] = {}
+            reasons_by: dict[tuple[str, str], list[str]] = {}
+            for run in selected:
+                system = systems.get(run.node) or safe_name(
+                    sub_cfg.system_name if len(nodes) == 1 else f"{sub_cfg.system_name}_{run.node}")
+                if run.node not in systems:
+                    systems[run.node] = system
+                    facts = dict(machine if machine is not None else
+                                 machine_facts(run.node) if machine_facts else {})
+                    data = system_json(sub, run.manifest, division=sub_cfg.division, machine=facts,
+                                       framework=framework_name(run.manifest))
+                    (sub_dir / "systems" / f"{system}.json").write_text(json.dumps(data, indent=2) + "\n")
+                model = run_loadgen_model(run, default_lg)
+                if BENCHMARKS[model.benchmark].submission_round != round_:
+                    raise UserError(f"{run.folder}: LoadGen model {model.name} is judged at round "
+                                    f"{BENCHMARKS[model.benchmark].submission_round}, the tree of {benchmark} at "
+                                    f"{round_}: one tree holds one round")
+                run.benchmark, run.result_scenario = result_folder(model, run.scenario)
+                run.dataset_size = BENCHMARKS[model.benchmark].dataset_size
+                reasons = smoke_reasons(run, model, backend_is_baseline(run.manifest))
+                reasons_by[(run.node, run.scenario)] = reasons
+                _write_result(run, sub_dir, layout, system=system, sub=sub, checkpoint=config.benchmark.checkpoint,
+                              reasons=reasons, mlcommons_inference=config.mlcommons_inference)
+    except OSError as exc:  # a run folder changed under us, a full disk, an --out found unwritable only now
+        raise UserError(f"{option} {out}: the tree was not written: {exc.filename or out}: "
+                        f"{exc.strerror or exc}") from None
     final = out / sub_cfg.division / safe_name(sub_cfg.submitter)
     return SubmissionTree(out, final, selected, skipped, systems, reasons_by, round_)
+
+
+def output_check(config, out: Path, option: str) -> Path:
+    """``out`` checked as a submission tree's folder (:func:`check_output_folder`): not the artifact root or any run
+    folder, not holding the results store, the config file, the report or the dataset folder."""
+    storage = config.storage
+    source = config.source_path
+    keeps = {"the results store": storage.duckdb_path, "the results store's folder": storage.duckdb_path.parent,
+             "the report folder": storage.report_dir, "the dataset folder": config.dataset_dir,
+             "the config file": source, "the config file's folder": source.parent if source else None}
+    return check_output_folder(out, option=option, reads={"the artifact root": storage.artifact_root},
+                               keeps=keeps, written_by_us=_earlier_tree)
+
+
+def _earlier_tree(folder: Path) -> bool:
+    """A tree an earlier version wrote (before :data:`OUTPUT_MARKER`): only <division>/<submitter>/systems/."""
+    divisions = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    return bool(divisions) and all(
+        d.is_dir() and d.name in DIVISIONS and all(s.is_dir() and (s / "systems").is_dir() for s in d.iterdir())
+        for d in divisions)
+

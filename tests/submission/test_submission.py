@@ -234,6 +234,7 @@ def test_invalid_run_is_not_submitted_and_the_tree_is_atomic(smoke, tmp_path):
     out = tmp_path / "tree"
     out.mkdir()
     (out / "keep.txt").write_text("the previous tree")
+    (out / ".mlperf-dagster-output").write_text("")  # a tree written earlier: the only folder a build replaces
     with pytest.raises(UserError) as exc:
         build_tree(broken, out)
     assert str(exc.value).startswith(f"no VALID performance run to submit under {root}")
@@ -245,7 +246,7 @@ def test_invalid_run_is_not_submitted_and_the_tree_is_atomic(smoke, tmp_path):
     with pytest.raises(UserError, match="accuracy.txt is missing"):
         build_tree(broken, out)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".tree", "tree"))) == ["tree"]
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".mlperf-dagster-output", "keep.txt"]
 
 
 def test_submission_profile_runs_mlperf_settings_accuracy_and_test06(tmp_path, stories_dir):
