@@ -171,24 +171,50 @@ class KubernetesNode(NodeBase):
     @field_validator("pod_spec_overrides")
     @classmethod
     def _pod_spec(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return k8s_camel_case("V1PodSpec", value)
+        spec = k8s_camel_case("V1PodSpec", value)
+        if spec.get("restartPolicy", "Never") != "Never":  # the Job's backoffLimit 0 and the ledger count on one try
+            raise ValueError(
+                f"restartPolicy: must be Never for a benchmark Job (a restarted harness would run the benchmark "
+                f"again), got {spec['restartPolicy']!r}"
+            )
+        for field in ("volumes", "containers", "initContainers", "imagePullSecrets"):
+            names = [item.get("name") for item in spec.get(field, [])]
+            twice = sorted({str(n) for n in names if n is not None and names.count(n) > 1})
+            if twice:
+                raise ValueError(f"{field}: {', '.join(twice)} listed twice; names must be unique")
+        return spec
 
 
 def k8s_camel_case(model: str, value: Any, where: str = "") -> Any:
     """``value`` as the Kubernetes API writes a ``model`` (a ``kubernetes.client`` model name, or a type string such
-    as ``list[V1Toleration]``): field names in camelCase, snake_case accepted; ValueError naming an unknown field."""
+    as ``list[V1Toleration]``): field names in camelCase, snake_case accepted; ValueError naming an unknown field, a
+    field given in both spellings, or a value of the wrong type (a scalar for a list or an object, text for a number).
+    A number passes for text (a quantity such as ``cpu: 2``); the API server judges the rest."""
     import kubernetes.client
 
-    if model.startswith("list[") and isinstance(value, list):
+    path = where.lstrip(".") or "the value"
+    if model.startswith("list["):
+        if not isinstance(value, list):
+            raise ValueError(f"{path}: must be a list ({model}), got {_k8s_shown(value)}")
         return [k8s_camel_case(model[5:-1], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if model.startswith("dict(") and isinstance(value, dict):
+    if model.startswith(("dict(", "dict[")):
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: must be a mapping ({model}), got {_k8s_shown(value)}")
         inner = model[5:-1].split(", ", 1)[1]
         return {k: k8s_camel_case(inner, v, f"{where}.{k}") for k, v in value.items()}
+    expected = _K8S_SCALARS.get(model)
+    if expected is not None:
+        if not expected[0](value):
+            raise ValueError(f"{path}: must be {expected[1]}, got {_k8s_shown(value)}")
+        return value
     cls = getattr(kubernetes.client, model, None) if model.startswith("V1") else None
-    if cls is None or not isinstance(value, dict):
-        return value  # a scalar or free-form object: the API server judges it
+    if cls is None:
+        return value  # a free-form object: the API server judges it
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: must be a mapping of {model} fields, got {_k8s_shown(value)}")
     by_camel = {camel: snake for snake, camel in cls.attribute_map.items()}
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for key, item in value.items():
         snake = key if key in cls.attribute_map else by_camel.get(str(key))
         path = f"{where}.{key}".lstrip(".")
@@ -196,10 +222,39 @@ def k8s_camel_case(model: str, value: Any, where: str = "") -> Any:
             close = difflib.get_close_matches(str(key), [*cls.attribute_map, *by_camel], n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"{path}: not a {model} field{hint}")
+        if snake in given:
+            raise ValueError(f"{path}: the same field as {given[snake]!r}; give it once")
+        given[snake] = str(key)
         out[cls.attribute_map[snake]] = k8s_camel_case(cls.openapi_types[snake], item, path)
     return out
 
 
+def _k8s_shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# the client's scalar types: (accepts, what a message calls it)
+_K8S_SCALARS: dict[str, tuple[Any, str]] = {
+    "str": (lambda v: isinstance(v, str) or _is_number(v), "text"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "float": (_is_number, "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "datetime": (lambda v: isinstance(v, str), "a date-time text"),
+}
+
+
+# Variables the image (PATH, LD_LIBRARY_PATH, the venv, the GPUs the engine grants) or the Docker runner itself
+# (resources/runners/docker.py _static_env) sets in a container: a node's env may not replace them
+DOCKER_RESERVED_ENV = frozenset({
+    "PATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "HOME", "PYTHONPATH", "PYTHONHOME", "PYTHONUNBUFFERED",
+    "PYTHONDONTWRITEBYTECODE", "MLPERF_DAGSTER_RUN_ID", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+    "NVIDIA_DRIVER_CAPABILITIES",
+})  # fmt: skip
 DOCKER_VOLUME_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 DOCKER_SIZE_RE = re.compile(r"[0-9]+(\.[0-9]+)?[bkmgBKMG]?")
 
@@ -265,6 +320,24 @@ class DockerNode(NodeBase):
             return value
         raise ValueError(f"must be unix:///PATH, ssh://[USER@]HOST[:PORT] or tcp://HOST:PORT, got {value!r}")
 
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty; name the image the harness runs in, such as mlperf-dagster:0.1")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name in DOCKER_RESERVED_ENV:
+                raise ValueError(
+                    f"{name} is the image's or the runner's to set (the orchestrator's value would replace it and the "
+                    f"harness could not start); remove it from env"
+                )
+        return value
+
     @field_validator("volumes")
     @classmethod
     def _volumes(cls, value: list[str]) -> list[str]:
@@ -325,6 +398,21 @@ class DockerNode(NodeBase):
             )
         if (self.tls_client_cert is None) != (self.tls_client_key is None):
             raise ValueError("tls_client_cert and tls_client_key go together")
+        sources: dict[str, str] = {}  # the engine keys bind mounts by source: a repeated one would lose an entry
+        for what, source in [
+            *((f"volumes entry {item!r}", item.split(":")[0].rstrip("/") or "/") for item in self.volumes),
+            ("harness_source", self.harness_source),
+            ("datasets_volume", self.datasets_volume),
+        ]:
+            if source is None:
+                continue
+            if source in sources:
+                raise ValueError(f"{what} mounts {source}, as {sources[source]} does; each source may be mounted once")
+            sources[source] = what
+        targets = [item.split(":")[1].rstrip("/") or "/" for item in self.volumes]
+        twice = sorted({t for t in targets if targets.count(t) > 1})
+        if twice:
+            raise ValueError(f"volumes mount two sources at {', '.join(twice)}; each target may be used once")
         duplicates = sorted({name for name in self.env if self.env.count(name) > 1})
         if duplicates:
             raise ValueError(f"env lists {', '.join(duplicates)} more than once")

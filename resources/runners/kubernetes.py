@@ -288,13 +288,21 @@ def build_job_manifest(
 
 def merge_pod_spec(generated: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """``overrides`` (camelCase, as ``config.KubernetesNode.pod_spec_overrides`` stores them) merged into a generated
-    pod spec: mappings key by key (recursively), lists appended to the generated ones, other values replaced."""
+    pod spec: mappings key by key (recursively), lists appended to the generated ones, other values replaced.
+    ValueError when an appended item has the name of a generated one (two volumes named ``dshm``)."""
     out = dict(generated)
     for key, value in overrides.items():
         mine = out.get(key)
         if isinstance(mine, Mapping) and isinstance(value, Mapping):
             out[key] = merge_pod_spec(mine, value)
         elif isinstance(mine, list) and isinstance(value, list):
+            ours = {item.get("name") for item in mine if isinstance(item, Mapping)} - {None}
+            taken = sorted(str(item["name"]) for item in value if isinstance(item, Mapping) and item.get("name") in ours)
+            if taken:
+                raise ValueError(
+                    f"pod_spec_overrides: {key}: {', '.join(taken)} is a name the runner already gives its own "
+                    f"{key} entry; choose another name"
+                )
             out[key] = [*mine, *value]
         else:
             out[key] = value

@@ -557,3 +557,43 @@ def test_a_deleted_job_is_gone_and_api_errors_are_unreachable(tmp_path):
         runner.poll(handle)
     assert not isinstance(err.value, RunGone)
     assert runner.stop_hint(handle) == f"stop it (kubectl delete job -n mlperf {handle.extra['job']})"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("{containers: 5}", r"containers: must be a list \(list\[V1Container\]\), got 5"),
+        ("{termination_grace_period_seconds: abc}", r"termination_grace_period_seconds: must be a whole number, got 'abc'"),
+        ("{host_ipc: 'yes'}", r"host_ipc: must be true or false, got 'yes'"),
+        ("{security_context: 1000}", r"security_context: must be a mapping of V1PodSecurityContext fields, got 1000"),
+        ("{node_selector: [a]}", r"node_selector: must be a mapping \(dict\[str, str\]\), got \['a'\]"),
+        ("{restart_policy: Always}", r"restartPolicy: must be Never for a benchmark Job"),
+        ("{node_name: a, nodeName: b}", r"nodeName: the same field as 'node_name'; give it once"),
+        ("{volumes: [{name: x, empty_dir: {}}, {name: x, empty_dir: {}}]}", r"volumes: x listed twice"),
+        ("{tolerations: [{key: a, toleration_seconds: soon}]}", r"tolerations\[0\]\.toleration_seconds: must be a whole"),
+    ],
+)
+def test_pod_spec_overrides_of_the_wrong_type_are_one_config_line(tmp_path, override, message):
+    from mlperf_assets.config import ConfigError, parse_config
+
+    text = f"nodes: [{{name: k, runner: kubernetes, image: 'img:1', pod_spec_overrides: {override}}}]\n"
+    with pytest.raises(ConfigError, match=r"nodes\[0\]\.pod_spec_overrides: (.* )?" + message) as err:
+        parse_config(text, tmp_path / "c.yaml")
+    assert "\n" not in str(err.value).strip()
+
+
+def test_pod_spec_override_reusing_a_generated_name_is_refused_when_rendered(tmp_path):
+    from mlperf_assets.config import parse_config
+    from mlperf_assets.plan import build_spec
+
+    text = "nodes: [{name: k, runner: kubernetes, image: 'img:1', pod_spec_overrides: {volumes: [{name: dshm, empty_dir: {}}]}}]\n"
+    config = parse_config(text, tmp_path / "c.yaml")
+    runner = KubernetesRunner(config.node("k"))
+    spec = build_spec(config, run_id="r-1", node="k", scenario="Offline", mode="performance", dataset=tmp_path / "d.json")
+    with pytest.raises(KubernetesRunnerError, match=r"node k: pod_spec_overrides: volumes: dshm is a name the runner "
+                                                     r"already gives its own volumes entry"):
+        runner.render(spec)
+    # a scalar can no longer replace the harness container, and numbers stay accepted where text is a quantity
+    ok = "nodes: [{name: k, runner: kubernetes, image: 'img:1', pod_spec_overrides: {overhead: {cpu: 1}}}]\n"
+    manifest = KubernetesRunner(parse_config(ok, tmp_path / "c.yaml").node("k")).manifest(spec)
+    assert [c["name"] for c in manifest["spec"]["template"]["spec"]["containers"]] == [HARNESS_CONTAINER]

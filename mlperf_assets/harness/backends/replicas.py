@@ -149,6 +149,13 @@ def _kill_tree(pid: int) -> None:
             pass
 
 
+class ReplicaDied(HarnessError):
+    """A replica's process died (killed from outside, out of memory) before it was ready: the run failed, the input
+    was fine (exit code 1, not 2)."""
+
+    exit_code = 1
+
+
 def _how_it_ended(exitcode: int | None) -> str:
     if exitcode is None:
         return "stopped answering"
@@ -372,6 +379,7 @@ class _Replica:
         self.samples = 0  # samples completed
         self.stats: Mapping[str, float] | None = None
         self.dead = False
+        self.died_starting = False  # its process ended before it was ready
         self.stopped = False
 
     @property
@@ -448,7 +456,9 @@ class ReplicatedBackend(Backend):
                 while True:
                     failed = next((r for r in self.replicas if r.settled and r.error is not None), None)
                     if failed is not None:
-                        raise HarnessError(f"{self.name} {failed.describe()} failed to start: {failed.error}")
+                        # a worker's own error (engine arguments, model, dataset) is the input's; its death is not
+                        error = ReplicaDied if failed.died_starting else HarnessError
+                        raise error(f"{self.name} {failed.describe()} failed to start: {failed.error}")
                     if all(r.ready for r in self.replicas):
                         break
                     self._changed.wait(0.1)  # short waits: a signal interrupts start() at once
@@ -568,7 +578,8 @@ class ReplicatedBackend(Backend):
             rep.dead = True
             expected = self._stopping or rep.stopped
             if not rep.settled:
-                rep.error = rep.error or f"the process {how} while starting"
+                rep.error = rep.error or f"the process {'was ' if how.startswith('killed') else ''}{how} while starting"
+                rep.died_starting = True
                 rep.settled = True
             lost = [(bid, fut) for bid, (owner, fut, _) in self._batches.items() if owner is rep]
             for bid, _ in lost:
