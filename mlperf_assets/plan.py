@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol
 from mlperf_assets.errors import UserError
 from mlperf_assets.harness.args import RunSpec
 from mlperf_assets.harness.backends import BACKENDS
-from mlperf_assets.harness.benchmarks import BENCHMARKS
+from mlperf_assets.harness.benchmarks import BENCHMARKS, LOADGEN_MODELS, LoadGenModel
 from mlperf_assets.harness.compliance import required_tests
+from mlperf_assets.harness.settings import LOADGEN_SETTINGS
 
 if TYPE_CHECKING:
     from mlperf_assets.config.models import BenchmarkConfig, MlperfConfig
@@ -201,6 +202,66 @@ def check_node_gpus(spec: RunSpec, gpus: int | None) -> None:
 # mlperf.conf's values apply (the expected speed and latency targets stay: they size the run, not its rules)
 SUBMISSION_DROPPED_SETTINGS = ("min_duration", "max_duration", "min_query_count", "max_query_count",
                                "performance_sample_count_override", "accuracy_sample_count_override")
+
+
+# The percentile mlperf.conf judges latency at (*.Server / *.SingleStream.target_latency_percentile: the spec's
+# section 6); a lower one is a looser rule.
+SUBMISSION_LATENCY_PERCENTILE = {"Server": 99.0, "SingleStream": 90.0}
+# LoadGen switches mlperf.conf sets per model (gpt-j's token counts are inferred from token_latency_scaling_factor)
+# or that only compliance audits set (TEST04's issue patterns): a submission run leaves them to mlperf.conf.
+SUBMISSION_MLPERF_CONF_ONLY = ("infer_token_latencies", "token_latency_scaling_factor", "performance_issue_unique",
+                               "performance_issue_same", "performance_issue_same_index")
+
+
+def profile_lg_model(config: MlperfConfig) -> LoadGenModel:
+    """The LoadGen model the config's runs use: ``benchmark.lg_model_name``, else the benchmark's default."""
+    b = config.benchmark
+    return LOADGEN_MODELS[b.lg_model_name or BENCHMARKS[b.model].default_lg_model_name]
+
+
+def _rule_break(model: LoadGenModel, scenario: str, key: str, value: Any) -> str | None:
+    """Why the LoadGen setting ``key`` = ``value`` of ``scenario`` breaks MLPerf's rules for ``model`` (mlperf.conf's
+    values, the checker's limits), or None when a submission run may keep it (it sizes the run, or is harmless)."""
+    if key == "sample_concatenate_permutation" and not value:
+        return "turns equal issue off (mlperf.conf sets sample_concatenate_permutation = 1)"
+    if key == "use_token_latencies" and value != model.uses_token_latencies:
+        return (f"differs from mlperf.conf's use_token_latencies = {int(model.uses_token_latencies)} for "
+                f"{model.name}")
+    limits = {"ttft_latency": model.ttft_latency_ms, "tpot_latency": model.tpot_latency_ms}
+    if scenario == "Server":
+        limits["target_latency"] = model.server_target_latency_ms
+    if limits.get(key) is not None and value > limits[key]:
+        return f"is looser than {model.name}'s {key} limit, {limits[key]:g} ms"
+    floor = SUBMISSION_LATENCY_PERCENTILE.get(scenario)
+    if key == "target_latency_percentile" and floor is not None and value < floor:
+        return f"is looser than mlperf.conf's {scenario} percentile, {floor:g}"
+    if key in SUBMISSION_MLPERF_CONF_ONLY:
+        return "is mlperf.conf's (or a compliance audit's) to set, not a submission run's"
+    return None
+
+
+def _shown(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else f"{value:g}"
+
+
+def submission_rule_problems(config: MlperfConfig) -> list[tuple[str, str]]:
+    """Under ``profile: submission``, every scenario setting that would change what the run measures or how it is
+    judged (equal issue off, token latencies off, TTFT/TPOT or latency limits or percentiles looser than the
+    benchmark's, mlperf.conf-only switches): (config field, message). The duration and count overrides are not
+    among them: the profile drops those (:data:`SUBMISSION_DROPPED_SETTINGS`)."""
+    if config.benchmark.profile != "submission":
+        return []
+    model = profile_lg_model(config)
+    problems = []
+    for scenario, settings in config.benchmark.scenarios.enabled().items():
+        for key, value in settings.as_settings().items():
+            why = _rule_break(model, scenario, key, value)
+            if why is not None:
+                name = LOADGEN_SETTINGS[key].name
+                problems.append((f"benchmark.scenarios.{scenario}.{name}",
+                                 f"{_shown(value)} {why}: profile: submission keeps MLPerf's rules; remove it "
+                                 "(or use profile: smoke)"))
+    return problems
 
 
 def apply_profile(config: MlperfConfig) -> None:

@@ -78,6 +78,7 @@ def _submission_problems(config: MlperfConfig) -> list[tuple[str, str]]:
             problems.append(("mlcommons_inference", f"{root} does not exist (a checkout of mlcommons/inference)"))
         elif not (root / "tools/submission/submission_checker/main.py").is_file():
             problems.append(("mlcommons_inference", f"{root} has no tools/submission/submission_checker/main.py"))
+    problems += _compliance_problems(config)
     tests = compliance_tests(config)
     if tests and root is None:
         problems.append(("mlcommons_inference", f"is required for {', '.join(tests)} "
@@ -98,6 +99,20 @@ def _submission_root_problems(config: MlperfConfig) -> list[tuple[str, str]]:
             return [(f"storage.{field}", f"{path} is or lies inside {root}, where submission trees are written (the folder "
                                          "submission/ beside the artifact root); move it elsewhere")]
     return []
+
+
+def _compliance_problems(config: MlperfConfig) -> list[tuple[str, str]]:
+    """benchmark.compliance tests that the benchmark's LoadGen model does not take (its registry row's
+    ``compliance_tests``: the checker's models_TESTxx lists), refused before a run spends its time on them."""
+    from mlperf_assets.harness.benchmarks import BENCHMARKS, LOADGEN_MODELS
+
+    bench = config.benchmark
+    model = LOADGEN_MODELS.get(bench.lg_model_name or BENCHMARKS[bench.model].default_lg_model_name)
+    if model is None:
+        return []
+    return [("benchmark.compliance", f"{test} does not apply to {model.name} (a {model.submission_name} submission "
+                                     f"takes {', '.join(model.compliance_tests) or 'no compliance test'})")
+            for test in dict.fromkeys(bench.compliance) if test not in model.compliance_tests]
 
 
 def _engine_problem(benchmark: BenchmarkConfig) -> str | None:
