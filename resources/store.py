@@ -56,6 +56,38 @@ class ResultsStore(ConfigurableResource):
 
         return store.read_submission_checks(self.path, check_id)
 
+    def ingest_endpoint_point(self, run_folder: str | Path, *, references: list[str] | None = None) -> dict[str, Any]:
+        """Read one MLPerf Endpoints point's run folder (``mlperf_assets.endpoints.results.read_point``: figures as
+        the Endpoints checker computes them, accuracy re-scored) and store it in ``endpoint_points`` /
+        ``endpoint_accuracy``, replacing an earlier ingest of the same run. Returns the stored point row."""
+        from mlperf_assets import store
+        from mlperf_assets.endpoints.results import read_point
+
+        point = read_point(run_folder, references=references)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        store.save_endpoint_point(self.path, point.row, point.accuracy, lock_timeout_s=self.lock_timeout_s)
+        return point.row
+
+    def endpoint_points(self, where: str = "", params: list | tuple = ()):
+        """``endpoint_points`` rows (a DataFrame, by node and concurrency) matching the optional SQL ``where``."""
+        from mlperf_assets import store
+
+        return store.read_endpoint_table(self.path, "endpoint_points", where, params)
+
+    def endpoint_accuracy(self, where: str = "", params: list | tuple = ()):
+        """``endpoint_accuracy`` rows (client's and our scores) matching the optional SQL ``where``."""
+        from mlperf_assets import store
+
+        return store.read_endpoint_table(self.path, "endpoint_accuracy", where, params)
+
+    def save_endpoint_checks(self, bundle: str | Path, findings: list[dict[str, Any]]) -> str:
+        """Record one Endpoints checker run (``mlperf_assets.endpoints.bundle.check_bundle``'s findings) in
+        ``endpoint_checks``; returns its ``check_id``."""
+        from mlperf_assets import store
+
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        return store.save_endpoint_checks(self.path, str(bundle), findings, lock_timeout_s=self.lock_timeout_s)
+
     def migrate(self) -> None:
         """Create the database (and its folder), or bring it to the current schema, without ingesting anything."""
         from mlperf_assets import store
