@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "mlperf_assets.commands.remote",  # render, monitor
     "mlperf_assets.commands.search",  # search-qps
     "mlperf_assets.commands.submission",  # submission
+    "mlperf_assets.commands.compliance",  # verify-compliance
 )
 
 

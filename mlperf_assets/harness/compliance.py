@@ -110,7 +110,7 @@ def consistency_checks(records: Sequence[Mapping[str, Any]], ctx: VerifyContext)
         try:
             if len(data) != int(r["token_count"]):
                 length = False
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             length = False
     return {"first_token": first, "eos": eos, "sample_length": length}
 
@@ -139,14 +139,28 @@ def parse_consistency_text(text: str) -> dict[str, bool | None]:
             "sample_length": flag("Sample length check pass")}
 
 
+# run_verification.py reads -e as a string (argparse without type=int), so through its own command line its EOS check
+# compares token ids with a string and passes whatever the log holds. This runs its main() unchanged, from the user's
+# checkout, with only that argument made the integer it stands for: its EOS check then judges the run's EOS id.
+_INT_EOS_MAIN = """\
+import importlib.util, sys
+path = sys.argv.pop(1)
+spec = importlib.util.spec_from_file_location("run_verification", path)
+rv = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rv)
+parse = rv.get_args
+def get_args():
+    args = parse()
+    args.eos_token_id = int(args.eos_token_id)
+    return args
+rv.get_args = get_args
+rv.main()
+"""
+
+
 def consistency_mlcommons_argv(script: Path, folder: Path, out: Path, ctx: VerifyContext) -> list[str]:
-    # run_verification.py reads -e as a string (argparse without type=int): given, its EOS check compares token ids
-    # with a string and passes whatever the log holds. It is passed only when it differs from the script's default
-    # (2), so the script checks what it can; our own check (VerifyResult.notes) covers the rest.
-    argv = [sys.executable, str(script), "-c", str(folder), "-o", str(out), "-s", ctx.scenario, "-d", ctx.dtype]
-    if ctx.eos_token_id != 2:
-        argv += ["-e", str(ctx.eos_token_id)]
-    return argv
+    return [sys.executable, "-c", _INT_EOS_MAIN, str(script), "-c", str(folder), "-o", str(out), "-s", ctx.scenario,
+            "-d", ctx.dtype, "-e", str(ctx.eos_token_id)]
 
 
 def _takes_token_outputs(lg_model_name: str) -> str | None:
@@ -229,24 +243,48 @@ def check_runnable(test: ComplianceTest, lg_model_name: str, mode: str) -> None:
                               f"not {mode}")
 
 
-def parse_audit_config(text: str, where: str) -> dict[str, str]:
-    """``model.scenario.key = value`` lines of an audit.config (comments and blank lines skipped);
-    :class:`ComplianceError` naming ``where`` if it holds none or a line is not of that form."""
+# Keys an audit.config may set: a user.conf's (settings.KNOWN_KEYS) and those LoadGen reads only from mlperf.conf and
+# audit.config (TEST01's logging probability, TEST05's RNG seeds). Its ``mode`` is a TestMode number.
+AUDIT_ONLY_KEYS = frozenset({"accuracy_log_probability", "qsl_rng_seed", "sample_index_rng_seed", "schedule_rng_seed"})
+LOADGEN_MODE_NUMBERS = {"accuracy": 1, "performance": 2}  # audit.config: 0 submission, 1 accuracy, 2 performance
+
+
+def parse_audit_config(text: str, where: str, test: ComplianceTest | None = None) -> dict[str, str]:
+    """``model.scenario.key = value`` lines of an audit.config (comments and blank lines skipped), checked as a
+    user.conf's are (a LoadGen model and scenario, a key LoadGen reads there, a number) and, given the ``test``,
+    a ``mode`` that is the test's own; :class:`ComplianceError` naming ``where`` and the line otherwise, or if it
+    holds no setting."""
+    from .settings import KNOWN_KEYS, _is_number
+
     entries: dict[str, str] = {}
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         key, eq, value = line.partition("=")
-        if not eq or key.strip().count(".") < 2 or not value.strip():
+        key, value = key.strip(), value.strip()
+        parts = key.split(".")
+        if not eq or len(parts) != 3 or not all(parts) or not value:
             raise ComplianceError(f"{where}:{n}: not an audit.config line ('model.scenario.key = value'): {raw!r}")
-        entries[key.strip()] = value.strip()
+        model, scenario, name = parts
+        if model != "*" and model not in LOADGEN_MODELS:
+            raise ComplianceError(f"{where}:{n}: unknown LoadGen model name {model!r} (LoadGen would ignore the line)")
+        if scenario != "*" and scenario not in (*SCENARIOS, "MultiStream"):
+            raise ComplianceError(f"{where}:{n}: unknown scenario {scenario!r}")
+        if name not in KNOWN_KEYS | AUDIT_ONLY_KEYS:
+            raise ComplianceError(f"{where}:{n}: unknown key {name!r} (LoadGen would ignore it)")
+        if not _is_number(value):
+            raise ComplianceError(f"{where}:{n}: value {value!r} is not a number")
+        if name == "mode" and test is not None and value != str(LOADGEN_MODE_NUMBERS[test.mode]):
+            raise ComplianceError(f"{where}:{n}: mode {value} is not {test.name}'s (it runs in {test.mode} mode: "
+                                  f"mode = {LOADGEN_MODE_NUMBERS[test.mode]})")
+        entries[key] = value
     if not entries:
         raise ComplianceError(f"{where}: no settings (expected the compliance test's audit.config)")
     return entries
 
 
-def read_audit_config(path: str | os.PathLike) -> str:
+def read_audit_config(path: str | os.PathLike, test: ComplianceTest | None = None) -> str:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -256,7 +294,7 @@ def read_audit_config(path: str | os.PathLike) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise ComplianceError(f"--audit-config {p}: cannot read it ({getattr(exc, 'strerror', None) or exc})") \
             from None
-    parse_audit_config(text, str(p))
+    parse_audit_config(text, str(p), test)
     return text
 
 
@@ -306,18 +344,55 @@ def verify(folder: str | os.PathLike, scenario: str | None = None, benchmark: st
     ``verify_accuracy.txt`` and ``accuracy/mlperf_log_accuracy.json`` into ``out`` (default: ``folder``).
 
     ``test``, ``scenario``, ``benchmark`` and the EOS id default to what the folder's run_manifest.json records.
-    With ``mlcommons_inference`` (a checkout of mlcommons/inference) its own ``run_verification.py`` decides and its
-    files are kept verbatim; our checks still run and a disagreement is noted in ``VerifyResult.notes``.
-    Bad input (no accuracy log, unknown test or scenario, a checkout without the script): :class:`ComplianceError`."""
+    With ``mlcommons_inference`` (a checkout of mlcommons/inference) its own ``run_verification.py`` writes the
+    files, kept verbatim; our checks still run, and the result passes only when both verifiers pass (a disagreement
+    is noted in ``VerifyResult.notes``). Bad input (no accuracy log, a damaged manifest or log, unknown test or
+    scenario, a checkout without the script, an ``out`` that cannot be written): :class:`ComplianceError`."""
     folder = Path(folder)
     out_dir = Path(out) if out is not None else folder
+    t, ctx = _context(folder, scenario, benchmark, test, eos_token_id)
+    log_path = folder / ACCURACY_LOG
+    records = _read_records(log_path)
+    own = t.checks(records, ctx)
+    own_ok = all(v is not False for v in own.values()) and bool(records)
+    notes = [] if records else [f"{log_path} holds no samples: was {AUDIT_CONFIG} applied?"]
+    if mlcommons_inference is None:
+        text = t.render(own, own_ok)
+        try:
+            _write_result(out_dir, t.result_file, text, log_path)
+        except (OSError, HarnessError) as exc:
+            raise _unwritable(out_dir, exc) from None
+        return VerifyResult(t.name, own_ok, own, text, out_dir / t.result_file, "mlperf-dagster", "", len(records),
+                            notes)
+    return _verify_mlcommons(t, folder, out_dir, ctx, Path(mlcommons_inference), own, own_ok, len(records), notes,
+                             timeout_s)
+
+
+def _context(folder: Path, scenario: str | None, benchmark: str | None, test: str | None,
+             eos_token_id: int | None) -> tuple[ComplianceTest, VerifyContext]:
+    """The test and what its checks need: the arguments, else what the folder's run_manifest.json records (each
+    field checked: a damaged manifest is one line naming the field)."""
+    from .run_folder import RUN_MANIFEST
+
     manifest = read_manifest(folder)
+    where = folder / RUN_MANIFEST
+
+    def bad(field_name: str, value: Any, expected: str) -> ComplianceError:
+        return ComplianceError(f"{where}: {field_name}: {value!r} is not {expected}")
+
     comp = manifest.get("compliance") or {}
-    t = compliance_test(test or comp.get("test") or "TEST06")
+    if not isinstance(comp, dict):
+        raise bad("compliance", comp, "a compliance record (an object)")
+    name = test or comp.get("test") or "TEST06"
+    if not isinstance(name, str):
+        raise bad("compliance.test", name, "a compliance test name")
+    t = compliance_test(name)
     scenario = scenario or manifest.get("scenario")
-    if scenario not in SCENARIOS:
+    if not isinstance(scenario, str) or scenario not in SCENARIOS:
         raise ComplianceError(f"{folder}: scenario {scenario!r} unknown (give one of {', '.join(SCENARIOS)})")
     bench_name = benchmark or manifest.get("benchmark") or "llama3.1-8b"
+    if not isinstance(bench_name, str):
+        raise bad("benchmark", bench_name, "a benchmark name")
     if bench_name not in BENCHMARKS:
         from .benchmarks import LOADGEN_MODELS as models, submission_name
 
@@ -329,27 +404,39 @@ def verify(folder: str | os.PathLike, scenario: str | None = None, benchmark: st
     eos = eos_token_id if eos_token_id is not None else comp.get("eos_token_id")
     if eos is None:
         ds = manifest.get("dataset") or {}
-        eos = default_eos_token_id(bench_name, ds.get("tokenizer_kind"), ds.get("tokenizer"))
-    ctx = VerifyContext(scenario=scenario, dtype=BENCHMARKS[bench_name].token_dtype, eos_token_id=int(eos))
-    log_path = folder / ACCURACY_LOG
+        if not isinstance(ds, dict):
+            raise bad("dataset", ds, "a dataset record (an object)")
+        kind, tokenizer = ds.get("tokenizer_kind"), ds.get("tokenizer")
+        eos = default_eos_token_id(bench_name, kind if isinstance(kind, str) else None,
+                                   tokenizer if isinstance(tokenizer, str) else None)
+    if isinstance(eos, bool) or not isinstance(eos, int) or eos < 0:
+        raise bad("compliance.eos_token_id", eos, "a token id (an integer >= 0)")
+    return t, VerifyContext(scenario=scenario, dtype=BENCHMARKS[bench_name].token_dtype, eos_token_id=eos)
+
+
+def _read_records(log_path: Path) -> list:
+    """The accuracy log's records; :class:`ComplianceError` naming the file (and the record) when it is missing,
+    not a JSON list, or holds a token count that is no number of tokens."""
+    import math
+
     try:
         records = json.loads(log_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ComplianceError(f"{log_path} does not exist: not a compliance run folder") from None
-    except (OSError, ValueError) as exc:
-        raise ComplianceError(f"{log_path}: unreadable ({exc})") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ComplianceError(f"{log_path}: unreadable ({type(exc).__name__}: {exc})") from None
     if not isinstance(records, list):
         raise ComplianceError(f"{log_path}: expected a JSON list of accuracy-log records")
-    own = t.checks(records, ctx)
-    own_ok = all(v is not False for v in own.values()) and bool(records)
-    notes = [] if records else [f"{log_path} holds no samples: was {AUDIT_CONFIG} applied?"]
-    if mlcommons_inference is None:
-        text = t.render(own, own_ok)
-        _write_result(out_dir, t.result_file, text, log_path)
-        return VerifyResult(t.name, own_ok, own, text, out_dir / t.result_file, "mlperf-dagster", "", len(records),
-                            notes)
-    return _verify_mlcommons(t, folder, out_dir, ctx, Path(mlcommons_inference), own, own_ok, len(records), notes,
-                             timeout_s)
+    for i, r in enumerate(records):
+        count = r.get("token_count") if isinstance(r, dict) else None
+        if isinstance(count, float) and not math.isfinite(count):
+            raise ComplianceError(f"{log_path}: record {i}: token_count {count!r} is not a number of tokens")
+    return records
+
+
+def _unwritable(out_dir: Path, exc: BaseException) -> ComplianceError:
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return ComplianceError(f"--out {out_dir}: cannot write the verification there ({why})")
 
 
 def _write_result(out_dir: Path, name: str, text: str, log_path: Path) -> None:
@@ -382,14 +469,18 @@ def _verify_mlcommons(t: ComplianceTest, folder: Path, out_dir: Path, ctx: Verif
             last = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["no output"])[-1]
             raise ComplianceError(f"{script} failed (exit {proc.returncode}): {last}")
         text = result.read_text(encoding="utf-8")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(result, out_dir / t.result_file)
-        acc = produced / ACCURACY_DIR
-        if acc.is_dir():
-            shutil.copytree(acc, out_dir / ACCURACY_DIR, dirs_exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(result, out_dir / t.result_file)
+            acc = produced / ACCURACY_DIR
+            if acc.is_dir():
+                shutil.copytree(acc, out_dir / ACCURACY_DIR, dirs_exist_ok=True)
+        except OSError as exc:
+            raise _unwritable(out_dir, exc) from None
     checks = t.parse(text)
-    passed = all(v is not False for v in checks.values()) and f"{t.name} verification complete" in text
-    if checks != own or passed != own_ok:
+    theirs = all(v is not False for v in checks.values()) and f"{t.name} verification complete" in text
+    if checks != own or theirs != own_ok:
         notes.append(f"mlperf-dagster's own checks say {own} ({'pass' if own_ok else 'fail'}); "
-                     f"{script.name} says {checks} ({'pass' if passed else 'fail'})")
-    return VerifyResult(t.name, passed, checks, text, out_dir / t.result_file, str(script), proc.stdout, n, notes)
+                     f"{script.name} says {checks} ({'pass' if theirs else 'fail'}): the verification fails")
+    return VerifyResult(t.name, theirs and own_ok, checks, text, out_dir / t.result_file, str(script), proc.stdout, n,
+                        notes)

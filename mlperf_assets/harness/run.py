@@ -250,10 +250,10 @@ def _compliance_input(args: RunArgs, lg_name: str) -> tuple[ComplianceTest, str]
     test = compliance_test(args.compliance)
     check_runnable(test, lg_name, args.mode)
     if args.audit_config is not None:
-        text = read_audit_config(args.audit_config)
+        text = read_audit_config(args.audit_config, test)
     elif args.audit_config_text is not None:
         text = args.audit_config_text
-        parse_audit_config(text, "--audit-config-text")
+        parse_audit_config(text, "--audit-config-text", test)
     else:
         raise HarnessError(f"--compliance {test.name} needs --audit-config FILE ({test.audit_config_path} of your "
                            "MLCommons inference checkout) or --audit-config-text TEXT")

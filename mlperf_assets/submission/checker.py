@@ -5,13 +5,15 @@ subprocess, ROUND being the round the tree is laid out for (its benchmark's ``su
 one line per finding, ``[time file:line LEVEL] message``; a result's findings follow its ``Starting performance
 checks for: <perf path>`` line, and its verdict is ``Results <path> <metric>`` (passed) or ``NoResults <path>``
 (failed). Each ERROR (and the ``accuracy not met`` WARNING, which fails a result too) is kept verbatim and classified
-as *expected* when the run's own settings explain it (a smoke run: fewer samples than its benchmark's evaluation set,
-under 600 s, a baseline backend, no TEST06 run where one is required; LoadGen's RNG seeds when the tree is judged at
-another round than theirs), else *unexpected*.
+as *expected* when the run's own facts explain it (``tree.smoke_reasons``, read from its logs and manifest: fewer
+samples than its LoadGen model's performance sample count, an accuracy run over part of the evaluation set, under
+600 s, a baseline backend, no TEST06 run where one is required; LoadGen's RNG seeds when the tree is judged at another
+round than theirs), else *unexpected*. A model's accuracy run over the whole set that misses its target is unexpected.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -20,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlperf_assets.errors import UserError
-from mlperf_assets.harness.benchmarks import FULL_VALIDATION_SIZE
 
 CHECKER_MAIN = Path("tools/submission/submission_checker/main.py")
 
@@ -29,7 +30,7 @@ SMOKE_FINDINGS = {
     "performance_sample_count, found": "samples",
     "Test duration less than 600s": "duration",
     "accuracy not met": "accuracy",
-    "does not cover all dataset": "samples",
+    "does not cover all dataset": "accuracy_samples",
     # a run without its TEST06 run (compliance not asked for): the checker's three lines about the missing folder
     "Missing TEST06 in compliance dir": "no_test06",
     "Missing accuracy file in compliance dir. Needs file": "no_test06",
@@ -133,11 +134,16 @@ def run_checker(tree: Path, mlcommons_inference: Path | str | None, *, version: 
                 python: str | None = None) -> CheckerVerdict:
     """The checker's verdict on ``tree`` judged at round ``version`` (``v6.1``, ``v5.0``: ``--version``)."""
     main = checker_path(mlcommons_inference)
+    # main.py appends tools/submission to sys.path and imports its package as ``submission_checker``: an installed
+    # package of that name (the MLPerf Endpoints checker's) would come first, so the checkout's goes in front.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(main.parent.parent), *filter(None, [env.get("PYTHONPATH")])])
     with tempfile.TemporaryDirectory(prefix="mlperf-checker-") as work:
         cmd = [python or sys.executable, str(main), "--input", str(Path(tree).absolute()),
                "--version", version, "--csv", str(Path(work) / "summary.csv")]
         try:
-            proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout_s, check=False)
+            proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=timeout_s,
+                                  check=False)
         except subprocess.TimeoutExpired:
             raise UserError(f"the submission checker took longer than {timeout_s:g} s on {tree}") from None
     output = proc.stdout + proc.stderr
@@ -149,8 +155,7 @@ def run_checker(tree: Path, mlcommons_inference: Path | str | None, *, version: 
 
 
 def classify(errors: list[str], smoke: set[str]) -> tuple[list[str], list[str]]:
-    """(expected, unexpected) findings; ``smoke`` holds the run's traits: samples, duration, accuracy, no_test06,
-    seeds."""
+    """(expected, unexpected) findings; ``smoke`` holds the run's traits (:func:`smoke_traits`)."""
     expected, unexpected = [], []
     for msg in errors:
         trait = next((t for pattern, t in SMOKE_FINDINGS.items() if pattern in msg), None)
@@ -158,19 +163,22 @@ def classify(errors: list[str], smoke: set[str]) -> tuple[list[str], list[str]]:
     return expected, unexpected
 
 
-def smoke_traits(reasons: list[str], dataset_samples: int | None, *,
-                 full_size: int = FULL_VALIDATION_SIZE) -> set[str]:
-    """The traits of a run that explain checker findings, from tree.smoke_reasons and the dataset size (fewer
-    samples than its benchmark's ``full_size`` evaluation set: the accuracy run covers part of it)."""
-    traits = set()
-    if any("performance_sample_count" in r for r in reasons) or (dataset_samples or 0) < full_size:
-        traits.add("samples")
-    if any("min_duration" in r for r in reasons):
-        traits.add("duration")
-    if any("baseline" in r for r in reasons) or "samples" in traits:
+# tree.smoke_reasons' wording -> the trait it gives the run
+_REASON_TRAITS = {
+    "performance_sample_count": "samples",
+    "min_duration": "duration",
+    "the accuracy run covers": "accuracy_samples",
+    "baseline": "accuracy",
+    "no TEST06 run": "no_test06",
+    "RNG seeds": "seeds",
+}
+
+
+def smoke_traits(reasons: list[str]) -> set[str]:
+    """The traits of a run that explain checker findings, from ``tree.smoke_reasons`` (facts of the run itself,
+    never of the config): samples, accuracy_samples, duration, accuracy (a baseline backend, or an accuracy run
+    over part of the evaluation set), no_test06, seeds."""
+    traits = {t for pattern, t in _REASON_TRAITS.items() if any(pattern in r for r in reasons)}
+    if "accuracy_samples" in traits:
         traits.add("accuracy")
-    if any("no TEST06 run" in r for r in reasons):
-        traits.add("no_test06")
-    if any("RNG seeds" in r for r in reasons):
-        traits.add("seeds")
     return traits
