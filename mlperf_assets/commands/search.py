@@ -98,7 +98,7 @@ def cmd_search_qps(args: argparse.Namespace) -> int:
     from mlperf_assets.commands._shared import (
         StopSignals,
         check_dataset_reachable,
-        ensure_dagster_home,
+        cli_instance,
         failure_messages,
         job_run_config,
         load_cli_config,
@@ -117,8 +117,9 @@ def cmd_search_qps(args: argparse.Namespace) -> int:
     for label in wanted:
         if label not in labels:
             raise UserError(f"--scenario {label}: benchmark {config.benchmark.model} has no {label} LoadGen model")
-    ensure_dagster_home()
-    instance = dg.DagsterInstance.get()
+    # no compute-log capture: its `watch_orphans` helpers share the terminal's process group and each prints a
+    # KeyboardInterrupt traceback on Ctrl-C (as for `run`)
+    instance = cli_instance()
     run_config = job_run_config(args.verbose)
     resources = build_resources(config)
     results: dict[tuple[str, str], Any] = {}
