@@ -11,11 +11,15 @@ import functools
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
+
+from mlperf_assets.errors import UserError
 
 # Files written here are read by other users and tools (mkstemp alone would leave them 0600).
 DEFAULT_FILE_MODE = 0o644
@@ -64,18 +68,70 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, mode: int = DEFA
     return Path(path)
 
 
+# The work folders beside a replaced folder ``NAME``: ``.NAME.tmp-<pid>-<hex>`` (being filled) and
+# ``.NAME.old-<pid>-<hex>`` (the previous one, being removed). The pid lets a later writer tell a killed writer's
+# leftovers from a live writer's folder.
+_WORK = re.compile(r"\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}")
+
+
+class NotReplaceable(UserError):
+    """What is at a folder's place is not a folder this process may replace (a file, a symbolic link)."""
+
+
+def _work_folder(dest: Path, kind: str) -> Path:
+    return dest.with_name(f".{dest.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: another user's live process
+        return True
+    return True
+
+
+def sweep_work_folders(dest: str | os.PathLike) -> list[Path]:
+    """Remove the work folders beside ``dest`` (``.NAME.tmp-*``, ``.NAME.old-*``) whose writer is gone (killed
+    mid-write); returns what was removed. A live writer's folders and anything not named so are left alone."""
+    dest = Path(os.path.abspath(dest))
+    removed = []
+    try:
+        entries = list(dest.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _WORK.fullmatch(entry.name)
+        if not m or m["name"] != dest.name or entry.is_symlink() or not entry.is_dir() or _pid_alive(int(m["pid"])):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
 @contextmanager
 def replacing_folder(dest_dir: str | os.PathLike) -> Iterator[Path]:
     """``with replacing_folder(dest) as tmp: <fill tmp>``: a temporary folder beside ``dest`` that replaces it when
     the block succeeds and is removed when it fails, so a folder (a collected run, a submission tree) is never seen
-    half-written. The folder-sized :func:`atomic_writer`."""
-    dest = Path(dest_dir).resolve()
+    half-written. The folder-sized :func:`atomic_writer`. Only a folder is replaced: a file or a symbolic link at
+    ``dest`` is refused (:class:`NotReplaceable`), never moved aside or followed. Work folders a killed writer left
+    beside ``dest`` are removed first (:func:`sweep_work_folders`); the new folder gets the umask's mode."""
+    dest = Path(os.path.abspath(dest_dir))
+    if dest.is_symlink():
+        raise NotReplaceable(f"{dest}: is a symbolic link, not a folder; name the folder itself")
+    if dest.exists() and not dest.is_dir():
+        raise NotReplaceable(f"{dest}: is a file, not a folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    sweep_work_folders(dest)
+    tmp = _work_folder(dest, "tmp")
+    tmp.mkdir()  # not mkdtemp: that makes it 0700 whatever the umask
     try:
         yield tmp
         if dest.exists():
-            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
+            old = _work_folder(dest, "old")
             os.replace(dest, old)
             os.replace(tmp, dest)
             shutil.rmtree(old, ignore_errors=True)

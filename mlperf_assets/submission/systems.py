@@ -106,18 +106,33 @@ def measurements_json(sub: Mapping[str, Any], manifest: Mapping[str, Any], check
 
 
 def scenario_readme(*, system: str, benchmark: str, scenario: str, manifest: Mapping[str, Any], run_id: str,
-                    smoke_reasons: list[str]) -> str:
+                    smoke_reasons: list[str], smoke_settings: list[str] = (), node: str | None = None,
+                    lg_scenario: str | None = None, src: str | None = None, mlperf_conf: bool = False) -> str:
+    """The scenario's README.md: what produced it, how to reproduce it (``src``: its recipe folder under the
+    submitter's folder), and why it is not submittable. Headed "smoke settings" only when ``smoke_settings`` (the
+    run's own logs against the benchmark's required counts and duration) says so; other reasons (a baseline
+    backend, a missing compliance run) are named as what they are."""
     backend = manifest.get("backend") or {}
+    node = node or manifest.get("node") or "NODE"
+    loadgen = manifest.get("loadgen_version")
     lines = [
         f"# {benchmark} {scenario} on {system}",
         "",
-        f"Produced by mlperf-dagster (run `{run_id}`, node `{manifest.get('node')}`), backend "
-        f"`{backend.get('name')}` ({backend.get('kind')}), LoadGen {manifest.get('loadgen_version')}.",
+        f"Produced by mlperf-dagster {manifest.get('harness_version') or ''} (run `{run_id}`, node `{node}`), "
+        f"backend `{backend.get('name')}` ({backend.get('kind')}), LoadGen {loadgen}.",
         "",
-        "Reproduce: `mlperf-dagster run --node NODE --scenario SCENARIO` with the config that produced this run, "
-        "then `mlperf-dagster submission --out DIR`. The harness command line of each run is in its "
-        "`run_spec.json`; the LoadGen settings it used are in `user.conf` beside this file.",
+        f"Reproduce: `mlperf-dagster run --node {node} --scenario {lg_scenario or scenario}` with the config that "
+        "produced this run, then `mlperf-dagster submission --out DIR`.",
     ]
+    if src:
+        lines += ["", f"The exact harness command of each run (performance, accuracy, compliance) is in `{src}/"
+                  "commands.sh`, the launch recipe (backend, checkpoint, engine arguments, versions, each run's spec) "
+                  f"in `{src}/launch.json` (both under the submitter's folder). `user.conf` beside this file holds "
+                  "the LoadGen settings the performance run used."]
+    lines += ["", f"mlperf.conf: the runs used the copy compiled into LoadGen {loadgen}"
+              + ("; `mlperf.conf` beside `user.conf` is the copy of the MLCommons checkout the tree was built with."
+                 if mlperf_conf else ".")]
     if smoke_reasons:
-        lines += ["", "NOT A SUBMISSION RUN (smoke settings):", *[f"- {r}" for r in smoke_reasons]]
+        head = "NOT A SUBMISSION RUN (smoke settings):" if smoke_settings else "NOT A SUBMISSION RUN:"
+        lines += ["", head, *[f"- {r}" for r in smoke_reasons]]
     return "\n".join(lines) + "\n"

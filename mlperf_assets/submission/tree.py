@@ -44,6 +44,8 @@ from mlperf_assets.harness.run_folder import (
     read_manifest,
 )
 
+from .run_folders import refuse_links, slot_mismatch, started_at
+from .sources import src_readme, write_result_sources
 from .systems import framework_name, measurements_json, safe_name, scenario_readme, system_json
 from .truncate import write_truncated
 
@@ -53,6 +55,7 @@ CATEGORY_SCENARIOS = {"datacenter": ("Offline", "Server"), "edge": ("Offline", "
 PERF_FILES = (SUMMARY_LOG, DETAIL_LOG)
 DIVISIONS = ("closed", "open", "network")  # the checker's top-level folders
 MIN_DURATION_MS = 600_000  # mlperf.conf's *.*.min_duration: one value for every model (the registry has no column)
+MLPERF_CONF = Path("loadgen/mlperf.conf")  # in an MLCommons inference checkout
 LOADGEN_SEEDS_ROUND = "v6.1"  # the round whose RNG seeds the mlperf.conf compiled into LoadGen 6.0.x carries
 _RESULT_DIR = "results/{system}/{benchmark}/{scenario}"
 
@@ -131,26 +134,38 @@ def _detail_value(detail: Path, key: str) -> Any:
 
 
 def select_runs(artifact_root: Path, nodes: list[str], scenarios: list[str]) -> tuple[list[SelectedRun], list[Skipped]]:
-    """Newest run folder per node x scenario with a VALID performance run; the newer INVALID ones as skipped."""
+    """Newest run folder (by its manifest's start time) per node x scenario with a VALID performance run whose logs
+    are of that scenario; the newer ones passed over as skipped, with why. A symbolic link in the run folder looked
+    at is refused (:func:`run_folders.refuse_links`); a linked run folder is passed over, never followed."""
     chosen: list[SelectedRun] = []
     skipped: list[Skipped] = []
     for node in nodes:
         for scenario in scenarios:
             base = artifact_root / node / scenario
             candidates = sorted((p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                                key=lambda p: p.name, reverse=True) if base.is_dir() else []
+                                key=lambda p: (started_at(p), p.name), reverse=True) if base.is_dir() else []
             for folder in candidates:
+                if folder.is_symlink():
+                    skipped.append(Skipped(node, scenario, folder.name, "a symbolic link to a folder: not followed"))
+                    continue
+                refuse_links(folder)
                 detail = folder / "performance" / DETAIL_LOG
                 validity = _detail_value(detail, "result_validity") if detail.is_file() else None
                 if validity != "VALID":
                     why = "no performance log" if validity is None else f"performance run is {validity}"
                     skipped.append(Skipped(node, scenario, folder.name, why))
                     continue
+                tests = [t for t in COMPLIANCE_NAMES if (folder / "compliance" / t).is_dir()]
+                mismatch = slot_mismatch(folder / "performance", scenario, "performance") or (
+                    slot_mismatch(folder / "accuracy", scenario, "accuracy") if (folder / "accuracy").is_dir()
+                    else None) or next(filter(None, (slot_mismatch(folder / "compliance" / t, scenario, "performance",
+                                                                   test=t) for t in tests)), None)
+                if mismatch:
+                    skipped.append(Skipped(node, scenario, folder.name, f"not a {scenario} run: {mismatch}"))
+                    continue
                 run = SelectedRun(node, scenario, folder.name, folder, _checked_manifest(folder / "performance"))
-                for test in COMPLIANCE_NAMES:
-                    test_dir = folder / "compliance" / test
-                    if test_dir.is_dir():
-                        run.compliance[test] = test_dir
+                for test in tests:
+                    run.compliance[test] = folder / "compliance" / test
                 chosen.append(run)
                 break
     return chosen, skipped
@@ -203,7 +218,26 @@ def result_folder(model: LoadGenModel, scenario: str) -> tuple[str, str]:
 
 def smoke_reasons(run: SelectedRun, model: LoadGenModel, baseline: bool) -> list[str]:
     """Why a run cannot be submitted, from its own logs and the registry's facts of its LoadGen ``model`` (the
-    checker's list, said in advance)."""
+    checker's list, said in advance): :func:`smoke_settings` first, then what settings do not explain."""
+    reasons = smoke_settings(run, model)
+    for test in required_tests(model.name):
+        if test not in run.compliance:
+            reasons.append(f"no {test} run (set benchmark.compliance: [{test}] or profile: submission, and "
+                           "mlcommons_inference)")
+    round_ = BENCHMARKS[model.benchmark].submission_round
+    if round_ != LOADGEN_SEEDS_ROUND:
+        reasons.append(f"LoadGen's RNG seeds are {LOADGEN_SEEDS_ROUND}'s, not those of {round_} (the round that "
+                       f"judges {model.submission_name})")
+    if baseline:
+        reasons.append(f"the {(run.manifest.get('backend') or {}).get('name')} backend is a baseline, not a model: "
+                       "its accuracy is not the model's")
+    return reasons
+
+
+def smoke_settings(run: SelectedRun, model: LoadGenModel) -> list[str]:
+    """Why a run is a smoke run, from its own logs against the registry's facts of its LoadGen ``model``: fewer
+    performance samples than LoadGen's count for the model, a shorter minimum duration than mlperf.conf's, an
+    accuracy run short of the benchmark's dataset. Empty: the run used submission settings."""
     detail = run.performance / DETAIL_LOG
     from mlperf_assets.loadgen_logs import parse_detail_log
 
@@ -219,17 +253,6 @@ def smoke_reasons(run: SelectedRun, model: LoadGenModel, baseline: bool) -> list
     if covered is not None and covered < size:
         reasons.append(f"the accuracy run covers {covered} of the {size} samples of {model.submission_name} "
                        "(a smoke dataset)")
-    for test in required_tests(model.name):
-        if test not in run.compliance:
-            reasons.append(f"no {test} run (set benchmark.compliance: [{test}] or profile: submission, and "
-                           "mlcommons_inference)")
-    round_ = BENCHMARKS[model.benchmark].submission_round
-    if round_ != LOADGEN_SEEDS_ROUND:
-        reasons.append(f"LoadGen's RNG seeds are {LOADGEN_SEEDS_ROUND}'s, not those of {round_} (the round that "
-                       f"judges {model.submission_name})")
-    if baseline:
-        reasons.append(f"the {(run.manifest.get('backend') or {}).get('name')} backend is a baseline, not a model: "
-                       "its accuracy is not the model's")
     return reasons
 
 
@@ -261,14 +284,18 @@ def _copy(src: Path, dest: Path, names: tuple[str, ...]) -> None:
 
 
 def _write_result(run: SelectedRun, sub_dir: Path, layout: RoundLayout, *, system: str, sub: Mapping[str, Any],
-                  checkpoint: str | None, reasons: list[str], mlcommons_inference: Path | None) -> None:
-    """One result: its logs under ``results/``, its compliance runs, measurements JSON, user.conf and README.md
-    where ``layout`` puts them (the README also beside the logs, whatever the round)."""
+                  checkpoint: str | None, reasons: list[str], mlcommons_inference: Path | None,
+                  smoke: list[str] = ()) -> None:
+    """One result: its logs under ``results/``, its compliance runs, measurements JSON, user.conf, mlperf.conf
+    (from the user's MLCommons checkout, when configured) and README.md where ``layout`` puts them (the README also
+    beside the logs, whatever the round), and its recipe under ``src/`` (:mod:`.sources`)."""
     names = {"system": system, "benchmark": run.benchmark, "scenario": run.result_scenario}
     scen_dir = sub_dir / _RESULT_DIR.format(**names)
     measurements = sub_dir / layout.measurements.format(**names)
     measurements.mkdir(parents=True, exist_ok=True)
     _copy(run.performance, scen_dir / "performance" / "run_1", PERF_FILES)
+    if (run.performance / ACCURACY_LOG).is_file():  # LoadGen's (empty) log of a performance run, as real trees keep
+        shutil.copyfile(run.performance / ACCURACY_LOG, scen_dir / "performance" / "run_1" / ACCURACY_LOG)
     acc = scen_dir / "accuracy"
     _copy(run.accuracy, acc, PERF_FILES)
     log = run.accuracy / ACCURACY_LOG
@@ -284,10 +311,16 @@ def _write_result(run: SelectedRun, sub_dir: Path, layout: RoundLayout, *, syste
                                                     benchmark=run.benchmark, mlcommons_inference=mlcommons_inference)
     user_conf = run.performance / USER_CONF
     (measurements / USER_CONF).write_text(user_conf.read_text() if user_conf.is_file() else "# mlperf.conf only\n")
+    mlperf_conf = Path(mlcommons_inference) / MLPERF_CONF if mlcommons_inference else None
+    if mlperf_conf is not None and mlperf_conf.is_file():
+        shutil.copyfile(mlperf_conf, measurements / "mlperf.conf")
+    src = write_result_sources(sub_dir / layout.src, run, system, checkpoint)
     (measurements / layout.measurements_json.format(**names)).write_text(
         json.dumps(measurements_json(sub, run.manifest, checkpoint), indent=2) + "\n")
     readme = scenario_readme(system=system, benchmark=run.benchmark, scenario=run.result_scenario,
-                             manifest=run.manifest, run_id=run.run_id, smoke_reasons=reasons)
+                             manifest=run.manifest, run_id=run.run_id, smoke_reasons=reasons, smoke_settings=smoke,
+                             node=run.node, lg_scenario=run.scenario, src=src.relative_to(sub_dir).as_posix(),
+                             mlperf_conf=mlperf_conf is not None and mlperf_conf.is_file())
     for folder in dict.fromkeys((scen_dir, measurements)):
         (folder / "README.md").write_text(readme)
 
@@ -296,7 +329,8 @@ def _write_compliance(test: str, test_dir: Path, out: Path, *, scenario: str, be
                       mlcommons_inference: Path | None) -> Any:
     """``<Scenario>/<TEST>/``: ``verify_accuracy.txt`` and ``accuracy/mlperf_log_accuracy.json``, verified afresh
     from the run's logs (by the user's MLCommons ``run_verification.py`` when a checkout is configured, its output
-    kept verbatim), plus the run's summary and detail logs in ``accuracy/``. Returns the verification (its verdict
+    kept verbatim), as real trees hold them (the run's summary and detail logs stay in its run folder). Returns
+    the verification (its verdict
     and notes: a failure or a disagreement of the two verifiers fails the result, ``check_tree``)."""
     from mlperf_assets.harness.compliance import ComplianceError, verify
 
@@ -305,19 +339,7 @@ def _write_compliance(test: str, test_dir: Path, out: Path, *, scenario: str, be
         result = verify(test_dir, scenario, benchmark, mlcommons_inference, test=test, out=out)
     except ComplianceError as exc:
         raise UserError(f"{test} of {test_dir}: {exc}") from None
-    _copy(test_dir, out / "accuracy", tuple(n for n in PERF_FILES if (test_dir / n).is_file()))
     return result
-
-
-def _src_readme(config_path: Path | None) -> str:
-    from mlperf_assets.harness.manifest import package_version
-
-    return (
-        "# Source\n\nThe benchmark harness is mlperf-dagster "
-        f"{package_version('mlperf-dagster') or ''} (`python -m mlperf_assets.harness run`), LoadGen from "
-        "`mlcommons-loadgen`. The config that produced these results: "
-        f"`{config_path.name if config_path else 'config.yaml'}`.\n"
-    )
 
 
 def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Mapping[str, Any] | None = None,
@@ -359,7 +381,6 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
             sub_dir = tmp / sub_cfg.division / safe_name(sub_cfg.submitter)
             for name in ("systems", layout.src, "documentation", "results"):
                 (sub_dir / name).mkdir(parents=True)
-            (sub_dir / layout.src / "README.md").write_text(_src_readme(config.source_path))
             (sub_dir / "documentation" / "README.md").write_text(
                 "# Documentation\n\nResults produced by mlperf-dagster; see each scenario's README.md.\n")
             systems: dict[str, str] = {}
@@ -384,7 +405,9 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
                 reasons = smoke_reasons(run, model, backend_is_baseline(run.manifest))
                 reasons_by[(run.node, run.scenario)] = reasons
                 _write_result(run, sub_dir, layout, system=system, sub=sub, checkpoint=config.benchmark.checkpoint,
-                              reasons=reasons, mlcommons_inference=config.mlcommons_inference)
+                              reasons=reasons, mlcommons_inference=config.mlcommons_inference,
+                              smoke=smoke_settings(run, model))
+            (sub_dir / layout.src / "README.md").write_text(src_readme((r, systems[r.node]) for r in selected))
     except OSError as exc:  # a run folder changed under us, a full disk, an --out found unwritable only now
         raise UserError(f"{option} {out}: the tree was not written: {exc.filename or out}: "
                         f"{exc.strerror or exc}") from None

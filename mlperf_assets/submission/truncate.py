@@ -23,11 +23,9 @@ def truncated_bytes(data: bytes) -> bytes:
 
 
 def accuracy_txt_with_hash(text: str, log_sha256: str) -> str:
-    """``accuracy.txt`` carrying exactly one ``hash=`` line, the full log's sha256 (an existing line for another
-    hash is replaced: the file must describe the log it travels with)."""
-    existing = _HASH_LINE.findall(text)
-    if existing == [log_sha256]:
-        return text
+    """``accuracy.txt`` carrying exactly one ``hash=`` line, the full log's sha256, after a blank line, as MLCommons'
+    truncation writes it (an existing ``hash=`` line, for this log or another, is replaced: the file must describe
+    the log it travels with, in the one layout)."""
     body = _HASH_LINE.sub("", text).rstrip("\n")
     return f"{body}\n\nhash={log_sha256}\n"
 
