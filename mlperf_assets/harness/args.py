@@ -198,6 +198,10 @@ class RunSpec:
     # MLCommons checkout; the harness writes it into LoadGen's working directory for the run only.
     compliance: str | None = None
     audit_config: str | None = None
+    # An MLPerf Endpoints point (endpoints/client.py: the point's job as JSON): the process is then
+    # ``endpoint-point`` (harness/endpoints_point.py, MLCommons' reference client inside the same run-folder
+    # protocol), not ``run``; scenario/mode/backend only label it (Server or Offline, performance, openai).
+    endpoint_point: str | None = None
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -209,7 +213,18 @@ class RunSpec:
             raise ValueError(f"run_id must be letters, digits, '.', '_' or '-', not {self.run_id!r}")
 
     def harness_args(self, output_dir: str, *, dataset_path: str | None = None) -> list[str]:
-        """Arguments after ``python -m mlperf_assets.harness``: ``["run", "--scenario", ...]``."""
+        """Arguments after ``python -m mlperf_assets.harness``: ``["run", "--scenario", ...]`` (an Endpoints point:
+        ``["endpoint-point", "--job", ...]``)."""
+        if self.endpoint_point is not None:
+            return [
+                "endpoint-point",
+                "--job", self.endpoint_point,
+                "--dataset", dataset_path or self.dataset_path,
+                "--output-dir", output_dir,
+                "--run-id", self.run_id,
+                "--node", self.node,
+                "--progress-interval-s", repr(float(self.progress_interval_s)),
+            ]  # fmt: skip
         args = [
             "run",
             "--scenario", self.scenario,
@@ -244,7 +259,7 @@ class RunSpec:
             "scenario": self.scenario, "mode": self.mode, "benchmark": self.benchmark, "backend": self.backend,
             "max_samples": self.max_samples, "settings": dict(self.settings), "engine_args": dict(self.engine_args),
             "compliance": self.compliance, "data_parallel_size": self.data_parallel_size,
-            "extra_args": list(self.extra_args),
+            "extra_args": list(self.extra_args), "endpoint_point": self.endpoint_point,
         }  # fmt: skip
 
     def harness_argv(self, python: str, output_dir: str, *, dataset_path: str | None = None) -> list[str]:
@@ -263,6 +278,32 @@ class RunSpec:
         data = json.loads(text)
         data["extra_args"] = tuple(data.get("extra_args", ()))
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class EndpointPointArgs:
+    """``endpoint-point``: one MLPerf Endpoints point with MLCommons' reference client (harness/endpoints_point.py)."""
+
+    job: str  # the point's job as JSON (endpoints/client.py writes it)
+    dataset: str  # the CNN/DM parquet the client reads as its cnn_dailymail dataset
+    output_dir: str
+    run_id: str | None = None
+    node: str | None = None
+    progress_interval_s: float = 2.0
+
+    @staticmethod
+    def add_cli_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--job", required=True, help="the point's job as JSON (the orchestrator writes it)")
+        p.add_argument("--dataset", required=True, help="CNN/DM parquet (columns article, highlights)")
+        p.add_argument("--output-dir", required=True, help="the point's run folder")
+        p.add_argument("--run-id", default=None)
+        p.add_argument("--node", default=None)
+        p.add_argument("--progress-interval-s", type=_positive_float, default=2.0,
+                       help="seconds between progress.jsonl lines")
+
+    @classmethod
+    def from_cli_args(cls, ns: argparse.Namespace) -> "EndpointPointArgs":
+        return cls(ns.job, ns.dataset, ns.output_dir, ns.run_id, ns.node, ns.progress_interval_s)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import textwrap
 from typing import Callable, Sequence
 
 from . import interrupts
-from .args import PrepareArgs, RunArgs, VerifyComplianceArgs
+from .args import EndpointPointArgs, PrepareArgs, RunArgs, VerifyComplianceArgs
 from .errors import HarnessError, say
 
 
@@ -98,6 +98,12 @@ def run_main(args: RunArgs) -> int:
     return run(args)
 
 
+def endpoint_point_main(args: EndpointPointArgs) -> int:
+    from .endpoints_point import run_point
+
+    return run_point(args)
+
+
 def verify_compliance_main(args: VerifyComplianceArgs) -> int:
     """Exit 0 when the verification passes, 1 when it fails, 2 on bad input."""
     from .compliance import verify
@@ -138,6 +144,11 @@ SUBCOMMANDS: tuple[tuple[str, type, Callable[..., int], str, str, str], ...] = (
     ("verify-compliance", VerifyComplianceArgs, verify_compliance_main,
      "verify a compliance run (TEST06) and write verify_accuracy.txt",
      "Verify a compliance test run (harness/compliance.py), as MLCommons' run_verification.py does.", VERIFY_EPILOG),
+    ("endpoint-point", EndpointPointArgs, endpoint_point_main,
+     "run one MLPerf Endpoints point with MLCommons' reference client",
+     "Run one MLPerf Endpoints point: MLCommons' reference client (unmodified, its own venv) with the YAML the "
+     "orchestrator wrote, accuracy right after performance at accuracy points, inside the run-folder protocol "
+     "(progress.jsonl, run_manifest.json, exit code).", ""),
 )
 
 

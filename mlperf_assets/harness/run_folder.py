@@ -73,6 +73,9 @@ CLIENT_YAML = "client.yaml"  # the reference client's config, as the platform wr
 CLIENT_REPORT_DIR = "report"  # the client's report folder of the performance run
 CLIENT_ACCURACY_DIR = "report_accuracy"  # the client's report folder of the accuracy run (accuracy points only)
 STEADY_STATE = "steady_state.json"  # the client's steady-state detector output for this point
+CLIENT_ACCURACY_YAML = "client_accuracy.yaml"  # the client's config of the accuracy run (accuracy points only)
+CLIENT_DATASETS_DIR = "dataset_cache"  # the client's datasets_dir: dataset_cache/cnn_dailymail/cnn_dailymail.parquet
+SERVER_LOG = "server.log"  # stdout and stderr of a server the point started itself (echo or vLLM)
 
 # Exit codes the harness uses (harness/cli.py): 0 = LoadGen finished; 130 / 143 = stopped by SIGINT / SIGTERM
 # (Ctrl-C, cancel). A signal that lands before the harness's handlers exist ends the process by the signal itself,
