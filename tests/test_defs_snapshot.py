@@ -22,7 +22,8 @@ MULTI, STATIC = "MultiPartitionsDefinition", "StaticPartitionsDefinition"
 # asset -> (upstream assets, partitions, resources beyond the default io_manager, checks as (name, blocking))
 ASSETS = {
     "cnn_dailymail_dataset": (set(), None, {"mlperf_config"},
-                              {("sample_count", False), ("no_empty_articles", False), ("token_lengths", False)}),
+                              {("sample_count", False), ("no_empty_articles", False), ("token_lengths", False),
+                               ("official_dataset", False)}),
     "scenario_run": ({"cnn_dailymail_dataset"}, MULTI, {"mlperf_config", "scenario_run__io_manager", *RUNNERS},
                      set()),
     "loadgen_results": ({"scenario_run"}, MULTI, {"mlperf_config", "store"}, {("loadgen_result_valid", False)}),
@@ -37,6 +38,7 @@ JOBS = {
     "benchmark_job": {"scenario_run", "loadgen_results", "accuracy_scores"},
     "report_job": {"benchmark_charts", "benchmark_report"},
     "dataset_job": {"cnn_dailymail_dataset"},
+    "submission_job": {"submission_package"},
 }
 SCHEDULES = {"nightly_benchmarks": ("0 2 * * *", "benchmark_job")}
 SENSORS = {"alert_on_regression": {"store"}, "alert_on_run_failure": set(), "report_after_benchmark": set()}

@@ -2,10 +2,11 @@
 
 The harness's own ``prepare_dataset`` does the work (read the source, subset, template prompts, tokenize,
 write atomically); this asset picks the file name, records provenance, and checks the result:
-sample count, no empty articles or references, token-length statistics.
+sample count, no empty articles or references, token-length statistics, and whether a full set is the official one.
 """
 
 
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import dagster as dg
 
 from mlperf_assets.config import HF_DATASET, MlperfConfig, how_to_supply_dataset
-from mlperf_assets.harness.benchmarks import FULL_VALIDATION_SIZE
+from mlperf_assets.harness.benchmarks import BENCHMARKS, FULL_VALIDATION_SIZE
 from mlperf_assets.plan import prepared_dataset_path
 from resources.mlperf_config import MlperfConfigResource
 
@@ -54,6 +55,37 @@ def expected_sample_count(config: MlperfConfig, source_samples: int | None) -> i
     return min(ds.max_samples, total) if total is not None else ds.max_samples
 
 
+_CNNDM_ID = re.compile(r"[0-9a-f]{40}")  # a CNN/DM story id (the SHA-1 of its URL): HF's `id`, a .story file's name
+
+
+def official_set(samples: list[dict], benchmark: str, max_samples: int | None) -> tuple[bool, dict[str, Any]]:
+    """Whether a full prepared dataset can be the benchmark's official evaluation set (MLCommons' ``cnn_eval.json``:
+    the 13,368 CNN/DM validation articles; 5,000 for edge), as far as its contents tell: that many samples, each a
+    different article, and that many different CNN/DM ids where the source kept them (the Hugging Face split and
+    .story files do; ``cnn_eval.json`` has none, and no fingerprint of it is known offline). A set that is not
+    (20 articles repeated to 13,368) fails with a note saying what differs. A subset (``max_samples`` below the
+    official size) is a smoke set by choice: passed, not checked. Returns (passed, metadata with ``note``)."""
+    size = BENCHMARKS[benchmark].dataset_size
+    n = len(samples)
+    articles = len({str(s.get("input", "")) for s in samples})
+    ids = [s.get("id") for s in samples]
+    cnndm_ids = len(set(ids)) if all(isinstance(i, str) and _CNNDM_ID.fullmatch(i) for i in ids) else None
+    metadata: dict[str, Any] = {"samples": n, "official_samples": size, "distinct_articles": articles,
+                                "distinct_cnndm_ids": cnndm_ids if cnndm_ids is not None else "not kept"}
+    if max_samples is not None and max_samples < size:
+        return True, {**metadata, "note": f"a subset (dataset.max_samples {max_samples}): not checked"}
+    differs = [f"{n} samples" if n != size else "",
+               f"{articles} distinct articles" if articles != size else "",
+               f"{cnndm_ids} distinct CNN/DM ids" if cnndm_ids is not None and cnndm_ids != size else ""]
+    differs = [d for d in differs if d]
+    if differs:
+        note = (f"not the official {benchmark} evaluation set ({size:,} distinct CNN/DM validation articles): "
+                f"{', '.join(differs)}; its results are not comparable with MLPerf's")
+        return False, {**metadata, "note": note}
+    return True, {**metadata, "note": f"{size:,} distinct articles" + (", each with its own CNN/DM id"
+                                                                          if cnndm_ids is not None else "")}
+
+
 def _prepare(config: MlperfConfig, out: Path) -> None:
     from mlperf_assets.harness.dataset import prepare_dataset
     from mlperf_assets.harness.errors import HarnessError
@@ -87,6 +119,9 @@ def _prepare(config: MlperfConfig, out: Path) -> None:
         ),
         dg.AssetCheckSpec("no_empty_articles", asset=DATASET_KEY, description="No empty article, reference or prompt."),
         dg.AssetCheckSpec("token_lengths", asset=DATASET_KEY, description="Prompt/reference token-length statistics."),
+        dg.AssetCheckSpec("official_dataset", asset=DATASET_KEY,
+                          description="A full set holds as many distinct CNN/DM validation articles (and ids, where "
+                                      "kept) as MLPerf's official evaluation set (a warning otherwise)."),
     ],
 )
 def cnn_dailymail_dataset(
@@ -115,6 +150,9 @@ def cnn_dailymail_dataset(
         for i, s in enumerate(samples)
         if not str(s.get("input", "")).strip() or not str(s.get("output", "")).strip() or not s.get("tok_input")
     ]
+    official, official_meta = official_set(samples, prepared.benchmark, config.dataset.max_samples)
+    if not official:
+        context.log.warning(f"{out}: {official_meta['note']}")
     prompt_stats = token_length_stats([len(s["tok_input"]) for s in samples])
     ref_stats = token_length_stats([len(s.get("tok_output") or []) for s in samples])
     checks = [
@@ -138,6 +176,8 @@ def cnn_dailymail_dataset(
                 "tokenizer": prepared.tokenizer_name,
             },
         ),
+        dg.AssetCheckResult(check_name="official_dataset", passed=official, severity=dg.AssetCheckSeverity.WARN,
+                            metadata=official_meta),
     ]
     metadata: dict[str, Any] = {
         "path": dg.MetadataValue.path(str(out)),
