@@ -299,3 +299,117 @@ def test_stale_audit_config_refused_for_normal_runs_replaced_by_a_compliance_ove
     proc = run_test06(dataset, out, "Offline", "replay", "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert audit_configs(tmp_path) == [] and (out / "verify_accuracy.txt").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# EOS ids other than MLCommons' default (2): its script reads -e as a string; the project hands it an integer
+@pytest.mark.parametrize("eos", [257, 128009])  # the byte tokenizer's, Llama 3.1 Instruct's <|eot_id|>
+def test_two_trailing_eos_of_the_runs_own_id_fail_both_verifiers(tmp_path: Path, eos: int):
+    need_mlcommons()
+    good = [{"seq_id": i, "qsl_idx": i, "data": _hex([5, 6, 7, eos]), "token_data": _hex([5]), "token_count": 4}
+            for i in range(3)]
+    bad = dict(good[1], data=_hex([5, 6, eos, eos]))
+    folder = _broken_folder(tmp_path, [good[0], bad, good[2]])
+    ours = verify(folder, eos_token_id=eos, out=tmp_path / "ours")
+    theirs = verify(folder, eos_token_id=eos, mlcommons_inference=MLCOMMONS, out=tmp_path / "theirs")
+    assert not ours.passed and not theirs.passed
+    assert "EOS check pass: False" in theirs.text.splitlines() and theirs.text == ours.text
+    assert theirs.notes == []
+    ok = _broken_folder(tmp_path / "ok", good)
+    assert verify(ok, eos_token_id=eos, mlcommons_inference=MLCOMMONS).passed
+
+
+def test_when_the_verifiers_disagree_the_verification_fails(tmp_path: Path):
+    """An output of exactly two EOS tokens: MLCommons' eos_check never looks at index 0, so it passes; ours does
+    not. Its file is kept verbatim, but the verification fails and says why."""
+    need_mlcommons()
+    eos = 257
+    records = [{"seq_id": 0, "qsl_idx": 0, "data": _hex([eos, eos]), "token_data": _hex([eos]), "token_count": 2}]
+    folder = _broken_folder(tmp_path, records)
+    res = verify(folder, eos_token_id=eos, mlcommons_inference=MLCOMMONS, out=tmp_path / "v")
+    assert res.text.endswith("TEST06 verification complete\n")  # MLCommons' file, verbatim
+    assert not res.passed
+    assert len(res.notes) == 1 and "'eos': False" in res.notes[0] and res.notes[0].endswith("the verification fails")
+    assert not verify(folder, eos_token_id=eos).passed
+
+
+def _good_run(tmp_path: Path) -> Path:
+    eos = 257
+    records = [{"seq_id": i, "qsl_idx": i, "data": _hex([5, 6, eos]), "token_data": _hex([5]), "token_count": 3}
+               for i in range(3)]
+    folder = _broken_folder(tmp_path, records)
+    manifest = {"scenario": "Server", "benchmark": "llama3.1-8b", "compliance": {"test": "TEST06", "eos_token_id": eos}}
+    (folder / "run_manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _damage(folder: Path, what: str) -> list[str]:
+    """Damage a good compliance run folder; returns extra verify-compliance arguments."""
+    manifest = json.loads((folder / "run_manifest.json").read_text())
+    log = folder / "mlperf_log_accuracy.json"
+    if what == "token_count_1e400":
+        log.write_text(log.read_text().replace('"token_count": 3', '"token_count": 1e400', 1))
+    elif what in ("eos_abc", "eos_list"):
+        manifest["compliance"]["eos_token_id"] = "abc" if what == "eos_abc" else [1]
+    elif what == "compliance_string":
+        manifest["compliance"] = "TEST06"
+    elif what == "out_in_proc":
+        return ["--out", "/proc/mlperf-verify"]
+    elif what == "out_is_a_file":
+        (folder.parent / "a-file").write_text("x")
+        return ["--out", str(folder.parent / "a-file")]
+    (folder / "run_manifest.json").write_text(json.dumps(manifest))
+    return []
+
+
+DAMAGES = {
+    "token_count_1e400": "mlperf_log_accuracy.json: record 0: token_count inf is not a number of tokens",
+    "eos_abc": "run_manifest.json: compliance.eos_token_id: 'abc' is not a token id",
+    "eos_list": "run_manifest.json: compliance.eos_token_id: [1] is not a token id",
+    "compliance_string": "run_manifest.json: compliance: 'TEST06' is not a compliance record",
+    "out_in_proc": "--out /proc/mlperf-verify: cannot write the verification there",
+    "out_is_a_file": "a-file: cannot write the verification there",
+}
+
+
+@pytest.mark.parametrize("what", list(DAMAGES))
+def test_verify_compliance_damaged_input_is_one_line_exit_2(tmp_path: Path, what: str):
+    folder = _good_run(tmp_path)
+    assert harness("verify-compliance", str(folder), "--out", str(tmp_path / "first")).returncode == 0
+    extra = _damage(folder, what)
+    out = [] if extra else ["--out", str(tmp_path / "v")]
+    proc = harness("verify-compliance", str(folder), *out, *extra)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error: ") and DAMAGES[what] in proc.stderr, proc.stderr
+    assert not (tmp_path / "v").exists()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("*.*.mode = two\n", ":1: value 'two' is not a number"),
+    ("*.*.no_such_key = 1\n", "unknown key 'no_such_key' (LoadGen would ignore it)"),
+    ("*.*.mode = 1\n*.*.accuracy_log_sampling_target = 100\n",
+     ":1: mode 1 is not TEST06's (it runs in performance mode: mode = 2)"),
+    ("gpt5.*.mode = 2\n", "unknown LoadGen model name 'gpt5'"),
+])
+def test_audit_config_contents_are_checked_like_a_user_conf(dataset: Path, tmp_path: Path, text: str, message: str):
+    out = tmp_path / "out"
+    proc = harness("run", "--scenario", "Offline", "--mode", "performance", "--backend", "replay", "--dataset",
+                   str(dataset), "--output-dir", str(out), "--compliance", "TEST06", "--audit-config-text", text)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+    audit = tmp_path / "audit.config"
+    audit.write_text(text)
+    proc = harness("run", "--scenario", "Offline", "--mode", "performance", "--backend", "replay", "--dataset",
+                   str(dataset), "--output-dir", str(out), "--compliance", "TEST06", "--audit-config", str(audit))
+    assert proc.returncode == 2 and f"{audit}:" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_the_official_audit_configs_pass_the_check():
+    need_mlcommons()
+    from mlperf_assets.harness.compliance import parse_audit_config, read_audit_config
+
+    assert read_audit_config(AUDIT_CONFIG, COMPLIANCE_TESTS["TEST06"])
+    for other in sorted(MLCOMMONS.glob("compliance/TEST0*/audit.config")):  # TEST01's probability, TEST04's issue
+        parse_audit_config(other.read_text(), str(other))
