@@ -256,3 +256,23 @@ def find_bundle_root(path: str | os.PathLike) -> Path:
     if not found:
         raise UserError(f"{path}: no Endpoints bundle here (no results/ folder in it or in <org>/<submission>/)")
     raise UserError(f"{path}: holds {len(found)} bundles ({', '.join(str(p) for p in found[:3])}); name one")
+
+
+def provisioned_power_kw(power: EndpointsPower | None, *, system_desc_id: str, cooling: str) -> float | None:
+    """The provisioned power the checker computes from our ``system_power.json`` (its own model), or None."""
+    if power is None:
+        return None
+    try:
+        from submission_checker.models.file.system_power import SystemPower
+    except ImportError:
+        return None
+    doc = disclose.system_power(power, system_desc_id=system_desc_id, cooling=cooling)
+    return SystemPower.model_validate(doc).compute().provisioned_power_kw
+
+
+def latest_points(rows: "Any") -> list["Any"]:
+    """The newest ingested run of each point label (``endpoint_points`` rows as a DataFrame, any order)."""
+    if rows is None or len(rows) == 0:
+        return []
+    ordered = rows.sort_values("ingested_at")
+    return [r for _, r in ordered.groupby("label", dropna=False).tail(1).sort_values("concurrency").iterrows()]

@@ -87,6 +87,8 @@ def point_yaml(manifest: Mapping[str, Any], *, division: str, max_supported_conc
     })
     if offline:
         doc["offline"] = offline_mode
+    elif manifest.get("offline") == "elected":  # the C_max point elected as the curve's Offline point (§5.7.2)
+        doc["offline"] = "elected"
     block = steady_state_block(steady_state)
     if block:
         doc["steady_state"] = block

@@ -137,7 +137,7 @@ def manifest(concurrency: int | None, role: str, region: str | None, accuracy: b
 def write_point(folder: Path, concurrency: int | None, *, role: str = "free", region: str | None = None,
                 accuracy: bool = False, summary: dict[str, Any] | None = None,
                 scores: dict[str, float] | None = None, steady: dict[str, Any] | None = None,
-                run_manifest: dict[str, Any] | None = None, **summary_args: Any) -> Path:
+                run_manifest: dict[str, Any] | None = None, node: str = "gpu-node-1", **summary_args: Any) -> Path:
     """One point's run folder as the platform leaves it after the client finished."""
     offline = concurrency is None
     c = DATASET if offline else concurrency
@@ -155,7 +155,7 @@ def write_point(folder: Path, concurrency: int | None, *, role: str = "free", re
     (folder / "client.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (report / "report.txt").write_text("----------------- Summary -----------------\n")
     (report / "metrics" / "final_snapshot.json").write_text("{}")
-    (folder / "point_manifest.json").write_text(json.dumps(manifest(concurrency, role, region, accuracy,
+    (folder / "point_manifest.json").write_text(json.dumps(manifest(concurrency, role, region, accuracy, node=node,
                                                                     n_samples=n)))
     if accuracy:
         acc = folder / "report_accuracy" / "accuracy"
@@ -198,5 +198,5 @@ def full_curve(root: Path, *, node: str = "gpu-node-1", **overrides: Any) -> lis
         args = dict(overrides.get(label, {}))
         folder = root / node / label / f"run-{label}"
         args.setdefault("run_manifest", run_manifest(label, node))
-        folders.append(write_point(folder, c, role=role, region=region, accuracy=acc, **args))
+        folders.append(write_point(folder, c, role=role, region=region, accuracy=acc, node=node, **args))
     return folders
