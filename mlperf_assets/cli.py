@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "mlperf_assets.commands.search",  # search-qps
     "mlperf_assets.commands.submission",  # submission
     "mlperf_assets.commands.compliance",  # verify-compliance
+    "mlperf_assets.commands.endpoints",  # endpoints plan|run|status|package|check
 )
 
 

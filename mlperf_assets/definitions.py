@@ -25,6 +25,7 @@ from jobs import BENCHMARK_JOB, REPORT_JOB, build_jobs
 from jobs.schedules import build_nightly_schedule
 from jobs.sensors import build_failure_sensor, build_regression_alert_sensor, build_report_on_success_sensor
 from mlperf_assets.assets import PartitionProgress, build_asset_checks, build_assets
+from mlperf_assets.assets.endpoints import PointProgress, build_endpoints_assets, build_endpoints_jobs
 from mlperf_assets.assets.search import build_max_qps_search, search_partitions
 from mlperf_assets.assets.submission import build_submission_package
 from mlperf_assets.config import MlperfConfig, load_config, runner_resource_key
@@ -70,16 +71,19 @@ def build_sensors(config: MlperfConfig, jobs: dict[str, Any]) -> list:
     ]
 
 
-def build_definitions(config: MlperfConfig, *, on_progress: PartitionProgress | None = None) -> dg.Definitions:
+def build_definitions(config: MlperfConfig, *, on_progress: PartitionProgress | None = None,
+                      on_point_progress: PointProgress | None = None) -> dg.Definitions:
     """The code location for ``config``. ``on_progress(node, scenario, mode, progress)``: every observation of a
     harness run, for an in-process caller that shows progress (``mlperf-dagster run``)."""
     partitions = node_scenario_partitions(config)
     jobs = {job.name: job for job in build_jobs(config)}
+    endpoint_jobs = build_endpoints_jobs(config)  # with an endpoints: block only
     return dg.Definitions(
         assets=[*build_assets(config, partitions, on_progress), build_max_qps_search(config, search_partitions(config)),
-                build_submission_package(config)],  # per node; a blocking checker check with mlcommons_inference
+                build_submission_package(config),  # per node; a blocking checker check with mlcommons_inference
+                *build_endpoints_assets(config, on_point_progress)],  # endpoints_plan, endpoint_point
         asset_checks=build_asset_checks(config),
-        jobs=list(jobs.values()),
+        jobs=[*jobs.values(), *endpoint_jobs],
         schedules=build_schedules(config, jobs, partitions),
         sensors=build_sensors(config, jobs),
         resources=build_resources(config),

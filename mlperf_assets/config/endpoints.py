@@ -42,6 +42,9 @@ class EndpointsClientConfig(ConfigModel):
     commit: str | None = None  # the commit, when there is no checkout to read it from
     num_workers: int = 1  # the client's worker processes (settings.client.num_workers; -1 = auto)
     accuracy_scorer: Literal[ACCURACY_SCORERS] = "rouge"  # the client's scorer of accuracy runs (rouge is MLPerf's)
+    # more of the client's own settings.client keys, verbatim (e.g. warmup_connections: 0); its YAML is the only
+    # way the rules allow to configure it
+    settings: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def python_path(self) -> str:
@@ -141,9 +144,9 @@ class EndpointsConfig(ConfigModel):
 
     def resolve_paths(self, base: Path) -> None:
         self.client.checkout = resolve_path(base, self.client.checkout)
-        for name in ("command", "python"):
+        for name in ("command", "python"):  # a bare name stays a name looked up on the node's PATH
             value = getattr(self.client, name)
-            if value and ("/" in value) and not Path(value).expanduser().is_absolute():
+            if value and ("/" in value or value.startswith("~")):
                 setattr(self.client, name, str(resolve_path(base, Path(value))))
         if self.server.tokenizer and self.server.tokenizer.startswith((".", "~")):
             self.server.tokenizer = str(resolve_path(base, Path(self.server.tokenizer)))

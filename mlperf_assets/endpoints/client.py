@@ -80,7 +80,7 @@ def _base(cfg: EndpointsConfig, plan: EndpointsPlan, point: Point, report_dir: s
                 "dataloader_random_seed": plan.seeds["sample_index_rng_seed"],
             },
             "load_pattern": load,
-            "client": {"num_workers": cfg.client.num_workers, "stream_all_chunks": True},
+            "client": {**cfg.client.settings, "num_workers": cfg.client.num_workers, "stream_all_chunks": True},
         },
         "endpoint_config": {"endpoints": [server_url(cfg)], "api_type": "openai"},
         "report_dir": report_dir,

@@ -23,6 +23,7 @@ server are stopped, the manifest says ``interrupted``, the exit code is 130 / 14
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -157,6 +158,7 @@ class PointRun:
         link.symlink_to(dataset)
         manifest = {**self.job["manifest"], "run_id": self.args.run_id, "node": self.args.node or socket.gethostname()}
         manifest["client"] = {**manifest.get("client", {}), **self._client_facts()}
+        manifest["dataset_path"] = str(dataset)  # the parquet the client read (its reference summaries)
         write_atomic(self.folder / POINT_MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
     def _client_facts(self) -> dict[str, Any]:
@@ -270,6 +272,8 @@ def run_point(args: EndpointPointArgs) -> int:
         signum = getattr(exc, "signum", None) or interrupts.pending() or signal.SIGINT
         point.manifest("interrupted", interrupts.describe(signum))
         raise
+    finally:
+        shutil.rmtree(point.folder / CLIENT_DATASETS_DIR, ignore_errors=True)  # a link to the dataset: not collected
     point.manifest("completed")
     interrupts.commit_point()
     return 0
