@@ -139,7 +139,7 @@ def test_cli_writes_the_tree_and_prints_the_verdict(smoke, tmp_path):
     proc = _cli("submission", "--config", str(config.source_path), "--out", str(tmp_path / "t"))
     assert proc.returncode == 0, proc.stderr
     assert "SUMMARY: submission has errors" in proc.stdout
-    assert "Offline: FAIL (expected: smoke settings)" in proc.stdout
+    assert "Offline: FAIL (expected: smoke settings or a baseline backend)" in proc.stdout
     assert "performance_sample_count, found 20, needs to be >= 13368" in proc.stdout
 
 
@@ -311,11 +311,11 @@ def test_checker_lines_are_attributed_per_result_and_classified():
     offline, server = results[("sys", "llama3.1-8b", "Offline")], results[("sys", "llama3.1-8b", "Server")]
     assert not offline.passed and len(offline.errors) == 2  # the seed and the system line; no roll-ups
     assert server.passed and server.metric == 123.5
-    traits = smoke_traits(["min_duration 1000 ms < 600000 ms"], dataset_samples=20)
+    traits = smoke_traits(["min_duration 1000 ms < 600000 ms"])
     expected, unexpected = classify(offline.errors + server.errors, traits)
     assert [m.split()[-1] for m in expected] == ["found=1000"]
     assert any("qsl_rng_seed is wrong" in m for m in unexpected) and any("cooling" in m for m in unexpected)
-    assert classify(server.errors, smoke_traits([], dataset_samples=13368)) == ([], server.errors)
+    assert classify(server.errors, smoke_traits([])) == ([], server.errors)
 
 
 def test_checker_lines_of_a_tree_under_a_results_folder_name_their_result():
@@ -507,3 +507,157 @@ def test_gptj_tree_is_laid_out_for_v5_0_and_judged_at_it(tmp_path, stories_dir):
     with pytest.raises(UserError, match=r"LoadGen model llama3_1-8b is judged at round v6\.1, the tree of gptj at "
                                         r"v5\.0: one tree holds one round$"):
         build_tree(config, tmp_path / "tree2")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Verdicts from the run's own facts (issue 22 items 1 and 2)
+def _copy_of_smoke(smoke, folder: Path, stories: Path, *, max_samples: bool = True):
+    """A config file in ``folder`` whose artifact root holds a copy of the smoke runs, to change them."""
+    config, _ = smoke
+    folder.mkdir(parents=True, exist_ok=True)
+    text = _config_text(folder, stories)
+    if not max_samples:  # dataset.max_samples null, as under profile: submission
+        text = text.replace(", max_samples: 20}", "}")
+    (folder / "config.yaml").write_text(text)
+    copy = load_config(folder / "config.yaml", use_env_dataset=False)
+    assert copy.storage.artifact_root != config.storage.artifact_root
+    shutil.copytree(config.storage.artifact_root / "local", copy.storage.artifact_root / "local",
+                    ignore=shutil.ignore_patterns(".*"))
+    return copy
+
+
+def _as_model_runs(root: Path) -> None:
+    """The runs' manifests record the vLLM backend (a model, not a baseline)."""
+    for path in root.glob("local/*/*/**/run_manifest.json"):
+        manifest = json.loads(path.read_text())
+        manifest["backend"].update(name="vllm", kind="model")
+        path.write_text(json.dumps(manifest))
+
+
+def _full_accuracy_runs(root: Path) -> None:
+    """The accuracy runs' detail logs say they covered the whole 13,368-sample set (what the checker reads)."""
+    for detail in root.glob("local/*/*/accuracy/mlperf_log_detail.txt"):
+        text = detail.read_text()
+        new = re.sub(r'("key": "(?:qsl_reported_total_count|effective_accuracy_sample_count)", "value": )20\b',
+                     r"\g<1>13368", text)
+        assert new != text
+        detail.write_text(new)
+
+
+def test_a_models_missed_accuracy_fails_the_command_and_the_blocking_check(smoke, tmp_path, stories_dir):
+    """vLLM runs whose accuracy runs covered the whole set and missed the target: nothing of the runs explains
+    it, whatever dataset.max_samples says (null here, as under profile: submission)."""
+    from mlperf_assets.assets.submission import CHECKER_CHECK, build_submission_package
+    from resources.mlperf_config import MlperfConfigResource
+    from resources.store import ResultsStore
+
+    config = _copy_of_smoke(smoke, tmp_path / "c", stories_dir, max_samples=False)
+    assert config.dataset.max_samples is None
+    _as_model_runs(config.storage.artifact_root)
+    _full_accuracy_runs(config.storage.artifact_root)
+    proc = _cli("submission", "--config", str(config.source_path), "--out", str(tmp_path / "t"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "  test-local-cpu/llama3.1-8b/Offline: FAIL\n" in proc.stdout
+    assert "accuracy not met" in proc.stdout and "does not cover all dataset" not in proc.stdout
+
+    _, instance = smoke
+    result = dg.materialize([build_submission_package(config)], partition_key="local", instance=instance,
+                            resources={"mlperf_config": MlperfConfigResource.for_config(config),
+                                       "store": ResultsStore(path=str(config.storage.duckdb_path))},
+                            raise_on_error=False)
+    checks = result.get_asset_check_evaluations()
+    assert [(c.check_name, c.passed) for c in checks] == [(CHECKER_CHECK, False)]
+    unexpected = checks[0].metadata["unexpected_errors"].value
+    assert unexpected and all("accuracy not met" in m for m in unexpected), unexpected
+
+
+def test_accuracy_findings_are_expected_for_a_partial_accuracy_run_or_a_baseline(smoke, tmp_path, stories_dir):
+    from mlperf_assets.submission import package
+
+    # a model whose accuracy run covered 20 of the 13,368 samples: its accuracy is no verdict on the model
+    partial = _copy_of_smoke(smoke, tmp_path / "partial", stories_dir)
+    _as_model_runs(partial.storage.artifact_root)
+    tree, _, rows = package(partial, tmp_path / "partial" / "tree")
+    for reasons in tree.smoke_reasons.values():
+        assert "the accuracy run covers 20 of the 13368 samples of llama3.1-8b (a smoke dataset)" in reasons
+        assert not any("baseline" in r for r in reasons), reasons
+    for r in rows:
+        assert r["unexpected"] == [], r["unexpected"]
+        assert any("accuracy not met" in m for m in r["expected"])
+        assert any("does not cover all dataset" in m for m in r["expected"])
+
+    # the extractive baseline over the whole set: expected, because its manifest says it is a baseline
+    baseline = _copy_of_smoke(smoke, tmp_path / "baseline", stories_dir)
+    _full_accuracy_runs(baseline.storage.artifact_root)
+    tree, _, rows = package(baseline, tmp_path / "baseline" / "tree")
+    for reasons in tree.smoke_reasons.values():
+        assert any("the extractive backend is a baseline" in r for r in reasons)
+        assert not any("the accuracy run covers" in r for r in reasons), reasons
+    for r in rows:
+        assert r["unexpected"] == [], r["unexpected"]
+        assert any("accuracy not met" in m for m in r["expected"])
+        assert not any("does not cover all dataset" in m for m in r["expected"] + r["unexpected"])
+
+
+def _hex(ids) -> str:
+    import numpy as np
+
+    return np.asarray(ids, dtype=np.int32).tobytes().hex().upper()
+
+
+def _mutate_test06(root: Path, kind: str) -> None:
+    """Change the first record of the Server TEST06 run's accuracy log (faithfulness_3 section 3c)."""
+    import numpy as np
+
+    folder = next(root.glob("local/Server/*/compliance/TEST06"))
+    log = folder / "mlperf_log_accuracy.json"
+    records = json.loads(log.read_text())
+    r = records[0]
+    data = np.frombuffer(bytes.fromhex(r["data"]), dtype=np.int32)
+    if kind == "token_count":
+        r["token_count"] = int(r["token_count"]) + 1
+    elif kind == "first_token":
+        first = np.frombuffer(bytes.fromhex(r["token_data"]), dtype=np.int32)
+        r["token_data"] = _hex([int(data[0]) + 1, *first[1:]])
+    elif kind in ("two_eos_257", "two_eos_2"):  # two trailing EOS of the run's own id (the byte tokenizer's: 257)
+        eos = 257 if kind == "two_eos_257" else 2
+        if eos == 2:  # a run whose tokenizer's EOS is 2 (MLCommons' default)
+            manifest = json.loads((folder / "run_manifest.json").read_text())
+            manifest["compliance"]["eos_token_id"] = 2
+            (folder / "run_manifest.json").write_text(json.dumps(manifest))
+        r.update(data=_hex([*data, eos, eos]), token_count=len(data) + 2)
+    else:  # an output of exactly two EOS: MLCommons' eos_check never looks at index 0, ours does
+        r.update(data=_hex([257, 257]), token_data=_hex([257]), token_count=2)
+    log.write_text(json.dumps(records))
+
+
+@pytest.mark.parametrize("kind", ["token_count", "first_token", "two_eos_257", "two_eos_2", "only_two_eos"])
+def test_a_broken_test06_run_fails_the_tree(smoke, tmp_path, stories_dir, kind):
+    from mlperf_assets.submission import package
+
+    config = _copy_of_smoke(smoke, tmp_path / "c", stories_dir)
+    _mutate_test06(config.storage.artifact_root, kind)
+    tree, verdict, rows = package(config, tmp_path / "tree")
+    server = next(r for r in rows if r["scenario"] == "Server")
+    offline = next(r for r in rows if r["scenario"] == "Offline")
+    assert offline["unexpected"] == [], offline["unexpected"]
+    assert not server["passed"]
+    test06 = [m for m in server["unexpected"] if "TEST06" in m]
+    assert test06, server["unexpected"]
+    verify_txt = (tree.submitter_dir / "results" / "test-local-cpu" / "llama3.1-8b" / "Server" / "TEST06" /
+                  "verify_accuracy.txt").read_text()
+    if kind == "only_two_eos":  # MLCommons' file, verbatim, says it passed; the disagreement fails the result
+        assert verify_txt.endswith("TEST06 verification complete\n")
+        assert any("the verification fails" in m and "'eos': False" in m for m in test06), test06
+    else:
+        assert verify_txt.endswith("TEST06 verification failed\n")
+        assert any("TEST06 accuracy check failed" in m for m in test06), test06
+
+
+def test_a_disputed_test06_fails_the_submission_command(smoke, tmp_path, stories_dir):
+    config = _copy_of_smoke(smoke, tmp_path / "c", stories_dir)
+    _mutate_test06(config.storage.artifact_root, "only_two_eos")
+    proc = _cli("submission", "--config", str(config.source_path), "--out", str(tmp_path / "t"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "  test-local-cpu/llama3.1-8b/Server: FAIL\n" in proc.stdout
+    assert "TEST06 verification of run" in proc.stdout
