@@ -30,6 +30,9 @@ OFFLINE_TPS_FRACTION = 0.98  # rules 5.7: a dedicated Offline point reaches >= 0
 DURATION_MARGIN = 1.1  # issue 10 % more than the minimum duration needs, as the client pads its own estimate
 BANDS = ("ultra_low_concurrency", "low_concurrency", "med_concurrency", "high_concurrency")  # the checker's mandatory bands
 OFFLINE_LABEL = "offline"
+# what a point is for, by the checker's band it fills with its accuracy run (point_manifest.json's "role")
+ROLES = {"ultra_low_concurrency": "mandatory_ultra_low", "low_concurrency": "mandatory_low",
+         "med_concurrency": "mandatory_medium", "high_concurrency": "mandatory_high"}
 
 
 class EndpointsPlanError(UserError):
@@ -42,7 +45,7 @@ class Point:
 
     label: str  # "c64", "offline"
     concurrency: int | None  # None: the dedicated Offline point (all queries at once)
-    role: str  # ultra_low | low_concurrency | med_concurrency | high_concurrency | free | offline
+    role: str  # mandatory_ultra_low | mandatory_low | mandatory_medium | mandatory_high | free | offline
     region: str | None  # the checker's region of the concurrency (low_latency ... margin); None for Offline
     accuracy: bool  # an accuracy run right after the performance run
     offline: str | None  # dedicated | elected | None
@@ -281,7 +284,7 @@ def plan_curve(cfg: EndpointsConfig, dataset_samples: int, *, rates: Mapping[Any
     regions, c_min, owners = check_curve(concurrencies, c_max, cfg.offline)
     seeds, cohort = seed_set(cfg.seed_set, cfg.target_cohort)
     accuracy = set(owners.values())
-    role_of = {c: band for band, c in owners.items()}
+    role_of = {c: ROLES[band] for band, c in owners.items()}
     rates = dict(rates or {})
     points: list[Point] = []
     missing_rates: list[str] = []
