@@ -26,6 +26,7 @@ from jobs.schedules import build_nightly_schedule
 from jobs.sensors import build_failure_sensor, build_regression_alert_sensor, build_report_on_success_sensor
 from mlperf_assets.assets import PartitionProgress, build_asset_checks, build_assets
 from mlperf_assets.assets.endpoints import PointProgress, build_endpoints_assets, build_endpoints_jobs
+from mlperf_assets.assets.endpoints_bundle import endpoints_bundle
 from mlperf_assets.assets.search import build_max_qps_search, search_partitions
 from mlperf_assets.assets.submission import build_submission_package
 from mlperf_assets.config import MlperfConfig, load_config, runner_resource_key
@@ -81,7 +82,8 @@ def build_definitions(config: MlperfConfig, *, on_progress: PartitionProgress | 
     return dg.Definitions(
         assets=[*build_assets(config, partitions, on_progress), build_max_qps_search(config, search_partitions(config)),
                 build_submission_package(config),  # per node; a blocking checker check with mlcommons_inference
-                *build_endpoints_assets(config, on_point_progress)],  # endpoints_plan, endpoint_point
+                *build_endpoints_assets(config, on_point_progress),  # endpoints_plan, endpoint_point
+                *([endpoints_bundle] if config.endpoints is not None else [])],  # + its blocking checker check
         asset_checks=build_asset_checks(config),
         jobs=[*jobs.values(), *endpoint_jobs],
         schedules=build_schedules(config, jobs, partitions),
