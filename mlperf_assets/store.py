@@ -677,14 +677,15 @@ def _finite(value: Any) -> float | None:
     return float(value)
 
 
-def _summary_figure(summary: dict[str, Any], key: str, notes: list[str]) -> float | None:
+def _summary_figure(summary: dict[str, Any], key: str, notes: list[str],
+                    where: str = f"{RUN_MANIFEST} telemetry") -> float | None:
     """A figure of run_manifest.json's telemetry summary, or None: not a finite number (NaN, a string), or outside
     what it can be (negative energy, 500 % utilisation, a window of 0 s), which adds a note naming it."""
     value = _finite(summary.get(key))
     low, high = _SUMMARY_RANGES[key]
     if value is not None and not (low <= value <= high and (value > 0 or key not in ("window_s", "interval_s"))):
         bound = "> 0" if value <= 0 and key in ("window_s", "interval_s") else f"within {low:g}..{high:g}"
-        notes.append(f"{RUN_MANIFEST} telemetry {key} = {summary.get(key)!r} is not {bound}; stored as NULL")
+        notes.append(f"{where} {key} = {summary.get(key)!r} is not {bound}; stored as NULL")
         return None
     return value
 
@@ -776,7 +777,7 @@ def read_telemetry(parsed: ParsedRun) -> RunTelemetry | None:
         "nvml": nvml if isinstance(nvml, bool) else None,
         "reason": None if reason is None else str(reason),
         "interval_s": figures["interval_s"] if "interval_s" in summary else
-        _summary_figure(header, "interval_s", notes),
+        _summary_figure(header, "interval_s", notes, f"{TELEMETRY} header"),
         "driver": None if header.get("driver") is None else str(header.get("driver")),
         "gpu_count": len(gpus) if isinstance(gpus, list) else None,
         "gpus_json": json.dumps(gpus) if isinstance(gpus, list) else None,
