@@ -94,7 +94,7 @@ def test_smoke_tree_fails_the_checker_only_for_smoke_reasons(smoke, tmp_path):
     for scenario in ("Offline", "Server"):
         scen = sub / "results" / "test-local-cpu" / "llama3.1-8b" / scenario
         assert sorted(p.name for p in (scen / "performance" / "run_1").iterdir()) == [
-            "mlperf_log_detail.txt", "mlperf_log_summary.txt"]
+            "mlperf_log_accuracy.json", "mlperf_log_detail.txt", "mlperf_log_summary.txt"]
         acc = scen / "accuracy"
         assert (acc / "mlperf_log_accuracy.json").stat().st_size <= 10 * 1024  # truncated
         assert re.search(r"^hash=[0-9a-f]{64}$", (acc / "accuracy.txt").read_text(), re.MULTILINE)
@@ -478,7 +478,7 @@ def test_gptj_tree_is_laid_out_for_v5_0_and_judged_at_it(tmp_path, stories_dir):
     for scenario in ("Offline", "Server"):
         measurements = sub / "measurements" / "test-local-cpu" / "gptj-99" / scenario
         assert sorted(p.name for p in measurements.iterdir()) == [
-            "README.md", f"test-local-cpu_{scenario}.json", "user.conf"]
+            "README.md", "mlperf.conf", f"test-local-cpu_{scenario}.json", "user.conf"]
         assert sorted(p.name for p in (sub / "results" / "test-local-cpu" / "gptj-99" / scenario).iterdir()) == [
             "README.md", "accuracy", "performance"]
 
