@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from mlperf_assets.harness.args import RunSpec
-from mlperf_assets.harness.run_folder import EXIT_CODE, EXIT_CODE_TMP, RUNNER_LOG, RunProgress
+from mlperf_assets.harness.interrupts import EXIT_SIGINT, EXIT_SIGTERM
+from mlperf_assets.harness.run_folder import CANCELLED, EXIT_CODE, EXIT_CODE_TMP, FAILED, RUNNER_LOG, RunProgress
 
 
 class RunnerError(Exception):
@@ -86,6 +87,21 @@ sys.exit(rc if 0 <= rc < 256 else 1)
 def wrapped_argv(python: str, run_dir: str, harness_argv: Sequence[str]) -> list[str]:
     """``[python, "-c", SUPERVISOR_CODE, run_dir, *harness_argv]``: the harness under the exit-code supervisor."""
     return [python, "-c", SUPERVISOR_CODE, run_dir, *harness_argv]
+
+
+def stopped_from_outside(progress: RunProgress, *, cancel_requested: bool, who: str) -> RunProgress:
+    """A run whose harness ended as interrupted (SIGINT 130, SIGTERM 143) although no orchestrator cancelled it (no
+    cancel marker) was stopped from outside (``who``: what does that on this runner): a failure saying so, not
+    "cancelled"."""
+    if progress.state != CANCELLED or cancel_requested:
+        return progress
+    code = progress.exit_code
+    signal_name = {EXIT_SIGINT: "SIGINT", EXIT_SIGTERM: "SIGTERM", -2: "SIGINT", -15: "SIGTERM"}.get(code)  # type: ignore[arg-type]
+    how = f"by {signal_name}" if signal_name else "by a signal"
+    return replace(
+        progress, state=FAILED,
+        message=f"stopped {how} from outside the orchestrator ({who}), exit code {code}; nobody cancelled it here",
+    )  # fmt: skip
 
 
 @dataclass

@@ -79,7 +79,7 @@ from mlperf_assets.harness.run_folder import (
 )
 from mlperf_assets.plan import check_node_gpus, node_gpu_count
 
-from .base import BenchmarkRunner, RunGone, RunHandle, RunnerError, RunUnreachable, wrapped_argv
+from .base import BenchmarkRunner, RunGone, RunHandle, RunnerError, RunUnreachable, stopped_from_outside, wrapped_argv
 from .harness_check import HARNESS_DIST, judge_answer, local_harness_version
 from .remote_shell import DATASETS_DIR, StatusCutShort, parse_status_output, render_status_command, sha256_file
 
@@ -88,6 +88,7 @@ COMPONENT_RUN = "benchmark-run"
 COMPONENT_CHECK = "harness-check"
 HARNESS_MOUNT = "/opt/mlperf-dagster/src"  # where harness_source is mounted (read-only) and put on PYTHONPATH
 LIVE_STATES = ("created", "running", "paused", "restarting")
+OUTSIDE_STOPPERS = "docker stop, docker kill -s TERM, or the engine stopping or restarting"
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -182,6 +183,12 @@ def container_name(node: str, run_id: str, mode: str) -> str:
     return f"mlperf-{run_id[:80]}-{mode}-{digest}"
 
 
+def check_container_name(node: str) -> str:
+    """The harness check's container name: one per node, so a check left running by a killed orchestrator is found
+    (and removed) by the next one, and ``docker ps`` says whose it is."""
+    return f"mlperf-check-{node}-{hashlib.sha256(node.encode()).hexdigest()[:8]}"
+
+
 def gpu_device_requests(gpus: int | str | list[str]) -> list[dict[str, Any]]:
     """The engine's DeviceRequests for the node's ``gpus``, as ``docker run --gpus`` builds them."""
     if gpus == 0 or gpus == []:
@@ -215,15 +222,23 @@ def container_paths(node: DockerNode, spec: RunSpec, dataset_name: str) -> tuple
 
 
 def _mounts(node: DockerNode, datasets_dir: str) -> dict[str, dict[str, str]]:
+    """The node's ``volumes`` and ``datasets_volume``, as ``docker run -v`` takes them (a missing host folder is
+    created by the engine). Config validation refuses a source given twice, which this mapping would lose."""
     volumes: dict[str, dict[str, str]] = {}
     for item in node.volumes:
         source, target, *mode = item.split(":")
         volumes[source] = {"bind": target, "mode": mode[0] if mode else "rw"}
-    if node.harness_source:
-        volumes[node.harness_source] = {"bind": HARNESS_MOUNT, "mode": "ro"}
     if node.datasets_volume:
         volumes[node.datasets_volume] = {"bind": datasets_dir, "mode": "rw"}
     return volumes
+
+
+def _bind_mounts(node: DockerNode) -> list[dict[str, Any]]:
+    """``harness_source`` as the engine's Mounts entry (``docker run --mount``): unlike ``-v``, the engine refuses a
+    source that does not exist instead of creating an empty folder on its host."""
+    if not node.harness_source:
+        return []
+    return [{"Type": "bind", "Source": node.harness_source, "Target": HARNESS_MOUNT, "ReadOnly": True}]
 
 
 def _static_env(node: DockerNode, run_id: str | None = None) -> dict[str, str]:
@@ -260,6 +275,7 @@ def build_container_spec(spec: RunSpec, node: DockerNode, *, dataset_name: str) 
         "init": node.init,
         "device_requests": gpu_device_requests(node.gpus),
         "volumes": _mounts(node, datasets_dir),
+        "mounts": _bind_mounts(node),
         "detach": True,
         "stdin_open": False,
         "tty": False,
@@ -368,12 +384,14 @@ def _ssh_client(node: DockerNode, timeout: float) -> Any:
 class DockerRunner(BenchmarkRunner):
     """Runs the harness in containers on one Docker engine, configured by a ``config.DockerNode`` (see the module
     docstring; ``mlperf-dagster render`` prints the container a run gets). Option ``check_harness_version``:
-    refuse an image whose harness differs from the orchestrator's in major.minor (default true)."""
+    refuse an image whose harness differs from the orchestrator's in major.minor (default true); ``check_timeout_s``:
+    how long the image's python may take to answer that check."""
 
     kind = "docker"
     settings_model = DockerNode
-    OPTIONS = ("poll_interval_s", "check_harness_version")
+    OPTIONS = ("poll_interval_s", "check_harness_version", "check_timeout_s")
     check_harness_version = True
+    check_timeout_s: float | None = None  # how long the harness check may take; None: max(60 s, api_timeout_s)
 
     def __init__(self, settings: DockerNode | None = None, /, **fields: Any) -> None:
         super().__init__(settings, **fields)
@@ -486,13 +504,15 @@ class DockerRunner(BenchmarkRunner):
         """Ask the image's python for its harness version (a short-lived container, no network); raise
         :class:`HarnessMismatch` with the fix when it cannot import it or the major.minor differs."""
         image = image if image is not None else self.ensure_image()
-        client = self.client()
+        self._remove_stale_checks()
         kwargs: dict[str, Any] = {
             "image": image.id,
+            "name": check_container_name(self.node),
             "entrypoint": [self.python, "-c", HARNESS_VERSION_CODE],
             "command": [],
             "environment": _static_env(self.settings),
             "volumes": _mounts(self.settings, f"{self.workdir}/{DATASETS_DIR}"),
+            "mounts": _bind_mounts(self.settings),
             "network_mode": "none",
             "labels": {f"{LABEL}.component": COMPONENT_CHECK, f"{LABEL}.node": self.node},
             "detach": True,
@@ -505,7 +525,7 @@ class DockerRunner(BenchmarkRunner):
             f"'{HARNESS_DIST}[node]=={local_harness_version()}'), or mount this checkout's source with harness_source "
             "(docker/README.md)"
         )
-        container = self._api("creating the harness check container", lambda: client.containers.create(**kwargs))
+        container = self._create("creating the harness check container", kwargs)
         try:
             try:
                 self._api("starting the harness check container", container.start)
@@ -517,19 +537,55 @@ class DockerRunner(BenchmarkRunner):
                         "interpreter"
                     ) from None
                 raise
-            result = self._api("waiting for the harness check", lambda: container.wait(timeout=max(60, self.api_timeout_s)))
+            result = self._wait_for_check(container, where)
             output = self._api("reading the harness check", lambda: container.logs(stdout=True, stderr=True))
         finally:
-            try:
-                container.remove(force=True)
-            except Exception:  # noqa: BLE001 - best effort; the check's answer matters more
-                pass
+            self._remove(container)
         info = judge_answer(
             output.decode(errors="replace"), node=self.node, python=self.python, where=where,
             exit_code=result.get("StatusCode"), fix=fix, check_version=self.check_harness_version, error=HarnessMismatch,
         )
         self._checked_images.add(image.id)
         return info
+
+    def _wait_for_check(self, container: Any, where: str) -> dict[str, Any]:
+        """The check container's exit status; :class:`HarnessMismatch` when its python has not answered within
+        ``check_timeout_s`` (a hanging import is the image's problem, not the engine's)."""
+        timeout = self.check_timeout_s or max(60.0, self.api_timeout_s)
+        try:
+            return container.wait(timeout=timeout)
+        except requests.exceptions.RequestException:
+            pass  # a read timeout, or the engine went away: ask the engine which
+        self._api("reading the harness check container", container.reload)
+        if container.status in LIVE_STATES:
+            raise HarnessMismatch(
+                f"node {self.node}: {self.python} {where} did not answer the harness check within {timeout:g} s "
+                "(does importing the harness hang in this image?)"
+            )
+        return self._api("waiting for the harness check", lambda: container.wait(timeout=timeout))
+
+    def _remove_stale_checks(self) -> None:
+        """Remove this node's harness check containers left behind by an orchestrator killed mid-check."""
+        client = self.client()
+        for item in self._list([f"{LABEL}.component={COMPONENT_CHECK}", f"{LABEL}.node={self.node}"]):
+            try:
+                client.api.remove_container(item["Id"], force=True, v=True)
+            except docker.errors.APIError:
+                pass  # removed meanwhile, or already being removed
+
+    def _create(self, what: str, kwargs: dict[str, Any]) -> Any:
+        """``containers.create(**kwargs)``; a missing ``harness_source`` is one line naming it."""
+        client = self.client()
+        try:
+            return self._api(what, lambda: client.containers.create(**kwargs))
+        except EngineRefused as exc:
+            if self.harness_source and "bind source path does not exist" in str(exc):
+                host = f"the engine's host ({self.docker_host})" if self.docker_host else "this machine (the local engine's host)"
+                raise DockerRunnerError(
+                    f"node {self.node}: harness_source {self.harness_source} does not exist on {host}; put this "
+                    "checkout's source there or fix the path"
+                ) from None
+            raise
 
     # ---- start
     def container_spec(self, spec: RunSpec) -> dict[str, Any]:
@@ -574,7 +630,11 @@ class DockerRunner(BenchmarkRunner):
         if missing:
             raise RunnerError(f"node {self.node}: env names unset environment variable(s): {', '.join(missing)}")
         existing = self._find(spec)
-        if existing is not None:
+        if existing is not None and existing.status == "created":
+            # Never started (the orchestrator died before starting it, or the engine refused to): nothing ran in it,
+            # and it was made from the node's settings of then. Make it again from today's.
+            self._remove(existing)
+        elif existing is not None:
             return self._adopt(existing, spec, dataset)
         image = self.ensure_image()
         if image.id not in self._checked_images:
@@ -588,9 +648,8 @@ class DockerRunner(BenchmarkRunner):
         ]
         kwargs["image"] = image.id  # the image checked above, even if the tag moves meanwhile
         kwargs["labels"][f"{LABEL}.image"] = self.image
-        client = self.client()
         try:
-            container = self._api("creating the container", lambda: client.containers.create(**kwargs))
+            container = self._create("creating the container", kwargs)
         except EngineRefused as exc:
             if exc.status_code == 409:  # the name is taken: another orchestrator created it just now
                 existing = self._find(spec)
@@ -624,11 +683,12 @@ class DockerRunner(BenchmarkRunner):
         try:
             self._api("copying the run spec and dataset in", lambda: container.put_archive("/", archive))
             self._api("starting the container", container.start)
-        except EngineRefused as exc:
+        except (EngineRefused, docker.errors.NotFound) as exc:
+            # 404 is the engine refusing too (network X not found), not the container gone: either way nothing ran
+            reason = str(exc).split(" failed: ", 1)[-1] if isinstance(exc, EngineRefused) else _explain(exc)
             self._remove(container)
             raise DockerRunnerError(
-                f"node {self.node}: container {container.name} from {self.image} did not start: "
-                + str(exc).split(" failed: ", 1)[-1]
+                f"node {self.node}: container {container.name} from {self.image} did not start: {reason}"
             ) from None
         finally:
             archive.close()
@@ -652,7 +712,7 @@ class DockerRunner(BenchmarkRunner):
                 f"node {self.node}: run {spec.run_id} ({spec.mode}) already exists on {self.engine} (container "
                 f"{container.name}) with different {', '.join(diffs)}; run ids must be unique"
             )
-        if container.status == "created":  # the orchestrator died between creating and starting it
+        if container.status == "created":  # another orchestrator created it just now and is about to start it
             return self._stage_and_start(container, spec, dataset, reattached=True)
         handle = self._handle(container, spec, dataset)
         handle.extra["reattached"] = True
@@ -737,7 +797,8 @@ class DockerRunner(BenchmarkRunner):
                 problem, stopping = f"exit code {code}: {out.strip()[-200:]}", code == 137 and not out.strip()
                 continue
             # the container runs, so the harness's supervisor does until it has written its exit code
-            return replace(remote, alive=remote.exit_code_text is None).progress()
+            progress = replace(remote, alive=remote.exit_code_text is None).progress()
+            return stopped_from_outside(progress, cancel_requested=remote.cancel_requested, who=OUTSIDE_STOPPERS)
         if stopping:  # the next poll finds it stopped
             last = self._last.get(handle.run_dir, RunProgress())
             return replace(last, state=RUNNING, message=f"container {container.name} is stopping")
@@ -752,6 +813,7 @@ class DockerRunner(BenchmarkRunner):
         cancelled = self._read(container, f"{run_dir}/{CANCEL_REQUESTED}") is not None
         progress_text = self._read(container, f"{run_dir}/{PROGRESS}", limit=16384)
         progress = progress_from_texts(progress_text, exit_text, alive=False, cancel_requested=cancelled)
+        progress = stopped_from_outside(progress, cancel_requested=cancelled, who=OUTSIDE_STOPPERS)
         if exit_text is None or not exit_text.strip():
             state = container.attrs.get("State", {})
             code = state.get("ExitCode")
@@ -795,7 +857,13 @@ class DockerRunner(BenchmarkRunner):
                         continue
                     member.name = str(PurePosixPath(*name.parts[1:]))
                     members.append(member)
-                tar.extractall(tmp, members=members, filter="data")
+                try:
+                    tar.extractall(tmp, members=members, filter="data")
+                except tarfile.FilterError as exc:  # a link out of the folder, a device file: nothing lands outside
+                    raise DockerRunnerError(
+                        f"node {self.node}: the run folder {handle.run_dir} in container {container.name} holds "
+                        f"{_refused_member(exc)}; not collected"
+                    ) from None
                 if not (tmp / RUN_SPEC).is_file():
                     raise DockerRunnerError(f"node {self.node}: the copy of {handle.run_dir} has no {RUN_SPEC}")
         return dest
@@ -890,6 +958,18 @@ class DockerRunner(BenchmarkRunner):
             except RunnerError as exc:
                 out.append((handle, RunProgress(state=RUNNING, message=str(exc))))
         return out
+
+
+def _refused_member(exc: tarfile.FilterError) -> str:
+    """What ``tarfile``'s ``data`` filter refused, in words: ``a link to an absolute path (evil_abs)``."""
+    name = getattr(exc.tarinfo, "name", "?")
+    if isinstance(exc, tarfile.AbsoluteLinkError):
+        return f"a link to an absolute path ({name})"
+    if isinstance(exc, tarfile.LinkOutsideDestinationError):
+        return f"a link that points outside it ({name})"
+    if isinstance(exc, tarfile.SpecialFileError):
+        return f"a device or other special file ({name})"
+    return f"an entry that may not be copied out ({name}: {type(exc).__name__})"
 
 
 def _explain(exc: BaseException) -> str:

@@ -55,6 +55,11 @@ def judge_answer(
             f"node {node}: {python} {where} did not answer the harness check "
             f"(exit code {exit_code}: {output.strip()[-300:] or 'no output'})"
         ) from None
+    if not isinstance(info, dict):
+        raise error(
+            f"node {node}: {python} {where} answered the harness check with something else than its JSON object: "
+            f"{output.strip().splitlines()[-1][:200]}"
+        )
     if not info.get("ok"):
         raise error(
             f"node {node}: {python} (Python {info.get('python')}) {where} cannot import {HARNESS_MODULE} "

@@ -8,11 +8,13 @@ node name and removed at the end of the module.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -158,9 +160,10 @@ def test_container_spec_gpus_shm_ipc_volumes_env_names(monkeypatch, tmp_path):
     assert kwargs["volumes"] == {
         "/data/hf": {"bind": "/root/.cache/huggingface", "mode": "rw"},
         "models": {"bind": "/models", "mode": "ro"},
-        "/opt/src": {"bind": "/opt/mlperf-dagster/src", "mode": "ro"},
         "mlperf-ds": {"bind": "/mlperf-dagster/_datasets", "mode": "rw"},
     }
+    # harness_source as a --mount bind: the engine refuses a missing source instead of creating it empty
+    assert kwargs["mounts"] == [{"Type": "bind", "Source": "/opt/src", "Target": "/opt/mlperf-dagster/src", "ReadOnly": True}]
     assert kwargs["environment"]["PYTHONPATH"] == "/opt/mlperf-dagster/src"
     assert kwargs["env_from_orchestrator"] == [SECRET_NAME, "HF_TOKEN"]
     labels = kwargs["labels"]
@@ -261,6 +264,18 @@ def test_config_docker_node_validation(tmp_path):
     assert "must be SOURCE:TARGET" in " ".join(problems("{name: d, runner: docker, image: x, volumes: ['/a:rel']}"))
     assert "did you mean 'docker'" in " ".join(problems("{name: d, runner: dockr, image: x}"))
     assert "image: is required" in " ".join(problems("{name: d, runner: docker}"))
+    # issue 24: an empty image, env naming what the image or the runner sets, a source or target mounted twice
+    assert "image: is empty" in " ".join(problems("{name: d, runner: docker, image: ''}"))
+    for name in ("PATH", "PYTHONPATH", "HOME", "LD_LIBRARY_PATH", "MLPERF_DAGSTER_RUN_ID", "CUDA_VISIBLE_DEVICES"):
+        [line] = problems(f"{{name: d, runner: docker, image: x, env: [HF_TOKEN, {name}]}}")
+        assert f"env: {name} is the image's or the runner's to set" in line, line
+    [line] = problems("{name: d, runner: docker, image: x, volumes: ['/w/v1:/data1', '/w/v1/:/data2:ro']}")
+    assert "volumes entry '/w/v1/:/data2:ro' mounts /w/v1, as volumes entry '/w/v1:/data1' does" in line
+    assert "harness_source mounts /src, as volumes entry" in " ".join(
+        problems("{name: d, runner: docker, image: x, harness_source: /src, volumes: ['/src:/x']}"))
+    assert "datasets_volume mounts ds, as volumes entry" in " ".join(
+        problems("{name: d, runner: docker, image: x, datasets_volume: ds, volumes: ['ds:/x']}"))
+    assert "volumes mount two sources at /d" in " ".join(problems("{name: d, runner: docker, image: x, volumes: ['/a:/d', '/b:/d/']}"))
 
 
 def test_example_config_and_render_docker_cli():
@@ -669,3 +684,134 @@ def test_killed_orchestrator_is_followed_by_a_reattaching_one(engine, images, st
     with duckdb.connect(str(results / "mlperf.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT harness_run_id, mode, node FROM run_summary ORDER BY mode").fetchall()
     assert rows == [(handle.run_id, "accuracy", "dock-cli"), (handle.run_id, "performance", "dock-cli")]
+
+
+# ------------------------------------------------------------------ issue 24: faults and bad input (G2, G15-G19)
+def fake_harness(folder: Path, init_code: str) -> Path:
+    """A source tree whose ``mlperf_assets.harness`` runs ``init_code`` when imported (the harness check imports it)."""
+    (folder / "mlperf_assets" / "harness").mkdir(parents=True)
+    (folder / "mlperf_assets" / "__init__.py").write_text("")
+    (folder / "mlperf_assets" / "harness" / "__init__.py").write_text(init_code)
+    return folder
+
+
+def check_containers(docker_client) -> list:
+    return docker_client.containers.list(
+        all=True, filters={"label": [f"{LABEL}.component=harness-check", f"{LABEL}.node={NODE}"]}
+    )
+
+
+@pytest.mark.slow
+def test_a_container_the_engine_will_not_start_is_removed_and_the_fixed_config_starts_afresh(
+    engine, images, dataset, tmp_path, docker_client
+):
+    """G2: a 404 from the engine's start (an unknown network) is one line naming the network and the node, and the
+    created container is removed; a never-started container of the same run id (an orchestrator that died between
+    create and start) is made again from today's settings, not started as it was. G17: a run folder holding a link
+    to an absolute path is one line, and nothing is collected."""
+    from resources.runners.docker import DockerRunnerError
+
+    bad = mounted(engine, images, network="hots")
+    run = spec(dataset, unique("nonet"), settings={"target_qps": 200000, "min_duration_ms": 200})
+    with pytest.raises(DockerRunnerError) as err:
+        bad.start(run)
+    message = str(err.value)
+    assert message.startswith(f"node {NODE}: container mlperf-{run.run_id}-performance-") and "\n" not in message
+    assert message.endswith("did not start: network hots not found"), message
+    assert run_containers(docker_client, run.run_id) == []
+
+    leftover = bad.container_spec(run)
+    leftover.pop("env_from_orchestrator")
+    stale = docker_client.containers.create(**leftover)  # created with network hots, never started
+    fixed = mounted(engine, images)  # network: none
+    handle = fixed.start(run)
+    assert handle.extra["container"] != stale.id and not handle.extra.get("reattached")
+    [container] = run_containers(docker_client, run.run_id)
+    assert container.attrs["HostConfig"]["NetworkMode"] == "none"
+    final = fixed.wait(handle, timeout_s=180)
+    assert final.state == SUCCEEDED, fixed.log_tail(handle)
+
+    link = io.BytesIO()
+    with tarfile.open(fileobj=link, mode="w") as tar:
+        info = tarfile.TarInfo(f"{handle.run_dir.lstrip('/')}/evil_abs")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info)
+    container.put_archive("/", link.getvalue())
+    dest = tmp_path / "collected"
+    with pytest.raises(DockerRunnerError, match=r"holds a link to an absolute path \(evil_abs\); not collected"):
+        fixed.collect(handle, dest)
+    assert not dest.exists()
+    fixed.discard(handle)
+
+
+def test_a_missing_harness_source_is_one_line_and_not_created_on_the_host(engine, images, tmp_path, docker_client):
+    """G15: Docker's -v would create the missing folder, empty, and the check would then say the harness is missing."""
+    missing = tmp_path / "no" / "such" / "src"
+    runner = make_runner(engine, images["node"], harness_source=str(missing))
+    with pytest.raises(RunnerError) as err:
+        runner.check_harness()
+    message = str(err.value)
+    assert message.startswith(f"node {NODE}: harness_source {missing} does not exist on the engine's host (unix://")
+    assert message.endswith("put this checkout's source there or fix the path") and "\n" not in message
+    assert not (tmp_path / "no").exists()
+    assert check_containers(docker_client) == []
+
+
+@pytest.mark.slow
+def test_harness_check_that_hangs_or_answers_oddly_is_one_line(engine, images, tmp_path, docker_client):
+    """G17: a check whose python never answers is the image's problem (not "cannot reach the engine"); an answer that
+    is JSON but not an object is one line, not an AttributeError."""
+    hang = fake_harness(tmp_path / "hang", "import time\ntime.sleep(600)\n")
+    runner = make_runner(engine, images["node"], harness_source=str(hang), check_timeout_s=3, api_timeout_s=5)
+    started = time.monotonic()
+    with pytest.raises(HarnessMismatch, match=r"python3 in image .* did not answer the harness check within 3 s"):
+        runner.check_harness()
+    assert time.monotonic() - started < 30
+    assert check_containers(docker_client) == []  # removed, though it was still running
+
+    for answer in ("1", '["ok"]'):
+        odd = fake_harness(tmp_path / f"odd{len(answer)}", f"import os\nprint({answer!r}, flush=True)\nos._exit(0)\n")
+        runner = make_runner(engine, images["node"], harness_source=str(odd))
+        with pytest.raises(HarnessMismatch) as err:
+            runner.check_harness()
+        assert f"answered the harness check with something else than its JSON object: {answer}" in str(err.value)
+
+
+@pytest.mark.slow
+def test_an_orchestrator_killed_during_the_harness_check_leaves_no_check_container(engine, images, tmp_path, docker_client):
+    """G19: the check container of an orchestrator killed mid-check is removed by the node's next check."""
+    hang = fake_harness(tmp_path / "hang", "import time\ntime.sleep(600)\n")
+    code = (
+        "from resources.runners.docker import DockerRunner\n"
+        f"DockerRunner(node={NODE!r}, image={images['node']!r}, docker_host={engine.base_url!r}, "
+        f"harness_source={str(hang)!r}, network='none', pull='never').check_harness()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT)
+    try:
+        deadline = time.monotonic() + 60
+        while not [c for c in check_containers(docker_client) if c.status == "running"]:
+            assert proc.poll() is None and time.monotonic() < deadline, "the check container never ran"
+            time.sleep(0.2)
+    finally:
+        proc.kill()  # SIGKILL: no finally, no cleanup in that process
+        proc.wait()
+    [left] = check_containers(docker_client)
+    assert left.status == "running" and left.name.startswith(f"mlperf-check-{NODE}-")  # what it used to leave forever
+    info = mounted(engine, images).check_harness()  # the node's next check
+    assert info["ok"]
+    assert check_containers(docker_client) == []
+
+
+@pytest.mark.slow
+def test_a_run_stopped_from_outside_is_not_reported_as_cancelled(engine, images, dataset, docker_client):
+    """G18: `docker stop` (or an engine stopping) sends SIGTERM; nobody cancelled the run, so it is not "cancelled"."""
+    runner = mounted(engine, images)
+    handle = runner.start(spec(dataset, unique("stopped"), **LONG))
+    wait_for_samples(runner, handle)
+    docker_client.containers.get(handle.extra["container"]).stop(timeout=20)
+    deadline = time.monotonic() + 30
+    while (final := runner.poll(handle)).state == RUNNING and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (final.state, final.exit_code) == (FAILED, 143), final
+    assert final.message.startswith("stopped by SIGTERM from outside the orchestrator (docker stop"), final.message
+    runner.discard(handle)
