@@ -1,5 +1,5 @@
 """Jobs, schedules and sensors of the code location."""
 
-from .jobs import BENCHMARK_JOB, DATASET_JOB, REPORT_JOB, build_jobs
+from .jobs import BENCHMARK_JOB, DATASET_JOB, REPORT_JOB, SUBMISSION_JOB, build_jobs
 
-__all__ = ["BENCHMARK_JOB", "DATASET_JOB", "REPORT_JOB", "build_jobs"]
+__all__ = ["BENCHMARK_JOB", "DATASET_JOB", "REPORT_JOB", "SUBMISSION_JOB", "build_jobs"]

@@ -1,4 +1,5 @@
-"""Asset jobs: ``benchmark_job`` (per node x scenario partition: run, ingest, score) and ``report_job``.
+"""Asset jobs: ``benchmark_job`` (per node x scenario partition: run, ingest, score), ``report_job`` and
+``submission_job`` (per node: the submission tree, which ``mlperf-dagster demo`` materializes).
 
 ``dataset_job`` prepares the dataset the runs read; ``mlperf-dagster run`` materializes it first.
 Runs launched through the Dagster queue carry the tag ``dagster/partition/node``; ``dagster.yaml`` limits
@@ -17,11 +18,13 @@ from mlperf_assets.assets import (
     REPORT_KEY,
     SCENARIO_RUN_KEY,
 )
+from mlperf_assets.assets.submission import SUBMISSION_KEY
 from mlperf_assets.config import MlperfConfig
 
 BENCHMARK_JOB = "benchmark_job"
 REPORT_JOB = "report_job"
 DATASET_JOB = "dataset_job"
+SUBMISSION_JOB = "submission_job"
 
 
 def build_jobs(config: MlperfConfig) -> list[dg.UnresolvedAssetJobDefinition]:
@@ -43,4 +46,10 @@ def build_jobs(config: MlperfConfig) -> list[dg.UnresolvedAssetJobDefinition]:
         description="Prepare the CNN/DailyMail dataset file the runs read.",
         tags={"mlperf/job": "dataset"},
     )
-    return [benchmark, report, dataset]
+    submission = dg.define_asset_job(
+        SUBMISSION_JOB,
+        selection=dg.AssetSelection.assets(SUBMISSION_KEY),
+        description="One node's MLPerf submission tree (and the MLCommons checker's verdict on it, when configured).",
+        tags={"mlperf/job": "submission"},
+    )
+    return [benchmark, report, dataset, submission]

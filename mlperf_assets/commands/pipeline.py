@@ -95,14 +95,15 @@ class SubmissionOutcome:
 def materialize_submission(defs, instance, node: str, run_config) -> SubmissionOutcome:
     """``submission_package`` of ``node`` as a Dagster run on ``instance`` (so the UI shows it materialized, with
     its checker's verdict as the asset check's result)."""
+    from jobs import SUBMISSION_JOB
     from mlperf_assets.assets.submission import SUBMISSION_KEY
 
-    job = defs.resolve_implicit_job_def_def_for_assets([SUBMISSION_KEY])
+    job = defs.resolve_job_def(SUBMISSION_JOB)
     result = job.execute_in_process(instance=instance, partition_key=node, run_config=run_config,
                                     raise_on_error=False)
     outcome = SubmissionOutcome(node)
-    for event in result.get_asset_materialization_events():
-        meta = event.asset_materialization.metadata
+    for materialization in result.asset_materializations_for_node(SUBMISSION_KEY.path[-1]):
+        meta = materialization.metadata
         outcome.tree, outcome.results = meta["tree"].value, meta["results"].value
     for check in result.get_asset_check_evaluations():
         outcome.verdict = check.metadata["verdict"].value.strip("`\n")

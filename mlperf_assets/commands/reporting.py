@@ -74,6 +74,10 @@ def run_report(args: argparse.Namespace) -> int:
     if not os.path.isfile(db):
         raise UserError(f"{db}: no such results store (fill one with `mlperf-dagster ingest PATH --db {db}` "
                         "or `mlperf-dagster demo`)")
+    from mlperf_assets.harness.outputs import check_output_folder
+
+    # It writes report.md, dashboard.html and <chart>.png into --out and removes the chart PNGs it no longer draws.
+    check_output_folder(out, option="--out", keeps={"the results store": db}, replaces=False)
     try:
         result = build_report(db, out, regression_threshold_pct=args.regression_threshold,
                               regression_window=args.regression_window, title=args.title)

@@ -2,7 +2,7 @@
 G7). On one real smoke run (local node, extractive baseline, real LoadGen, one Offline partition through Dagster),
 every --out that would destroy what the tree is built from, or what must survive it, is refused with one line and
 exit 2, and nothing is touched; an unusable --out, a damaged manifest and a run folder vanishing mid-build are one
-line too, never a traceback."""
+line too, never a traceback. ``report --out`` makes the same check."""
 
 from __future__ import annotations
 
@@ -199,3 +199,26 @@ def test_a_run_folder_removed_mid_build_is_one_line(smoke, tmp_path, monkeypatch
         build_tree(config, out)
     assert str(exc.value).startswith(f"--out {out}: the tree was not written: {run}/performance/")
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["artifacts"]
+
+
+def test_report_out_holding_the_store_or_a_file_is_refused(smoke, tmp_path):
+    """`report --out` writes its files into the folder and removes the chart PNGs it no longer draws: the same check
+    (a non-replacing writer: an existing folder of its own is fine)."""
+    config = smoke
+    db = config.storage.duckdb_path
+    before = _snapshot(db.parent)
+    afile = tmp_path / "notes.txt"
+    afile.write_text("precious")
+    for out, words in ((db.parent, ("contains the results store",)), (afile, ("is a file, not a folder",))):
+        proc = _cli("report", "--db", str(db), "--out", str(out))
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        line = proc.stderr.strip()
+        assert len(line.splitlines()) == 1 and line.startswith(f"mlperf-dagster report: error: --out {out}: "), line
+        assert all(w in line for w in words), line
+    assert _snapshot(db.parent) == before and afile.read_text() == "precious"
+    mine = tmp_path / "report"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    proc = _cli("report", "--db", str(db), "--out", str(mine))
+    assert proc.returncode == 0, proc.stderr
+    assert (mine / "report.md").is_file() and (mine / "keep.txt").read_text() == "mine"

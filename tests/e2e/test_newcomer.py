@@ -255,3 +255,25 @@ def test_demo_is_valid_end_to_end(demo_config, stories_dir, tmp_path):
     assert compliance == [(s, "TEST06", True) for s in ("Offline", "Server", "SingleStream")]
     assert "compliance: TEST06 after each accuracy run" in proc.stderr
     assert wall < 180, f"the demo took {wall:.0f} s"
+    _assert_submission_materialized(tmp_path / "home", demo_config.parent / "out", proc.stdout)
+
+
+def _assert_submission_materialized(home: Path, out: Path, stdout: str) -> None:
+    """Issue 22 item 7: the demo's submission tree is the submission_package asset, materialized through Dagster in
+    the demo's instance (the one `make dev` shows), with the checker's verdict as its asset check's evaluation."""
+    import dagster as dg
+
+    from mlperf_assets.assets.submission import CHECKER_CHECK, SUBMISSION_KEY
+
+    tree = out / "submission" / "local" / "closed" / "MLPerfDagsterDemo"
+    assert f"submission tree: {tree} (2 result(s); smoke settings, not submittable)" in stdout, stdout  # Offline, Server
+    assert "MLCommons submission checker (SUMMARY: submission has errors)" in stdout, stdout
+    assert (tree / "systems" / "demo-local-cpu.json").is_file()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        record = instance.get_latest_materialization_event(SUBMISSION_KEY)
+        assert record is not None and record.asset_materialization.partition == "local"
+        assert record.asset_materialization.metadata["tree"].value == str(tree)
+        checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(SUBMISSION_KEY, CHECKER_CHECK)])
+        execution = checks.get(dg.AssetCheckKey(SUBMISSION_KEY, CHECKER_CHECK))
+        assert execution is not None and execution.status.value == "SUCCEEDED", execution
