@@ -1,0 +1,158 @@
+"""Endpoints points run for real: MLCommons' reference client (pinned, its Python 3.12 venv) against its own echo
+server, started by the point on a local node, through the existing local runner and the ledger, from the
+``mlperf-dagster endpoints`` command.
+
+- an orchestrator SIGKILLed in the middle of a point: the next ``endpoints run --point`` reattaches to the same run
+  (one launch of the point ever, one collected folder with every file of the contract, nothing left in flight);
+- the newcomer path: ``endpoints run`` of a shortened 8-point curve, every point stored in DuckDB (slow).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support.endpoints_client import ensure_client
+
+pytest.importorskip("submission_checker")
+
+CLI = str(Path(sys.executable).parent / "mlperf-dagster")
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def counting_python(tmp_path: Path) -> tuple[Path, Path]:
+    """A node python that logs each harness launch's subcommand and run id, then runs the real one."""
+    log = tmp_path / "launches.log"
+    script = tmp_path / "python"
+    script.write_text(
+        "#!/bin/sh\n"
+        'run_id=""; prev=""; sub=""\n'
+        'for a in "$@"; do [ "$prev" = "--run-id" ] && run_id="$a"; '
+        '[ "$a" = endpoint-point ] && sub="$a"; prev="$a"; done\n'
+        f'[ -n "$sub" ] && [ "$1" = "-m" ] && echo "$sub $run_id" >> {log}\n'  # the harness, not its supervisor
+        f'exec {sys.executable} "$@"\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script, log
+
+
+def write_config(tmp_path: Path, stories: Path, venv: Path, python: Path | None = None, *, passes: int = 1) -> Path:
+    results = tmp_path / "results"
+    node = f"{{name: box, runner: local, workdir: {tmp_path / 'node'}" + (f", python: {python}}}" if python else "}")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"storage: {{artifact_root: {results}/artifacts, duckdb_path: {results}/mlperf.duckdb, "
+        f"report_dir: {results}/report}}\n"
+        f"dataset: {{source: stories, path: {stories}, max_samples: 20}}\n"
+        "benchmark: {backend: extractive, checkpoint: null, log_interval_s: 1}\n"
+        f"nodes: [{node}]\n"
+        "endpoints:\n"
+        f"  client: {{command: {venv}/bin/inference-endpoint, accuracy_scorer: string_match,\n"
+        "           settings: {warmup_connections: 0}}\n"
+        "  server: {launch: echo, model: echo-model}\n"
+        f"  highest_concurrency: 64\n  shortened: true\n  passes: {passes}\n"
+    )
+    return config
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLPERF_DAGSTER_DATASET", "MLPERF_DAGSTER_CONFIG")}
+    env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)
+    return env
+
+
+def launches(log: Path) -> list[str]:
+    return [line.split()[1] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def active_handle(results: Path, label: str) -> dict | None:
+    path = results / "artifacts" / ".active" / "box" / f"endpoints-{label}.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    entry = record.get("runs", {}).get("point") or {}
+    return entry.get("handle")
+
+
+@pytest.mark.slow
+def test_killed_orchestrator_reattaches_to_the_point_without_a_second_run(stories_dir, tmp_path):
+    venv = ensure_client()
+    python, log = counting_python(tmp_path)
+    config = write_config(tmp_path, stories_dir, venv, python, passes=5)
+    env = cli_env(tmp_path)
+    results = tmp_path / "results"
+    first_log = tmp_path / "first.log"
+    with open(first_log, "wb") as out:
+        proc = subprocess.Popen([CLI, "endpoints", "run", "--config", str(config), "--point", "c16"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    handle = None
+    try:
+        deadline = time.monotonic() + 300
+        while handle is None or not (Path(handle["run_dir"]) / "point_manifest.json").exists():
+            assert proc.poll() is None, f"the orchestrator ended early:\n{first_log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, first_log.read_text()[-3000:]
+            time.sleep(0.2)
+            handle = active_handle(results, "c16")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the orchestrator only: the point runs in a session of its own
+        proc.wait(timeout=10)
+    run_id = handle["run_id"]
+    assert launches(log) == [run_id]
+    try:
+        second = subprocess.run([CLI, "endpoints", "run", "--config", str(config), "--point", "c16", "--verbose"], env=env,
+                                capture_output=True, text=True, timeout=900)
+        text = second.stdout + second.stderr
+        assert second.returncode == 0, text[-4000:]
+        assert f"reattaching to run {run_id}" in text, text[-4000:]
+        assert launches(log) == [run_id]  # the point ran once
+        collected = results / "artifacts" / "endpoints" / "box" / "c16"
+        assert [p.name for p in collected.iterdir()] == [run_id]
+        folder = collected / run_id
+        manifest = json.loads((folder / "point_manifest.json").read_text())
+        assert manifest["run_id"] == run_id and manifest["concurrency"] == 16 and manifest["role"] == "free"
+        assert manifest["n_samples_to_issue"] == 100 and manifest["client"]["version"] == "0.1.0"
+        summary = json.loads((folder / "report" / "performance" / "result_summary.json").read_text())
+        assert summary["n_samples_issued"] == 100 and summary["n_samples_completed"] == 100
+        assert not (folder / "report_accuracy").exists()  # a free point has no accuracy run
+        assert json.loads((folder / "run_manifest.json").read_text())["exit_status"] == "completed"
+        assert json.loads((folder / "steady_state.json").read_text())["available"] is False
+        last = json.loads((folder / "progress.jsonl").read_text().splitlines()[-1])
+        assert last["completed"] >= 100 and last["total"] == 100
+        assert not (folder / "dataset_cache").exists()  # the dataset link is not collected
+        assert not list((results / "artifacts" / ".active").rglob("*.json"))
+    finally:
+        if handle and handle.get("pid"):
+            try:
+                os.killpg(handle["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.slow
+def test_newcomer_curve_runs_eight_points_into_the_store(stories_dir, tmp_path):
+    venv = ensure_client()
+    config = write_config(tmp_path, stories_dir, venv)
+    out = subprocess.run([CLI, "endpoints", "run", "--config", str(config)], env=cli_env(tmp_path),
+                         capture_output=True, text=True, timeout=3600)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-4000:]
+    assert "UNOFFICIAL" in out.stdout
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "results" / "mlperf.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT concurrency, n_samples_completed FROM endpoint_points ORDER BY concurrency "
+                           "NULLS LAST").fetchall()
+    assert [r[0] for r in rows] == [1, 3, 5, 10, 16, 25, 64, None]
+    assert all(r[1] == 20 for r in rows)
+    accuracy = sorted((tmp_path / "results" / "artifacts" / "endpoints" / "box").glob("*/*/report_accuracy"))
+    assert sorted(p.parent.parent.name for p in accuracy) == ["c1", "c10", "c3", "c64", "offline"]
