@@ -216,7 +216,7 @@ class PointRun:
             self.children.append(proc)
             rc = self._wait(proc, _EventCounter(self.folder / report / EVENTS), total)
             self.children.remove(proc)
-        self.phases[phase] = {"argv": argv, "started": started, "finished": _now(), "exit_code": rc}
+        self.phases[phase] = {"argv": argv, "started": started, "finished": _now(), "returncode": rc}
         if rc != 0:
             raise PointFailed(f"the reference client's {phase} run exited with code {rc} (see client_{phase}.log)")
 
@@ -233,7 +233,7 @@ class PointRun:
         else:
             out = subprocess.run([python, "-m", STEADY_STATE_MODULE, str(self.folder / CLIENT_REPORT_DIR)],
                                  capture_output=True, text=True, timeout=3600)
-            result["exit_code"] = out.returncode
+            result["returncode"] = out.returncode
             try:
                 result["output"] = json.loads(out.stdout)
             except ValueError:
