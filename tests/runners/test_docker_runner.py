@@ -815,3 +815,43 @@ def test_a_run_stopped_from_outside_is_not_reported_as_cancelled(engine, images,
     assert (final.state, final.exit_code) == (FAILED, 143), final
     assert final.message.startswith("stopped by SIGTERM from outside the orchestrator (docker stop"), final.message
     runner.discard(handle)
+
+
+@pytest.mark.slow
+def test_a_partition_whose_container_will_not_start_is_not_stuck_once_the_config_is_fixed(
+    engine, images, stories_dir, tmp_path, docker_client
+):
+    """G2 through `mlperf-dagster run`: the failed start leaves no container and no ledger record behind, so the run
+    after the config is fixed launches afresh (it used to restart the old container, still on the unknown network)."""
+    results = tmp_path / "results"
+    config = tmp_path / "config.yaml"
+
+    def write(network: str) -> None:
+        config.write_text(
+            f"storage: {{artifact_root: {results}/artifacts, duckdb_path: {results}/mlperf.duckdb, report_dir: {results}/report}}\n"
+            f"dataset: {{source: stories, path: '{stories_dir}', max_samples: 4}}\n"
+            "benchmark:\n  model: llama3.1-8b\n  checkpoint: null\n  backend: replay\n"
+            "  scenarios: {Offline: {min_duration_ms: 200, min_query_count: 4}}\n"
+            f"nodes:\n  - {{name: dock-cli, runner: docker, image: '{images['node']}', docker_host: '{engine.base_url}', "
+            f"network: {network}, pull: never, harness_source: '{PROJECT}'}}\n"
+        )
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLPERF_DAGSTER_DATASET", "MLPERF_DAGSTER_CONFIG")}
+    env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
+    (tmp_path / "dagster_home").mkdir()
+    argv = [CLI, "run", "--config", str(config), "--no-progress", "--no-report"]
+    cli_containers = {"label": [f"{LABEL}.node=dock-cli", f"{LABEL}.component=benchmark-run"]}
+
+    write("hots")
+    for _ in range(2):
+        bad = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
+        assert bad.returncode == 1, bad.stdout[-3000:] + bad.stderr[-3000:]
+        assert "did not start: network hots not found" in bad.stdout + bad.stderr
+        assert "docker.errors" not in bad.stdout + bad.stderr and "Traceback" not in bad.stderr
+        assert docker_client.containers.list(all=True, filters=cli_containers) == []
+        assert not list((results / "artifacts" / ".active").rglob("*.json"))
+
+    write("none")
+    good = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
+    assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-3000:]
+    assert docker_client.containers.list(all=True, filters=cli_containers) == []  # collected, then removed
