@@ -26,13 +26,18 @@ and SIGKILL after ``cancel_grace_s``. The container's exit code is the harness's
 ``.component`` and the run spec itself, and a name derived from them. ``start`` of a run id that already has a
 container on the engine adopts it (when its spec matches) instead of launching a second harness, exactly as the SSH
 and Kubernetes runners do, so an orchestrator restarted mid-run (``ledger.PartitionRun``) picks the run up where it
-is; ``active_runs`` lists the node's running containers by label (``mlperf-dagster monitor``).
+is; ``active_runs`` lists the node's running containers by label (``mlperf-dagster monitor``). A container that was
+created but never started (the engine refused it, or the orchestrator died in between) holds nothing: it is removed
+and made again from the node's current settings. A run that ends as interrupted without the cancel marker was
+stopped from outside (``docker stop``, the engine restarting) and is reported so, as a failure.
 
 **The image.** Pull policy ``pull``: ``never`` (the image must be on the engine), ``missing`` (pull only when absent)
 or ``always``. Before the first launch of an image, a short-lived container asks its ``python`` for the harness
-version (:data:`HARNESS_VERSION_CODE`); major.minor must match the orchestrator's, as for SSH nodes. An image without
-the harness (a stock vLLM image) runs it from ``harness_source``: the project's source on the engine's host, mounted
-read-only and put on ``PYTHONPATH`` (the image still needs the ``[node]`` dependencies; see docker/README.md).
+version (:data:`HARNESS_VERSION_CODE`); major.minor must match the orchestrator's, as for SSH nodes. That container
+is named after the node (:func:`check_container_name`), so one left by an orchestrator killed mid-check is removed by
+the node's next check. An image without the harness (a stock vLLM image) runs it from ``harness_source``: the
+project's source on the engine's host, mounted read-only (a ``--mount`` bind, which the engine refuses when the
+folder is missing) and put on ``PYTHONPATH`` (the image still needs the ``[node]`` dependencies; docker/README.md).
 
 **Engines and secrets.** ``docker_host`` unset: the local engine (``$DOCKER_HOST``, else ``/var/run/docker.sock``);
 ``unix:///path``; ``ssh://user@host[:port]``: the SDK's paramiko transport, connected by ``ssh_connection``'s
@@ -994,6 +999,7 @@ __all__ = [
     "HarnessMismatch",
     "ImageError",
     "build_container_spec",
+    "check_container_name",
     "container_name",
     "gpu_device_requests",
     "spec_yaml",
