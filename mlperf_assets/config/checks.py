@@ -61,6 +61,37 @@ def cross_checks(config: MlperfConfig) -> list[tuple[str, str]]:
     problems += _storage_problems(config)
     problems += _submission_problems(config)
     problems += submission_rule_problems(config)
+    problems += _schedule_problems(config)
+    problems += _endpoints_problems(config)
+    return problems
+
+
+def _endpoints_problems(config: MlperfConfig) -> list[tuple[str, str]]:
+    """The endpoints: block's node, and what the Endpoints planner refuses before anything runs."""
+    ep = config.endpoints
+    if ep is None:
+        return []
+    if ep.node is not None and ep.node not in config.node_names:
+        return [("endpoints.node", f"{ep.node!r} is not a node of this config ({', '.join(config.node_names)})")]
+    from mlperf_assets.endpoints.plan import config_problem
+
+    problem = config_problem(ep)
+    if problem is None:
+        return []
+    field, _, text = problem.partition(": ") if problem.startswith("endpoints.") else ("endpoints", "", problem)
+    return [(field, text)]
+
+
+def _schedule_problems(config: MlperfConfig) -> list[tuple[str, str]]:
+    """Scenarios whose settings (as the profile passes them on) schedule more queries than LoadGen can hold."""
+    from mlperf_assets.harness.settings import schedule_problem
+    from mlperf_assets.plan import profile_settings
+
+    problems: list[tuple[str, str]] = []
+    for name, settings in config.benchmark.scenarios.enabled().items():
+        problem = schedule_problem(name, profile_settings(config, settings.as_settings()))
+        if problem:
+            problems.append((f"benchmark.scenarios.{name}", problem))
     return problems
 
 

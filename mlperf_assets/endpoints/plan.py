@@ -368,3 +368,21 @@ def highest_concurrency(probe: Callable[[int | None], KneeStep], *, start: int =
         else:
             lo = mid
     return hi, steps
+
+
+def config_problem(cfg: EndpointsConfig) -> str | None:
+    """What the planner refuses in the config alone (points, bounds, seed set; no dataset, no probes), for
+    ``validate-config``; None when it plans, or when the checker package (the ``[endpoints]`` extra) is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("submission_checker") is None:
+        return None
+    try:
+        seed_set(cfg.seed_set, cfg.target_cohort)
+        c_max = cfg.highest_concurrency or (max(cfg.points) if isinstance(cfg.points, list) else None)
+        if c_max is not None:
+            points = list(cfg.points) if isinstance(cfg.points, list) else auto_points(cfg.lowest_concurrency, c_max)
+            check_curve(points, c_max, cfg.offline)
+    except EndpointsPlanError as exc:
+        return str(exc)
+    return None

@@ -176,3 +176,16 @@ def test_external_server_needs_a_url(tmp_path):
     path.write_text("nodes: [{name: box, runner: local}]\nendpoints:\n  server: {launch: external}\n")
     with pytest.raises(ConfigError, match="url: required when launch is external"):
         load_config(path)
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ("  node: gpu9\n", "endpoints.node: 'gpu9' is not a node of this config (box)"),
+    ("  points: [1, 4, 16, 256]\n", "endpoints.points: 5 points with a dedicated Offline; the rules need at least 8"),
+    ("  highest_concurrency: 64\n  seed_set: Q\n", "endpoints.seed_set: 'Q' is not a published seed set"),
+])
+def test_validate_config_refuses_a_curve_that_cannot_pass(tmp_path, extra, needle):
+    path = tmp_path / "c.yaml"
+    path.write_text(CONFIG + extra)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert needle in str(exc.value)
