@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -156,3 +157,11 @@ def test_newcomer_curve_runs_eight_points_into_the_store(stories_dir, tmp_path):
     assert all(r[1] == 20 for r in rows)
     accuracy = sorted((tmp_path / "results" / "artifacts" / "endpoints" / "box").glob("*/*/report_accuracy"))
     assert sorted(p.parent.parent.name for p in accuracy) == ["c1", "c10", "c3", "c64", "offline"]
+    # the curve the planner chose is one the checker accepts: only a shortened curve's own findings remain
+    env = cli_env(tmp_path)
+    subprocess.run([CLI, "endpoints", "package", "--config", str(config), "--out", str(tmp_path / "bundle"),
+                    "--no-check"], env=env, capture_output=True, text=True, timeout=600, check=True)
+    check = subprocess.run([CLI, "endpoints", "check", str(tmp_path / "bundle"), "--config", str(config),
+                            "--limit", "1000"], env=env, capture_output=True, text=True, timeout=600)
+    errors = set(re.findall(r"ERROR ([a-z0-9-]+)", check.stdout + check.stderr))
+    assert errors and errors <= {"min-query-count", "accuracy-sample-count", "metric-consistency-tpot-p90"}, errors
