@@ -122,7 +122,8 @@ VERIFY_EPILOG = textwrap.dedent("""\
     Checks a compliance run's folder as MLCommons does (TEST06: first token = start of the output, except Offline;
     at most one trailing EOS; token_count = output length) and writes verify_accuracy.txt (MLCommons' lines) and
     accuracy/mlperf_log_accuracy.json into the folder (or --out). With --mlcommons-inference PATH, that checkout's
-    compliance/<TEST>/run_verification.py runs instead and its files and output are kept verbatim.
+    compliance/<TEST>/run_verification.py writes them (its files and output kept verbatim; it gets the run's EOS id
+    as an integer), and the verification passes only when its checks and these both pass.
 
     Exit codes: 0 pass, 1 fail, 2 bad input.
 

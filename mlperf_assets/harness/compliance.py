@@ -8,7 +8,8 @@ failure or interrupt, so no later run is ever audited by accident.
 
 Verification (:func:`verify`) is MLCommons' own when the user's checkout is given (its
 ``compliance/<TEST>/run_verification.py`` runs in a subprocess and its ``verify_accuracy.txt`` and output are kept
-verbatim), else this module's equivalent of the same checks, written in the same lines. Either way the folder gets
+verbatim) and this module's equivalent of the same checks besides: it passes only when both pass. Without a checkout
+this module's checks decide alone, written in the same lines. Either way the folder gets
 ``verify_accuracy.txt`` and ``accuracy/mlperf_log_accuracy.json`` (the layout of a submission's ``TEST06/`` folder).
 
 Adding TEST01/TEST04-style tests is one ``ComplianceTest`` entry (its verify function and its script's argv).
