@@ -64,34 +64,76 @@ def endpoint_partitions(config: MlperfConfig) -> dg.MultiPartitionsDefinition:
                                          POINT_DIM: points})
 
 
-@dg.asset(key=ENDPOINTS_PLAN_KEY, group_name="endpoints", deps=[DATASET_KEY], required_resource_keys={"mlperf_config"},
-          kinds={"python"}, tags={"mlperf/stage": "plan"},
-          description="The MLPerf Endpoints curve's points (regions, accuracy, queries), planned before any GPU "
-          "time with the checker's own region rules; writes the client's CNN/DM parquet.")
-def endpoints_plan(context: dg.AssetExecutionContext) -> dg.Output[EndpointsPlan]:
-    from mlperf_assets.endpoints.plan import EndpointsPlanError, plan_curve
+def _prober(context: dg.AssetExecutionContext, cfg: MlperfConfig, parquet: Path, samples: int) -> Callable:
+    """probe(concurrency) -> KneeStep: one short client run through the node's runner and the ledger, its figures
+    read as the checker computes them (``endpoints/results.py``)."""
+    from mlperf_assets.endpoints.plan import KneeStep, probe_point
+    from mlperf_assets.endpoints.results import read_point
 
-    cfg: MlperfConfig = context.resources.mlperf_config.load()
-    if cfg.endpoints is None:
-        raise dg.Failure(description="the config has no endpoints: block", allow_retries=False)
-    parquet = client_dataset_path(cfg)
-    prepared = resolve_dataset(context, cfg)
-    if not parquet.is_file() or parquet.stat().st_mtime < prepared.stat().st_mtime:
-        write_client_dataset(prepared, parquet)
-    samples = dataset_samples(parquet)
-    try:
-        plan = plan_curve(cfg.endpoints, samples)
-    except EndpointsPlanError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    labels = point_labels(cfg)
-    if labels is None:
-        context.instance.add_dynamic_partitions(POINTS_PARTITIONS, plan.labels)
-    context.log.info("\n" + plan.table())
-    return dg.Output(plan, metadata={
-        "plan": dg.MetadataValue.md(f"```\n{plan.table()}\n```"), "points": len(plan.points),
-        "official": plan.official, "c_min": plan.c_min, "c_max": plan.c_max, "dataset": str(parquet),
-        "dataset_samples": samples,
-    })
+    node = endpoints_node(cfg)
+    runner = getattr(context.resources, runner_resource_key(node))
+
+    def probe(concurrency: int | None) -> KneeStep:
+        plan, point = probe_point(cfg.endpoints, samples, concurrency)
+        run_plan = EndpointPointPlan(cfg, node, plan, point, parquet)
+        try:
+            result = PartitionRun(runner, run_plan, log=context.log, dagster_run_id=context.run.run_id).run()
+        except PartitionRunError as exc:
+            raise dg.Failure(description=f"probe {point.label}: {exc}", allow_retries=exc.retry) from None
+        row = read_point(result.folder).row
+        duration = float(row.get("duration_s") or 0.0)
+        rate = (row.get("n_samples_completed") or 0) / duration if duration > 0 else 0.0
+        step = KneeStep(concurrency, float(row.get("system_tps") or 0.0), rate)
+        context.log.info(f"probe {point.label}: {step.system_tps:,.1f} system tokens/s, {rate:,.2f} samples/s")
+        tag_progress(context, f"probe {point.label}: {step.system_tps:,.1f} tok/s")
+        return step
+
+    return probe
+
+
+def build_endpoints_plan(config: MlperfConfig) -> dg.AssetsDefinition:
+    node_name = endpoints_node(config)
+
+    @dg.asset(key=ENDPOINTS_PLAN_KEY, group_name="endpoints", deps=[DATASET_KEY],
+              required_resource_keys={"mlperf_config", runner_resource_key(node_name)}, kinds={"python"},
+              tags={"mlperf/stage": "plan"},
+              description="The MLPerf Endpoints curve's points (regions, accuracy, queries), planned before any GPU "
+              "time with the checker's own region rules; C_max and the queries per point from short probes where "
+              "the config leaves them open. Writes the client's CNN/DM parquet.")
+    def endpoints_plan(context: dg.AssetExecutionContext) -> dg.Output[EndpointsPlan]:
+        from mlperf_assets.endpoints.plan import EndpointsPlanError, needs_probes, plan_curve, plan_with_probes
+
+        cfg: MlperfConfig = context.resources.mlperf_config.load()
+        if cfg.endpoints is None:
+            raise dg.Failure(description="the config has no endpoints: block", allow_retries=False)
+        parquet = client_dataset_path(cfg)
+        prepared = resolve_dataset(context, cfg)
+        if not parquet.is_file() or parquet.stat().st_mtime < prepared.stat().st_mtime:
+            write_client_dataset(prepared, parquet)
+        samples = dataset_samples(parquet)
+        steps: list = []
+        try:
+            if needs_probes(cfg.endpoints):
+                plan, steps = plan_with_probes(cfg.endpoints, samples, _prober(context, cfg, parquet, samples),
+                                               context.log.info)
+            else:
+                plan = plan_curve(cfg.endpoints, samples)
+        except EndpointsPlanError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        if point_labels(cfg) is None:
+            context.instance.add_dynamic_partitions(POINTS_PARTITIONS, plan.labels)
+        context.log.info("\n" + plan.table())
+        meta: dict[str, Any] = {
+            "plan": dg.MetadataValue.md(f"```\n{plan.table()}\n```"), "points": len(plan.points),
+            "official": plan.official, "c_min": plan.c_min, "c_max": plan.c_max, "dataset": str(parquet),
+            "dataset_samples": samples,
+        }
+        if steps:
+            meta["probes"] = dg.MetadataValue.json([{"concurrency": s.concurrency, "system_tps": s.system_tps,
+                                                      "samples_per_s": s.samples_per_s} for s in steps])
+        return dg.Output(plan, metadata=meta)
+
+    return endpoints_plan
 
 
 def _figures(folder: Path) -> dict[str, Any]:
@@ -166,7 +208,7 @@ def build_endpoints_assets(config: MlperfConfig, on_progress: PointProgress | No
     """The Endpoints assets for a config with an ``endpoints:`` block (none without one)."""
     if config.endpoints is None:
         return []
-    return [endpoints_plan, build_endpoint_point(config, on_progress)]
+    return [build_endpoints_plan(config), build_endpoint_point(config, on_progress)]
 
 
 def build_endpoints_jobs(config: MlperfConfig) -> list:

@@ -107,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from mlperf_assets.assets.dataset import cnn_dailymail_dataset
-    from mlperf_assets.assets.endpoints import ENDPOINT_POINT_KEY, build_endpoint_point, endpoints_plan
+    from mlperf_assets.assets.endpoints import ENDPOINT_POINT_KEY, build_endpoint_point, build_endpoints_plan
     from mlperf_assets.commands._shared import (
         StopSignals,
         check_dataset_reachable,
@@ -134,6 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     resources = build_resources(config)
     node = endpoints_node(config)
     point_asset = build_endpoint_point(config, _PointPrinter(sys.stderr))
+    endpoints_plan = build_endpoints_plan(config)
     failed: list[str] = []
     with StopSignals() as stop:
         if not prepared_dataset_path(config).is_file():
@@ -204,6 +205,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     base = root / ENDPOINTS_DIR / node
     rows = []
     for label_dir in sorted(base.iterdir()) if base.is_dir() else []:
+        if label_dir.name.startswith("."):  # .probes
+            continue
         runs = sorted(p for p in label_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
         if runs:
             manifest = read_manifest(runs[-1])

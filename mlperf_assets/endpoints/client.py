@@ -90,6 +90,8 @@ def _base(cfg: EndpointsConfig, plan: EndpointsPlan, point: Point, report_dir: s
 def performance_config(cfg: EndpointsConfig, plan: EndpointsPlan, point: Point) -> dict[str, Any]:
     data = _base(cfg, plan, point, CLIENT_REPORT_DIR)
     data["settings"]["runtime"]["n_samples_to_issue"] = point.n_samples_to_issue
+    if point.max_duration_s is not None:  # a probe: the client stops the performance phase itself
+        data["settings"]["runtime"]["max_duration_ms"] = int(point.max_duration_s * 1000)
     data["datasets"] = [{"name": CNN_DATASET, "type": "performance", "samples": plan.dataset_samples,
                          "parser": {"prompt": "prompt"}}]
     return data

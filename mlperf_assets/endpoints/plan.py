@@ -54,6 +54,7 @@ class Point:
     n_samples_to_issue: int  # passes x dataset samples
     min_duration_s: float  # the rules' minimum (or the shortened curve's)
     expected_s: float | None = None  # at the probed rate, when known
+    max_duration_s: float | None = None  # a probe's cap on the performance phase (the client's max_duration_ms)
 
     @property
     def folder_concurrency(self) -> int:
@@ -319,8 +320,8 @@ def plan_curve(cfg: EndpointsConfig, dataset_samples: int, *, rates: Mapping[Any
                             n_samples_to_issue=n * dataset_samples, min_duration_s=minimum, expected_s=expected))
     if missing_rates:
         raise EndpointsPlanError(f"endpoints: no probe rate for {', '.join(missing_rates)}, so the queries per point "
-                                 "cannot be sized to outlast the minimum duration: run `mlperf-dagster endpoints plan "
-                                 "--probe` (or `endpoints run`, which probes first) or set endpoints.passes")
+                                 "cannot be sized to outlast the minimum duration: `mlperf-dagster endpoints run` probes "
+                                 "them first (endpoints.probe_s each), or set endpoints.passes")
     return EndpointsPlan(
         benchmark=cfg.benchmark, c_min=c_min, c_max=c_max, offline=cfg.offline, official=official,
         dataset_samples=dataset_samples, seed_set=cfg.seed_set, seeds=seeds, target_cohort=cohort,
@@ -331,6 +332,59 @@ def plan_curve(cfg: EndpointsConfig, dataset_samples: int, *, rates: Mapping[Any
 
 
 # ------------------------------------------------------------------------------- the highest concurrency
+
+PROBE_PREFIX = "probe-"  # a probe's label: probe-c64, probe-offline (never a point of the curve)
+
+
+def probe_point(cfg: EndpointsConfig, dataset_samples: int, concurrency: int | None) -> tuple[EndpointsPlan, Point]:
+    """A short probe at ``concurrency`` (None: Offline, all queries at once): enough queries to keep the load up for
+    ``probe_s`` (a pass, or 8 per slot), cut at ``probe_s`` by the client itself; no accuracy. With a one-point plan
+    carrying the seed set, for the client's job."""
+    seeds, cohort = seed_set(cfg.seed_set, cfg.target_cohort)
+    label = PROBE_PREFIX + (OFFLINE_LABEL if concurrency is None else f"c{concurrency}")
+    queries = max(dataset_samples, 8 * (concurrency or 0))
+    point = Point(label=label, concurrency=concurrency, role="probe", region=None, accuracy=False, offline=None,
+                  load_pattern="max_throughput" if concurrency is None else "concurrency", passes=1,
+                  n_samples_to_issue=queries, min_duration_s=0.0, max_duration_s=cfg.probe_s)
+    plan = EndpointsPlan(benchmark=cfg.benchmark, c_min=cfg.lowest_concurrency, c_max=concurrency or 0,
+                         offline=cfg.offline, official=False, dataset_samples=dataset_samples, seed_set=cfg.seed_set,
+                         seeds=seeds, target_cohort=cohort, regions={}, points=(point,))
+    return plan, point
+
+
+def needs_probes(cfg: EndpointsConfig) -> bool:
+    """Whether planning needs probes first: no highest concurrency, or an official curve without ``passes``."""
+    open_c_max = cfg.highest_concurrency is None and not isinstance(cfg.points, list)
+    return open_c_max or (not cfg.shortened and cfg.passes is None)
+
+
+def plan_with_probes(cfg: EndpointsConfig, dataset_samples: int, probe: Callable[[int | None], KneeStep],
+                     log: Callable[[str], Any] = lambda _m: None) -> tuple[EndpointsPlan, list[KneeStep]]:
+    """The curve, probing first where it must: C_max by :func:`highest_concurrency` when the config leaves it open,
+    then the samples/s of every planned point not probed yet (for sizing an official curve's queries)."""
+    steps: list[KneeStep] = []
+    c_max = None
+    if cfg.highest_concurrency is None and not isinstance(cfg.points, list):
+        c_max, steps = highest_concurrency(probe)
+        log(f"highest concurrency (C_max) {c_max}: the first probed to reach {OFFLINE_TPS_FRACTION:.0%} of "
+            f"Offline's system tokens/s ({', '.join(_step_text(s) for s in steps)})")
+    rates: dict[Any, float] = {(OFFLINE_LABEL if s.concurrency is None else s.concurrency): s.samples_per_s
+                               for s in steps}
+    if not cfg.shortened and cfg.passes is None:
+        top = cfg.highest_concurrency or c_max or max(cfg.points)  # type: ignore[arg-type]
+        wanted = list(cfg.points) if isinstance(cfg.points, list) else auto_points(cfg.lowest_concurrency, top)
+        for c in [*wanted, *([None] if cfg.offline == "dedicated" else [])]:
+            key = OFFLINE_LABEL if c is None else c
+            if key not in rates:
+                step = probe(c)
+                steps.append(step)
+                rates[key] = step.samples_per_s
+    return plan_curve(cfg, dataset_samples, rates=rates, c_max=c_max), steps
+
+
+def _step_text(step: KneeStep) -> str:
+    where = "Offline" if step.concurrency is None else f"c{step.concurrency}"
+    return f"{where} {step.system_tps:,.1f} tok/s"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlperf_assets.endpoints.client import job_json, point_job
-from mlperf_assets.endpoints.plan import EndpointsPlan, Point
+from mlperf_assets.endpoints.plan import PROBE_PREFIX, EndpointsPlan, Point
 from mlperf_assets.harness.args import RunSpec
 from mlperf_assets.plan import PERFORMANCE, ConfigPlan, PlannedRun, new_run_id, prepared_dataset_path
 
@@ -35,7 +35,12 @@ def endpoints_node(config: MlperfConfig) -> str:
     return config.endpoints.node or config.node_names[0]
 
 
+PROBES_DIR = ".probes"  # probes: <artifact_root>/endpoints/.probes/<node>/<label>/<run_id> (never a curve's point)
+
+
 def point_folder(config: MlperfConfig, node: str, label: str, run_id: str) -> Path:
+    if label.startswith(PROBE_PREFIX):
+        return config.storage.artifact_root / ENDPOINTS_DIR / PROBES_DIR / node / label / run_id
     return config.storage.artifact_root / ENDPOINTS_DIR / node / label / run_id
 
 

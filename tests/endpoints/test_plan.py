@@ -189,3 +189,27 @@ def test_validate_config_refuses_a_curve_that_cannot_pass(tmp_path, extra, needl
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert needle in str(exc.value)
+
+
+def test_plan_with_probes_finds_c_max_then_sizes_each_point_from_its_own_probe():
+    from mlperf_assets.endpoints.plan import needs_probes, plan_with_probes
+
+    peak, half = 4000.0, 60.0
+    probed: list = []
+
+    def probe(c):
+        probed.append(c)
+        tps = peak if c is None else peak * c / (c + half)
+        return KneeStep(c, tps, tps / 120)  # ~120 output tokens per sample
+
+    cfg = _cfg()  # official, auto points, C_max open, no passes
+    assert needs_probes(cfg)
+    plan, steps = plan_with_probes(cfg, DATASET, probe)
+    assert plan.official and probe(plan.c_max).system_tps >= 0.98 * peak
+    planned = [p.concurrency for p in plan.points]
+    assert set(planned) <= set(probed)  # every point's queries come from its own probe
+    assert probed.count(None) == 1 and len(probed) == len(set(probed)) + 1  # nothing probed twice (but the check)
+    for p in plan.points:
+        rate = (peak if p.concurrency is None else peak * p.concurrency / (p.concurrency + half)) / 120
+        assert p.n_samples_to_issue / rate >= p.min_duration_s
+    assert not needs_probes(_cfg(highest_concurrency=64, shortened=True))
