@@ -33,7 +33,8 @@ def system_json(sub: Mapping[str, Any], manifest: Mapping[str, Any], *, division
         driver = gpus[0].get("driver_version")
     else:
         accel, accel_mem, driver = "N/A (CPU only)", "N/A", None
-    stack = [f"{k} {v}" for k, v in sorted(versions.items()) if v]
+    stack = [f"mlperf-dagster {manifest['harness_version']}"] if manifest.get("harness_version") else []
+    stack += [f"{k} {v}" for k, v in sorted(versions.items()) if v]
     stack += [f"mlcommons-loadgen {manifest.get('loadgen_version')}", f"python {host.get('python')}"]
     if driver:
         stack.append(f"NVIDIA driver {driver}")

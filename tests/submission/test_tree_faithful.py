@@ -134,6 +134,8 @@ def test_tree_holds_what_real_trees_hold_and_what_produced_it(smoke, tmp_path):
         assert f"`mlperf-dagster run --node local --scenario {scenario}`" in readme
         assert f"`src/llama3.1-8b/test-local-cpu/{scenario}/commands.sh`" in readme
         assert "NOT A SUBMISSION RUN (smoke settings):" in readme  # 20 samples, 13 ms: smoke by its own logs
+    system = json.loads((tmp_path / "tree" / "closed/TestOrg/systems/test-local-cpu.json").read_text())
+    assert system["other_software_stack"].startswith(f"mlperf-dagster {manifest['harness_version']}, ")
     src_readme = (tmp_path / "tree" / "closed/TestOrg/src/README.md").read_text()
     assert "llama3.1-8b/test-local-cpu/Offline/" in src_readme and manifest["harness_version"] in src_readme
 
