@@ -2,14 +2,19 @@
 ``src/<benchmark>/<system>/<Scenario>/`` holds ``commands.sh`` (the exact harness command of each of its runs,
 rendered from the run's ``run_spec.json`` by the one codec, ``harness/args.RunSpec``), ``user.conf`` (the one its
 performance run used; ``user_<run>.conf`` where another run's differs) and ``launch.json`` (harness and LoadGen
-versions, the git commit, backend, checkpoint, engine arguments, dataset, and each run's spec); ``src/README.md``
-lists them. Pure: no Dagster."""
+versions, the git commit, backend, checkpoint, engine arguments, dataset, and each run's spec). The harness code
+itself, as committed at the commit the runs recorded, goes to ``src/mlperf-dagster-<commit>/`` when this checkout's
+git history holds it; ``src/README.md`` lists it all. Pure: no Dagster."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import tarfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,6 +24,8 @@ from mlperf_assets.harness.backends import BACKENDS
 from mlperf_assets.harness.run_folder import RUN_SPEC, USER_CONF, read_manifest
 
 PYTHON = "python"  # the interpreter named in commands.sh (the node's own)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout whose git history may hold the runs' commit
+HARNESS_PATHS = ("pyproject.toml", "mlperf_assets/__init__.py", "mlperf_assets/errors.py", "mlperf_assets/harness")
 
 
 def git_commit(harness_version: str | None) -> tuple[str | None, bool]:
@@ -26,6 +33,26 @@ def git_commit(harness_version: str | None) -> tuple[str | None, bool]:
     commit for an installed release or a source tree without git (``0.1.0+source``)."""
     m = re.fullmatch(r"[^+]+\+([0-9a-f]{7,40})(\.dirty)?", harness_version or "")
     return (m.group(1), bool(m.group(2))) if m else (None, False)
+
+
+def write_harness_source(src: Path, commit: str, root: Path = PROJECT_ROOT) -> str | None:
+    """``src/mlperf-dagster-<commit>/``: the harness (the SUT code a node runs) exactly as committed at ``commit``,
+    taken from the git history of ``root`` (this checkout); returns the folder's name, or None when that history
+    is not here (no git, another clone, a release install) and the README says so."""
+    git = shutil.which("git")
+    if git is None or not (root / ".git").exists():
+        return None
+    try:
+        proc = subprocess.run([git, "-C", str(root), "archive", "--format=tar", commit, "--", *HARNESS_PATHS],
+                              capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0 or not proc.stdout:
+        return None
+    name = f"mlperf-dagster-{commit}"
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        tar.extractall(src / name, filter="data")
+    return name
 
 
 def run_folders(run) -> list[tuple[str, Path]]:
@@ -121,9 +148,11 @@ def write_result_sources(src: Path, run, system: str, checkpoint: str | None) ->
     return out
 
 
-def src_readme(entries: Iterable[tuple[Any, str]]) -> str:
-    """``src/README.md``: the harness and where each result's recipe is. ``entries``: (run, system) pairs."""
+def src_readme(entries: Iterable[tuple[Any, str]], code: dict[str, str | None] | None = None) -> str:
+    """``src/README.md``: the harness, where its code is, and where each result's recipe is. ``entries``: (run,
+    system) pairs; ``code``: git commit -> the folder holding the harness at that commit (None: not available)."""
     entries = list(entries)
+    code = code or {}
     versions = sorted({str(r.manifest.get("harness_version")) for r, _ in entries if r.manifest.get("harness_version")})
     lines = [
         "# Source",
@@ -131,7 +160,20 @@ def src_readme(entries: Iterable[tuple[Any, str]]) -> str:
         "The benchmark harness is mlperf-dagster (`python -m mlperf_assets.harness run`), the SUT around MLCommons "
         "LoadGen (`mlcommons-loadgen`); the runs recorded harness version(s) "
         + (", ".join(f"`{v}`" for v in versions) or "unknown")
-        + " (`<version>+<git commit>`; `.dirty`: built from uncommitted changes).",
+        + " (`<version>+<git commit>`; `.dirty`: run from a checkout with uncommitted changes).",
+        "",
+    ]
+    dirty = {c for c, d in (git_commit(r.manifest.get("harness_version")) for r, _ in entries) if d}
+    for commit, folder in sorted(code.items()):
+        note = " (runs marked `.dirty` had uncommitted changes on top of it, which are not here)" \
+            if commit in dirty else ""
+        lines.append(f"- `{folder}/`: the harness as committed at `{commit}`{note}" if folder else
+                     f"- the harness at commit `{commit}` is not included: that commit is not in the git history of "
+                     "the checkout that built this tree; add its `mlperf_assets/harness/` here before publishing")
+    if not code:
+        lines.append("- the harness code is not included (the runs recorded no git commit: an installed release); "
+                     "add the `mlperf_assets/harness/` of the version above before publishing")
+    lines += [
         "",
         "Per result, its folder here holds `commands.sh` (the exact harness command of each run: performance, "
         "accuracy, compliance), `user.conf` (the LoadGen settings its performance run used) and `launch.json` "
@@ -142,5 +184,13 @@ def src_readme(entries: Iterable[tuple[Any, str]]) -> str:
         rel = f"{run.benchmark}/{system}/{run.result_scenario}"
         commit, dirty = git_commit(run.manifest.get("harness_version"))
         lines.append(f"- `{rel}/`: run `{run.run_id}` on node `{run.node}`"
-                     + (f", git commit `{commit}`{' (uncommitted changes)' if dirty else ''}" if commit else ""))
+                     + (f", git commit `{commit}`{' (plus uncommitted changes)' if dirty else ''}" if commit else ""))
     return "\n".join(lines) + "\n"
+
+
+def write_src_index(src: Path, entries: Iterable[tuple[Any, str]]) -> None:
+    """The harness code of each commit the runs recorded, and ``src/README.md``. ``entries``: (run, system)."""
+    entries = list(entries)
+    commits = {c for c in (git_commit(r.manifest.get("harness_version"))[0] for r, _ in entries) if c}
+    code = {c: write_harness_source(src, c) for c in sorted(commits)}
+    (src / "README.md").write_text(src_readme(entries, code))

@@ -45,7 +45,7 @@ from mlperf_assets.harness.run_folder import (
 )
 
 from .run_folders import refuse_links, slot_mismatch, started_at
-from .sources import src_readme, write_result_sources
+from .sources import write_result_sources, write_src_index
 from .systems import framework_name, measurements_json, safe_name, scenario_readme, system_json
 from .truncate import write_truncated
 
@@ -407,7 +407,7 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
                 _write_result(run, sub_dir, layout, system=system, sub=sub, checkpoint=config.benchmark.checkpoint,
                               reasons=reasons, mlcommons_inference=config.mlcommons_inference,
                               smoke=smoke_settings(run, model))
-            (sub_dir / layout.src / "README.md").write_text(src_readme((r, systems[r.node]) for r in selected))
+            write_src_index(sub_dir / layout.src, [(r, systems[r.node]) for r in selected])
     except OSError as exc:  # a run folder changed under us, a full disk, an --out found unwritable only now
         raise UserError(f"{option} {out}: the tree was not written: {exc.filename or out}: "
                         f"{exc.strerror or exc}") from None

@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -138,6 +139,27 @@ def test_tree_holds_what_real_trees_hold_and_what_produced_it(smoke, tmp_path):
     assert system["other_software_stack"].startswith(f"mlperf-dagster {manifest['harness_version']}, ")
     src_readme = (tmp_path / "tree" / "closed/TestOrg/src/README.md").read_text()
     assert "llama3.1-8b/test-local-cpu/Offline/" in src_readme and manifest["harness_version"] in src_readme
+    # the harness code itself, exactly as committed at the commit the runs recorded (from this checkout's history)
+    commit = launch["git_commit"]
+    project = Path(__file__).resolve().parents[2]
+    if shutil.which("git") and (project / ".git").exists():
+        code = tmp_path / "tree" / f"closed/TestOrg/src/mlperf-dagster-{commit}"
+        assert f"- `mlperf-dagster-{commit}/`: the harness as committed at `{commit}`" in src_readme
+        for rel in ("mlperf_assets/harness/run.py", "mlperf_assets/harness/args.py", "pyproject.toml"):
+            committed = subprocess.run(["git", "-C", str(project), "show", f"{commit}:{rel}"], capture_output=True,
+                                       check=True).stdout
+            assert (code / rel).read_bytes() == committed
+        assert not (code / "mlperf_assets" / "plan.py").exists()  # the harness only: what a node runs
+
+
+def test_a_commit_outside_this_checkout_is_said_not_included(tmp_path):
+    from mlperf_assets.submission.sources import src_readme, write_harness_source
+
+    assert write_harness_source(tmp_path, "0123456789abcdef0123") is None
+    assert write_harness_source(tmp_path, "b157afc", root=tmp_path) is None  # no git history there
+    assert list(tmp_path.iterdir()) == []
+    text = src_readme([], {"0123456": None})
+    assert "- the harness at commit `0123456` is not included: that commit is not in the git history" in text
 
 
 def _full_settings(detail: Path, **values: int) -> None:
