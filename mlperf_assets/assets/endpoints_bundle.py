@@ -75,7 +75,10 @@ def endpoints_bundle(context: dg.AssetExecutionContext, mlperf_config: MlperfCon
         raise dg.Failure(description=f"{cfg.source_path}: no endpoints: block", allow_retries=False)
     node = endpoints_node(cfg)
     try:
-        done = package(cfg, store.endpoint_points("node = ?", [node]), bundle_dir(cfg), submission=SUBMISSION_ID)
+        from resources.runners import build_runner
+
+        done = package(cfg, store.endpoint_points("node = ?", [node]), bundle_dir(cfg), submission=SUBMISSION_ID,
+                       machine=build_runner(cfg.node(node)).machine_facts())
     except UserError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     concurrencies = [int(c) for c in done.points["concurrency"].dropna()]

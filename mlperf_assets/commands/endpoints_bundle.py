@@ -52,7 +52,7 @@ def cmd_package(args: argparse.Namespace, out=None) -> int:
 
     from mlperf_assets.commands._shared import load_cli_config
     from mlperf_assets.endpoints.package import CHARTS_DIR, package, plan_regions, write_charts
-    from mlperf_assets.harness.host_facts import this_machine
+    from resources.runners import build_runner
     from resources.store import ResultsStore
 
     config = load_cli_config(args.config)
@@ -63,7 +63,7 @@ def cmd_package(args: argparse.Namespace, out=None) -> int:
     node = endpoints_node(config)
     store = ResultsStore(path=str(config.storage.duckdb_path))
     points = store.endpoint_points("node = ?", [node])
-    machine = this_machine() if config.node(node).runner == "local" else None
+    machine = build_runner(config.node(node)).machine_facts()  # CPU, sockets, memory, OS as the node reports them
     done = package(config, points, Path(args.out), submission=args.submission, check=not args.no_check,
                    machine=machine)
     print(f"bundle: {done.bundle.root} ({len(done.bundle.points)} point(s): "

@@ -151,8 +151,16 @@ def client_accuracy(path: Path) -> list[dict[str, Any]]:
     for entry in entries:
         if not isinstance(entry, dict) or entry.get("dataset_type") == PERFORMANCE_PHASE:
             continue
-        score = entry.get("score") if isinstance(entry.get("score"), dict) else {}
+        raw_score = entry.get("score")
+        if isinstance(raw_score, (int, float, str)) and not isinstance(raw_score, bool):
+            raw_score = {"score": raw_score}  # a scorer with one number (string_match, pass_at_1): kept as "score"
+        score = raw_score if isinstance(raw_score, dict) else {}
         values = {}
+        if "score" in score:
+            try:
+                values["score"] = float(score["score"])
+            except (TypeError, ValueError):
+                raise PointResultsError(f"{path}: score = {score['score']!r} is not a number") from None
         for metric in ACCURACY_METRICS:
             raw = next((v for k, v in score.items() if k.lower() == metric.lower()), None)
             try:
@@ -238,7 +246,7 @@ def _accuracy_rows(run_id: str, source: str, dataset: str, scores: dict[str, Any
 
     limits = resolve_target("llama3.1-8b").thresholds()
     rows = []
-    for metric in ACCURACY_METRICS:
+    for metric in [*ACCURACY_METRICS, *(m for m in scores if m not in (*ACCURACY_METRICS, "gen_num"))]:
         value = scores.get(metric)
         if value is None:
             continue

@@ -123,3 +123,14 @@ def test_ingest_into_duckdb(tmp_path: Path) -> None:
     accuracy = store.endpoint_accuracy("source = 'client' AND metric = 'rouge1'")
     assert len(accuracy) == 5 and accuracy["passed"].all()
     assert store.endpoint_points("concurrency > ?", [100])["concurrency"].tolist() == [128, 256]
+
+
+def test_single_number_scorer_kept_as_score(tmp_path: Path) -> None:
+    """The client's string_match / pass_at_1 scorers write one number, not ROUGE: it is stored as "score"."""
+    folder = write_point(tmp_path / "p", 1, accuracy=True)
+    path = folder / "report_accuracy" / "accuracy" / "accuracy_results.json"
+    data = json.loads(path.read_text())
+    data["accuracy_scores"][0]["score"] = 0.25
+    path.write_text(json.dumps(data))
+    rows = read_point(folder).accuracy
+    assert [(r["source"], r["metric"], r["value"], r["passed"]) for r in rows] == [("client", "score", 0.25, None)]
