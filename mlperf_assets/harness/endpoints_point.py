@@ -23,6 +23,7 @@ server are stopped, the manifest says ``interrupted``, the exit code is 130 / 14
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -73,13 +74,32 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class _EventCounter:
-    """Counts the client's issued and completed samples by reading its ``events.jsonl`` as it grows."""
+_BAR = re.compile(rb"\|\s*(\d+)/(\d+) \[")  # the client's progress bar on its output: "| 7/20 ["
 
-    def __init__(self, path: Path) -> None:
+
+class _EventCounter:
+    """Counts the client's issued and completed samples by reading its ``events.jsonl`` as it grows, and, while the
+    event log has not been written yet, from the progress bar on the client's output (``log``)."""
+
+    def __init__(self, path: Path, log: Path | None = None) -> None:
         self.path, self.offset, self.issued, self.completed, self._partial = path, 0, 0, 0, b""
+        self.log = log
 
     def update(self) -> None:
+        self._from_events()
+        if self.log is not None:
+            try:
+                with open(self.log, "rb") as f:
+                    f.seek(max(0, f.seek(0, 2) - 8192))
+                    bars = _BAR.findall(f.read())
+            except OSError:
+                bars = []
+            if bars:
+                done = int(bars[-1][0])
+                self.completed = max(self.completed, done)
+                self.issued = max(self.issued, done)
+
+    def _from_events(self) -> None:
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
@@ -214,7 +234,8 @@ class PointRun:
             except OSError as exc:
                 raise PointFailed(f"cannot start the reference client ({argv[0]}): {exc}") from None
             self.children.append(proc)
-            rc = self._wait(proc, _EventCounter(self.folder / report / EVENTS), total)
+            rc = self._wait(proc, _EventCounter(self.folder / report / EVENTS, self.folder / f"client_{phase}.log"),
+                            total)
             self.children.remove(proc)
         self.phases[phase] = {"argv": argv, "started": started, "finished": _now(), "returncode": rc}
         if rc != 0:
