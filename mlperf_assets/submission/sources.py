@@ -168,7 +168,7 @@ def src_readme(entries: Iterable[tuple[Any, str]], code: dict[str, str | None] |
         note = " (runs marked `.dirty` had uncommitted changes on top of it, which are not here)" \
             if commit in dirty else ""
         lines.append(f"- `{folder}/`: the harness as committed at `{commit}`{note}" if folder else
-                     f"- the harness at commit `{commit}` is not included: that commit is not in the git history of "
+                     f"- the harness at commit `{commit}` is not included: it could not be taken from the git history of "
                      "the checkout that built this tree; add its `mlperf_assets/harness/` here before publishing")
     if not code:
         lines.append("- the harness code is not included (the runs recorded no git commit: an installed release); "

@@ -159,7 +159,7 @@ def test_a_commit_outside_this_checkout_is_said_not_included(tmp_path):
     assert write_harness_source(tmp_path, "b157afc", root=tmp_path) is None  # no git history there
     assert list(tmp_path.iterdir()) == []
     text = src_readme([], {"0123456": None})
-    assert "- the harness at commit `0123456` is not included: that commit is not in the git history" in text
+    assert "- the harness at commit `0123456` is not included: it could not be taken from the git history" in text
 
 
 def _full_settings(detail: Path, **values: int) -> None:
