@@ -215,5 +215,4 @@ def build_endpoints_jobs(config: MlperfConfig) -> list:
     if config.endpoints is None:
         return []
     return [dg.define_asset_job(ENDPOINTS_PLAN_JOB, selection=[ENDPOINTS_PLAN_KEY]),
-            dg.define_asset_job(ENDPOINT_POINT_JOB, selection=[ENDPOINT_POINT_KEY],
-                                partitions_def=endpoint_partitions(config))]
+            dg.define_asset_job(ENDPOINT_POINT_JOB, selection=[ENDPOINT_POINT_KEY])]

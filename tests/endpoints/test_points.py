@@ -165,3 +165,23 @@ def test_newcomer_curve_runs_eight_points_into_the_store(stories_dir, tmp_path):
                             "--limit", "1000"], env=env, capture_output=True, text=True, timeout=600)
     errors = set(re.findall(r"ERROR ([a-z0-9-]+)", check.stdout + check.stderr))
     assert errors and errors <= {"min-query-count", "accuracy-sample-count", "metric-consistency-tpot-p90"}, errors
+
+
+def test_the_ui_has_the_plan_and_one_point_partition_per_node_and_label(tmp_path, stories_dir):
+    from mlperf_assets.config import load_config
+    from mlperf_assets.definitions import build_definitions
+
+    config = write_config(tmp_path, stories_dir, tmp_path / "venv")
+    repo = build_definitions(load_config(config)).get_repository_def()
+    point = repo.assets_defs_by_key[next(k for k in repo.assets_defs_by_key if k.to_user_string() == "endpoint_point")]
+    keys = sorted(str(k) for k in point.partitions_def.get_partition_keys())
+    assert keys == sorted(f"box|{label}" for label in ("c1", "c3", "c5", "c10", "c16", "c25", "c64", "offline"))
+    assert {"endpoints_plan_job", "endpoint_point_job"} <= set(repo.job_names)
+    # C_max left open: the point dimension is dynamic, filled by endpoints_plan from its probes
+    config.write_text(config.read_text().replace("  highest_concurrency: 64\n", ""))
+    repo = build_definitions(load_config(config)).get_repository_def()
+    point = repo.assets_defs_by_key[next(k for k in repo.assets_defs_by_key if k.to_user_string() == "endpoint_point")]
+    import dagster as dg
+
+    dims = {d.name: d.partitions_def for d in point.partitions_def.partitions_defs}
+    assert isinstance(dims["point"], dg.DynamicPartitionsDefinition)
