@@ -193,6 +193,12 @@ class PointRun:
         except (OSError, ValueError, TypeError, subprocess.SubprocessError):
             return {}
 
+    def record_server_url(self, url: str) -> None:
+        """The URL the client talked to, in the point manifest (a started server's port is known only now)."""
+        manifest = json.loads((self.folder / POINT_MANIFEST).read_text(encoding="utf-8"))
+        manifest["server"] = {**manifest.get("server", {}), "url": url}
+        write_atomic(self.folder / POINT_MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
     def start_server(self) -> str:
         server = self.job["server"]
         if server["launch"] == "external":
@@ -277,6 +283,7 @@ def run_point(args: EndpointPointArgs) -> int:
     try:
         point.prepare()
         url = point.start_server()
+        point.record_server_url(url)
         point.run_client("performance", CLIENT_YAML, point.job["perf_yaml"], CLIENT_REPORT_DIR, "perf",
                          int(manifest["n_samples_to_issue"]), url)
         if point.job.get("accuracy_yaml"):
