@@ -222,3 +222,31 @@ def test_report_out_holding_the_store_or_a_file_is_refused(smoke, tmp_path):
     proc = _cli("report", "--db", str(db), "--out", str(mine))
     assert proc.returncode == 0, proc.stderr
     assert (mine / "report.md").is_file() and (mine / "keep.txt").read_text() == "mine"
+
+
+def test_asset_refuses_to_replace_the_runs_of_an_artifact_root_named_submission(smoke, tmp_path):
+    """`artifact_root: r/submission` (validate-config refuses it; here the config is built around that check):
+    submission_package's folder <artifact_root>/../submission/<node> is the node's run folders, so it fails with
+    one line and every run stays."""
+    from mlperf_assets.assets.submission import build_submission_package
+    from resources.mlperf_config import MlperfConfigResource
+    from resources.store import ResultsStore
+
+    config = smoke.model_copy(deep=True)
+    config.storage.artifact_root = tmp_path / "r" / "submission"
+    config.source_path = smoke.source_path
+    shutil.copytree(smoke.storage.artifact_root / "local", config.storage.artifact_root / "local",
+                    ignore=shutil.ignore_patterns(".*"))
+    before = _snapshot(tmp_path)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([build_submission_package(config)], partition_key="local", instance=instance,
+                                raise_on_error=False,
+                                resources={"mlperf_config": MlperfConfigResource.for_config(config),
+                                           "store": ResultsStore(path=str(config.storage.duckdb_path))})
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    run_folders = config.storage.artifact_root / "local"
+    assert failure.step_failure_data.user_failure_data.description == (
+        f"submission tree {run_folders}: is inside the artifact root {config.storage.artifact_root}, which it is "
+        "built from; choose a folder outside it")
+    assert _snapshot(tmp_path) == before
