@@ -107,7 +107,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from mlperf_assets.assets.dataset import cnn_dailymail_dataset
-    from mlperf_assets.assets.endpoints import ENDPOINT_POINT_KEY, build_endpoint_point, build_endpoints_plan
+    from mlperf_assets.assets.endpoints import (
+        ENDPOINT_POINT_KEY,
+        build_endpoint_point,
+        build_endpoints_plan,
+        point_labels,
+    )
     from mlperf_assets.commands._shared import (
         StopSignals,
         check_dataset_reachable,
@@ -121,6 +126,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mlperf_assets.plan import prepared_dataset_path
 
     config = _config(args.config, args.dataset)
+    known = point_labels(config)  # None: decided by the plan's probes
+    for label in args.point or []:
+        if known is not None and label not in known:
+            raise UserError(f"--point {label}: not a point of the plan ({', '.join(known)})")
     if not prepared_dataset_path(config).is_file() and args.dataset is None and config.dataset_overridden_by is None \
             and config.dataset.source == "huggingface" and not hub_reachable():
         from mlperf_assets.commands.pipeline import demo_dataset_override
