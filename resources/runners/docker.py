@@ -557,17 +557,29 @@ class DockerRunner(BenchmarkRunner):
         """The check container's exit status; :class:`HarnessMismatch` when its python has not answered within
         ``check_timeout_s`` (a hanging import is the image's problem, not the engine's)."""
         timeout = self.check_timeout_s or max(60.0, self.api_timeout_s)
+
+        def wait() -> dict[str, Any] | None:
+            try:
+                return container.wait(timeout=timeout)
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                return None  # no answer in time, or the engine went away: ask the engine which
+
         try:
-            return container.wait(timeout=timeout)
-        except requests.exceptions.RequestException:
-            pass  # a read timeout, or the engine went away: ask the engine which
-        self._api("reading the harness check container", container.reload)
-        if container.status in LIVE_STATES:
-            raise HarnessMismatch(
-                f"node {self.node}: {self.python} {where} did not answer the harness check within {timeout:g} s "
-                "(does importing the harness hang in this image?)"
-            )
-        return self._api("waiting for the harness check", lambda: container.wait(timeout=timeout))
+            result = self._api("waiting for the harness check", wait)
+            if result is None:
+                self._api("reading the harness check container", container.reload)
+                if container.status in LIVE_STATES:
+                    raise HarnessMismatch(
+                        f"node {self.node}: {self.python} {where} did not answer the harness check within "
+                        f"{timeout:g} s (does importing the harness hang in this image?)"
+                    )
+                result = self._api("waiting for the harness check", lambda: container.wait(timeout=timeout))
+        except docker.errors.NotFound:
+            raise DockerRunnerError(
+                f"node {self.node}: the harness check container {container.name} was removed on {self.engine} before "
+                "it answered; run again"
+            ) from None
+        return result
 
     def _remove_stale_checks(self) -> None:
         """Remove this node's harness check containers left behind by an orchestrator killed mid-check."""

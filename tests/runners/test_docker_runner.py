@@ -797,7 +797,7 @@ def test_an_orchestrator_killed_during_the_harness_check_leaves_no_check_contain
         proc.wait()
     [left] = check_containers(docker_client)
     assert left.status == "running" and left.name.startswith(f"mlperf-check-{NODE}-")  # what it used to leave forever
-    info = mounted(engine, images).check_harness()  # the node's next check
+    info = make_runner(engine, images["harness"]).check_harness()  # the node's next check
     assert info["ok"]
     assert check_containers(docker_client) == []
 
