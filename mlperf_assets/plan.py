@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol
 
 from mlperf_assets.errors import UserError
-from mlperf_assets.harness.args import RunSpec
+from mlperf_assets.harness.args import MAX_NODE_GPUS, RunSpec
 from mlperf_assets.harness.backends import BACKENDS
 from mlperf_assets.harness.benchmarks import BENCHMARKS, LOADGEN_MODELS, LoadGenModel
 from mlperf_assets.harness.compliance import required_tests
@@ -141,6 +141,9 @@ def parallelism(node: str, gpus: int | None, backend: str, engine: Mapping[str, 
     GPU: auto and tensor leave them alone, while an explicit ``data`` runs them as that many replicas (harmless; it
     exercises the replica path on CPU nodes, and a sim replica per GPU simulates the node)."""
     entry = BACKENDS[backend]
+    if gpus is not None and gpus > MAX_NODE_GPUS:
+        raise ValueError(f"node {node!r} has {gpus:,} GPUs; a node holds at most {MAX_NODE_GPUS} (data parallelism "
+                         "starts one engine process per GPU group)")
     if gpus is None or gpus <= 1:
         return Parallelism("none")
     if not entry.uses_node_gpus:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, create_model, field_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, create_model, field_validator
 
 from mlperf_assets.config.fields import ConfigModel, NonNegativeInt, PositiveFloat, PositiveInt, resolve_path
 from mlperf_assets.config.endpoints import EndpointsConfig
@@ -20,7 +20,7 @@ from mlperf_assets.harness.backends import BACKEND_NAMES, BASELINE_BACKENDS
 from mlperf_assets.harness.benchmarks import BENCHMARK_NAMES, DEFAULT_BENCHMARK, LG_MODEL_NAMES, SCENARIOS
 from mlperf_assets.harness.benchmarks import HF_DATASET as _HF_DATASET
 from mlperf_assets.harness.compliance import COMPLIANCE_NAMES
-from mlperf_assets.harness.settings import LOADGEN_SETTINGS, validate_settings
+from mlperf_assets.harness.settings import LOADGEN_SETTINGS, MAX_SCHEDULED_QUERIES, validate_settings
 
 PARALLELISM = ("auto", "data", "tensor")
 BENCHMARKS = BENCHMARK_NAMES
@@ -199,6 +199,15 @@ def timezone_problem(value: str) -> str | None:
     return None
 
 
+MAX_SEARCH_FACTOR = 10.0  # search.growth and start_fraction at most: a bigger step jumps past the capacity sought
+MAX_SEARCH_DURATION_S = 86_400  # a probe or confirmation lasts at most a day
+
+
+def search_max_qps(duration_s: float) -> float:
+    """The highest rate a search run of ``duration_s`` may probe: LoadGen must hold its schedule."""
+    return MAX_SCHEDULED_QUERIES / duration_s
+
+
 def _fraction_pct(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 100:
         raise ValueError(f"must be a percentage >= 0 and < 100, got {value!r}")
@@ -231,6 +240,48 @@ class SearchConfig(ConfigModel):
     def _growth(cls, value: float) -> float:
         if value <= 1:
             raise ValueError(f"must be > 1 (the next probe after a pass is higher), got {value!r}")
+        if value > MAX_SEARCH_FACTOR:
+            raise ValueError(f"must be at most {MAX_SEARCH_FACTOR:g} (x{value:g} per passing probe skips the "
+                             f"capacity it looks for), got {value!r}")
+        return value
+
+    @field_validator("start_fraction")
+    @classmethod
+    def _start_fraction(cls, value: float) -> float:
+        if value > MAX_SEARCH_FACTOR:
+            raise ValueError(f"must be at most {MAX_SEARCH_FACTOR:g} (a first probe at {value:g} x the estimate "
+                             f"ignores it), got {value!r}")
+        return value
+
+    @field_validator("probe_duration_s", "confirm_duration_s", "offline_probe_duration_s")
+    @classmethod
+    def _duration(cls, value: float) -> float:
+        if value > MAX_SEARCH_DURATION_S:
+            raise ValueError(f"must be at most {MAX_SEARCH_DURATION_S:,} s (a day; MLPerf's runs last 600 s), "
+                             f"got {value!r}")
+        return value
+
+    @field_validator("min_queries", "offline_probe_queries")
+    @classmethod
+    def _queries(cls, value: int) -> int:
+        if value > MAX_SCHEDULED_QUERIES:
+            raise ValueError(f"must be at most {MAX_SCHEDULED_QUERIES:,} (LoadGen generates a run's whole "
+                             f"schedule up front, ~1 KiB a query), got {value!r}")
+        return value
+
+    @field_validator("start_qps", "min_qps")
+    @classmethod
+    def _rate(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """A rate whose probe or confirmation LoadGen could hold (durations are fields above these two)."""
+        durations = [info.data[k] for k in ("probe_duration_s", "confirm_duration_s") if k in info.data]
+        if value is None or not durations:
+            return value
+        top = search_max_qps(max(durations))
+        if value > top:
+            raise ValueError(f"must be at most {top:,.2f} QPS: {value:g} QPS x the {max(durations):g} s "
+                             f"{'confirmation' if max(durations) == info.data.get('confirm_duration_s') else 'probe'} "
+                             f"schedules more than the {MAX_SCHEDULED_QUERIES:,} queries a run can hold (LoadGen "
+                             "generates the whole schedule up front, ~1 KiB a query)")
         return value
 
     @field_validator("shrink")

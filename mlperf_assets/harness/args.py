@@ -19,6 +19,7 @@ from .backends.base import BackendArgs, format_key_value
 from .benchmarks import BENCHMARKS, DEFAULT_BENCHMARK, LOADGEN_MODELS, MODES, SCENARIOS
 from .compliance import COMPLIANCE_TESTS
 from .dataset import SOURCES
+from .errors import HarnessError
 from .settings import add_settings_cli_args, settings_argv, settings_from_cli, validate_settings
 
 HARNESS_MODULE = "mlperf_assets.harness"  # python -m HARNESS_MODULE run ...
@@ -28,6 +29,19 @@ def _positive_int(text: str) -> int:
     v = int(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1 (got {v})")
+    return v
+
+
+# The most GPUs one node (one host) holds, with room to spare: NVLink servers hold 8 or 16, PCIe hosts about 20.
+# Data-parallel replicas (one process and GPU group each) and a node's `gpus` are bounded by it.
+MAX_NODE_GPUS = 64
+
+
+def _replica_count(text: str) -> int:
+    v = _positive_int(text)
+    if v > MAX_NODE_GPUS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_NODE_GPUS} (one replica per GPU group, and a node "
+                                         f"holds at most {MAX_NODE_GPUS} GPUs), got {v}")
     return v
 
 
@@ -107,6 +121,13 @@ class RunArgs:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", validate_settings(self.settings))
+        if self.data_parallel_size > 1:
+            from .backends.replicas import tensor_parallel_size
+
+            tp = tensor_parallel_size(self.backend_args)
+            if self.data_parallel_size * tp > MAX_NODE_GPUS:
+                raise HarnessError(f"--data-parallel-size {self.data_parallel_size} x tensor_parallel_size {tp} "
+                                   f"needs {self.data_parallel_size * tp} GPUs; a node holds at most {MAX_NODE_GPUS}")
 
     @staticmethod
     def add_cli_args(r: argparse.ArgumentParser) -> None:
@@ -149,7 +170,7 @@ class RunArgs:
                        help="Offline: threads calling backend.generate concurrently")
         h.add_argument("--progress-interval-s", type=_positive_float, default=2.0,
                        help="seconds between progress.jsonl lines")
-        h.add_argument("--data-parallel-size", type=_positive_int, default=1, metavar="N",
+        h.add_argument("--data-parallel-size", type=_replica_count, default=1, metavar="N",
                        help="data parallelism: N replicas of the backend behind one SUT, each on its own GPU group "
                        "(tensor_parallel_size GPUs each, in order of CUDA_VISIBLE_DEVICES)")
         h.add_argument("--telemetry-interval-s", type=_non_negative_float, default=1.0, metavar="S",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +228,86 @@ def settings_from_cli(ns: argparse.Namespace) -> dict[str, Any]:
     return {row.key: getattr(ns, row.dest, None) for row in _ROWS}
 
 
+# ------------------------------------------------------------------------------------------ schedule size
+# LoadGen generates a test's whole schedule before it issues the first query and holds it, as the harness holds a
+# record per sample, until the test ends: about 500 bytes per query (measured: LoadGen 6.0, Server, replay backend;
+# 150 per sample Offline). A rate without a bound asks for billions of queries and ends in std::bad_alloc.
+BYTES_PER_QUERY = 1024  # the measured ~500 B, doubled for headroom
+# 10 GiB at BYTES_PER_QUERY, what any GPU server holds; 100 x the longest real LLM run (a 600 s Offline run at
+# hundreds of samples/s schedules ~100,000)
+MAX_SCHEDULED_QUERIES = 10_000_000
+MLPERF_MIN_DURATION_MS = 600_000  # mlperf.conf's min_duration, every scenario: what an absent min_duration means
+_QUERY_SLACK = {"Offline": 1.1, "SingleStream": 2.0}  # LoadGen: Offline's 10 % slack; SingleStream generates 2 x
+
+
+def scheduled_queries(scenario: str, settings: Mapping[str, Any]) -> float:
+    """About how many queries LoadGen generates for ``settings`` (LoadGen keys, config units; Offline: the samples of
+    its one query): the rate (target_qps; SingleStream 1 / target_latency) x min_duration (mlperf.conf's 600 s when
+    absent) x LoadGen's slack, at least min_query_count. A rate not given counts 0 (mlperf.conf's are small)."""
+    if scenario == "SingleStream":
+        latency = settings.get("target_latency")
+        rate = 1000.0 / latency if latency else 0.0
+    else:
+        rate = settings.get("target_qps") or 0.0
+    duration_s = (settings.get("min_duration") if settings.get("min_duration") is not None
+                  else MLPERF_MIN_DURATION_MS) / 1000.0
+    return max(rate * duration_s * _QUERY_SLACK.get(scenario, 1.0), float(settings.get("min_query_count") or 0))
+
+
+def schedule_problem(scenario: str, settings: Mapping[str, Any], limit: int = MAX_SCHEDULED_QUERIES,
+                     why: str = "LoadGen generates the whole schedule up front, ~1 KiB a query") -> str | None:
+    """Why LoadGen could not hold the schedule ``settings`` ask for (more than ``limit`` queries), or None."""
+    queries = scheduled_queries(scenario, settings)
+    if queries <= limit:
+        return None
+    rate = (f"target_latency {settings['target_latency']:g} ms" if scenario == "SingleStream"
+            and settings.get("target_latency") else f"target_qps {settings.get('target_qps') or 0:g}")
+    duration = settings.get("min_duration")
+    duration_text = (f"min_duration {duration:,} ms" if duration is not None
+                     else f"min_duration {MLPERF_MIN_DURATION_MS:,} ms (mlperf.conf)")
+    count = f", min_query_count {settings['min_query_count']:,}" if settings.get("min_query_count") else ""
+    amount = f"{queries:,.0f}" if queries < 1e12 else f"{queries:.3g}" if math.isfinite(queries) else "infinitely many"
+    return (f"{rate} x {duration_text}{count} schedules about {amount} {scenario} queries, more than the "
+            f"{limit:,} a run can hold ({why}); "
+            f"{'raise target_latency_ms' if scenario == 'SingleStream' else 'lower target_qps'}, "
+            "or lower min_duration_ms or min_query_count")
+
+
+def node_query_limit() -> tuple[int, str]:
+    """The most queries a run on this machine may schedule, and why: :data:`MAX_SCHEDULED_QUERIES`, or fewer where
+    half of this machine's memory (its cgroup's limit, in a container) holds fewer at :data:`BYTES_PER_QUERY`."""
+    why = "LoadGen generates the whole schedule up front, ~1 KiB a query"
+    memory = _memory_bytes()
+    if memory is None or memory // 2 // BYTES_PER_QUERY >= MAX_SCHEDULED_QUERIES:
+        return MAX_SCHEDULED_QUERIES, why
+    return int(memory // 2 // BYTES_PER_QUERY), f"{why}, and half of this node's {memory / 2**30:.1f} GiB memory"
+
+
+def _memory_bytes() -> int | None:
+    """This machine's memory, or its cgroup's (v2, then v1) limit where lower; None where it cannot be read."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = None
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and (total is None or int(text) < total):
+            total = int(text)
+        break
+    return total if total and total > 0 else None
+
+
+def check_schedule(scenario: str, settings: Mapping[str, Any]) -> None:
+    """SettingsError (exit 2, nothing written) when LoadGen could not hold the schedule on this machine."""
+    limit, why = node_query_limit()
+    problem = schedule_problem(scenario, settings, limit, why)
+    if problem:
+        raise SettingsError(problem)
+
+
 # ------------------------------------------------------------------------------------------ names and the run
 _CONF_LINE = re.compile(r"^\s*([^\s.=]+)\.([^\s.=]+)\.([^\s.=]+)\s*=\s*(\S+)\s*$")
 
@@ -330,6 +411,7 @@ class UserConf:
 
 def build_user_conf(settings: RunSettings, dataset_size: int, user_conf: str | Path | None = None) -> UserConf:
     """The user.conf for this run: the copy of ``user_conf`` (if any), then the generated lines."""
+    check_schedule(settings.scenario, settings.loadgen)
     copied = read_user_conf(user_conf) if user_conf else ""
     asked = settings.loadgen.get("performance_sample_count_override")
     wanted = asked or LOADGEN_MODELS[settings.lg_model_name].performance_sample_count
@@ -365,6 +447,12 @@ def load_test_settings(user_conf_path: str | Path, settings: RunSettings):
     rc = ts.FromConfig(str(user_conf_path), settings.lg_model_name, settings.scenario)
     if rc != 0:
         raise SettingsError(f"LoadGen rejected {user_conf_path} (FromConfig returned {rc})")
+    # again with what FromConfig made of mlperf.conf and a copied --user-conf: the flags alone were checked before
+    rate_key = {"Server": "server_target_qps", "Offline": "offline_expected_qps"}.get(settings.scenario)
+    check_schedule(settings.scenario, {
+        "target_qps": getattr(ts, rate_key) if rate_key else None,
+        "target_latency": ts.single_stream_expected_latency_ns / 1e6 if settings.scenario == "SingleStream" else None,
+        "min_duration": int(ts.min_duration_ms), "min_query_count": int(ts.min_query_count)})
     ts.scenario = getattr(lg.TestScenario, settings.scenario)
     ts.mode = lg.TestMode.AccuracyOnly if settings.mode == "accuracy" else lg.TestMode.PerformanceOnly
     return ts

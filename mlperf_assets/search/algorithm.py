@@ -123,13 +123,17 @@ class Bracket:
     tolerance: float = 0.03
     max_probes: int = 8
     min_qps: float = 0.5
+    max_qps: float = math.inf  # the highest rate whose run LoadGen can hold (config.models.search_max_qps)
     passes: list[float] = field(default_factory=list)
     fails: list[float] = field(default_factory=list)
 
     @classmethod
     def from_settings(cls, s: SearchConfig, estimate: float) -> "Bracket":
-        return cls(start=max(estimate * s.start_fraction, s.min_qps), growth=s.growth, shrink=s.shrink,
-                   tolerance=s.tolerance_pct / 100.0, max_probes=s.max_probes, min_qps=s.min_qps)
+        from mlperf_assets.config.models import search_max_qps
+
+        top = search_max_qps(max(s.probe_duration_s, s.confirm_duration_s))
+        return cls(start=min(max(estimate * s.start_fraction, s.min_qps), top), growth=s.growth, shrink=s.shrink,
+                   tolerance=s.tolerance_pct / 100.0, max_probes=s.max_probes, min_qps=s.min_qps, max_qps=top)
 
     @property
     def lo(self) -> float | None:
@@ -162,8 +166,8 @@ class Bracket:
         if lo is None:  # nothing passed yet: step down
             nxt = hi * self.shrink
             return nxt if nxt >= self.min_qps else (self.min_qps if hi > self.min_qps else None)
-        if hi is None:  # nothing failed yet: step up
-            return lo * self.growth
+        if hi is None:  # nothing failed yet: step up, as far as a run can hold
+            return min(lo * self.growth, self.max_qps) if lo < self.max_qps else None
         return math.sqrt(lo * hi)
 
     def describe(self) -> str:
@@ -340,7 +344,10 @@ def run_search(
                    "probed load: check the limits, the engine settings, or lower search.min_qps")
         return finish(UNREACHABLE, None, message)
     note = ""
-    if bracket.hi is None:
+    if bracket.hi is None and bracket.lo >= bracket.max_qps:
+        note = (f" (every probe passed, up to {bracket.max_qps:,.2f} QPS, the highest rate whose run LoadGen can hold "
+                "at these durations)")
+    elif bracket.hi is None:
         note = f" (every probe passed; the budget of {bracket.max_probes} probes ran out before a failure)"
     elif not bracket.converged():
         note = f" (bracket {bracket.describe()} still wider than {settings.tolerance_pct:g}% after {bracket.probes} probes)"

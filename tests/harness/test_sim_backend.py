@@ -57,7 +57,7 @@ def test_engine_args_are_typed_and_checked():
         SimBackend.from_args(BackendArgs({"max_num_seq": 4}))
     with pytest.raises(HarnessError, match="max_num_seqs must be an integer"):
         SimBackend.from_args(BackendArgs({"max_num_seqs": 2.5}))
-    with pytest.raises(HarnessError, match="output_tokens must be 0 .* or >= 2"):
+    with pytest.raises(HarnessError, match="output_tokens must be an integer between 2 and .*, or 0 for the reference length"):
         SimBackend.from_args(BackendArgs({"output_tokens": 1}))
     with pytest.raises(HarnessError, match="no --sampling-arg"):
         SimBackend.from_args(BackendArgs({}, {"temperature": 0.5}))

@@ -41,6 +41,13 @@ from .base import Backend, BackendArgs, DatasetView, EngineFlag, TokenCallback
 # A step more than this late re-anchors the timeline (the process was stopped, or the machine is far too slow):
 # catching up a whole second would emit a second's tokens at once.
 MAX_CATCH_UP_S = 1.0
+# The capacity model's sane ranges: beyond them a run never ends (a step of hours), the clock overflows, or the
+# simulator holds absurd batches. A real engine's step takes milliseconds; 10 s is far slower than any. Answers and
+# batches are bounded by Llama 3.1's context (128k tokens).
+MAX_STEP_MS = 10_000.0
+MIN_PREFILL_TOKENS_PER_S, MAX_PREFILL_TOKENS_PER_S = 1.0, 1e12  # 1e12: prefill takes no time
+MAX_SEQ_TOKENS = 131_072
+MAX_SEQS = 131_072
 
 
 @dataclass(frozen=True)
@@ -56,16 +63,23 @@ class CapacityModel:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.max_num_seqs < 1:
-            problems.append(f"max_num_seqs must be >= 1 (got {self.max_num_seqs})")
-        if not self.prefill_tokens_per_s > 0:
-            problems.append(f"prefill_tokens_per_s must be > 0 (got {self.prefill_tokens_per_s})")
-        if self.decode_step_ms < 0 or self.decode_ms_per_seq < 0 or self.decode_step_ms + self.decode_ms_per_seq <= 0:
-            problems.append("decode_step_ms and decode_ms_per_seq must be >= 0, and not both 0")
-        if self.output_tokens != 0 and self.output_tokens < 2:
-            problems.append(f"output_tokens must be 0 (reference length) or >= 2 (got {self.output_tokens})")
-        if self.max_tokens < 2:
-            problems.append(f"max_tokens must be >= 2 (got {self.max_tokens})")
+
+        def in_range(key: str, lo: float, hi: float, unit: str = "", also: str = "") -> bool:
+            value = getattr(self, key)
+            if isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi:
+                return True
+            what = "an integer" if _KINDS[key] is int else "a finite number"
+            problems.append(f"{key} must be {what} between {lo:g} and {hi:g}{unit}{also} (got {value!r})")
+            return False
+
+        in_range("max_num_seqs", 1, MAX_SEQS)
+        in_range("prefill_tokens_per_s", MIN_PREFILL_TOKENS_PER_S, MAX_PREFILL_TOKENS_PER_S, " tokens/s")
+        steps_ok = in_range("decode_step_ms", 0, MAX_STEP_MS, " ms") & in_range("decode_ms_per_seq", 0, MAX_STEP_MS, " ms")
+        if steps_ok and self.decode_step_ms + self.decode_ms_per_seq <= 0:
+            problems.append("decode_step_ms and decode_ms_per_seq must not both be 0")
+        if self.output_tokens != 0:
+            in_range("output_tokens", 2, MAX_SEQ_TOKENS, also=", or 0 for the reference length")
+        in_range("max_tokens", 2, MAX_SEQ_TOKENS)
         if problems:
             raise HarnessError("sim backend: " + "; ".join(problems))
 
