@@ -43,7 +43,7 @@ from mlperf_assets.harness.files import replacing_folder
 from mlperf_assets.harness.run_folder import CANCELLED, EXIT_CODE, FAILED, RUNNER_LOG, RUNNING, SUCCEEDED, RunProgress
 from mlperf_assets.plan import check_node_gpus
 
-from .base import BenchmarkRunner, RunGone, RunHandle, RunnerError, RunUnreachable, wrapped_argv
+from .base import BenchmarkRunner, RunGone, RunHandle, RunnerError, RunUnreachable, stopped_from_outside, wrapped_argv
 from .remote_shell import (
     DATASETS_DIR,
     StatusCutShort,
@@ -59,6 +59,7 @@ HARNESS_CONTAINER = "harness"
 STAGE_CONTAINER = "stage-dataset"
 COLLECTED_MARKER = "collected"
 GPU_RESOURCE = "nvidia.com/gpu"
+OUTSIDE_STOPPERS = "the pod deleted or evicted, a node drain, or a signal sent in the pod"
 # Waiting reasons that will not fix themselves: the run fails at once with the reason.
 FATAL_WAITING_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError")
 
@@ -551,7 +552,7 @@ class KubernetesRunner(BenchmarkRunner):
             except StatusCutShort:  # the container stopped under the exec: the next poll sees it terminated
                 return replace(last, state=RUNNING, message=f"pod {pod_name}: the harness container is stopping")
             remote = replace(remote, alive=remote.exit_code_text is None)  # the container runs: so does the harness
-            progress = remote.progress()
+            progress = stopped_from_outside(remote.progress(), cancel_requested=remote.cancel_requested, who=OUTSIDE_STOPPERS)
         else:  # the container ended: its exit code is the harness's
             code = terminated.exit_code if terminated is not None else (0 if phase == "Succeeded" else 1)
             state = SUCCEEDED if code == 0 else (CANCELLED if code in (130, 143) else FAILED)

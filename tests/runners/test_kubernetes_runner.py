@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -597,3 +598,30 @@ def test_pod_spec_override_reusing_a_generated_name_is_refused_when_rendered(tmp
     ok = "nodes: [{name: k, runner: kubernetes, image: 'img:1', pod_spec_overrides: {overhead: {cpu: 1}}}]\n"
     manifest = KubernetesRunner(parse_config(ok, tmp_path / "c.yaml").node("k")).manifest(spec)
     assert [c["name"] for c in manifest["spec"]["template"]["spec"]["containers"]] == [HARNESS_CONTAINER]
+
+
+@pytest.mark.timeout(180)
+def test_a_harness_stopped_from_outside_is_a_failure_saying_so_not_cancelled(tmp_path, dataset):
+    """Issue 24 G18, Kubernetes side: SIGTERM reaching the harness without the runner's cancel marker (the pod deleted
+    or evicted: the pod's sh forwards it) is a failure naming it, not "cancelled"."""
+    from mlperf_assets.harness.run_folder import FAILED, RUNNING
+
+    runner, cluster = _runner(tmp_path)
+    spec = RunSpec(run_id="k8s-outside", node="k8s-cpu", scenario="Server", mode="performance", benchmark="llama3.1-8b",
+                   backend="extractive", dataset_path=str(dataset), progress_interval_s=0.2,
+                   settings={"target_qps": 5, "min_duration_ms": 120000})  # fmt: skip
+    handle = runner.start(spec)
+    try:
+        deadline = time.monotonic() + 60
+        while (progress := runner.poll(handle)).completed < 1:
+            assert progress.state == RUNNING and time.monotonic() < deadline, (progress, runner.log_tail(handle))
+            time.sleep(0.2)
+        os.killpg(int((Path(handle.run_dir) / "pid").read_text()), signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while (progress := runner.poll(handle)).state == RUNNING and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        cluster.delete_namespaced_job(handle.extra["job"], "mlperf")
+    assert (progress.state, progress.exit_code) == (FAILED, 143), progress
+    assert progress.message.startswith("stopped by SIGTERM from outside the orchestrator (the pod deleted or evicted")
+    assert not (Path(handle.run_dir) / "cancel_requested").exists()
