@@ -259,6 +259,25 @@ def _same_rate(a: float | None, b: float | None) -> bool:
     return a is not None and b is not None and abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1.0)
 
 
+_FIGURES = ("target_qps", "ttft_p99_ns", "tpot_p99_ns", "latency_p99_ns", "ttft_limit_ns", "tpot_limit_ns",
+            "latency_limit_ns", "margin", "completed_samples_per_second", "duration_s")
+_VERDICTS = {ESTIMATE: (ESTIMATE,), PROBE: (PASS, FAIL), CONFIRM: (PASS, FAIL), RESULT: (FOUND, UNREACHABLE, UNCONFIRMED)}
+
+
+def damage(step: Step) -> str | None:
+    """Why a stored row is not one the search wrote (a figure NaN, infinite or negative, a measured step without a
+    rate, an unknown verdict), or None."""
+    for name in _FIGURES:
+        value = getattr(step, name)
+        if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0):
+            return f"{name} {value!r}"
+    if step.kind in (ESTIMATE, PROBE, CONFIRM) and not step.target_qps:
+        return f"target_qps {step.target_qps!r}"
+    if step.verdict not in _VERDICTS.get(step.kind, ()):
+        return f"verdict {step.verdict!r}"
+    return None
+
+
 def run_search(
     settings: SearchConfig,
     *,
@@ -269,21 +288,42 @@ def run_search(
     save: Callable[[Step], None] = lambda step: None,
     on_step: Callable[[Step, bool], None] = lambda step, reused: None,
     labels: Mapping[str, Any] | None = None,
+    on_note: Callable[[str], None] = lambda note: None,
 ) -> Outcome:
     """The whole search: estimate, probes, confirmation, outcome. ``stored`` steps of the same search are replayed
     (each must be what the search would do next; they are not measured again); new steps are measured with
     ``estimate``/``probe``, judged, handed to ``save`` and reported to ``on_step(step, reused)``. ``labels``: the
-    columns every row carries (node, scenario, lg_model_name, benchmark, backend, dagster_run_id, settings_json)."""
+    columns every row carries (node, scenario, lg_model_name, benchmark, backend, dagster_run_id, settings_json).
+    A damaged stored row (:func:`damage`), or a stored result the replay does not reach, is not trusted: it and the
+    stored rows after it are discarded, ``on_note`` says so (as does the outcome's message), and the search measures
+    again from there."""
     labels = dict(labels or {})
     margin = settings.margin_pct / 100.0
     queue = sorted(stored, key=lambda s: s.step)
     steps: list[Step] = []
+    notes: list[str] = []
 
-    def take(kind: str, target: float | None) -> Step | None:
+    def discard(nxt: Step, why: str) -> None:
+        after = len(queue) - 1
+        note = (f"stored step {nxt.step} ({nxt.kind}) is damaged ({why}): discarded"
+                f"{f' with the {after} stored step(s) after it' if after else ''}; measured again")
+        notes.append(note)
+        on_note(f"search {search_id}: {note}")
+        queue.clear()
+
+    def take(kind: str, target: float | None, verdict: str | None = None) -> Step | None:
         """The stored step that comes next, if it is the one the search would do now."""
         if not queue:
             return None
         nxt = queue[0]
+        if nxt.step == len(steps) and nxt.kind == kind:
+            why = damage(nxt)
+            if why is None and kind == RESULT and (nxt.verdict != verdict or (
+                    (nxt.target_qps, target) != (None, None) and not _same_rate(nxt.target_qps, target))):
+                why = f"{nxt.verdict} at {nxt.target_qps!r}, where the stored steps reach {verdict} at {target!r}"
+            if why is not None:
+                discard(nxt, why)
+                return None
         by_rate = kind in (PROBE, CONFIRM)
         if nxt.step != len(steps) or nxt.kind != kind or (by_rate and not _same_rate(nxt.target_qps, target)):
             raise SearchError(
@@ -315,7 +355,10 @@ def run_search(
             duration_s=figures.duration_s, run_id=figures.run_id))
 
     def finish(status: str, rate: float | None, message: str) -> Outcome:
-        if take(RESULT, rate) is None:  # a resumed search that had finished keeps its stored result row
+        kept = take(RESULT, rate, status)  # a resumed search that had finished keeps its stored result row
+        if notes:
+            message += " (" + "; ".join(notes) + ")"
+        if kept is None:
             record(new_step(RESULT, rate, verdict=status, reason=message))
         return Outcome(status, rate, message, steps)
 

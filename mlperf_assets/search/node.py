@@ -73,6 +73,7 @@ def search_node(
         labels={"node": node, "scenario": label, "lg_model_name": probes.lg_model_name,
                 "benchmark": config.benchmark.model, "backend": config.benchmark.backend,
                 "dagster_run_id": dagster_run_id, "settings_json": json.dumps(identity, sort_keys=True, default=str)},
+        on_note=log.warning,
     )
     path = suggestion_path(config, node, label)
     path.parent.mkdir(parents=True, exist_ok=True)
