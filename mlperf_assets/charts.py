@@ -1521,14 +1521,43 @@ QPS_SEARCH_TITLE = "Capacity search: target QPS against p99 TTFT / TPOT"
 _SEARCH_PANELS = (("TTFT p99", "ttft"), ("TPOT p99", "tpot"), ("latency p99", "latency"))
 
 
+def _search_heads(steps: pd.DataFrame) -> pd.DataFrame:
+    """One row per search: node, scenario, its newest step's time (``last``) and how far it got (``stage``: 2 it has
+    its result, 1 a measured probe, 0 neither: stopped before its first probe)."""
+    last = steps.groupby("search_id")["recorded_at"].max()
+    kinds = steps.groupby("search_id")["kind"].agg(set)
+    stage = kinds.map(lambda k: 2 if "result" in k else 1 if k & {"probe", "confirm"} else 0)
+    return steps.drop_duplicates("search_id").set_index("search_id")[["node", "scenario"]].assign(last=last,
+                                                                                                  stage=stage)
+
+
 def latest_searches(steps: pd.DataFrame) -> pd.DataFrame:
-    """The `qps_search` rows of the latest search (by its newest step) of each node and scenario."""
+    """The `qps_search` rows of one search per node and scenario: the latest complete one (with its result); where
+    none is complete, the latest with a measured probe, else the latest. A newer search that was interrupted never
+    hides a complete one (:func:`hidden_searches` says which were passed over)."""
     if steps.empty:
         return steps
-    last = steps.groupby("search_id")["recorded_at"].max()
-    heads = steps.drop_duplicates("search_id").set_index("search_id")[["node", "scenario"]].assign(last=last)
-    keep = heads.sort_values("last").groupby(["node", "scenario"], dropna=False).tail(1).index
+    heads = _search_heads(steps)
+    keep = heads.sort_values(["stage", "last"]).groupby(["node", "scenario"], dropna=False).tail(1).index
     return steps[steps["search_id"].isin(keep)].sort_values(["node", "scenario", "step"], kind="stable")
+
+
+def hidden_searches(steps: pd.DataFrame) -> list[str]:
+    """One line per node and scenario whose newest search is not the one :func:`latest_searches` shows."""
+    if steps.empty:
+        return []
+    heads = _search_heads(steps)
+    shown = set(latest_searches(steps)["search_id"])
+    lines = []
+    for (node, scenario), group in heads.sort_values("last").groupby(["node", "scenario"], dropna=False, sort=False):
+        newest = group.index[-1]
+        if newest not in shown:
+            what = "before its first probe" if group.loc[newest, "stage"] == 0 else "before its result"
+            other = group.index[group.index.isin(shown)][0]
+            which = "complete one" if group.loc[other, "stage"] == 2 else "one with a measured probe"
+            lines.append(f"{node} · {scenario}: the newest search {newest} stopped {what} (run search-qps again to "
+                         f"resume it); shown: the latest {which}, {other}")
+    return lines
 
 
 def _search_label(rows: pd.DataFrame) -> str:
@@ -1543,7 +1572,8 @@ def _search_label(rows: pd.DataFrame) -> str:
         except Exception:  # noqa: BLE001 - an unknown or unimportable backend is shown by its name only
             kind = None
     shown = f"{backend} ({kind})" if kind else backend
-    return f"{first.get('node')} · {first.get('scenario')}" + (f" · {shown}" if shown else "")
+    interrupted = "" if (rows["kind"] == "result").any() else " · interrupted (no result yet)"
+    return f"{first.get('node')} · {first.get('scenario')}" + (f" · {shown}" if shown else "") + interrupted
 
 
 def qps_search_chart(steps: pd.DataFrame, colors: Mapping[str, str] | None = None) -> Chart:
@@ -1558,6 +1588,7 @@ def qps_search_chart(steps: pd.DataFrame, colors: Mapping[str, str] | None = Non
     key, title = QPS_SEARCH_KEY, QPS_SEARCH_TITLE
     if steps is None or steps.empty:
         return _missing(key, title, "no capacity search in the store (run `mlperf-dagster search-qps`)")
+    hidden = hidden_searches(steps)
     steps = latest_searches(steps)
     measured = steps[steps["kind"].isin(["probe", "confirm"])]
     def has(column: str) -> bool:
@@ -1568,12 +1599,12 @@ def qps_search_chart(steps: pd.DataFrame, colors: Mapping[str, str] | None = Non
     panels = panels or [(name, prefix) for name, prefix in _SEARCH_PANELS if has(f"{prefix}_p99_ns")]
     if measured.empty or not panels:
         return _missing(key, title, "the stored searches have no measured probe yet")
+    notes: list[str] = list(hidden)
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.1)
     fig_m = Figure(figsize=(5.2 * len(panels) + 2.8, 4.8))
     fig_m.subplots_adjust(left=0.9 / fig_m.get_figwidth(), right=1 - 2.9 / fig_m.get_figwidth(), bottom=0.16,
                           top=0.86, wspace=0.3)
     axes = fig_m.subplots(1, len(panels), squeeze=False)[0]
-    notes: list[str] = []
     for n, (search_id, rows) in enumerate(steps.groupby("search_id", sort=False)):
         label = _search_label(rows)
         color = (colors or {}).get(str(rows.iloc[0].get("node"))) if n == 0 else None
