@@ -82,8 +82,16 @@ class _EventCounter:
     event log has not been written yet, from the progress bar on the client's output (``log``)."""
 
     def __init__(self, path: Path, log: Path | None = None) -> None:
-        self.path, self.offset, self.issued, self.completed, self._partial = path, 0, 0, 0, b""
-        self.log = log
+        self.path, self.offset, self._partial, self.log = path, 0, b"", log
+        self.events_issued = self.events_completed = self.bar = 0
+
+    @property
+    def issued(self) -> int:
+        return max(self.events_issued, self.bar)
+
+    @property
+    def completed(self) -> int:
+        return max(self.events_completed, self.bar)
 
     def update(self) -> None:
         self._from_events()
@@ -95,9 +103,7 @@ class _EventCounter:
             except OSError:
                 bars = []
             if bars:
-                done = int(bars[-1][0])
-                self.completed = max(self.completed, done)
-                self.issued = max(self.issued, done)
+                self.bar = max(self.bar, int(bars[-1][0]))
 
     def _from_events(self) -> None:
         try:
@@ -111,9 +117,9 @@ class _EventCounter:
         self._partial = lines.pop()
         for line in lines:
             if b'"sample.issued"' in line:
-                self.issued += 1
+                self.events_issued += 1
             elif b'"sample.complete"' in line:
-                self.completed += 1
+                self.events_completed += 1
 
 
 class PointRun:

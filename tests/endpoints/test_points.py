@@ -185,3 +185,24 @@ def test_the_ui_has_the_plan_and_one_point_partition_per_node_and_label(tmp_path
 
     dims = {d.name: d.partitions_def for d in point.partitions_def.partitions_defs}
     assert isinstance(dims["point"], dg.DynamicPartitionsDefinition)
+
+
+def test_live_progress_reads_the_bar_then_the_event_log_without_counting_twice(tmp_path):
+    from mlperf_assets.harness.endpoints_point import _EventCounter
+
+    log, events = tmp_path / "client_performance.log", tmp_path / "events.jsonl"
+    log.write_bytes(b"echo-model (Streaming: True):  85%|########5 | 17/20 [00:38<00:06,  2.26s/it]")
+    counter = _EventCounter(events, log)
+    counter.update()
+    assert (counter.issued, counter.completed) == (17, 17)  # no event log yet: the client's own bar
+    lines = [{"event_type": kind, "sample_uuid": str(i)} for i in range(20)
+             for kind in ("sample.issued", "sample.recv_first", "sample.complete")]
+    text = "".join(json.dumps(x) + "\n" for x in lines)
+    cut = text.index('"sample.issued"', len("".join(json.dumps(x) + "\n" for x in lines[:45])))  # inside a line
+    events.write_text(text[:cut])
+    counter.update()  # 15 issued, 14 complete in the log so far, a torn line not counted: the bar's 17 still leads
+    assert (counter.issued, counter.completed) == (17, 17)
+    with open(events, "a") as f:  # the client appends the rest
+        f.write(text[cut:])
+    counter.update()
+    assert (counter.issued, counter.completed) == (20, 20)
