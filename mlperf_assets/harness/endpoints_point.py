@@ -131,6 +131,7 @@ class PointRun:
         self.started_at = _now()
         self.children: list[subprocess.Popen] = []
         self.phases: dict[str, Any] = {}
+        self.last: tuple[_EventCounter, int] | None = None  # the last phase's counts, for the final progress line
 
     # ---- progress
     def _progress(self, counter: _EventCounter, total: int, *, final: bool = False) -> None:
@@ -151,6 +152,7 @@ class PointRun:
             if counter is not None and (rc is not None or now >= next_line):
                 counter.update()
                 self._progress(counter, total)
+                self.last = (counter, total)
                 next_line = now + self.args.progress_interval_s
             if rc is not None:
                 return rc
@@ -308,6 +310,8 @@ def run_point(args: EndpointPointArgs) -> int:
         raise
     finally:
         shutil.rmtree(point.folder / CLIENT_DATASETS_DIR, ignore_errors=True)  # a link to the dataset: not collected
+    if point.last is not None:
+        point._progress(*point.last, final=True)
     point.manifest("completed")
     interrupts.commit_point()
     return 0

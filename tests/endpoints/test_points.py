@@ -128,7 +128,7 @@ def test_killed_orchestrator_reattaches_to_the_point_without_a_second_run(storie
         assert json.loads((folder / "run_manifest.json").read_text())["exit_status"] == "completed"
         assert json.loads((folder / "steady_state.json").read_text())["available"] is False
         last = json.loads((folder / "progress.jsonl").read_text().splitlines()[-1])
-        assert last["completed"] >= 100 and last["total"] == 100
+        assert last["completed"] >= 100 and last["total"] == 100 and last["final"] is True
         assert not (folder / "dataset_cache").exists()  # the dataset link is not collected
         assert not list((results / "artifacts" / ".active").rglob("*.json"))
     finally:
