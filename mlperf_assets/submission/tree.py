@@ -4,21 +4,25 @@ Layout (what the MLCommons checker reads at the benchmark's round, ``Benchmark.s
 
     <division>/<submitter>/
       systems/<system>.json
-      src/README.md  documentation/README.md                         (v5.0: code/, not src/)
+      src/README.md  src/mlperf-dagster-<commit>/  src/<benchmark>/<system>/<Scenario>/   (v5.0: code/, not src/)
+      documentation/README.md
       results/<system>/<benchmark>/<Scenario>/
-        performance/run_1/{mlperf_log_summary.txt, mlperf_log_detail.txt}
+        performance/run_1/{mlperf_log_summary.txt, mlperf_log_detail.txt, mlperf_log_accuracy.json}
         accuracy/{accuracy.txt (+ hash=), mlperf_log_accuracy.json (truncated), mlperf_log_summary.txt,
                   mlperf_log_detail.txt}
-        TEST06/{verify_accuracy.txt, accuracy/mlperf_log_accuracy.json, accuracy/mlperf_log_{summary,detail}.txt}
-        measurements.json  user.conf  README.md
+        TEST06/{verify_accuracy.txt, accuracy/mlperf_log_accuracy.json}
+        measurements.json  user.conf  mlperf.conf  README.md
 
-v5.x kept measurements and compliance in folders of their own: ``measurements/<system>/<benchmark>/<Scenario>/``
-(``<system>_<Scenario>.json``, ``user.conf``, ``README.md``) and ``compliance/<system>/<benchmark>/<Scenario>/TEST06/``;
-v6.x reads both from the scenario folder under ``results/``. :data:`ROUND_LAYOUTS` holds only what differs.
+as a published closed llama3.1-8b result has them (RedHat's XE8640_4xH100_vLLM, v5.1; NVIDIA's and Intel's, v6.0),
+``src/`` holding what produced each result (:mod:`.sources`). v5.x kept measurements and compliance in folders of
+their own: ``measurements/<system>/<benchmark>/<Scenario>/`` (``<system>_<Scenario>.json``, ``user.conf``,
+``mlperf.conf``, ``README.md``) and ``compliance/<system>/<benchmark>/<Scenario>/TEST06/``; v6.x reads both from the
+scenario folder under ``results/``. :data:`ROUND_LAYOUTS` holds only what differs.
 
-One entry per node x scenario: the newest run folder whose performance run is VALID (with its accuracy run and,
-when present, its TEST06 run). The tree is written into a temporary folder beside ``out`` and renamed into place
-only when complete: never half a tree.
+One entry per node x scenario: the newest run folder (by its manifest's start time) whose performance run is VALID
+and whose logs are of that scenario (with its accuracy run and, when present, its TEST06 run); a run folder holding a
+symbolic link is refused (:mod:`.run_folders`). The tree is written into a temporary folder beside ``out`` and
+renamed into place only when complete: never half a tree.
 """
 
 from __future__ import annotations
