@@ -395,33 +395,31 @@ class KneeStep:
 
 
 def highest_concurrency(probe: Callable[[int | None], KneeStep], *, start: int = 64, limit: int = 16384,
-                        fraction: float = OFFLINE_TPS_FRACTION) -> tuple[int, list[KneeStep]]:
-    """C_max: the lowest concurrency on a doubling grid (from ``start``, > 32) whose probe reaches ``fraction`` of
-    the Offline probe's system tokens/s, refined by bisection between the last two grid points (the capacity
-    search's bracket-then-bisect). ``probe(c)`` runs one short probe (``None``: Offline). Returns (C_max, steps)."""
+                        fraction: float = OFFLINE_TPS_FRACTION, max_probes: int = 12) -> tuple[int, list[KneeStep]]:
+    """C_max: the lowest concurrency (> 32) whose probe reaches ``fraction`` of the Offline probe's system tokens/s.
+    The capacity search's own bracketing then bisection (``search.algorithm.Bracket``) with concurrency as its rate:
+    a probe still below the target "passes" (the curve is not saturated yet), one reaching it "fails"; doubling from
+    ``start``, halving towards 33, then bisecting to within 1/8. ``probe(c)`` runs one short probe (``None``:
+    Offline). Returns (C_max, steps)."""
+    from mlperf_assets.search.algorithm import Bracket
+
     steps = [probe(None)]
     target = fraction * steps[0].system_tps
-    lo, hi = None, None
-    c = max(start, ULTRA_LOW_MAX + 1)
-    while c <= limit:
+    bracket = Bracket(start=float(max(start, ULTRA_LOW_MAX + 1)), growth=2.0, shrink=0.5, tolerance=0.125,
+                      max_probes=max_probes, min_qps=float(ULTRA_LOW_MAX + 1), max_qps=float(limit))
+    probed: set[int] = set()
+    while (rate := bracket.next_qps()) is not None:
+        c = round(rate)
+        if c in probed:  # bisection down to whole concurrencies
+            break
+        probed.add(c)
         step = probe(c)
         steps.append(step)
-        if step.system_tps >= target:
-            hi = c
-            break
-        lo, c = c, c * 2
-    if hi is None:
-        raise EndpointsPlanError(f"no concurrency up to {limit} reached {fraction:.0%} of Offline's system tokens/s "
-                                 f"({target:,.1f}): set endpoints.highest_concurrency")
-    while lo is not None and hi - lo > max(1, lo // 8):
-        mid = (lo + hi) // 2
-        step = probe(mid)
-        steps.append(step)
-        if step.system_tps >= target:
-            hi = mid
-        else:
-            lo = mid
-    return hi, steps
+        bracket.record(float(c), passed=step.system_tps < target)
+    if bracket.hi is None:
+        raise EndpointsPlanError(f"no concurrency up to {round(bracket.lo or limit)} reached {fraction:.0%} of "
+                                 f"Offline's system tokens/s ({target:,.1f}): set endpoints.highest_concurrency")
+    return round(bracket.hi), steps
 
 
 def config_problem(cfg: EndpointsConfig) -> str | None:
