@@ -845,6 +845,7 @@ RUN_SUMMARY_COLUMNS.extend((name, doc) for name, _, doc in RUN_SUMMARY_TELEMETRY
 ENDPOINT_POINTS_COLUMNS: list[tuple[str, str]] = [
     ("run_id", "VARCHAR NOT NULL"), ("label", "VARCHAR"), ("node", "VARCHAR"), ("benchmark", "VARCHAR"),
     ("concurrency", "BIGINT"), ("load_pattern", "VARCHAR"), ("region", "VARCHAR"), ("role", "VARCHAR"),
+    ("official", "BOOLEAN"),  # False: a shortened (smoke) curve's point, never an MLPerf Endpoints result
     ("accuracy_point", "BOOLEAN"), ("n_samples_issued", "BIGINT"), ("n_samples_completed", "BIGINT"),
     ("n_samples_failed", "BIGINT"), ("duration_ns", "BIGINT"), ("duration_s", "DOUBLE"), ("output_tokens", "BIGINT"),
     ("system_tps", "DOUBLE"), ("tps_per_user", "DOUBLE"), ("qps", "DOUBLE"), ("client_tps", "DOUBLE"),

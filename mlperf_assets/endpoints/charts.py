@@ -83,6 +83,8 @@ def step_xy(frontier: Sequence[Mapping]) -> tuple[list[float], list[float]]:
 def pareto_chart(points: pd.DataFrame, *, title: str = "System TPS vs. tokens/s per user (official step function)"
                  ) -> Chart:
     curve, offline = split_points(points)
+    if "official" in points and (points["official"] == False).any():  # noqa: E712 - a pandas comparison
+        title = f"UNOFFICIAL (shortened curve): {title}"
     frontier = pareto_frontier(curve)
     if not frontier:
         return _missing("endpoints_pareto", title, "no point with both system_tps and tps_per_user (TPOT P90)")

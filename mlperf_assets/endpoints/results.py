@@ -311,6 +311,7 @@ def read_point(folder: str | Path, *, references: Sequence[str] | None = None) -
         "load_pattern": manifest.get("load_pattern"),
         "region": manifest.get("region"),
         "role": manifest.get("role"),
+        "official": manifest.get("official") is not False,
         "accuracy_point": bool(manifest.get("accuracy")),
         "n_samples_issued": _int(summary.get("n_samples_issued")),
         "n_samples_completed": _int(summary.get("n_samples_completed")),

@@ -90,3 +90,9 @@ def test_pareto_html_renders_offline(points: pd.DataFrame, tmp_path: Path) -> No
         assert_offline_and_clean(browser, page)
     finally:
         browser.close()
+
+
+def test_a_shortened_curve_is_labelled_unofficial(points: pd.DataFrame) -> None:
+    assert "UNOFFICIAL" not in pareto_chart(points).title
+    chart = pareto_chart(points.assign(official=False))
+    assert chart.title.startswith("UNOFFICIAL") and "UNOFFICIAL" in chart.figure_dict["layout"]["title"]["text"]

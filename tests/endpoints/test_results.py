@@ -57,6 +57,7 @@ def test_read_point_row(tmp_path: Path) -> None:
                                               / (summary["duration_ns"] / 1e9))
     assert row["client_tps"] == pytest.approx(row["system_tps"])  # the client's own figure agrees
     assert row["scheduler_rng_seed"] == 10487924139932647040  # > 2^63, kept exact
+    assert row["official"] is True
     assert row["energy_j_per_token"] == pytest.approx(900_000.0 / row["output_tokens"])
     client = {r["metric"]: r for r in point.accuracy if r["source"] == "client"}
     assert client["rouge1"]["value"] == ACCURACY_SCORES["rouge1"] and client["rouge1"]["passed"] is True
