@@ -69,6 +69,9 @@ def run_submission(args: argparse.Namespace, out=sys.stdout) -> int:
     print(f"submission tree: {tree.submitter_dir} ({len(tree.results)} result(s))", file=out)
     for s in tree.skipped:
         print(f"  skipped {s.node}/{s.scenario}/{s.run_id}: {s.reason}", file=out)
+    for r in tree.results:
+        if (r.node, r.scenario) in tree.dataset_notes:
+            print(f"  note: {r.node}/{r.scenario}/{r.run_id}: {tree.dataset_notes[(r.node, r.scenario)]}", file=out)
     if verdict is None:
         if not args.no_check:
             print("  not checked: set mlcommons_inference: in the config (your mlcommons/inference checkout)",

@@ -26,6 +26,7 @@ import errno
 import json
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -344,6 +345,38 @@ def check_output_file(out: Path, flag: str) -> None:
             if not parent.is_dir():
                 raise DatasetError(f"{flag} {out}: {parent} is a file, not a folder")
             break
+
+
+# ----------------------------------------------------------------------------------------------- the official set
+_CNNDM_ID = re.compile(r"[0-9a-f]{40}")  # a CNN/DM story id (the SHA-1 of its URL): HF's `id`, a .story file's name
+
+
+def official_set(samples: list[dict], benchmark: str, max_samples: int | None) -> tuple[bool, dict[str, Any]]:
+    """Whether a full prepared dataset can be the benchmark's official evaluation set (MLCommons' ``cnn_eval.json``:
+    the 13,368 CNN/DM validation articles; 5,000 for edge), as far as its contents tell: that many samples, each a
+    different article, and that many different CNN/DM ids where the source kept them (the Hugging Face split and
+    .story files do; ``cnn_eval.json`` has none, and no fingerprint of it is known offline). A set that is not
+    (20 articles repeated to 13,368) fails with a note saying what differs. A subset (``max_samples`` below the
+    official size) is a smoke set by choice: passed, not checked. Returns (passed, metadata with ``note``)."""
+    size = BENCHMARKS[benchmark].dataset_size
+    n = len(samples)
+    articles = len({str(s.get("input", "")) for s in samples})
+    ids = [s.get("id") for s in samples]
+    cnndm_ids = len(set(ids)) if all(isinstance(i, str) and _CNNDM_ID.fullmatch(i) for i in ids) else None
+    metadata: dict[str, Any] = {"samples": n, "official_samples": size, "distinct_articles": articles,
+                                "distinct_cnndm_ids": cnndm_ids if cnndm_ids is not None else "not kept"}
+    if max_samples is not None and max_samples < size:
+        return True, {**metadata, "note": f"a subset (dataset.max_samples {max_samples}): not checked"}
+    differs = [f"{n} samples" if n != size else "",
+               f"{articles} distinct articles" if articles != size else "",
+               f"{cnndm_ids} distinct CNN/DM ids" if cnndm_ids is not None and cnndm_ids != size else ""]
+    differs = [d for d in differs if d]
+    if differs:
+        note = (f"not the official {benchmark} evaluation set ({size:,} distinct CNN/DM validation articles): "
+                f"{', '.join(differs)}; its results are not comparable with MLPerf's")
+        return False, {**metadata, "note": note}
+    return True, {**metadata, "note": f"{size:,} distinct articles" + (", each with its own CNN/DM id"
+                                                                          if cnndm_ids is not None else "")}
 
 
 # ------------------------------------------------------------------------------------------------------------ loading

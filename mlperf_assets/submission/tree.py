@@ -48,6 +48,7 @@ from mlperf_assets.harness.run_folder import (
     read_manifest,
 )
 
+from .datasets import DatasetNotes
 from .run_folders import refuse_links, slot_mismatch, started_at
 from .sources import write_result_sources, write_src_index
 from .systems import framework_name, measurements_json, safe_name, scenario_readme, system_json
@@ -126,6 +127,7 @@ class SubmissionTree:
     systems: dict[str, str]  # node -> system folder name
     smoke_reasons: dict[tuple[str, str], list[str]]  # (node, scenario) -> why not submittable
     round: str  # the MLPerf round it is laid out for, and judged at (the checker's --version)
+    dataset_notes: dict[tuple[str, str], str] = field(default_factory=dict)  # (node, scenario) -> not the official set
 
 
 def _detail_value(detail: Path, key: str) -> Any:
@@ -354,6 +356,8 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
     ``machine`` overrides it for every node. Raises :class:`UserError` (one line) when the config has no
     ``submission:`` block or no run qualifies, or ``out`` (named ``option`` in messages) may not be written
     (:func:`output_check`)."""
+    from mlperf_assets.plan import prepared_dataset_path
+
     sub_cfg = config.submission
     if sub_cfg is None:
         raise UserError(f"{config.source_path}: submission: is required to build a submission tree "
@@ -389,6 +393,8 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
                 "# Documentation\n\nResults produced by mlperf-dagster; see each scenario's README.md.\n")
             systems: dict[str, str] = {}
             reasons_by: dict[tuple[str, str], list[str]] = {}
+            dataset_notes: dict[tuple[str, str], str] = {}
+            datasets = DatasetNotes(config.dataset_dir, [prepared_dataset_path(config)])
             for run in selected:
                 system = systems.get(run.node) or safe_name(
                     sub_cfg.system_name if len(nodes) == 1 else f"{sub_cfg.system_name}_{run.node}")
@@ -407,6 +413,10 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
                 run.benchmark, run.result_scenario = result_folder(model, run.scenario)
                 run.dataset_size = BENCHMARKS[model.benchmark].dataset_size
                 reasons = smoke_reasons(run, model, backend_is_baseline(run.manifest))
+                note = datasets.note(run.manifest, model.benchmark)
+                if note:
+                    reasons.append(note)
+                    dataset_notes[(run.node, run.scenario)] = note
                 reasons_by[(run.node, run.scenario)] = reasons
                 _write_result(run, sub_dir, layout, system=system, sub=sub, checkpoint=config.benchmark.checkpoint,
                               reasons=reasons, mlcommons_inference=config.mlcommons_inference,
@@ -416,7 +426,7 @@ def build_tree(config, out: Path, *, nodes: list[str] | None = None, machine: Ma
         raise UserError(f"{option} {out}: the tree was not written: {exc.filename or out}: "
                         f"{exc.strerror or exc}") from None
     final = out / sub_cfg.division / safe_name(sub_cfg.submitter)
-    return SubmissionTree(out, final, selected, skipped, systems, reasons_by, round_)
+    return SubmissionTree(out, final, selected, skipped, systems, reasons_by, round_, dataset_notes)
 
 
 def output_check(config, out: Path, option: str) -> Path:

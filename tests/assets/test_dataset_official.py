@@ -11,10 +11,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mlperf_assets.assets.dataset import cnn_dailymail_dataset, official_set
+from mlperf_assets.assets.dataset import cnn_dailymail_dataset
 from mlperf_assets.config import load_config
 from mlperf_assets.harness.benchmarks import BENCHMARKS
-from mlperf_assets.harness.dataset import load_prepared, prepare_dataset
+from mlperf_assets.harness.dataset import load_prepared, official_set, prepare_dataset
 from resources.mlperf_config import MlperfConfigResource
 
 FULL = BENCHMARKS["llama3.1-8b"].dataset_size  # 13,368
