@@ -44,9 +44,14 @@ def counting_python(tmp_path: Path) -> tuple[Path, Path]:
     return script, log
 
 
-def write_config(tmp_path: Path, stories: Path, venv: Path, python: Path | None = None, *, passes: int = 1) -> Path:
+def write_config(tmp_path: Path, stories: Path, venv: Path, python: Path | None = None, *, passes: int = 1,
+                 sshd=None) -> Path:
     results = tmp_path / "results"
     node = f"{{name: box, runner: local, workdir: {tmp_path / 'node'}" + (f", python: {python}}}" if python else "}")
+    if sshd is not None:  # the same machine through a real sshd: the SSH runner's upload, launch and polling
+        node = (f"{{name: box, runner: ssh, host: 127.0.0.1, port: {sshd.port}, user: {sshd.user}, "
+                f"key_file: {sshd.client_key}, known_hosts: {sshd.known_hosts}, workdir: {tmp_path / 'node'}, "
+                f"python: {python or sys.executable}, reconnect_timeout_s: 30, reconnect_backoff_max_s: 1}}")
     config = tmp_path / "config.yaml"
     config.write_text(
         f"storage: {{artifact_root: {results}/artifacts, duckdb_path: {results}/mlperf.duckdb, "
@@ -85,10 +90,12 @@ def active_handle(results: Path, label: str) -> dict | None:
 
 
 @pytest.mark.slow
-def test_killed_orchestrator_reattaches_to_the_point_without_a_second_run(stories_dir, tmp_path):
+@pytest.mark.parametrize("runner", ["local", "ssh"])
+def test_killed_orchestrator_reattaches_to_the_point_without_a_second_run(runner, request, stories_dir, tmp_path):
     venv = ensure_client()
     python, log = counting_python(tmp_path)
-    config = write_config(tmp_path, stories_dir, venv, python, passes=5)
+    sshd = request.getfixturevalue("sshd") if runner == "ssh" else None
+    config = write_config(tmp_path, stories_dir, venv, python, passes=5, sshd=sshd)
     env = cli_env(tmp_path)
     results = tmp_path / "results"
     first_log = tmp_path / "first.log"
