@@ -105,9 +105,21 @@ def endpoint_point_main(args: EndpointPointArgs) -> int:
 
 
 def verify_compliance_main(args: VerifyComplianceArgs) -> int:
-    """Exit 0 when the verification passes, 1 when it fails, 2 on bad input."""
-    from .compliance import verify
+    """Exit 0 when the verification passes, 1 when it fails, 2 on bad input. An ``--out`` that is, holds or lies
+    inside the run folder it reads, or holds what must survive (the current directory, the project, $HOME), is
+    refused before anything is written (the folder itself is the default, written into without ``--out``)."""
+    from .compliance import ComplianceError, verify
 
+    if args.out is not None:
+        from mlperf_assets.errors import UserError
+
+        from .outputs import check_output_folder
+
+        try:
+            check_output_folder(args.out, option="--out", reads={"the compliance run's folder": args.folder},
+                                replaces=False)
+        except UserError as exc:
+            raise ComplianceError(str(exc)) from None
     result = verify(args.folder, args.scenario, args.benchmark, args.mlcommons_inference, test=args.test,
                     eos_token_id=args.eos_token_id, out=args.out)
     print(result.stdout if result.stdout else result.text, end="" if (result.stdout or result.text).endswith("\n")

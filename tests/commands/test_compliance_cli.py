@@ -93,7 +93,37 @@ def test_damaged_manifest_is_one_line_exit_2(test06_run: Path, tmp_path: Path, d
 
 def test_unusable_out_is_one_line_exit_2(test06_run: Path, tmp_path: Path):
     (tmp_path / "a-file").write_text("x")
-    for out in ("/proc/mlperf-verify", str(tmp_path / "a-file")):
+    for out, why in (("/proc/mlperf-verify", "cannot write the verification there"),
+                     (str(tmp_path / "a-file"), "is a file, not a folder")):  # the output-folder guard's line
         proc = _run("mlperf_assets.cli", "verify-compliance", str(test06_run), "--out", out)
-        assert proc.returncode == 2 and f"--out {out}: cannot write the verification there" in proc.stderr
+        assert proc.returncode == 2 and f"--out {out}: {why}" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<dir>" for p in sorted(folder.rglob("*"))}
+
+
+def test_out_may_not_be_in_or_over_the_run_folder_nor_a_kept_folder(test06_run: Path, tmp_path: Path):
+    """The shared output-folder guard (harness/outputs.py): an --out that is, lies inside or holds the run folder it
+    reads, or holds the current directory (the project here), is one line, exit 2, from both commands, and nothing
+    is written anywhere."""
+    run = test06_run.parent.parent  # <run>/compliance/TEST06
+    before = _snapshot(run)
+    cases = {
+        str(test06_run): f"--out {test06_run}: is the compliance run's folder {test06_run}, which it is built from",
+        str(test06_run / "v"): f"--out {test06_run / 'v'}: is inside the compliance run's folder {test06_run}",
+        str(run): f"--out {run}: contains the compliance run's folder {test06_run}",
+        str(PROJECT): f"--out {PROJECT}: is the current directory {PROJECT}, which writing it would destroy",
+    }
+    for out, message in cases.items():
+        for module in ("mlperf_assets.cli", "mlperf_assets.harness"):
+            proc = _run(module, "verify-compliance", str(test06_run), "--out", out)
+            assert proc.returncode == 2, (module, out, proc.stdout, proc.stderr)
+            assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+            assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert _snapshot(run) == before
+    assert not (PROJECT / "verify_accuracy.txt").exists()
+    # the guard lets a folder of its own through
+    proc = _run("mlperf_assets.cli", "verify-compliance", str(test06_run), "--out", str(tmp_path / "own"))
+    assert proc.returncode == 0 and (tmp_path / "own" / "verify_accuracy.txt").is_file(), proc.stderr

@@ -368,7 +368,7 @@ DAMAGES = {
     "eos_list": "run_manifest.json: compliance.eos_token_id: [1] is not a token id",
     "compliance_string": "run_manifest.json: compliance: 'TEST06' is not a compliance record",
     "out_in_proc": "--out /proc/mlperf-verify: cannot write the verification there",
-    "out_is_a_file": "a-file: cannot write the verification there",
+    "out_is_a_file": "a-file: is a file, not a folder",  # the output-folder guard's line
 }
 
 
