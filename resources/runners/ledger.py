@@ -24,8 +24,9 @@ interrupt reaches ``runner.wait``, which cancels the run; :func:`cancel_in_fligh
 still listed, through its runner (one whose launch was cut short is found among ``runner.active_runs()``), and
 returns one :class:`CancelledRun` per run for the command's one-line reports.
 
-A failed harness run's error carries the harness's own reason (:func:`failure_reason`: its ``error: ...`` line or a
-traceback's last line, from the runner's log tail), not only its exit code.
+A failed harness run's error carries the harness's own reason (:func:`failure_reason`: its ``error: ...`` line,
+Python's "No module named ..." line of an interpreter without the harness, or a traceback's last line, from the
+runner's log tail), not only its exit code.
 
 One run per node at a time: a per-node file lock (``<artifact_root>/.locks/<node>.lock``) is held for the whole
 partition run, on top of the Dagster queue's per-node limit. No Dagster here: the asset turns a
@@ -293,17 +294,23 @@ def cancel_in_flight() -> list[CancelledRun]:
 
 _ERROR_LINE = re.compile(r"(?:^|: )error: (.+)$", re.IGNORECASE)  # the harness's `error: ...`, argparse's `prog: error:`
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b(?::.*)?$")  # a traceback's last line
+# Python's own line when `python -m mlperf_assets.harness` cannot find the module (no traceback, no `error:`)
+_NO_MODULE_LINE = re.compile(r"^(?:\S+: )?(?:Error while finding module specification for |No module named )")
 
 
 def failure_reason(output: str | None) -> str | None:
     """The line of a harness's output that says why it failed: the last ``error: ...`` line (the harness's own
-    form, and argparse's ``prog: error: argument ...``), else the last line of a Python traceback
-    (``ValueError: ...``); None when there is neither."""
+    form, and argparse's ``prog: error: argument ...``), else Python's line saying the node's interpreter cannot
+    find the harness module (``python: Error while finding module specification ...``, ``No module named ...``),
+    else the last line of a Python traceback (``ValueError: ...``); None when there is none of them."""
     lines = [line.strip() for line in (output or "").splitlines() if line.strip()]
     for line in reversed(lines):
         match = _ERROR_LINE.search(line)
         if match:
             return match.group(1).strip()
+    for line in reversed(lines):
+        if _NO_MODULE_LINE.match(line):
+            return line
     for line in reversed(lines):
         if _EXCEPTION_LINE.match(line):
             return line

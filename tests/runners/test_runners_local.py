@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -121,3 +122,34 @@ def test_start_refuses_missing_dataset(tmp_path):
     runner = LocalRunner(node="local", workdir=str(tmp_path / "work"))
     with pytest.raises(RunnerError, match="prepared dataset .* does not exist"):
         runner.start(_spec(tmp_path / "nope.json", "r"))
+
+
+def test_a_python_without_the_harness_fails_with_pythons_own_line(dataset, tmp_path, monkeypatch):
+    """A node whose ``python:`` cannot import the harness (a real bare venv: standard library only) fails the
+    partition with Python's "No module named ..." line as the reason, not "exited with code 1" alone."""
+    import venv
+
+    from mlperf_assets.config import load_config
+    from mlperf_assets.plan import PartitionPlan
+    from resources.runners import build_runner
+    from resources.runners.ledger import PartitionRun, PartitionRunError
+
+    venv.create(tmp_path / "bare", with_pip=False)
+    python = tmp_path / "bare" / "bin" / "python"
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the bare interpreter must not see the project
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"storage: {{artifact_root: '{tmp_path}/art', duckdb_path: '{tmp_path}/r.duckdb'}}\n"
+        f"dataset: {{source: local, path: '{dataset}'}}\n"
+        "benchmark:\n  model: llama3.1-8b\n  checkpoint: null\n  backend: extractive\n  progress_interval_s: 0.2\n"
+        "  scenarios:\n    Offline: {min_duration_ms: 200, min_query_count: 5}\n"
+        f"nodes: [{{name: local, runner: local, python: '{python}'}}]\n")
+    config = load_config(path, use_env_dataset=False)
+    run = PartitionRun(build_runner(config.node("local")), PartitionPlan(config, "local", "Offline", dataset),
+                       log=logging.getLogger("test"), dagster_run_id="d1")
+    with pytest.raises(PartitionRunError) as caught:
+        run.run()
+    message = str(caught.value)
+    assert "failed: the harness exited with code 1: " in message, message
+    assert (f"{python}: Error while finding module specification for 'mlperf_assets.harness' "
+            "(ModuleNotFoundError: No module named 'mlperf_assets')") in message, message
