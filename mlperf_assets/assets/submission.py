@@ -65,6 +65,8 @@ def build_submission_package(config: MlperfConfig) -> dg.AssetsDefinition:
                 {f"{n}/{s}": reasons for (n, s), reasons in tree.smoke_reasons.items() if reasons}),
         }
         context.log.info(f"wrote {tree.submitter_dir} ({len(tree.results)} result(s))")
+        for (n, s), note in tree.dataset_notes.items():
+            context.log.warning(f"{n}/{s}: {note}")
         yield dg.MaterializeResult(metadata=meta)
         if verdict is None:
             return
