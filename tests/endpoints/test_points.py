@@ -213,3 +213,37 @@ def test_live_progress_reads_the_bar_then_the_event_log_without_counting_twice(t
         f.write(text[cut:])
     counter.update()
     assert (counter.issued, counter.completed) == (20, 20)
+
+
+@pytest.mark.slow
+def test_highest_concurrency_found_from_probes_then_the_point_runs(stories_dir, tmp_path):
+    """No highest_concurrency: endpoints_plan probes Offline, then 64, 128, ... with the real client against its echo
+    server (token counts from a local tokenizer), picks C_max by the knee rule, and the curve's points follow; the
+    probes stay out of the curve (their own folder, not in status, not in the store)."""
+    from support.tiny_llama import build_tokenizer
+
+    venv = ensure_client()
+    tokenizer = tmp_path / "tokenizer"
+    build_tokenizer(tokenizer)
+    config = write_config(tmp_path, stories_dir, venv)
+    text = config.read_text().replace("  highest_concurrency: 64\n", "  probe_s: 4\n")
+    config.write_text(text.replace("model: echo-model}", f"model: echo-model, tokenizer: {tokenizer}}}"))
+    env = cli_env(tmp_path)
+    out = subprocess.run([CLI, "endpoints", "run", "--config", str(config), "--point", "c1", "--verbose"], env=env,
+                         capture_output=True, text=True, timeout=3000)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    found = re.search(r"highest concurrency \(C_max\) (\d+): the first probed to reach 98% of Offline", log)
+    assert found, log[-4000:]
+    c_max = int(found.group(1))
+    assert c_max > 32 and re.search(rf"^c{c_max}\s+{c_max}\s+mandatory_high", out.stdout, re.MULTILINE)
+    probes = tmp_path / "results" / "artifacts" / "endpoints" / ".probes" / "box"
+    assert {"probe-offline", "probe-c64"} <= {p.name for p in probes.iterdir()}
+    status = subprocess.run([CLI, "endpoints", "status", "--config", str(config)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert "probe" not in status.stdout and "box/c1: completed" in status.stdout
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "results" / "mlperf.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT label, system_tps FROM endpoint_points").fetchall()
+    assert [r[0] for r in rows] == ["c1"] and rows[0][1] > 0  # tokens counted with the local tokenizer
