@@ -75,6 +75,20 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def processes_in(folder: Path) -> list[str]:
+    """Live processes working in ``folder`` (the point runner, the client and its workers, a started server)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(entry / "cwd")) == folder:
+                found.append(f"{entry.name}: {(entry / 'cmdline').read_bytes()[:120]!r}")
+        except OSError:
+            continue
+    return found
+
+
 def launches(log: Path) -> list[str]:
     return [line.split()[1] for line in log.read_text().splitlines()] if log.exists() else []
 
@@ -247,3 +261,38 @@ def test_highest_concurrency_found_from_probes_then_the_point_runs(stories_dir, 
     with duckdb.connect(str(tmp_path / "results" / "mlperf.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT label, system_tps FROM endpoint_points").fetchall()
     assert [r[0] for r in rows] == ["c1"] and rows[0][1] > 0  # tokens counted with the local tokenizer
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_point_on_its_node(stories_dir, tmp_path):
+    venv = ensure_client()
+    config = write_config(tmp_path, stories_dir, venv, passes=50)
+    results = tmp_path / "results"
+    log_file = tmp_path / "run.log"
+    with open(log_file, "wb") as out:
+        proc = subprocess.Popen([CLI, "endpoints", "run", "--config", str(config), "--point", "c3"],
+                                env=cli_env(tmp_path), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    handle = None
+    deadline = time.monotonic() + 300
+    while handle is None or not (Path(handle["run_dir"]) / "client.yaml").exists():
+        assert proc.poll() is None, log_file.read_text()[-3000:]
+        assert time.monotonic() < deadline, log_file.read_text()[-3000:]
+        time.sleep(0.2)
+        handle = active_handle(results, "c3")
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    try:
+        assert proc.wait(timeout=120) == 130, log_file.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run_dir = Path(handle["run_dir"])
+    manifest = json.loads((run_dir / "run_manifest.json").read_text())
+    assert manifest["exit_status"] == "interrupted", manifest
+    assert int((run_dir / "exit_code").read_text()) in (130, 143, -2, -15)
+    deadline = time.monotonic() + 30
+    while (left := processes_in(run_dir)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, left  # the point runner, the client and its workers, the echo server: all gone
+    assert not (results / "artifacts" / "endpoints" / "box" / "c3").exists()  # nothing collected
+    assert "interrupted" in log_file.read_text()
