@@ -18,7 +18,7 @@ from typing import Any, Callable
 import dagster as dg
 
 from mlperf_assets.assets.dataset import DATASET_KEY
-from mlperf_assets.assets.runs import resolve_dataset, tag_progress
+from mlperf_assets.assets.runs import _mark_cancelled, resolve_dataset, tag_progress
 from mlperf_assets.config import MlperfConfig, runner_resource_key
 from mlperf_assets.endpoints.plan import EndpointsPlan, auto_points
 from mlperf_assets.endpoints.runs import (
@@ -186,6 +186,9 @@ def build_endpoint_point(config: MlperfConfig, on_progress: PointProgress | None
         except PartitionRunError as exc:
             raise dg.Failure(description=str(exc), allow_retries=exc.retry,
                              metadata={"run_folder": exc.run_folder or ""}) from None
+        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
+            _mark_cancelled(context)  # the point is already cancelled on its node (runner.wait does that)
+            raise
         meta: dict[str, Any] = {"run_id": result.run_id, "node": node, "label": label,
                                 "concurrency": plan.point(label).concurrency or "Offline",
                                 "official": plan.official, "artifacts": dg.MetadataValue.path(str(result.folder)),
