@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mlperf_assets.endpoints.plan import EndpointsPlan, Point
-from mlperf_assets.harness.endpoints_point import SERVER_PORT, SERVER_URL
+from mlperf_assets.harness.endpoints_point import SERVER_PORT, SERVER_URL, STANDIN_TOKENIZER
 from mlperf_assets.harness.run_folder import CLIENT_ACCURACY_DIR, CLIENT_REPORT_DIR
 
 if TYPE_CHECKING:
@@ -30,6 +30,18 @@ ECHO_MODULE = "inference_endpoint.testing.echo_server"
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 # the llama3_8b preset sends its own chat template (findings 1.4): vLLM must accept request chat templates
 VLLM_REQUIRED_ARGS = ("--trust-request-chat-template",)
+
+
+STANDIN_TOKENIZER_DIR = "echo-tokenizer"  # <artifact_root>/../endpoints/<this>: the echo curve's stand-in tokenizer
+STANDIN_TOKENIZER_NOTE = ("stand-in tokenizer (a small byte-level BPE built offline for the echo server, not Llama "
+                          "3.1's): token counts, TPOT and TPS are unofficial")
+
+
+def uses_standin_tokenizer(cfg: EndpointsConfig) -> bool:
+    """The echo server without a configured tokenizer: the client counts tokens with a stand-in the node builds
+    (``harness/echo_tokenizer.py``); without one it would count none (no TPOT, system_tps 0). Never for a real
+    server, whose model's own tokenizer is the only one whose counts mean anything."""
+    return cfg.server.launch == "echo" and not cfg.server.tokenizer
 
 
 def server_url(cfg: EndpointsConfig) -> str:
@@ -65,6 +77,8 @@ def _base(cfg: EndpointsConfig, plan: EndpointsPlan, point: Point, report_dir: s
                                     "streaming": "on"}
     if cfg.server.tokenizer:
         model_params["tokenizer_name"] = cfg.server.tokenizer
+    elif uses_standin_tokenizer(cfg):
+        model_params["tokenizer_name"] = STANDIN_TOKENIZER  # the node puts the built folder's path here
     if point.concurrency is None:
         load = {"type": "max_throughput"}
     else:
@@ -147,20 +161,26 @@ def point_manifest(cfg: EndpointsConfig, plan: EndpointsPlan, point: Point, node
         "label": point.label, "node": node, "concurrency": point.concurrency, "load_pattern": point.load_pattern,
         "region": point.region, "role": point.role, "accuracy": point.accuracy, "offline": point.offline,
         "n_samples_to_issue": point.n_samples_to_issue, "passes": point.passes,
-        "min_duration_s": point.min_duration_s, "official": plan.official,
+        "min_duration_s": point.min_duration_s, "official": plan.official and not uses_standin_tokenizer(cfg),
+        "standin_tokenizer": uses_standin_tokenizer(cfg),
         "seeds": dict(plan.seeds), "seed_set": plan.seed_set, "target_cohort": plan.target_cohort,
         "c_min": plan.c_min, "c_max": plan.c_max, "division": cfg.division,
         "client": {"commit": client_commit(cfg), "version": None, "python": cfg.client.python_path,
                    "command": cfg.client.command},
         "server": {"url": cfg.server.url or "", "launch": cfg.server.launch, "model": cfg.server.model,
-                   "args": list(launch.get("argv", [])), "launch_recipe": launch_recipe(cfg)},
+                   "args": list(launch.get("argv", [])), "launch_recipe": launch_recipe(cfg),
+                   "tokenizer": STANDIN_TOKENIZER_NOTE if uses_standin_tokenizer(cfg) else
+                   (cfg.server.tokenizer or cfg.server.model)},
         "benchmark": plan.benchmark, "dataset": CNN_DATASET_KEY, "dataset_samples": plan.dataset_samples,
     }  # fmt: skip
 
 
-def point_job(cfg: EndpointsConfig, plan: EndpointsPlan, point: Point, node: str) -> dict[str, Any]:
-    """Everything the node-side runner needs for ``point`` (``harness/endpoints_point.py`` reads it)."""
+def point_job(cfg: EndpointsConfig, plan: EndpointsPlan, point: Point, node: str, *,
+              standin_cache: str | None = None) -> dict[str, Any]:
+    """Everything the node-side runner needs for ``point`` (``harness/endpoints_point.py`` reads it).
+    ``standin_cache``: where the node builds (once) and reuses the echo curve's stand-in tokenizer."""
     return {
+        "standin_tokenizer": (standin_cache or STANDIN_TOKENIZER_DIR) if uses_standin_tokenizer(cfg) else None,
         "manifest": point_manifest(cfg, plan, point, node),
         "client_argv": [cfg.client.command],
         "client_python": cfg.client.python_path,

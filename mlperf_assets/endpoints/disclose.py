@@ -246,6 +246,7 @@ def src_readme(manifests: Sequence[Mapping[str, Any]], *, implementation: str) -
         lines += ["```sh", recipe, "```", ""]
     if models:
         lines += [f"Model served: {', '.join(models)}.", ""]
+    lines += _standin_tokenizer_note(manifests)
     lines += [
         "## Reproducing a point", "",
         "Each point ran MLCommons' reference client `inference_endpoint`, unmodified, configured only through its "
@@ -255,6 +256,14 @@ def src_readme(manifests: Sequence[Mapping[str, Any]], *, implementation: str) -
         f"Python {client.get('python') or 'not recorded'}.", "",
     ]
     return "\n".join(lines)
+
+
+def _standin_tokenizer_note(manifests: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Said wherever the client counted tokens with the echo server's stand-in tokenizer (an unofficial curve)."""
+    if not any(m.get("standin_tokenizer") for m in manifests):
+        return []
+    note = next(str(_server(m).get("tokenizer")) for m in manifests if m.get("standin_tokenizer"))
+    return [f"UNOFFICIAL: the client counted tokens with a {note}.", ""]
 
 
 def software_disclosure(system: EndpointsSystem, manifests: Sequence[Mapping[str, Any]]) -> str:
@@ -269,4 +278,5 @@ def software_disclosure(system: EndpointsSystem, manifests: Sequence[Mapping[str
         f"- Reference client: inference_endpoint commit {client.get('commit') or 'not recorded'}",
         "- Warmup: disabled",
         "- Bundle authored by mlperf-dagster from the recorded point manifests and results.", "",
+        *_standin_tokenizer_note(manifests),
     ])

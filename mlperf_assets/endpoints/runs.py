@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlperf_assets.endpoints.client import job_json, point_job
+from mlperf_assets.endpoints.client import STANDIN_TOKENIZER_DIR, job_json, point_job
 from mlperf_assets.endpoints.plan import PROBE_PREFIX, EndpointsPlan, Point
 from mlperf_assets.harness.args import RunSpec
 from mlperf_assets.plan import PERFORMANCE, ConfigPlan, PlannedRun, new_run_id, prepared_dataset_path
@@ -99,7 +99,9 @@ class EndpointPointPlan(ConfigPlan):
 
     def spec(self, run_id: str) -> RunSpec:
         assert self.config.endpoints is not None
-        job = point_job(self.config.endpoints, self.curve, self.point, self.node)
+        job = point_job(self.config.endpoints, self.curve, self.point, self.node,
+                        standin_cache=str(self.config.storage.artifact_root.parent / ENDPOINTS_DIR
+                                          / STANDIN_TOKENIZER_DIR))
         return RunSpec(
             run_id=run_id, node=self.node, scenario="Offline" if self.point.concurrency is None else "Server",
             mode=PERFORMANCE, benchmark=self.config.benchmark.model, backend="openai",

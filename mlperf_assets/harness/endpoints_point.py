@@ -53,6 +53,8 @@ from .run_folder import (
 
 SERVER_URL = "__SERVER_URL__"  # in a managed server's job: replaced by the URL it listens on
 SERVER_PORT = "__PORT__"  # in a managed server's argv: replaced by its port
+STANDIN_TOKENIZER = "__STANDIN_TOKENIZER__"  # in the client's YAML: replaced by the stand-in tokenizer's folder
+STANDIN_FALLBACK = "standin_tokenizer"  # in the run folder, when the shared cache cannot be written
 EVENTS = "events.jsonl"  # the client's event log in its report folder
 STEADY_STATE_MODULE = "inference_endpoint.metrics.steady_state_diagnostics"  # newer clients only
 _STOP_GRACE_S = 10.0
@@ -207,6 +209,29 @@ class PointRun:
         manifest["server"] = {**manifest.get("server", {}), "url": url}
         write_atomic(self.folder / POINT_MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
+    def standin_tokenizer(self) -> str:
+        """The echo curve's stand-in tokenizer (``echo_tokenizer.py``, run by the client's Python): built once into
+        the job's cache folder and reused by every point; into the run folder when that cache cannot be written."""
+        builder = str(Path(__file__).with_name("echo_tokenizer.py"))
+        cache = Path(self.job["standin_tokenizer"]).expanduser()
+        errors = []
+        for out in (cache if cache.is_absolute() else self.folder / cache, self.folder / STANDIN_FALLBACK):
+            try:
+                proc = subprocess.run([self.job["client_python"], builder, str(out)], capture_output=True,
+                                      text=True, timeout=600, stdin=subprocess.DEVNULL)
+            except (OSError, subprocess.SubprocessError) as exc:
+                errors.append(f"{out}: {exc}")
+                continue
+            if proc.returncode == 0:
+                manifest = json.loads((self.folder / POINT_MANIFEST).read_text(encoding="utf-8"))
+                manifest["server"] = {**manifest.get("server", {}), "tokenizer_path": str(out)}
+                write_atomic(self.folder / POINT_MANIFEST, json.dumps(manifest, indent=2) + "\n")
+                return str(out)
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            errors.append(f"{out}: {lines[-1] if lines else f'exit code {proc.returncode}'}")
+        raise PointFailed("cannot build the echo server's stand-in tokenizer with the client's Python "
+                          f"({self.job['client_python']}): " + "; ".join(errors))
+
     def start_server(self) -> str:
         server = self.job["server"]
         if server["launch"] == "external":
@@ -290,6 +315,11 @@ def run_point(args: EndpointPointArgs) -> int:
     manifest = point.job["manifest"]
     try:
         point.prepare()
+        if point.job.get("standin_tokenizer"):
+            tokenizer = point.standin_tokenizer()
+            for key in ("perf_yaml", "accuracy_yaml"):
+                if point.job.get(key):
+                    point.job[key] = point.job[key].replace(STANDIN_TOKENIZER, json.dumps(tokenizer))
         url = point.start_server()
         point.record_server_url(url)
         point.run_client("performance", CLIENT_YAML, point.job["perf_yaml"], CLIENT_REPORT_DIR, "perf",
