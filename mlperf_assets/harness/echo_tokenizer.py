@@ -18,10 +18,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-VERSION = 1  # bump when the recipe changes: an older build is then rebuilt
+VERSION = 2  # bump when the recipe changes: an older build is then rebuilt
 STAMP = "standin_tokenizer.json"  # written last: a folder without it is no build
 VOCAB = 1024
 SPECIAL = ["<unk>", "<s>", "</s>", "<pad>"]
+# the client frames its token counts with the tokenizer's chat template (its baseline of an empty assistant turn)
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 
 _TEXT = (
     "Summarize the following news article in 128 tokens. Please output the summary only, without any other text. "
@@ -68,6 +71,7 @@ def build(out: Path) -> Path:
                                                        special_tokens=[("<s>", tok.token_to_id("<s>"))])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                    pad_token="<pad>", model_max_length=131072)
+    fast.chat_template = CHAT_TEMPLATE
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
