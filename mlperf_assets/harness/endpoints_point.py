@@ -232,10 +232,11 @@ class PointRun:
         raise PointFailed("cannot build the echo server's stand-in tokenizer with the client's Python "
                           f"({self.job['client_python']}): " + "; ".join(errors))
 
-    def start_server(self) -> str:
+    def launch_server(self) -> int | None:
+        """Start a managed server (not waited for: it starts while the point prepares); returns its port."""
         server = self.job["server"]
         if server["launch"] == "external":
-            return server["url"]
+            return None
         port = int(server.get("port") or 0) or _free_port()
         argv = [a.replace(SERVER_PORT, str(port)) for a in server["argv"]]
         log = open(self.folder / SERVER_LOG, "ab")
@@ -247,6 +248,14 @@ class PointRun:
         finally:
             log.close()
         self.children.append(proc)
+        return port
+
+    def wait_server(self, port: int | None) -> str:
+        """The URL the client talks to, once a started server listens."""
+        server = self.job["server"]
+        if port is None:
+            return server["url"]
+        proc = self.children[-1]
         deadline = time.monotonic() + float(server.get("ready_timeout_s", 600))
         while time.monotonic() < deadline:
             interrupts.check()
@@ -314,13 +323,14 @@ def run_point(args: EndpointPointArgs) -> int:
     point.folder.mkdir(parents=True, exist_ok=True)
     manifest = point.job["manifest"]
     try:
+        port = point.launch_server()
         point.prepare()
         if point.job.get("standin_tokenizer"):
             tokenizer = point.standin_tokenizer()
             for key in ("perf_yaml", "accuracy_yaml"):
                 if point.job.get(key):
                     point.job[key] = point.job[key].replace(STANDIN_TOKENIZER, json.dumps(tokenizer))
-        url = point.start_server()
+        url = point.wait_server(port)
         point.record_server_url(url)
         point.run_client("performance", CLIENT_YAML, point.job["perf_yaml"], CLIENT_REPORT_DIR, "perf",
                          int(manifest["n_samples_to_issue"]), url)
