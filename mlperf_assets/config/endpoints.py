@@ -77,6 +77,11 @@ class EndpointsServerConfig(ConfigModel):
             raise ValueError(f"url: set only for launch external (a {self.launch} server's URL is its port's)")
         if self.launch != "vllm" and self.vllm_args:
             raise ValueError("vllm_args: only for launch vllm")
+        if self.launch != "echo" and not self.tokenizer and "/" not in self.model:
+            # the client counts tokens (ISL, OSL, TPOT, TPS) with the model's tokenizer; a bare served name such as
+            # "llama" loads none, and the curve would have no TPOT (only the echo server gets a stand-in)
+            raise ValueError(f"tokenizer: required when model ({self.model!r}) is not a Hugging Face repo id or a "
+                             "folder: the client counts tokens (TPOT, TPS) with the model's own tokenizer")
         return self
 
 

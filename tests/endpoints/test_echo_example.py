@@ -2,8 +2,8 @@
 point counts tokens with the stand-in tokenizer the node builds, and the bundle's checker errors are only the ones a
 shortened curve against an echo server must have.
 
-- the stand-in tokenizer goes to the echo server's client only (never to an external or vLLM server's), labelled in
-  the point manifest; built by the client's own Python, loadable by its AutoTokenizer with a chat template, reused;
+- the stand-in tokenizer goes to the echo server's client only (never to an external or vLLM server's, whose config
+  must name the model's tokenizer when the model is a bare served name), labelled in the point manifest; built by the client's own Python, loadable by its AutoTokenizer with a chat template, reused;
 - the whole example through the CLI: run, package, the real checker, the Pareto page in Chromium (slow, ~4 min).
 """
 
@@ -19,6 +19,7 @@ import pytest
 import yaml
 from support.endpoints_client import ensure_client
 
+from mlperf_assets.config import ConfigError, load_config
 from mlperf_assets.config.endpoints import EndpointsConfig
 from mlperf_assets.endpoints.client import STANDIN_TOKENIZER_NOTE, point_job
 from mlperf_assets.endpoints.plan import plan_curve
@@ -56,6 +57,16 @@ def test_only_the_echo_server_without_a_tokenizer_gets_the_standin():
         assert job["standin_tokenizer"] is None and job["manifest"]["standin_tokenizer"] is False
         assert STANDIN_TOKENIZER not in job["perf_yaml"]
         assert job["manifest"]["server"]["tokenizer"] == server.get("tokenizer") or job["manifest"]["server"]["model"]
+
+
+def test_a_real_server_needs_its_models_tokenizer(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("nodes: [{name: box, runner: local}]\nendpoints:\n"
+                    "  server: {launch: external, url: 'http://10.0.0.5:8000', model: llama-8b}\n")
+    with pytest.raises(ConfigError, match=r"tokenizer: required when model \('llama-8b'\)"):
+        load_config(path)
+    path.write_text(path.read_text().replace("model: llama-8b", "model: llama-8b, tokenizer: /models/llama/"))
+    assert load_config(path).endpoints.server.tokenizer == "/models/llama/"
 
 
 def test_standin_tokenizer_loads_in_the_client_with_a_chat_template(tmp_path: Path):
