@@ -46,6 +46,7 @@ from .progress import ProgressWriter
 from .run_folder import ACCURACY_LOG, DETAIL_LOG, HARNESS_LOG, HARNESS_OUTPUTS, SUMMARY_LOG, TRACE_LOG, USER_CONF
 from .settings import (
     RunSettings,
+    audit_schedule_overrides,
     build_user_conf,
     check_lg_model_name,
     default_lg_model_name,
@@ -191,8 +192,10 @@ def run(args: RunArgs) -> int:
     benchmark = resolve_benchmark(dataset, args.benchmark)
     lg_name = check_lg_model_name(args.lg_model_name or default_lg_model_name(benchmark), benchmark)
     settings = RunSettings(lg_name, args.scenario, args.mode, args.settings)
-    user_conf = build_user_conf(settings, len(dataset), user_conf_src)
     compliance = _compliance_input(args, lg_name)
+    audit = (audit_schedule_overrides(parse_audit_config(compliance[1], "audit.config"), lg_name, args.scenario)
+             if compliance is not None else None)
+    user_conf = build_user_conf(settings, len(dataset), user_conf_src, audit)
     cls = backend_class(args.backend)
     backend = build_backend(args.backend, args.backend_args, args.data_parallel_size)
 
@@ -413,7 +416,10 @@ def _run_loadgen(args: RunArgs, out: Path, dataset: PreparedDataset, settings: R
     _record_provenance(manifest, backend)
 
     os.chdir(out)  # LoadGen reads audit.config from the working directory: only this clean folder
-    ts = load_test_settings(out / USER_CONF, settings)
+    audit_schedule = (audit_schedule_overrides(parse_audit_config(state.audit.text, "audit.config"),
+                                               settings.lg_model_name, settings.scenario)
+                      if state.audit is not None else None)
+    ts = load_test_settings(out / USER_CONF, settings, audit_schedule)
     psc = int(ts.performance_sample_count_override)
     if psc <= 0 or psc > len(dataset):
         note = manifest.data.get("performance_sample_count_note") or (

@@ -300,10 +300,26 @@ def _memory_bytes() -> int | None:
     return total if total and total > 0 else None
 
 
-def check_schedule(scenario: str, settings: Mapping[str, Any]) -> None:
-    """SettingsError (exit 2, nothing written) when LoadGen could not hold the schedule on this machine."""
+_SCHEDULE_KEYS = ("target_qps", "target_latency", "min_duration", "min_query_count")
+
+
+def audit_schedule_overrides(entries: Mapping[str, str], lg_model_name: str, scenario: str) -> dict[str, float]:
+    """The schedule settings a compliance test's audit.config (``parse_audit_config``'s entries) sets for this model
+    and scenario: LoadGen applies them at StartTest, after FromConfig, so the schedule LoadGen builds is theirs
+    (TEST06: min_duration 0, min_query_count 100)."""
+    out: dict[str, float] = {}
+    for key, value in entries.items():
+        model, scen, name = key.split(".")
+        if model in ("*", lg_model_name) and scen in ("*", scenario) and name in _SCHEDULE_KEYS:
+            out[name] = float(value)
+    return out
+
+
+def check_schedule(scenario: str, settings: Mapping[str, Any], audit: Mapping[str, float] | None = None) -> None:
+    """SettingsError (exit 2, nothing written) when LoadGen could not hold the schedule on this machine (``audit``: a
+    compliance test's overrides, which win)."""
     limit, why = node_query_limit()
-    problem = schedule_problem(scenario, settings, limit, why)
+    problem = schedule_problem(scenario, {**settings, **(audit or {})}, limit, why)
     if problem:
         raise SettingsError(problem)
 
@@ -409,9 +425,10 @@ class UserConf:
     performance_sample_count_note: str | None
 
 
-def build_user_conf(settings: RunSettings, dataset_size: int, user_conf: str | Path | None = None) -> UserConf:
+def build_user_conf(settings: RunSettings, dataset_size: int, user_conf: str | Path | None = None,
+                    audit: Mapping[str, float] | None = None) -> UserConf:
     """The user.conf for this run: the copy of ``user_conf`` (if any), then the generated lines."""
-    check_schedule(settings.scenario, settings.loadgen)
+    check_schedule(settings.scenario, settings.loadgen, audit)
     copied = read_user_conf(user_conf) if user_conf else ""
     asked = settings.loadgen.get("performance_sample_count_override")
     wanted = asked or LOADGEN_MODELS[settings.lg_model_name].performance_sample_count
@@ -434,7 +451,7 @@ def build_user_conf(settings: RunSettings, dataset_size: int, user_conf: str | P
 _from_config_done = False
 
 
-def load_test_settings(user_conf_path: str | Path, settings: RunSettings):
+def load_test_settings(user_conf_path: str | Path, settings: RunSettings, audit: Mapping[str, float] | None = None):
     """``TestSettings`` from the built-in mlperf.conf plus ``user_conf_path``: exactly one ``FromConfig`` per process
     (a second call silently drops mlperf.conf)."""
     global _from_config_done
@@ -452,7 +469,7 @@ def load_test_settings(user_conf_path: str | Path, settings: RunSettings):
     check_schedule(settings.scenario, {
         "target_qps": getattr(ts, rate_key) if rate_key else None,
         "target_latency": ts.single_stream_expected_latency_ns / 1e6 if settings.scenario == "SingleStream" else None,
-        "min_duration": int(ts.min_duration_ms), "min_query_count": int(ts.min_query_count)})
+        "min_duration": int(ts.min_duration_ms), "min_query_count": int(ts.min_query_count)}, audit)
     ts.scenario = getattr(lg.TestScenario, settings.scenario)
     ts.mode = lg.TestMode.AccuracyOnly if settings.mode == "accuracy" else lg.TestMode.PerformanceOnly
     return ts
