@@ -20,6 +20,7 @@ CHECKS = {
     ("cnn_dailymail_dataset", "sample_count"),
     ("cnn_dailymail_dataset", "no_empty_articles"),
     ("cnn_dailymail_dataset", "token_lengths"),
+    ("cnn_dailymail_dataset", "official_dataset"),
     ("loadgen_results", "loadgen_result_valid"),
     ("accuracy_scores", "rouge_meets_mlperf_target"),
     ("benchmark_report", "no_performance_regression"),
