@@ -41,8 +41,10 @@ from mlperf_assets.reporting.regression import (
     flags_by_run,
     latest_run_ids,
 )
+from mlperf_assets.reporting.endpoints import KEY_PREFIX as ENDPOINTS_KEY_PREFIX
+from mlperf_assets.reporting.endpoints import endpoints_section
 from mlperf_assets.reporting.text import fmt_ms, markdown_table, notes_section
-from mlperf_assets.store import read_qps_search, search_probe_run_ids
+from mlperf_assets.store import read_endpoint_table, read_qps_search, search_probe_run_ids
 
 REPORT_NAME = "report.md"
 DASHBOARD_NAME = "dashboard.html"
@@ -84,6 +86,7 @@ class ReportResult:
     pngs_reused: list[str] = field(default_factory=list)  # chart keys whose PNG came from the cache (data unchanged)
     telemetry_charts: list[str] = field(default_factory=list)  # keys of the per-run "over the run" pictures
     runs_without_gpu_telemetry: list[str] = field(default_factory=list)  # the report's sentence for each
+    endpoint_regressions: list[str] = field(default_factory=list)  # latest Endpoints curve vs the previous one
 
     def markdown_with_inline_images(self, max_image_bytes: int = 400_000) -> str:
         """The report with its PNGs inlined as base64 (for Dagster metadata, which cannot show files)."""
@@ -338,13 +341,15 @@ def build_report(
         *ch.search_charts(read_qps_search(db_path), colors),  # the capacity search (max_qps_search), if any
     ]
     telemetry_charts, no_telemetry = _telemetry_charts(data, latest)  # per run: the report's pictures only
+    ep_lines, ep_charts, ep_flags = endpoints_section(read_endpoint_table(db_path, "endpoint_points"),
+                                                      regression_threshold_pct)  # nothing without Endpoints points
     # Each figure encoded once: the dashboard embeds the text and the PNG cache is keyed by it.
     figures_json = {c.key: dash.figure_json(c.figure_dict) for c in [*built, *telemetry_charts]
                     if c.available and c.has_figure}
     timings["charts_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    job = render.start([*built, *telemetry_charts], out, figures_json, workers=render_workers)  # while the page is built
+    job = render.start([*built, *telemetry_charts, *ep_charts], out, figures_json, workers=render_workers)  # while the page is built
     timings["png_start_s"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
@@ -368,7 +373,7 @@ def build_report(
         stale = out / f"{key}.png"
         if key not in png_paths and stale.exists():
             stale.unlink()
-    for stale in out.glob(f"{ch.TELEMETRY_KEY_PREFIX}*.png"):
+    for stale in [*out.glob(f"{ch.TELEMETRY_KEY_PREFIX}*.png"), *out.glob(f"{ENDPOINTS_KEY_PREFIX}*.png")]:
         if stale.stem not in png_paths:
             stale.unlink()
     timings["png_wait_s"] = time.perf_counter() - t4
@@ -378,6 +383,8 @@ def build_report(
                                regression_threshold_pct, regression_window, intro_lines or [],
                                caveats=notes_section(latest_rows), rules=rules_table(latest),
                                telemetry=(telemetry_charts, no_telemetry))
+    if ep_lines:
+        markdown = markdown.rstrip("\n") + "\n\n" + "\n".join(ep_lines).rstrip() + "\n"
     report_path = write_atomic(out / REPORT_NAME, markdown.encode("utf-8"))
     timings["total_s"] = time.perf_counter() - t0
     missing = {c.key: c.reason or "no data" for c in built if not c.available}
@@ -388,7 +395,7 @@ def build_report(
         needs_harness_data=[c.title for c in built if not c.available and c.needs_harness_data],
         regressions=current_flags, all_regressions=all_flags, n_runs=len(summary), summary_table=table,
         markdown=markdown, dashboard_bytes=len(page_bytes), timings_s=timings,
-        pngs_reused=list(job.reused),
+        pngs_reused=list(job.reused), endpoint_regressions=ep_flags,
     )
 
 
