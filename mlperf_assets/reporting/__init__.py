@@ -349,7 +349,8 @@ def build_report(
     timings["charts_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    job = render.start([*built, *telemetry_charts, *ep_charts], out, figures_json, workers=render_workers)  # while the page is built
+    # while the page is built
+    job = render.start([*built, *telemetry_charts, *ep_charts], out, figures_json, workers=render_workers)
     timings["png_start_s"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
