@@ -211,7 +211,7 @@ def test_cli(base: Path, mlperf_logs_dir: Path, tmp_path: Path) -> None:
 
     (tmp_path / "file").write_text("x")
     r = cli("--db", str(db), "--out", str(tmp_path / "file"))
-    assert r.returncode == 2 and "is not a folder" in r.stderr and r.stderr.count("\n") == 1
+    assert r.returncode == 2 and "is a file, not a folder" in r.stderr and r.stderr.count("\n") == 1
 
     r = cli("--db", str(db), "--regression-threshold", "-3")
     assert r.returncode == 2 and "--regression-threshold" in r.stderr
