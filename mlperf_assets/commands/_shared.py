@@ -3,6 +3,7 @@ jobs execute in this process (:class:`StopSignals`), and failure lines of an in-
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -47,6 +48,10 @@ def cli_instance():
     from dagster._core.instance.ref import InstanceRef
 
     home = os.environ.get("DAGSTER_HOME") or str(ensure_dagster_home())
+    # A Ctrl-C that lands while SQLAlchemy closes one of the instance's SQLite connections makes Dagster's signal
+    # handler raise inside the close; SQLAlchemy swallows it but logs the traceback on stderr. The command reports the
+    # stop itself, in one line: that log is noise.
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
     return dg.DagsterInstance.from_ref(InstanceRef.from_dir(home, overrides=NO_COMPUTE_LOGS))
 
 
