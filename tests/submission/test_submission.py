@@ -16,26 +16,12 @@ import dagster as dg
 import pytest
 
 from mlperf_assets.config import ConfigError, load_config, parse_config
+from support.submission_yaml import SUBMISSION_YAML
 
 MLC = Path(__file__).resolve().parents[3] / "shared" / "reference" / "mlcommons_inference"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (MLC / "tools/submission/submission_checker/main.py").is_file(),
                                 reason=f"the pinned MLCommons checkout is absent ({MLC})")]
 
-SUBMISSION_YAML = """\
-submission:
-  submitter: TestOrg
-  system_name: test-local-cpu
-  host_storage_type: SSD
-  host_storage_capacity: 1 TB
-  host_memory_configuration: unknown (test)
-  host_networking: none (single node)
-  host_networking_topology: N/A
-  host_network_card_count: "0"
-  accelerator_host_interconnect: N/A
-  accelerator_interconnect: N/A
-  accelerator_memory_configuration: N/A
-  cooling: air
-"""
 # The only findings a smoke run may draw, in the checker's own words (its typo 'accurcy' included).
 SMOKE_PATTERNS = (
     r"performance_sample_count, found \d+, needs to be >= 13368",

@@ -18,6 +18,7 @@ import dagster as dg
 import pytest
 
 from mlperf_assets.config import load_config
+from support.submission_yaml import SUBMISSION_YAML
 
 MLC = Path(__file__).resolve().parents[3] / "shared" / "reference" / "mlcommons_inference"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (MLC / "loadgen" / "mlperf.conf").is_file(),
@@ -38,20 +39,7 @@ benchmark:
     Server: {{target_qps: 250, min_duration_ms: 1000, min_query_count: 600}}
 nodes: [{{name: local, runner: local}}]
 mlcommons_inference: '{mlc}'
-submission:
-  submitter: TestOrg
-  system_name: test-local-cpu
-  host_storage_type: SSD
-  host_storage_capacity: 1 TB
-  host_memory_configuration: unknown (test)
-  host_networking: none (single node)
-  host_networking_topology: N/A
-  host_network_card_count: "0"
-  accelerator_host_interconnect: N/A
-  accelerator_interconnect: N/A
-  accelerator_memory_configuration: N/A
-  cooling: air
-"""
+""" + SUBMISSION_YAML
 RESULTS = Path("closed/TestOrg/results/test-local-cpu/llama3.1-8b")
 SRC = Path("closed/TestOrg/src/llama3.1-8b/test-local-cpu")
 
