@@ -74,6 +74,26 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
+def ensure_prepared_dataset(config, instance, resources, run_config) -> None:
+    """Materialize the dataset asset when its prepared file is missing (a command that runs partitions without the
+    benchmark job's own dataset step); :class:`UserError` when that fails."""
+    import sys
+
+    import dagster as dg
+
+    from mlperf_assets.assets.dataset import cnn_dailymail_dataset
+    from mlperf_assets.plan import prepared_dataset_path
+
+    if prepared_dataset_path(config).is_file():
+        return
+    check_dataset_reachable(config)
+    print(f"preparing the dataset ({config.dataset.source}) ...", file=sys.stderr)
+    done = dg.materialize([cnn_dailymail_dataset], instance=instance, resources=resources, run_config=run_config,
+                          raise_on_error=False)
+    if not done.success:
+        raise UserError("preparing the dataset failed: " + "; ".join(failure_messages(done)))
+
+
 def check_dataset_reachable(config) -> None:
     """Fail fast (one message saying how to supply the dataset) when it must come from an unreachable hub."""
     from mlperf_assets.config import how_to_supply_dataset

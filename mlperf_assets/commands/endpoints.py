@@ -106,7 +106,6 @@ class _PointPrinter:
 def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from mlperf_assets.assets.dataset import cnn_dailymail_dataset
     from mlperf_assets.assets.endpoints import (
         ENDPOINT_POINT_KEY,
         build_endpoint_point,
@@ -115,8 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     from mlperf_assets.commands._shared import (
         StopSignals,
-        check_dataset_reachable,
         cli_instance,
+        ensure_prepared_dataset,
         failure_messages,
         hub_reachable,
         job_run_config,
@@ -146,13 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     endpoints_plan = build_endpoints_plan(config)
     failed: list[str] = []
     with StopSignals() as stop:
-        if not prepared_dataset_path(config).is_file():
-            check_dataset_reachable(config)
-            print(f"preparing the dataset ({config.dataset.source}) ...", file=sys.stderr)
-            done = dg.materialize([cnn_dailymail_dataset], instance=instance, resources=resources,
-                                  run_config=run_config, raise_on_error=False)
-            if not done.success:
-                raise UserError("preparing the dataset failed: " + "; ".join(failure_messages(done)))
+        ensure_prepared_dataset(config, instance, resources, run_config)
         planned = dg.materialize([endpoints_plan], instance=instance, resources=resources, run_config=run_config,
                                  raise_on_error=False)
         if not planned.success:

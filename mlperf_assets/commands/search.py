@@ -93,18 +93,17 @@ def _step_printer(out) -> Any:
 def cmd_search_qps(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from mlperf_assets.assets.dataset import cnn_dailymail_dataset
     from mlperf_assets.assets.search import FRESH_TAG, build_max_qps_search, search_partitions
     from mlperf_assets.commands._shared import (
         StopSignals,
-        check_dataset_reachable,
         cli_instance,
+        ensure_prepared_dataset,
         failure_messages,
         job_run_config,
         load_cli_config,
     )
     from mlperf_assets.definitions import build_resources
-    from mlperf_assets.plan import NODE_DIM, SCENARIO_DIM, prepared_dataset_path
+    from mlperf_assets.plan import NODE_DIM, SCENARIO_DIM
     from mlperf_assets.search import RESULT, search_labels, suggestion_lines, suggestion_path
 
     config = apply_overrides(load_cli_config(args.config, dataset_override=args.dataset), args)
@@ -133,13 +132,7 @@ def cmd_search_qps(args: argparse.Namespace) -> int:
     asset = build_max_qps_search(config, search_partitions(config), on_step=on_step)
     failed = 0
     with StopSignals() as stop:
-        if not prepared_dataset_path(config).is_file():
-            check_dataset_reachable(config)
-            print(f"preparing the dataset ({config.dataset.source}) ...", file=sys.stderr)
-            done = dg.materialize([cnn_dailymail_dataset], instance=instance, resources=resources,
-                                  run_config=run_config, raise_on_error=False)
-            if not done.success:
-                raise UserError("preparing the dataset failed: " + "; ".join(failure_messages(done)))
+        ensure_prepared_dataset(config, instance, resources, run_config)
         for node in nodes:
             for label in [x for x in labels if x in wanted]:
                 if stop.received is not None:
